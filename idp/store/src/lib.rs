@@ -1,0 +1,299 @@
+//! The token store contract shared by the IdP (which writes it) and the gateways (which read it).
+//!
+//! * `token`: reference tokens and the session ids derived from their hash (the store never sees
+//!   a reference token in clear).
+//! * `record`: what a session holds and when it expires.
+//! * `event`: revocations and role changes, delivered at least once, with gap detection.
+//! * `redis`: the Redis implementation and its key schema (the only place that knows it).
+//! * `memory`: the in-memory implementation, the embedded default of `tokengate dev`.
+//!
+//! Both implementations pass one contract suite (`testing::suite`).
+
+mod error;
+mod event;
+mod memory;
+mod record;
+mod redis;
+mod token;
+
+#[cfg(any(test, feature = "testing"))]
+#[allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+pub mod testing;
+
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use error::StoreError;
+pub use event::{Event, EventBatch, EventCursor};
+pub use memory::MemoryStore;
+pub use record::{Session, ValueToken};
+pub use redis::{RedisOptions, RedisStore};
+pub use token::{ReferenceToken, SessionId, TokenFormatError};
+
+/// Store operations. The IdP uses all of them; a gateway only `lookup`, `touch`, `events_head`
+/// and `read_events`.
+pub trait TokenStore: Clone + Send + Sync + 'static {
+    /// Stores a new session. The subject's index is written first, so that a forced logout can
+    /// never miss a session that exists.
+    fn create(&self, session: &Session) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The live session with this id, if any.
+    fn lookup(
+        &self,
+        id: &SessionId,
+    ) -> impl Future<Output = Result<Option<Session>, StoreError>> + Send;
+
+    /// Reports last use for a batch of sessions in one round trip. Each session's expiry becomes
+    /// `min(last_used + idle_timeout, max_expires_at)`; it never shrinks and a revoked or expired
+    /// session is never revived. Returns how many sessions were extended.
+    fn touch(
+        &self,
+        uses: &[(SessionId, u64)],
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send;
+
+    /// Revokes one session and publishes [`Event::Revoked`]. `false` if it did not exist.
+    fn revoke(&self, id: &SessionId) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Revokes every session of a subject (forced logout) and publishes
+    /// [`Event::SubjectRevoked`]. Returns the sessions that were live.
+    fn revoke_subject(
+        &self,
+        subject: &str,
+    ) -> impl Future<Output = Result<Vec<SessionId>, StoreError>> + Send;
+
+    /// The live sessions of a subject.
+    fn sessions(
+        &self,
+        subject: &str,
+    ) -> impl Future<Output = Result<Vec<Session>, StoreError>> + Send;
+
+    /// Replaces roles and value token of live sessions (those that ended meanwhile are skipped),
+    /// then publishes [`Event::RolesChanged`]. Returns how many were updated.
+    fn update_sessions(
+        &self,
+        updates: &[(SessionId, Vec<String>, ValueToken)],
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send;
+
+    /// Roles an administrator set for a subject, which replace the configured ones.
+    fn subject_roles(
+        &self,
+        subject: &str,
+    ) -> impl Future<Output = Result<Option<Vec<String>>, StoreError>> + Send;
+
+    /// Records the roles an administrator set for a subject.
+    fn set_subject_roles(
+        &self,
+        subject: &str,
+        roles: &[String],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The position just after the newest event: where a reader with an empty cache starts.
+    fn events_head(&self) -> impl Future<Output = Result<EventCursor, StoreError>> + Send;
+
+    /// Events after `after`, waiting up to `wait` for one to arrive. `gap` in the answer says
+    /// events may have been lost (stream trimmed, store reset): the reader must drop its cache.
+    fn read_events(
+        &self,
+        after: &EventCursor,
+        wait: Duration,
+    ) -> impl Future<Output = Result<EventBatch, StoreError>> + Send;
+
+    /// Checks that the store answers.
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// One of the two implementations, chosen at start-up from the configuration.
+#[derive(Clone, Debug)]
+pub enum AnyStore {
+    Redis(RedisStore),
+    Memory(MemoryStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            AnyStore::Redis($s) => $e,
+            AnyStore::Memory($s) => $e,
+        }
+    };
+}
+
+impl TokenStore for AnyStore {
+    async fn create(&self, session: &Session) -> Result<(), StoreError> {
+        dispatch!(self, s => s.create(session).await)
+    }
+    async fn lookup(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        dispatch!(self, s => s.lookup(id).await)
+    }
+    async fn touch(&self, uses: &[(SessionId, u64)]) -> Result<usize, StoreError> {
+        dispatch!(self, s => s.touch(uses).await)
+    }
+    async fn revoke(&self, id: &SessionId) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.revoke(id).await)
+    }
+    async fn revoke_subject(&self, subject: &str) -> Result<Vec<SessionId>, StoreError> {
+        dispatch!(self, s => s.revoke_subject(subject).await)
+    }
+    async fn sessions(&self, subject: &str) -> Result<Vec<Session>, StoreError> {
+        dispatch!(self, s => s.sessions(subject).await)
+    }
+    async fn update_sessions(
+        &self,
+        updates: &[(SessionId, Vec<String>, ValueToken)],
+    ) -> Result<usize, StoreError> {
+        dispatch!(self, s => s.update_sessions(updates).await)
+    }
+    async fn subject_roles(&self, subject: &str) -> Result<Option<Vec<String>>, StoreError> {
+        dispatch!(self, s => s.subject_roles(subject).await)
+    }
+    async fn set_subject_roles(&self, subject: &str, roles: &[String]) -> Result<(), StoreError> {
+        dispatch!(self, s => s.set_subject_roles(subject, roles).await)
+    }
+    async fn events_head(&self) -> Result<EventCursor, StoreError> {
+        dispatch!(self, s => s.events_head().await)
+    }
+    async fn read_events(
+        &self,
+        after: &EventCursor,
+        wait: Duration,
+    ) -> Result<EventBatch, StoreError> {
+        dispatch!(self, s => s.read_events(after, wait).await)
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        dispatch!(self, s => s.ping().await)
+    }
+}
+
+/// Seconds since the Unix epoch, the unit of every time in the store.
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod contract {
+    mod memory {
+        use crate::MemoryStore;
+        crate::store_contract_tests!(|max_len| (MemoryStore::with_events_max_len(max_len), ()));
+    }
+
+    mod redis {
+        use crate::testing::TestRedis;
+        use crate::{RedisOptions, RedisStore};
+
+        fn store(max_len: usize) -> (RedisStore, TestRedis) {
+            let redis = TestRedis::start();
+            let options = RedisOptions {
+                events_max_len: max_len,
+                ..RedisOptions::default()
+            };
+            let store = RedisStore::connect(&redis.url(), options).expect("connect");
+            (store, redis)
+        }
+
+        crate::store_contract_tests!(store);
+    }
+}
+
+#[cfg(test)]
+mod redis_specific {
+    use std::time::Duration;
+
+    use crate::testing::{TestRedis, suite};
+    use crate::{RedisOptions, RedisStore, TokenStore, now_unix};
+
+    fn connect(redis: &TestRedis) -> RedisStore {
+        RedisStore::connect(&redis.url(), RedisOptions::default()).expect("connect")
+    }
+
+    fn ttl(redis: &TestRedis, key: &str) -> i64 {
+        redis::from_redis_value(redis.query(&["TTL", key]).expect("TTL")).expect("integer")
+    }
+
+    #[tokio::test]
+    async fn redis_expiry_follows_last_use() {
+        let redis = TestRedis::start();
+        let store = connect(&redis);
+        let mut s = suite::session("alice");
+        s.last_used_at = now_unix() - 500; // 100 s of idle time left
+        store.create(&s).await.expect("create");
+        let key = format!("tg:s:{{{}}}", s.id);
+        assert!(
+            (95..=101).contains(&ttl(&redis, &key)),
+            "ttl {}",
+            ttl(&redis, &key)
+        );
+        store
+            .touch(&[(s.id.clone(), now_unix())])
+            .await
+            .expect("touch");
+        assert!(
+            (595..=601).contains(&ttl(&redis, &key)),
+            "ttl {}",
+            ttl(&redis, &key)
+        );
+    }
+
+    #[tokio::test]
+    async fn reader_detects_a_redis_that_lost_its_data() {
+        let mut redis = TestRedis::start();
+        let store = connect(&redis);
+        let s = suite::session("alice");
+        store.create(&s).await.expect("create");
+        store.revoke(&s.id).await.expect("revoke");
+        let cursor = store
+            .read_events(
+                &store.events_head().await.expect("head"),
+                Duration::from_millis(5),
+            )
+            .await
+            .expect("read")
+            .cursor;
+
+        redis.restart();
+        // The same store object recovers by itself once Redis is back.
+        let mut result = store.read_events(&cursor, Duration::from_millis(5)).await;
+        for _ in 0..50 {
+            if result.is_ok() {
+                break;
+            }
+            result = store.read_events(&cursor, Duration::from_millis(5)).await;
+        }
+        let batch = result.expect("read after restart");
+        assert!(
+            batch.gap,
+            "events before the restart are lost: the reader must drop its cache"
+        );
+        let again = store
+            .read_events(&batch.cursor, Duration::from_millis(5))
+            .await
+            .expect("read");
+        assert!(!again.gap);
+    }
+
+    #[tokio::test]
+    async fn operations_fail_with_unavailable_and_recover() {
+        let mut redis = TestRedis::start();
+        let store = connect(&redis);
+        let s = suite::session("alice");
+        store.create(&s).await.expect("create");
+        redis.kill();
+        assert!(matches!(
+            store.lookup(&s.id).await,
+            Err(crate::StoreError::Unavailable(_))
+        ));
+        redis.restart();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while store.ping().await.is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "store did not reconnect"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The restarted Redis is empty: the session is gone, and the answer says so.
+        assert_eq!(store.lookup(&s.id).await.expect("lookup"), None);
+    }
+}

@@ -1,0 +1,288 @@
+//! The in-memory store: the embedded default of `tokengate dev`, one process only.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::{
+    Event, EventBatch, EventCursor, Session, SessionId, StoreError, TokenStore, ValueToken,
+    now_unix,
+};
+
+/// How many events are kept for readers that fall behind.
+const DEFAULT_EVENTS_MAX_LEN: usize = 10_000;
+/// Creations between two sweeps of expired sessions.
+const SWEEP_EVERY: u64 = 1024;
+
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    /// The sequence number of the newest event, so readers can wait without polling.
+    newest: watch::Sender<u64>,
+    events_max_len: usize,
+}
+
+#[derive(Default)]
+struct State {
+    sessions: HashMap<SessionId, Session>,
+    by_subject: HashMap<String, BTreeSet<SessionId>>,
+    roles: HashMap<String, Vec<String>>,
+    events: VecDeque<(u64, Event)>,
+    seq: u64,
+    creations: u64,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore").finish_non_exhaustive()
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::with_events_max_len(DEFAULT_EVENTS_MAX_LEN)
+    }
+
+    /// A store that keeps only the newest `max_len` events (tests use a small one).
+    pub fn with_events_max_len(max_len: usize) -> Self {
+        MemoryStore {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State::default()),
+                newest: watch::channel(0).0,
+                events_max_len: max_len.max(1),
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind; keep serving it.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn publish(&self, state: &mut State, event: Event) {
+        state.seq += 1;
+        state.events.push_back((state.seq, event));
+        while state.events.len() > self.inner.events_max_len {
+            state.events.pop_front();
+        }
+        self.inner.newest.send_replace(state.seq);
+    }
+}
+
+impl State {
+    fn live(&mut self, id: &SessionId, now: u64) -> Option<&mut Session> {
+        let expired = self.sessions.get(id).is_some_and(|s| !s.is_live(now));
+        if expired {
+            self.remove(id);
+        }
+        self.sessions.get_mut(id)
+    }
+
+    fn remove(&mut self, id: &SessionId) -> Option<Session> {
+        let session = self.sessions.remove(id)?;
+        if let Some(ids) = self.by_subject.get_mut(&session.subject) {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.by_subject.remove(&session.subject);
+            }
+        }
+        Some(session)
+    }
+
+    fn sweep(&mut self, now: u64) {
+        let expired: Vec<SessionId> = self
+            .sessions
+            .values()
+            .filter(|s| !s.is_live(now))
+            .map(|s| s.id.clone())
+            .collect();
+        for id in expired {
+            self.remove(&id);
+        }
+    }
+}
+
+impl TokenStore for MemoryStore {
+    async fn create(&self, session: &Session) -> Result<(), StoreError> {
+        let mut state = self.state();
+        state.creations += 1;
+        if state.creations.is_multiple_of(SWEEP_EVERY) {
+            state.sweep(now_unix());
+        }
+        state
+            .by_subject
+            .entry(session.subject.clone())
+            .or_default()
+            .insert(session.id.clone());
+        state.sessions.insert(session.id.clone(), session.clone());
+        Ok(())
+    }
+
+    async fn lookup(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        Ok(self.state().live(id, now_unix()).map(|s| s.clone()))
+    }
+
+    async fn touch(&self, uses: &[(SessionId, u64)]) -> Result<usize, StoreError> {
+        let now = now_unix();
+        let mut state = self.state();
+        let mut extended = 0;
+        for (id, last_used) in uses {
+            if let Some(session) = state.live(id, now)
+                && *last_used > session.last_used_at
+            {
+                session.last_used_at = *last_used;
+                extended += 1;
+            }
+        }
+        Ok(extended)
+    }
+
+    async fn revoke(&self, id: &SessionId) -> Result<bool, StoreError> {
+        let mut state = self.state();
+        let existed = state.live(id, now_unix()).is_some();
+        if existed {
+            state.remove(id);
+            self.publish(
+                &mut state,
+                Event::Revoked {
+                    session: id.clone(),
+                },
+            );
+        }
+        Ok(existed)
+    }
+
+    async fn revoke_subject(&self, subject: &str) -> Result<Vec<SessionId>, StoreError> {
+        let now = now_unix();
+        let mut state = self.state();
+        let ids: Vec<SessionId> = state
+            .by_subject
+            .get(subject)
+            .map(|ids| ids.iter().cloned().collect())
+            .unwrap_or_default();
+        let mut live = Vec::with_capacity(ids.len());
+        for id in &ids {
+            if state.live(id, now).is_some() {
+                live.push(id.clone());
+            }
+            state.remove(id);
+        }
+        if !ids.is_empty() {
+            let event = Event::SubjectRevoked {
+                subject: subject.to_owned(),
+                sessions: ids,
+            };
+            self.publish(&mut state, event);
+        }
+        Ok(live)
+    }
+
+    async fn sessions(&self, subject: &str) -> Result<Vec<Session>, StoreError> {
+        let now = now_unix();
+        let mut state = self.state();
+        let ids: Vec<SessionId> = state
+            .by_subject
+            .get(subject)
+            .map(|ids| ids.iter().cloned().collect())
+            .unwrap_or_default();
+        Ok(ids
+            .iter()
+            .filter_map(|id| state.live(id, now).map(|s| s.clone()))
+            .collect())
+    }
+
+    async fn update_sessions(
+        &self,
+        updates: &[(SessionId, Vec<String>, ValueToken)],
+    ) -> Result<usize, StoreError> {
+        let now = now_unix();
+        let mut state = self.state();
+        let mut updated = Vec::with_capacity(updates.len());
+        for (id, roles, token) in updates {
+            if let Some(session) = state.live(id, now) {
+                session.roles = roles.clone();
+                session.value_token = token.clone();
+                updated.push(id.clone());
+            }
+        }
+        let count = updated.len();
+        if count > 0 {
+            self.publish(&mut state, Event::RolesChanged { sessions: updated });
+        }
+        Ok(count)
+    }
+
+    async fn subject_roles(&self, subject: &str) -> Result<Option<Vec<String>>, StoreError> {
+        Ok(self.state().roles.get(subject).cloned())
+    }
+
+    async fn set_subject_roles(&self, subject: &str, roles: &[String]) -> Result<(), StoreError> {
+        self.state()
+            .roles
+            .insert(subject.to_owned(), roles.to_vec());
+        Ok(())
+    }
+
+    async fn events_head(&self) -> Result<EventCursor, StoreError> {
+        let seq = self.state().seq;
+        Ok(EventCursor {
+            epoch: String::new(),
+            id: seq.to_string(),
+            seq,
+        })
+    }
+
+    async fn read_events(
+        &self,
+        after: &EventCursor,
+        wait: Duration,
+    ) -> Result<EventBatch, StoreError> {
+        let mut newest = self.inner.newest.subscribe();
+        if *newest.borrow_and_update() <= after.seq {
+            // Timing out just means no event arrived; the answer below is then empty.
+            let _ = tokio::time::timeout(wait, newest.changed()).await;
+        }
+        let state = self.state();
+        let oldest_kept = state.events.front().map(|(seq, _)| *seq);
+        let gap = after.seq > state.seq || oldest_kept.is_some_and(|oldest| oldest > after.seq + 1);
+        let events: Vec<Event> = state
+            .events
+            .iter()
+            .filter(|(seq, _)| *seq > after.seq)
+            .map(|(_, e)| e.clone())
+            .collect();
+        let seq = if gap || !events.is_empty() {
+            state.seq
+        } else {
+            after.seq
+        };
+        Ok(EventBatch {
+            events,
+            cursor: EventCursor {
+                epoch: String::new(),
+                id: seq.to_string(),
+                seq,
+            },
+            gap,
+        })
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

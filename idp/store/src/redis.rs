@@ -1,0 +1,721 @@
+//! The Redis store and its key schema, the only place that knows it.
+//!
+//! Keys (`tg` is the configurable prefix; `{...}` is the Redis Cluster hash tag):
+//!
+//! | key                          | type   | holds                                              |
+//! |------------------------------|--------|----------------------------------------------------|
+//! | `tg:s:{<session id>}`        | hash   | one session; expires with the session              |
+//! | `tg:u:{<subject>}:sessions`  | zset   | the subject's session ids, scored by max expiry    |
+//! | `tg:u:{<subject>}:roles`     | string | roles an administrator set (JSON array)            |
+//! | `tg:{events}`                | stream | revocations and role changes, bounded length       |
+//! | `tg:{events}:seq`            | string | the sequence number of the newest event            |
+//! | `tg:{events}:epoch`          | string | made once per data set: a new one means data loss  |
+//!
+//! `<subject>` is base64url-encoded so that braces in a username cannot move the hash tag.
+//! Every script touches one key or keys of one hash tag; steps that span slots are ordered so
+//! that repeating them after a failure is safe.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::streams::StreamReadReply;
+use redis::{AsyncConnectionConfig, Client, ErrorKind, Pipeline, Script, ServerErrorKind, Value};
+use tokio::sync::Mutex;
+
+use crate::{
+    Event, EventBatch, EventCursor, Session, SessionId, StoreError, TokenStore, ValueToken,
+    now_unix,
+};
+
+/// Options of the Redis store beyond its URL.
+#[derive(Clone, Debug)]
+pub struct RedisOptions {
+    /// Prefix of every key, so several deployments can share one Redis.
+    pub key_prefix: String,
+    /// Events kept in the stream (approximately; Redis trims in whole nodes).
+    pub events_max_len: usize,
+    /// How long one command may take before the store counts as unreachable.
+    pub response_timeout: Duration,
+    /// How long connecting may take.
+    pub connect_timeout: Duration,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        RedisOptions {
+            key_prefix: "tg".to_owned(),
+            events_max_len: 100_000,
+            response_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Sessions, indexes and events in Redis (standalone).
+#[derive(Clone)]
+pub struct RedisStore {
+    con: ConnectionManager,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    client: Client,
+    /// The connection for blocking stream reads: its own, so a blocked read never delays
+    /// lookups, and it has no response timeout of its own.
+    reader: Mutex<Option<MultiplexedConnection>>,
+    keys: Keys,
+    options: RedisOptions,
+    scripts: Scripts,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password.
+        f.debug_struct("RedisStore")
+            .field("key_prefix", &self.shared.options.key_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Keys {
+    prefix: String,
+    events: String,
+    events_seq: String,
+    events_epoch: String,
+}
+
+impl Keys {
+    fn new(prefix: &str) -> Self {
+        Keys {
+            prefix: prefix.to_owned(),
+            events: format!("{prefix}:{{events}}"),
+            events_seq: format!("{prefix}:{{events}}:seq"),
+            events_epoch: format!("{prefix}:{{events}}:epoch"),
+        }
+    }
+    fn session(&self, id: &SessionId) -> String {
+        format!("{}:s:{{{}}}", self.prefix, id.as_str())
+    }
+    fn subject(&self, subject: &str, what: &str) -> String {
+        format!(
+            "{}:u:{{{}}}:{what}",
+            self.prefix,
+            URL_SAFE_NO_PAD.encode(subject.as_bytes())
+        )
+    }
+}
+
+struct Scripts {
+    create: Script,
+    index_add: Script,
+    touch: Script,
+    revoke: Script,
+    update: Script,
+    publish: Script,
+    head: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Scripts {
+            // KEYS[1] session; ARGV sub, roles, vt, created, last_used, idle, max_exp, expire_at
+            create: Script::new(
+                r"redis.call('HSET', KEYS[1], 'sub', ARGV[1], 'roles', ARGV[2], 'vt', ARGV[3],
+                  'created', ARGV[4], 'last_used', ARGV[5], 'idle', ARGV[6], 'max_exp', ARGV[7])
+                  redis.call('EXPIREAT', KEYS[1], ARGV[8])
+                  return 1",
+            ),
+            // KEYS[1] subject index; ARGV sid, max_exp, now. Prunes ended sessions and keeps the
+            // index alive as long as its longest-lived session.
+            index_add: Script::new(
+                r"redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+                  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+                  local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+                  if #last == 2 then
+                    redis.call('EXPIREAT', KEYS[1], math.floor(tonumber(last[2])) + 1)
+                  end
+                  return 1",
+            ),
+            // KEYS[1] session; ARGV last_used. Never revives (missing key: 0), never shortens.
+            touch: Script::new(
+                r"local h = redis.call('HMGET', KEYS[1], 'last_used', 'idle', 'max_exp')
+                  if not h[1] or not h[2] or not h[3] then return 0 end
+                  local lu = tonumber(ARGV[1])
+                  if lu <= tonumber(h[1]) then return 0 end
+                  local exp = math.min(lu + tonumber(h[2]), tonumber(h[3]))
+                  redis.call('HSET', KEYS[1], 'last_used', ARGV[1])
+                  redis.call('EXPIREAT', KEYS[1], exp)
+                  return 1",
+            ),
+            // KEYS[1] session. Deletes it and answers its subject, or nil if there was none.
+            revoke: Script::new(
+                r"local sub = redis.call('HGET', KEYS[1], 'sub')
+                  if not sub then return false end
+                  redis.call('DEL', KEYS[1])
+                  return sub",
+            ),
+            // KEYS[1] session; ARGV roles, vt. Keeps the expiry; skips ended sessions.
+            update: Script::new(
+                r"if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+                  redis.call('HSET', KEYS[1], 'roles', ARGV[1], 'vt', ARGV[2])
+                  return 1",
+            ),
+            // KEYS[1] seq, KEYS[2] stream; ARGV maxlen, type, sids, sub. One number per event,
+            // in the same step as the event, so a reader can see a gap.
+            publish: Script::new(
+                r"local seq = redis.call('INCR', KEYS[1])
+                  local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*',
+                    'seq', seq, 'type', ARGV[2], 'sids', ARGV[3], 'sub', ARGV[4])
+                  return {id, seq}",
+            ),
+            // KEYS[1] seq, KEYS[2] stream, KEYS[3] epoch. The epoch (made on first use: a
+            // Redis that lost its data makes a new one), the newest event's id and number.
+            head: Script::new(
+                r"local t = redis.call('TIME')
+                  redis.call('SET', KEYS[3], t[1] .. '.' .. t[2], 'NX')
+                  local epoch = redis.call('GET', KEYS[3])
+                  local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+                  local seq = redis.call('GET', KEYS[1]) or '0'
+                  if #last == 0 then return {epoch, '0-0', seq} end
+                  return {epoch, last[1][1], seq}",
+            ),
+        }
+    }
+}
+
+/// A stream entry id, compared as Redis does.
+fn stream_id(text: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = text.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+fn is_noscript(e: &redis::RedisError) -> bool {
+    e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
+}
+
+impl RedisStore {
+    /// A store for `url` (`redis://[:password@]host:port[/db]`). Connects lazily: the process can
+    /// start while Redis is still down and recovers by itself when it comes back.
+    pub fn connect(url: &str, options: RedisOptions) -> Result<Self, StoreError> {
+        let client = Client::open(url).map_err(|e| StoreError::Config(e.to_string()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(options.response_timeout))
+            .set_connection_timeout(Some(options.connect_timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let con = client
+            .get_connection_manager_lazy(config)
+            .map_err(|e| StoreError::Config(e.to_string()))?;
+        Ok(RedisStore {
+            con,
+            shared: Arc::new(Shared {
+                client,
+                reader: Mutex::new(None),
+                keys: Keys::new(&options.key_prefix),
+                options,
+                scripts: Scripts::new(),
+            }),
+        })
+    }
+
+    /// Runs a pipeline of script calls, loading the script once if Redis does not know it yet
+    /// (every script here is safe to run twice).
+    async fn eval_pipeline<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        calls: impl Fn(&mut Pipeline, &str),
+    ) -> Result<T, StoreError> {
+        let mut pipe = redis::pipe();
+        calls(&mut pipe, script.get_hash());
+        let mut con = self.con.clone();
+        match pipe.query_async(&mut con).await {
+            Err(e) if is_noscript(&e) => {
+                script.prepare_invoke().load_async(&mut con).await?;
+                Ok(pipe.query_async(&mut con).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    async fn publish(&self, event: &Event) -> Result<(), StoreError> {
+        let (kind, subject) = match event {
+            Event::Revoked { .. } => ("revoked", ""),
+            Event::RolesChanged { .. } => ("roles", ""),
+            Event::SubjectRevoked { subject, .. } => ("subject_revoked", subject.as_str()),
+        };
+        let sids = event
+            .sessions()
+            .iter()
+            .map(SessionId::as_str)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut invocation = self.shared.scripts.publish.prepare_invoke();
+        invocation
+            .key(&self.shared.keys.events_seq)
+            .key(&self.shared.keys.events)
+            .arg(self.shared.options.events_max_len)
+            .arg(kind)
+            .arg(&sids)
+            .arg(subject);
+        // The change itself is already made; a gateway that misses this event keeps serving the
+        // session from cache (up to max_staleness), so try hard before giving up.
+        let mut delay = Duration::from_millis(50);
+        let mut attempt = 0;
+        loop {
+            let mut con = self.con.clone();
+            match invocation.invoke_async::<Value>(&mut con).await {
+                Ok(_) => return Ok(()),
+                Err(e) if attempt < 3 => {
+                    tracing::warn!(error = %e, attempt, "publishing a store event failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The blocking reader's connection, (re)made when needed. `true` when it is new, which is
+    /// when the stream may have been reset behind the reader's back.
+    async fn reader_connection(
+        slot: &mut Option<MultiplexedConnection>,
+        client: &Client,
+        connect_timeout: Duration,
+    ) -> Result<bool, StoreError> {
+        if slot.is_some() {
+            return Ok(false);
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(connect_timeout))
+            .set_response_timeout(None);
+        *slot = Some(
+            client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?,
+        );
+        Ok(true)
+    }
+
+    async fn head_on(
+        &self,
+        con: &mut impl redis::aio::ConnectionLike,
+    ) -> Result<EventCursor, StoreError> {
+        let (epoch, id, seq): (String, String, String) = self
+            .shared
+            .scripts
+            .head
+            .key(&self.shared.keys.events_seq)
+            .key(&self.shared.keys.events)
+            .key(&self.shared.keys.events_epoch)
+            .invoke_async(con)
+            .await?;
+        let seq = seq.parse().map_err(|_| StoreError::Corrupt {
+            what: "event sequence number",
+        })?;
+        Ok(EventCursor { epoch, id, seq })
+    }
+
+    async fn read_on(
+        &self,
+        con: &mut MultiplexedConnection,
+        fresh: bool,
+        after: &EventCursor,
+        wait: Duration,
+    ) -> Result<EventBatch, StoreError> {
+        con.set_response_timeout(wait + self.shared.options.response_timeout);
+        if fresh {
+            // A new connection may mean a restarted or failed-over Redis that lost data, or
+            // whose stream is older than our position (reading on would then wait forever).
+            let head = self.head_on(con).await?;
+            let behind = match (stream_id(&head.id), stream_id(&after.id)) {
+                (Some(h), Some(a)) => h < a,
+                _ => true,
+            };
+            if head.epoch != after.epoch || behind || head.seq < after.seq {
+                return Ok(EventBatch {
+                    events: Vec::new(),
+                    cursor: head,
+                    gap: true,
+                });
+            }
+        }
+        let wait_ms = wait.as_millis().clamp(1, u128::from(u32::MAX)) as u64;
+        let reply: Option<StreamReadReply> = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(512)
+            .arg("BLOCK")
+            .arg(wait_ms)
+            .arg("STREAMS")
+            .arg(&self.shared.keys.events)
+            .arg(&after.id)
+            .query_async(con)
+            .await?;
+        let mut batch = EventBatch {
+            events: Vec::new(),
+            cursor: after.clone(),
+            gap: false,
+        };
+        let entries = reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids);
+        for entry in entries {
+            let seq: Option<u64> = entry.get::<String>("seq").and_then(|s| s.parse().ok());
+            match seq {
+                // Delivered before (at-least-once): nothing new.
+                Some(seq) if seq <= batch.cursor.seq => {}
+                Some(seq) => {
+                    if seq != batch.cursor.seq + 1 {
+                        batch.gap = true;
+                    }
+                    match decode_event(&entry) {
+                        Some(event) => batch.events.push(event),
+                        None => batch.gap = true,
+                    }
+                    batch.cursor.seq = seq;
+                }
+                // An entry this version did not write: we cannot tell what it revoked.
+                None => batch.gap = true,
+            }
+            batch.cursor.id = entry.id;
+        }
+        Ok(batch)
+    }
+
+    fn decode_session(&self, id: SessionId, fields: Vec<(String, String)>) -> Option<Session> {
+        let mut s = Session {
+            id,
+            subject: String::new(),
+            roles: Vec::new(),
+            value_token: ValueToken(String::new()),
+            created_at: 0,
+            last_used_at: 0,
+            idle_timeout: 0,
+            max_expires_at: 0,
+        };
+        let mut seen = 0u8;
+        for (name, value) in fields {
+            let bit = match name.as_str() {
+                "sub" => {
+                    s.subject = value;
+                    1
+                }
+                "roles" => {
+                    s.roles = serde_json::from_str(&value).ok()?;
+                    2
+                }
+                "vt" => {
+                    s.value_token = ValueToken(value);
+                    4
+                }
+                "created" => {
+                    s.created_at = value.parse().ok()?;
+                    8
+                }
+                "last_used" => {
+                    s.last_used_at = value.parse().ok()?;
+                    16
+                }
+                "idle" => {
+                    s.idle_timeout = value.parse().ok()?;
+                    32
+                }
+                "max_exp" => {
+                    s.max_expires_at = value.parse().ok()?;
+                    64
+                }
+                _ => 0,
+            };
+            seen |= bit;
+        }
+        (seen == 127).then_some(s)
+    }
+}
+
+fn decode_event(entry: &redis::streams::StreamId) -> Option<Event> {
+    let kind: String = entry.get("type")?;
+    let sids: String = entry.get("sids")?;
+    let sessions = sids
+        .split(' ')
+        .filter(|s| !s.is_empty())
+        .map(SessionId::parse)
+        .collect::<Option<Vec<_>>>()?;
+    match kind.as_str() {
+        "revoked" => {
+            let [session] = <[SessionId; 1]>::try_from(sessions).ok()?;
+            Some(Event::Revoked { session })
+        }
+        "roles" => Some(Event::RolesChanged { sessions }),
+        "subject_revoked" => Some(Event::SubjectRevoked {
+            subject: entry.get("sub")?,
+            sessions,
+        }),
+        _ => None,
+    }
+}
+
+impl TokenStore for RedisStore {
+    async fn create(&self, s: &Session) -> Result<(), StoreError> {
+        let roles =
+            serde_json::to_string(&s.roles).map_err(|_| StoreError::Corrupt { what: "roles" })?;
+        let mut con = self.con.clone();
+        // Index first: a session that exists is always reachable by a forced logout.
+        self.shared
+            .scripts
+            .index_add
+            .key(self.shared.keys.subject(&s.subject, "sessions"))
+            .arg(s.id.as_str())
+            .arg(s.max_expires_at)
+            .arg(now_unix())
+            .invoke_async::<Value>(&mut con)
+            .await?;
+        self.shared
+            .scripts
+            .create
+            .key(self.shared.keys.session(&s.id))
+            .arg(&s.subject)
+            .arg(roles)
+            .arg(s.value_token.expose())
+            .arg(s.created_at)
+            .arg(s.last_used_at)
+            .arg(s.idle_timeout)
+            .arg(s.max_expires_at)
+            .arg(s.expires_at())
+            .invoke_async::<Value>(&mut con)
+            .await?;
+        Ok(())
+    }
+
+    async fn lookup(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        let mut con = self.con.clone();
+        let fields: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(self.shared.keys.session(id))
+            .query_async(&mut con)
+            .await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        let session = self
+            .decode_session(id.clone(), fields)
+            .ok_or(StoreError::Corrupt { what: "session" })?;
+        Ok(session.is_live(now_unix()).then_some(session))
+    }
+
+    async fn touch(&self, uses: &[(SessionId, u64)]) -> Result<usize, StoreError> {
+        if uses.is_empty() {
+            return Ok(0);
+        }
+        let extended: Vec<i64> = self
+            .eval_pipeline(&self.shared.scripts.touch, |pipe, sha| {
+                for (id, last_used) in uses {
+                    pipe.cmd("EVALSHA")
+                        .arg(sha)
+                        .arg(1)
+                        .arg(self.shared.keys.session(id))
+                        .arg(*last_used);
+                }
+            })
+            .await?;
+        Ok(extended.iter().filter(|n| **n == 1).count())
+    }
+
+    async fn revoke(&self, id: &SessionId) -> Result<bool, StoreError> {
+        let mut con = self.con.clone();
+        let subject: Option<String> = self
+            .shared
+            .scripts
+            .revoke
+            .key(self.shared.keys.session(id))
+            .invoke_async(&mut con)
+            .await?;
+        let Some(subject) = subject else {
+            return Ok(false);
+        };
+        self.publish(&Event::Revoked {
+            session: id.clone(),
+        })
+        .await?;
+        let _: Value = redis::cmd("ZREM")
+            .arg(self.shared.keys.subject(&subject, "sessions"))
+            .arg(id.as_str())
+            .query_async(&mut con)
+            .await?;
+        Ok(true)
+    }
+
+    async fn revoke_subject(&self, subject: &str) -> Result<Vec<SessionId>, StoreError> {
+        let index = self.shared.keys.subject(subject, "sessions");
+        let mut con = self.con.clone();
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(&index)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut con)
+            .await?;
+        let ids: Vec<SessionId> = ids.iter().filter_map(|s| SessionId::parse(s)).collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Delete, then announce, then unindex: after a failure part-way, a retry finds the
+        // same ids in the index and announces them again (harmless), so none is forgotten.
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("DEL").arg(self.shared.keys.session(id));
+        }
+        let deleted: Vec<i64> = pipe.query_async(&mut con).await?;
+        self.publish(&Event::SubjectRevoked {
+            subject: subject.to_owned(),
+            sessions: ids.clone(),
+        })
+        .await?;
+        let _: Value = redis::cmd("ZREM")
+            .arg(&index)
+            .arg(ids.iter().map(SessionId::as_str).collect::<Vec<_>>())
+            .query_async(&mut con)
+            .await?;
+        Ok(ids
+            .into_iter()
+            .zip(deleted)
+            .filter(|(_, n)| *n == 1)
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    async fn sessions(&self, subject: &str) -> Result<Vec<Session>, StoreError> {
+        let index = self.shared.keys.subject(subject, "sessions");
+        let mut con = self.con.clone();
+        let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(&index)
+            .arg(format!("({}", now_unix()))
+            .arg("+inf")
+            .query_async(&mut con)
+            .await?;
+        let ids: Vec<SessionId> = ids.iter().filter_map(|s| SessionId::parse(s)).collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HGETALL").arg(self.shared.keys.session(id));
+        }
+        let records: Vec<Vec<(String, String)>> = pipe.query_async(&mut con).await?;
+        let now = now_unix();
+        let mut sessions = Vec::with_capacity(ids.len());
+        let mut ended = Vec::new();
+        for (id, fields) in ids.into_iter().zip(records) {
+            if fields.is_empty() {
+                ended.push(id);
+                continue;
+            }
+            match self.decode_session(id.clone(), fields) {
+                Some(s) if s.is_live(now) => sessions.push(s),
+                Some(_) => ended.push(id),
+                None => return Err(StoreError::Corrupt { what: "session" }),
+            }
+        }
+        if !ended.is_empty() {
+            // Idle-expired sessions leave their index entry behind; tidy up on the way.
+            let _: Value = redis::cmd("ZREM")
+                .arg(&index)
+                .arg(ended.iter().map(SessionId::as_str).collect::<Vec<_>>())
+                .query_async(&mut con)
+                .await?;
+        }
+        Ok(sessions)
+    }
+
+    async fn update_sessions(
+        &self,
+        updates: &[(SessionId, Vec<String>, ValueToken)],
+    ) -> Result<usize, StoreError> {
+        if updates.is_empty() {
+            return Ok(0);
+        }
+        let encoded = updates
+            .iter()
+            .map(|(_, roles, _)| serde_json::to_string(roles))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| StoreError::Corrupt { what: "roles" })?;
+        let done: Vec<i64> = self
+            .eval_pipeline(&self.shared.scripts.update, |pipe, sha| {
+                for ((id, _, token), roles) in updates.iter().zip(&encoded) {
+                    pipe.cmd("EVALSHA")
+                        .arg(sha)
+                        .arg(1)
+                        .arg(self.shared.keys.session(id))
+                        .arg(roles)
+                        .arg(token.expose());
+                }
+            })
+            .await?;
+        let updated: Vec<SessionId> = updates
+            .iter()
+            .zip(&done)
+            .filter(|(_, n)| **n == 1)
+            .map(|((id, _, _), _)| id.clone())
+            .collect();
+        let count = updated.len();
+        if count > 0 {
+            self.publish(&Event::RolesChanged { sessions: updated })
+                .await?;
+        }
+        Ok(count)
+    }
+
+    async fn subject_roles(&self, subject: &str) -> Result<Option<Vec<String>>, StoreError> {
+        let mut con = self.con.clone();
+        let raw: Option<String> = redis::cmd("GET")
+            .arg(self.shared.keys.subject(subject, "roles"))
+            .query_async(&mut con)
+            .await?;
+        raw.map(|r| serde_json::from_str(&r).map_err(|_| StoreError::Corrupt { what: "roles" }))
+            .transpose()
+    }
+
+    async fn set_subject_roles(&self, subject: &str, roles: &[String]) -> Result<(), StoreError> {
+        let raw =
+            serde_json::to_string(roles).map_err(|_| StoreError::Corrupt { what: "roles" })?;
+        let mut con = self.con.clone();
+        let _: Value = redis::cmd("SET")
+            .arg(self.shared.keys.subject(subject, "roles"))
+            .arg(raw)
+            .query_async(&mut con)
+            .await?;
+        Ok(())
+    }
+
+    async fn events_head(&self) -> Result<EventCursor, StoreError> {
+        self.head_on(&mut self.con.clone()).await
+    }
+
+    async fn read_events(
+        &self,
+        after: &EventCursor,
+        wait: Duration,
+    ) -> Result<EventBatch, StoreError> {
+        let mut slot = self.shared.reader.lock().await;
+        let fresh = Self::reader_connection(
+            &mut slot,
+            &self.shared.client,
+            self.shared.options.connect_timeout,
+        )
+        .await?;
+        let Some(con) = slot.as_mut() else {
+            return Err(StoreError::Config("no reader connection".to_owned()));
+        };
+        let result = self.read_on(con, fresh, after, wait).await;
+        if matches!(result, Err(StoreError::Unavailable(_))) {
+            // Start over on a new connection (and check the stream's head) next time.
+            *slot = None;
+        }
+        result
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut con = self.con.clone();
+        let _: String = redis::cmd("PING").query_async(&mut con).await?;
+        Ok(())
+    }
+}

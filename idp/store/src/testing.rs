@@ -1,0 +1,441 @@
+//! Test support: a `redis-server` of the test's own on a free port, and the contract suite that
+//! every store implementation must pass.
+
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `redis-server` started for one test on a free loopback port, killed when dropped.
+pub struct TestRedis {
+    child: Option<Child>,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl TestRedis {
+    /// Starts a server with no persistence and waits until it answers.
+    pub fn start() -> Self {
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("tokengate-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create a directory for redis-server");
+        let mut redis = TestRedis {
+            child: None,
+            port,
+            dir,
+        };
+        redis.spawn();
+        redis
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server (is it installed? .ci/run installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.query(&["PING"]).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not come up on {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the server at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port, empty (it keeps nothing on disk).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Runs one command on a fresh connection and returns the reply.
+    pub fn query(&self, args: &[&str]) -> redis::RedisResult<redis::Value> {
+        let client = redis::Client::open(self.url())?;
+        let mut con = client.get_connection_with_timeout(Duration::from_secs(1))?;
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query(&mut con)
+    }
+
+    /// Every key and every value in the server, as text (for "no raw token in a dump" checks).
+    pub fn dump(&self) -> String {
+        let mut out = String::new();
+        let keys: Vec<String> = match self.query(&["KEYS", "*"]) {
+            Ok(v) => redis::from_redis_value(v).unwrap_or_default(),
+            Err(e) => panic!("KEYS failed: {e}"),
+        };
+        for key in keys {
+            out.push_str(&key);
+            out.push('\n');
+            let kind: String = self
+                .query(&["TYPE", &key])
+                .ok()
+                .and_then(|v| redis::from_redis_value(v).ok())
+                .unwrap_or_default();
+            let value = match kind.as_str() {
+                "string" => self.query(&["GET", &key]),
+                "hash" => self.query(&["HGETALL", &key]),
+                "zset" => self.query(&["ZRANGE", &key, "0", "-1", "WITHSCORES"]),
+                "stream" => self.query(&["XRANGE", &key, "-", "+"]),
+                "set" => self.query(&["SMEMBERS", &key]),
+                "list" => self.query(&["LRANGE", &key, "0", "-1"]),
+                _ => continue,
+            };
+            out.push_str(&format!("{value:?}\n"));
+        }
+        out
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    let port = listener.local_addr().expect("local address").port();
+    drop(listener);
+    // Make sure nothing answers there (another test's server started meanwhile).
+    if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        return free_port();
+    }
+    port
+}
+
+/// The contract every store implementation passes. Each function is one behaviour.
+pub mod suite {
+    use std::time::Duration;
+
+    use crate::{Event, ReferenceToken, Session, SessionId, TokenStore, ValueToken, now_unix};
+
+    /// A session that is live now, for `subject`.
+    pub fn session(subject: &str) -> Session {
+        let now = now_unix();
+        Session {
+            id: ReferenceToken::generate().session_id(),
+            subject: subject.to_owned(),
+            roles: vec!["orders:read".to_owned()],
+            value_token: ValueToken(format!("header.{subject}.signature")),
+            created_at: now,
+            last_used_at: now,
+            idle_timeout: 600,
+            max_expires_at: now + 3600,
+        }
+    }
+
+    async fn events_since<S: TokenStore>(store: &S, cursor: &crate::EventCursor) -> Vec<Event> {
+        store
+            .read_events(cursor, Duration::from_millis(10))
+            .await
+            .expect("read events")
+            .events
+    }
+
+    pub async fn create_then_lookup<S: TokenStore>(store: &S) {
+        let s = session("alice");
+        store.create(&s).await.expect("create");
+        assert_eq!(store.lookup(&s.id).await.expect("lookup"), Some(s));
+        let unknown = ReferenceToken::generate().session_id();
+        assert_eq!(store.lookup(&unknown).await.expect("lookup"), None);
+    }
+
+    pub async fn ended_sessions_are_not_found<S: TokenStore>(store: &S) {
+        let mut idle = session("alice");
+        idle.last_used_at = now_unix() - 700; // idle timeout 600 passed
+        store.create(&idle).await.expect("create");
+        assert_eq!(store.lookup(&idle.id).await.expect("lookup"), None);
+        assert!(store.sessions("alice").await.expect("list").is_empty());
+    }
+
+    pub async fn touch_extends_but_never_shortens_or_revives<S: TokenStore>(store: &S) {
+        let now = now_unix();
+        let mut s = session("alice");
+        s.last_used_at = now - 100;
+        store.create(&s).await.expect("create");
+
+        assert_eq!(store.touch(&[(s.id.clone(), now)]).await.expect("touch"), 1);
+        let got = store.lookup(&s.id).await.expect("lookup").expect("live");
+        assert_eq!(got.last_used_at, now);
+        assert_eq!(got.expires_at(), now + 600);
+
+        // An older report never moves the expiry back.
+        assert_eq!(
+            store
+                .touch(&[(s.id.clone(), now - 50)])
+                .await
+                .expect("touch"),
+            0
+        );
+        let got = store.lookup(&s.id).await.expect("lookup").expect("live");
+        assert_eq!(got.last_used_at, now);
+
+        // Use never extends past the absolute lifetime.
+        store
+            .touch(&[(s.id.clone(), now + 3500)])
+            .await
+            .expect("touch");
+        let got = store.lookup(&s.id).await.expect("lookup").expect("live");
+        assert_eq!(got.expires_at(), s.max_expires_at);
+
+        // A revoked session stays revoked whatever is reported later.
+        assert!(store.revoke(&s.id).await.expect("revoke"));
+        assert_eq!(
+            store
+                .touch(&[(s.id.clone(), now + 10)])
+                .await
+                .expect("touch"),
+            0
+        );
+        assert_eq!(store.lookup(&s.id).await.expect("lookup"), None);
+        // Unknown sessions in a batch are skipped, the rest applied.
+        let other = session("bob");
+        store.create(&other).await.expect("create");
+        let unknown = ReferenceToken::generate().session_id();
+        let batch = [(unknown, now + 5), (other.id.clone(), now + 5)];
+        assert_eq!(store.touch(&batch).await.expect("touch"), 1);
+    }
+
+    pub async fn revoke_publishes_once<S: TokenStore>(store: &S) {
+        let s = session("alice");
+        store.create(&s).await.expect("create");
+        let cursor = store.events_head().await.expect("head");
+        assert!(store.revoke(&s.id).await.expect("revoke"));
+        assert_eq!(store.lookup(&s.id).await.expect("lookup"), None);
+        assert!(!store.revoke(&s.id).await.expect("revoke again"));
+        assert_eq!(
+            events_since(store, &cursor).await,
+            vec![Event::Revoked {
+                session: s.id.clone()
+            }]
+        );
+        assert!(store.sessions("alice").await.expect("list").is_empty());
+    }
+
+    pub async fn revoke_subject_ends_every_session_of_that_subject_only<S: TokenStore>(store: &S) {
+        let mut alice: Vec<Session> = (0..3).map(|_| session("alice")).collect();
+        let bob = session("bob");
+        for s in alice.iter().chain([&bob]) {
+            store.create(s).await.expect("create");
+        }
+        let cursor = store.events_head().await.expect("head");
+        let mut revoked = store.revoke_subject("alice").await.expect("revoke subject");
+        revoked.sort();
+        alice.sort_by(|a, b| a.id.cmp(&b.id));
+        let ids: Vec<SessionId> = alice.iter().map(|s| s.id.clone()).collect();
+        assert_eq!(revoked, ids);
+        for s in &alice {
+            assert_eq!(store.lookup(&s.id).await.expect("lookup"), None);
+        }
+        assert!(store.sessions("alice").await.expect("list").is_empty());
+        assert_eq!(store.sessions("bob").await.expect("list"), vec![bob]);
+        let events = events_since(store, &cursor).await;
+        let [Event::SubjectRevoked { subject, sessions }] = events.as_slice() else {
+            panic!("expected one forced-logout event, got {events:?}");
+        };
+        assert_eq!(subject, "alice");
+        let mut sessions = sessions.clone();
+        sessions.sort();
+        assert_eq!(sessions, ids);
+        assert!(
+            store
+                .revoke_subject("nobody")
+                .await
+                .expect("revoke")
+                .is_empty()
+        );
+    }
+
+    pub async fn sessions_lists_live_sessions<S: TokenStore>(store: &S) {
+        let a = session("carol");
+        let b = session("carol");
+        store.create(&a).await.expect("create");
+        store.create(&b).await.expect("create");
+        let mut listed = store.sessions("carol").await.expect("list");
+        listed.sort_by(|x, y| x.id.cmp(&y.id));
+        let mut expected = vec![a, b];
+        expected.sort_by(|x, y| x.id.cmp(&y.id));
+        assert_eq!(listed, expected);
+        // Subjects with characters that mean something to Redis are kept apart.
+        let odd = session("x}{y:*");
+        store.create(&odd).await.expect("create");
+        assert_eq!(store.sessions("x}{y:*").await.expect("list"), vec![odd]);
+    }
+
+    pub async fn update_sessions_replaces_roles_of_live_sessions<S: TokenStore>(store: &S) {
+        let live = session("dave");
+        let gone = session("dave");
+        store.create(&live).await.expect("create");
+        store.create(&gone).await.expect("create");
+        store.revoke(&gone.id).await.expect("revoke");
+        let cursor = store.events_head().await.expect("head");
+        let roles = vec!["admin".to_owned(), "orders:write".to_owned()];
+        let token = ValueToken("new.value.token".to_owned());
+        let updates = [
+            (live.id.clone(), roles.clone(), token.clone()),
+            (gone.id.clone(), roles.clone(), token.clone()),
+        ];
+        assert_eq!(store.update_sessions(&updates).await.expect("update"), 1);
+        let got = store.lookup(&live.id).await.expect("lookup").expect("live");
+        assert_eq!(got.expires_at(), live.expires_at());
+        assert_eq!((got.roles, got.value_token), (roles, token));
+        assert_eq!(store.lookup(&gone.id).await.expect("lookup"), None);
+        assert_eq!(
+            events_since(store, &cursor).await,
+            vec![Event::RolesChanged {
+                sessions: vec![live.id.clone()]
+            }]
+        );
+    }
+
+    pub async fn subject_roles_round_trip<S: TokenStore>(store: &S) {
+        assert_eq!(store.subject_roles("erin").await.expect("get"), None);
+        let roles = vec!["a".to_owned(), "b".to_owned()];
+        store.set_subject_roles("erin", &roles).await.expect("set");
+        assert_eq!(store.subject_roles("erin").await.expect("get"), Some(roles));
+    }
+
+    pub async fn events_resume_from_cursor_at_least_once<S: TokenStore>(store: &S) {
+        let start = store.events_head().await.expect("head");
+        let (a, b) = (session("f"), session("g"));
+        store.create(&a).await.expect("create");
+        store.create(&b).await.expect("create");
+        store.revoke(&a.id).await.expect("revoke");
+        let first = store
+            .read_events(&start, Duration::from_millis(10))
+            .await
+            .expect("read");
+        assert!(!first.gap);
+        assert_eq!(
+            first.events,
+            vec![Event::Revoked {
+                session: a.id.clone()
+            }]
+        );
+        // Nothing new after the returned cursor.
+        let empty = store
+            .read_events(&first.cursor, Duration::from_millis(10))
+            .await
+            .expect("read");
+        assert!(empty.events.is_empty() && !empty.gap);
+        assert_eq!(empty.cursor, first.cursor);
+        store.revoke(&b.id).await.expect("revoke");
+        let next = store
+            .read_events(&first.cursor, Duration::from_millis(10))
+            .await
+            .expect("read");
+        assert_eq!(
+            next.events,
+            vec![Event::Revoked {
+                session: b.id.clone()
+            }]
+        );
+        // Reading again from an old position delivers the same events again (at-least-once).
+        let again = store
+            .read_events(&start, Duration::from_millis(10))
+            .await
+            .expect("read");
+        assert_eq!(again.events.len(), 2);
+        assert_eq!(again.cursor, next.cursor);
+    }
+
+    pub async fn blocked_reader_wakes_on_event<S: TokenStore>(store: &S) {
+        let s = session("h");
+        store.create(&s).await.expect("create");
+        let head = store.events_head().await.expect("head");
+        let reader = {
+            let store = store.clone();
+            tokio::spawn(async move { store.read_events(&head, Duration::from_secs(20)).await })
+        };
+        let started = std::time::Instant::now();
+        store.revoke(&s.id).await.expect("revoke");
+        let batch = reader.await.expect("join").expect("read");
+        assert_eq!(
+            batch.events,
+            vec![Event::Revoked {
+                session: s.id.clone()
+            }]
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "reader was not woken"
+        );
+    }
+
+    /// `store` must keep at most `max_len` events (a few hundred at most).
+    pub async fn trimmed_stream_is_reported_as_gap<S: TokenStore>(store: &S, max_len: usize) {
+        let start = store.events_head().await.expect("head");
+        for _ in 0..(max_len * 3 + 300) {
+            let s = session("i");
+            store.create(&s).await.expect("create");
+            store.revoke(&s.id).await.expect("revoke");
+        }
+        let batch = store
+            .read_events(&start, Duration::from_millis(10))
+            .await
+            .expect("read");
+        assert!(batch.gap, "a reader behind the trimmed stream must be told");
+    }
+
+    /// Generates one `#[tokio::test]` per contract behaviour. `$make` is a closure from the
+    /// maximum event count to `(store, guard)`; the guard lives as long as the test.
+    #[macro_export]
+    macro_rules! store_contract_tests {
+        ($make:expr) => {
+            $crate::store_contract_tests!(@each $make;
+                create_then_lookup,
+                ended_sessions_are_not_found,
+                touch_extends_but_never_shortens_or_revives,
+                revoke_publishes_once,
+                revoke_subject_ends_every_session_of_that_subject_only,
+                sessions_lists_live_sessions,
+                update_sessions_replaces_roles_of_live_sessions,
+                subject_roles_round_trip,
+                events_resume_from_cursor_at_least_once,
+                blocked_reader_wakes_on_event
+            );
+            #[tokio::test]
+            async fn trimmed_stream_is_reported_as_gap() {
+                let (store, _guard) = ($make)(10);
+                $crate::testing::suite::trimmed_stream_is_reported_as_gap(&store, 10).await;
+            }
+        };
+        (@each $make:expr; $($name:ident),*) => {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let (store, _guard) = ($make)(10_000);
+                    $crate::testing::suite::$name(&store).await;
+                }
+            )*
+        };
+    }
+}

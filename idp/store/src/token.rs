@@ -1,0 +1,158 @@
+use std::fmt;
+
+use aws_lc_rs::digest::{SHA256, digest};
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+/// Bytes of randomness in a reference token (256 bits).
+const TOKEN_BYTES: usize = 32;
+/// Length of a reference token as text: 32 bytes in unpadded base64url.
+pub const TOKEN_LEN: usize = 43;
+/// Bytes of the token's hash that make the session id (128 bits).
+const SESSION_ID_BYTES: usize = 16;
+/// Length of a session id as text.
+pub const SESSION_ID_LEN: usize = 22;
+
+/// An opaque reference token: 256 random bits as URL-safe text. It is a secret, so it has no
+/// `Display` and its `Debug` is redacted; the store only ever sees its hash.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ReferenceToken(String);
+
+/// Why a presented string is not a reference token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenFormatError {
+    #[error("reference token has the wrong length")]
+    Length,
+    #[error("reference token has characters outside base64url")]
+    Alphabet,
+}
+
+impl ReferenceToken {
+    /// A fresh token from the operating system's CSPRNG.
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; TOKEN_BYTES];
+        // The system RNG fails only if the OS has no entropy source at all; nothing can issue
+        // tokens then, so this is a genuine invariant violation.
+        #[allow(clippy::expect_used)]
+        SystemRandom::new()
+            .fill(&mut bytes)
+            .expect("operating system random number generator failed");
+        ReferenceToken(URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    /// Checks the shape of a presented token without allocating on failure.
+    pub fn parse(text: &str) -> Result<Self, TokenFormatError> {
+        if text.len() != TOKEN_LEN {
+            return Err(TokenFormatError::Length);
+        }
+        if !text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(TokenFormatError::Alphabet);
+        }
+        Ok(ReferenceToken(text.to_owned()))
+    }
+
+    /// The id of the session this token opens: a prefix of its SHA-256. Knowing it does not give
+    /// the token, so it can appear in logs, headers and the store.
+    pub fn session_id(&self) -> SessionId {
+        SessionId::of_token_text(&self.0)
+    }
+
+    /// The token itself, to hand to the client that owns it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ReferenceToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ReferenceToken(<redacted>)")
+    }
+}
+
+/// A session id: 128 bits of the reference token's SHA-256, as base64url.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(String);
+
+impl SessionId {
+    /// The session id of a token given as text, without checking the token's shape first (a
+    /// gateway calls [`ReferenceToken::parse`] before, so garbage never reaches the store).
+    pub fn of_token_text(token: &str) -> Self {
+        let hash = digest(&SHA256, token.as_bytes());
+        SessionId(URL_SAFE_NO_PAD.encode(&hash.as_ref()[..SESSION_ID_BYTES]))
+    }
+
+    /// A session id received from outside (admin API, event stream).
+    pub fn parse(text: &str) -> Option<Self> {
+        let ok = text.len() == SESSION_ID_LEN
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        ok.then(|| SessionId(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionId({})", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_tokens_are_256_bit_urlsafe_and_distinct() {
+        let a = ReferenceToken::generate();
+        let b = ReferenceToken::generate();
+        assert_ne!(a, b);
+        assert_eq!(a.expose().len(), TOKEN_LEN);
+        assert!(
+            !a.expose().contains('.'),
+            "a reference token must not look like a JWT"
+        );
+        assert_eq!(ReferenceToken::parse(a.expose()), Ok(a.clone()));
+        assert_eq!(a.session_id().as_str().len(), SESSION_ID_LEN);
+        assert_eq!(a.session_id(), a.session_id());
+        assert_ne!(a.session_id(), b.session_id());
+    }
+
+    #[test]
+    fn malformed_tokens_are_refused() {
+        assert_eq!(ReferenceToken::parse(""), Err(TokenFormatError::Length));
+        assert_eq!(
+            ReferenceToken::parse(&"a".repeat(5000)),
+            Err(TokenFormatError::Length)
+        );
+        let dotted = format!("{}.", "a".repeat(TOKEN_LEN - 1));
+        assert_eq!(
+            ReferenceToken::parse(&dotted),
+            Err(TokenFormatError::Alphabet)
+        );
+        let non_ascii = format!("{}é", "a".repeat(TOKEN_LEN - 2));
+        assert_eq!(
+            ReferenceToken::parse(&non_ascii),
+            Err(TokenFormatError::Alphabet)
+        );
+    }
+
+    #[test]
+    fn debug_never_prints_the_token() {
+        let t = ReferenceToken::generate();
+        assert!(!format!("{t:?}").contains(t.expose()));
+    }
+}
