@@ -3,18 +3,24 @@
 //! * `token`: reference tokens and the session ids derived from their hash (the store never sees
 //!   a reference token in clear).
 //! * `record`: what a session holds and when it expires.
+//! * `claims`: the value token's claims and their verification (the store alone cannot mint).
 //! * `event`: revocations and role changes, delivered at least once, with gap detection.
 //! * `redis`: the Redis implementation and its key schema (the only place that knows it).
+//! * `usage`: last-use reports, coalesced and written in batches.
+//! * `config`: the `[store]` section both services share.
 //! * `memory`: the in-memory implementation, the embedded default of `tokengate dev`.
 //!
 //! Both implementations pass one contract suite (`testing::suite`).
 
+mod claims;
+mod config;
 mod error;
 mod event;
 mod memory;
 mod record;
 mod redis;
 mod token;
+mod usage;
 
 #[cfg(any(test, feature = "testing"))]
 #[allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
@@ -23,12 +29,15 @@ pub mod testing;
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub use claims::{Claims, Verifier, VerifyError};
+pub use config::{StoreConfig, StoreMode};
 pub use error::StoreError;
 pub use event::{Event, EventBatch, EventCursor};
 pub use memory::MemoryStore;
 pub use record::{Session, ValueToken};
 pub use redis::{RedisOptions, RedisStore};
-pub use token::{ReferenceToken, SessionId, TokenFormatError};
+pub use token::{ReferenceToken, SessionId, TokenFormatError, bearer_credentials};
+pub use usage::UsageLog;
 
 /// Store operations. The IdP uses all of them; a gateway only `lookup`, `touch`, `events_head`
 /// and `read_events`.

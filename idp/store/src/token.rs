@@ -111,9 +111,52 @@ impl fmt::Debug for SessionId {
     }
 }
 
+/// The credentials of an `Authorization: Bearer <credentials>` header value (scheme matched
+/// without regard to case, RFC 7235), or `None` for any other shape. Only token68 characters
+/// are accepted, so what comes back is always plain ASCII.
+pub fn bearer_credentials(value: &[u8]) -> Option<&str> {
+    const SCHEME: &[u8] = b"bearer ";
+    if value.len() <= SCHEME.len() || !value[..SCHEME.len()].eq_ignore_ascii_case(SCHEME) {
+        return None;
+    }
+    let rest = value[SCHEME.len()..].trim_ascii();
+    let token68 = |b: &u8| b.is_ascii_alphanumeric() || b"-._~+/=".contains(b);
+    if rest.is_empty() || !rest.iter().all(token68) {
+        return None;
+    }
+    std::str::from_utf8(rest).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bearer_credentials_are_extracted_strictly() {
+        assert_eq!(bearer_credentials(b"Bearer abc"), Some("abc"));
+        assert_eq!(bearer_credentials(b"bearer  abc "), Some("abc"));
+        assert_eq!(
+            bearer_credentials(b"BEARER a.b-c_d~e+f/g="),
+            Some("a.b-c_d~e+f/g=")
+        );
+        for bad in [
+            &b""[..],
+            b"Bearer",
+            b"Bearer ",
+            b"Basic YWxpY2U6cHc=",
+            b"Bearer a b",
+            b"Bearer \xc3\xa9",
+            b"Bearerabc",
+            b"Bearer a,b",
+        ] {
+            assert_eq!(
+                bearer_credentials(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
 
     #[test]
     fn generated_tokens_are_256_bit_urlsafe_and_distinct() {

@@ -1,0 +1,109 @@
+//! The value token's claims, and their verification against published keys. The IdP signs,
+//! every reader of the store verifies: a write to Redis alone must not be enough to mint a token.
+
+use std::collections::HashMap;
+
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+
+/// What a value token says about its bearer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    pub sub: String,
+    /// The session id.
+    pub sid: String,
+    pub roles: Vec<String>,
+    pub iat: u64,
+    /// The session's absolute end (`created + max_lifetime`); its idle end is the store's.
+    pub exp: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("value token names no key id")]
+    NoKeyId,
+    #[error("value token signed with an unknown key")]
+    UnknownKey,
+    #[error("value token rejected")]
+    Rejected(#[source] jsonwebtoken::errors::Error),
+}
+
+/// Verifies value tokens with a set of public keys. Only EdDSA (Ed25519) and ES256 keys are
+/// taken; each key verifies only its own algorithm, so `alg: none`, HMAC with a public key as
+/// the secret and algorithm confusion are refused by construction.
+#[derive(Clone)]
+pub struct Verifier {
+    keys: HashMap<String, (DecodingKey, Validation)>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("kids", &self.keys.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Verifier {
+    /// A verifier for the usable keys of `jwks` (others are skipped) from issuer `issuer`.
+    pub fn new(jwks: &JwkSet, issuer: &str) -> Self {
+        let mut keys = HashMap::new();
+        for jwk in &jwks.keys {
+            let Some(kid) = jwk.common.key_id.clone() else {
+                continue;
+            };
+            let alg = match &jwk.algorithm {
+                AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
+                    Algorithm::EdDSA
+                }
+                AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => {
+                    Algorithm::ES256
+                }
+                _ => continue,
+            };
+            let Ok(key) = DecodingKey::from_jwk(jwk) else {
+                continue;
+            };
+            let mut validation = Validation::new(alg);
+            validation.set_issuer(&[issuer]);
+            validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+            validation.leeway = 0;
+            keys.insert(kid, (key, validation));
+        }
+        Verifier { keys }
+    }
+
+    /// How many keys this verifier can use.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Whether a key with this id is known.
+    pub fn knows(&self, kid: &str) -> bool {
+        self.keys.contains_key(kid)
+    }
+
+    /// The key id a token names, read before verification (to decide whether keys must be
+    /// refreshed). Never trust anything else from an unverified token.
+    pub fn key_id(token: &str) -> Result<String, VerifyError> {
+        jsonwebtoken::decode_header(token)
+            .map_err(VerifyError::Rejected)?
+            .kid
+            .ok_or(VerifyError::NoKeyId)
+    }
+
+    /// The claims of a token whose signature, algorithm, issuer and expiry all check out.
+    pub fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
+        let kid = Self::key_id(token)?;
+        let (key, validation) = self.keys.get(&kid).ok_or(VerifyError::UnknownKey)?;
+        jsonwebtoken::decode::<Claims>(token, key, validation)
+            .map(|data| data.claims)
+            .map_err(VerifyError::Rejected)
+    }
+}

@@ -1,0 +1,140 @@
+//! The `[store]` section, the same in the IdP's and the gateway's configuration.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::{AnyStore, RedisOptions, RedisStore, StoreError};
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreMode {
+    /// One Redis server at `redis_url`.
+    #[default]
+    Standalone,
+    /// Redis Cluster through seed `nodes`.
+    Cluster,
+    /// The master named `master_name`, found through `sentinels`.
+    Sentinel,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    #[serde(default)]
+    pub mode: StoreMode,
+    #[serde(default = "defaults::redis_url")]
+    pub redis_url: String,
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    #[serde(default)]
+    pub sentinels: Vec<String>,
+    #[serde(default)]
+    pub master_name: Option<String>,
+    /// Prefix of every key, so that several deployments can share one Redis.
+    #[serde(default = "defaults::key_prefix")]
+    pub key_prefix: String,
+    /// Events kept for gateways that fall behind.
+    #[serde(default = "defaults::events_max_len")]
+    pub events_max_len: usize,
+    /// How long one store command may take before the store counts as unreachable.
+    #[serde(default = "defaults::timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // URLs may carry a password.
+        f.debug_struct("StoreConfig")
+            .field("mode", &self.mode)
+            .field("key_prefix", &self.key_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            mode: StoreMode::Standalone,
+            redis_url: defaults::redis_url(),
+            nodes: Vec::new(),
+            sentinels: Vec::new(),
+            master_name: None,
+            key_prefix: defaults::key_prefix(),
+            events_max_len: defaults::events_max_len(),
+            timeout: defaults::timeout(),
+        }
+    }
+}
+
+mod defaults {
+    use std::time::Duration;
+    pub fn redis_url() -> String {
+        "redis://127.0.0.1:6379".to_owned()
+    }
+    pub fn key_prefix() -> String {
+        "tg".to_owned()
+    }
+    pub fn events_max_len() -> usize {
+        100_000
+    }
+    pub fn timeout() -> Duration {
+        Duration::from_secs(1)
+    }
+}
+
+impl StoreConfig {
+    /// A standalone Redis store at `url`, everything else default.
+    pub fn redis(url: &str) -> Self {
+        StoreConfig {
+            redis_url: url.to_owned(),
+            ..Self::default()
+        }
+    }
+
+    /// `Err((key, message))` for the first setting that cannot work.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        match self.mode {
+            StoreMode::Standalone => {
+                if !(self.redis_url.starts_with("redis://")
+                    || self.redis_url.starts_with("rediss://"))
+                {
+                    return Err(("redis_url", "must start with redis:// or rediss://".into()));
+                }
+                if let Err(e) = redis::Client::open(self.redis_url.as_str()) {
+                    return Err(("redis_url", format!("not a Redis URL: {e}")));
+                }
+            }
+            StoreMode::Cluster | StoreMode::Sentinel => {
+                return Err((
+                    "mode",
+                    "only \"standalone\" is supported by this version".into(),
+                ));
+            }
+        }
+        if self.key_prefix.is_empty() || self.key_prefix.contains(['{', '}']) {
+            return Err(("key_prefix", "must be non-empty, without braces".into()));
+        }
+        if self.events_max_len < 100 {
+            return Err(("events_max_len", "must be at least 100".into()));
+        }
+        if self.timeout.is_zero() {
+            return Err(("timeout", "must be more than 0".into()));
+        }
+        Ok(())
+    }
+
+    /// The store this section describes (connections are made lazily).
+    pub fn connect(&self) -> Result<AnyStore, StoreError> {
+        let options = RedisOptions {
+            key_prefix: self.key_prefix.clone(),
+            events_max_len: self.events_max_len,
+            response_timeout: self.timeout,
+            connect_timeout: self.timeout,
+        };
+        Ok(AnyStore::Redis(RedisStore::connect(
+            &self.redis_url,
+            options,
+        )?))
+    }
+}
