@@ -1,1 +1,238 @@
-fn main() {}
+//! The `tokengate` binary: parses the command line and starts what it names.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use tokengate_idp::Idp;
+use tokengate_idp::config::{AdminConfig, IdpConfig, ServerConfig, TokensConfig, UserConfig};
+use tokengate_idp::credentials::hash_password;
+use tokengate_idp::keys::{KeySet, SigningKey};
+use tokengate_store::{AnyStore, MemoryStore, ReferenceToken, StoreConfig};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "tokengate",
+    version,
+    about = "Edge API gateway and identity provider for reference/value tokens"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the identity provider.
+    Idp {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Runs a demo on one machine: the IdP on an in-memory store (or Redis), with a demo user.
+    Dev {
+        /// Use this Redis instead of the embedded in-memory store.
+        #[arg(long, value_name = "URL")]
+        redis_url: Option<String>,
+        /// Public listener of the IdP.
+        #[arg(long, default_value = "127.0.0.1:7000")]
+        idp_listen: std::net::SocketAddr,
+        /// Admin listener of the IdP.
+        #[arg(long, default_value = "127.0.0.1:7001")]
+        admin_listen: std::net::SocketAddr,
+    },
+    /// Reads a password from standard input and prints its argon2id hash for a config file.
+    HashPassword,
+    /// Writes a new signing key (PKCS#8 PEM) to FILE.
+    GenKey {
+        #[arg(long, value_enum, default_value = "ed25519")]
+        alg: KeyAlg,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum KeyAlg {
+    Ed25519,
+    P256,
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+fn stop_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot listen for SIGTERM");
+                        let _ = ctrl_c.await;
+                        token.cancel();
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down");
+        token.cancel();
+    });
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Idp { config } => run_idp(config).await,
+        Command::Dev {
+            redis_url,
+            idp_listen,
+            admin_listen,
+        } => run_dev(redis_url, idp_listen, admin_listen).await,
+        Command::HashPassword => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_to_string(&mut password)
+                .context("reading the password from standard input")?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            anyhow::ensure!(!password.is_empty(), "no password on standard input");
+            println!("{}", hash_password(password)?);
+            Ok(())
+        }
+        Command::GenKey { alg, out } => {
+            let pem = match alg {
+                KeyAlg::Ed25519 => SigningKey::generate_ed25519_pem()?,
+                KeyAlg::P256 => SigningKey::generate_p256_pem()?,
+            };
+            write_private(&out, &pem).with_context(|| format!("writing {}", out.display()))?;
+            println!("wrote {}", out.display());
+            Ok(())
+        }
+    }
+}
+
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(text.as_bytes())
+}
+
+async fn run_idp(path: PathBuf) -> Result<()> {
+    init_tracing();
+    let config = IdpConfig::load(&path)?;
+    let key_paths = config.signing_key_paths();
+    anyhow::ensure!(
+        !key_paths.is_empty(),
+        "{}: `tokens.signing_keys` must list at least one key file (tokengate gen-key makes one)",
+        path.display()
+    );
+    let keys = KeySet::load(&key_paths)
+        .with_context(|| format!("{}: `tokens.signing_keys`", path.display()))?;
+    let store = config
+        .store
+        .connect()
+        .with_context(|| format!("{}: `store`", path.display()))?;
+    if config.admin.token == "change-me" {
+        tracing::warn!(
+            "admin.token is the example value: set TOKENGATE_ADMIN_TOKEN before exposing the admin listener"
+        );
+    }
+    let bound = Idp::new(config, store, keys)?.bind().await?;
+    tracing::info!(public = %bound.public_addr(), admin = %bound.admin_addr(), "IdP listening");
+    let shutdown = CancellationToken::new();
+    stop_on_signal(shutdown.clone());
+    bound.serve(shutdown).await;
+    Ok(())
+}
+
+async fn run_dev(
+    redis_url: Option<String>,
+    idp_listen: std::net::SocketAddr,
+    admin_listen: std::net::SocketAddr,
+) -> Result<()> {
+    init_tracing();
+    let store = match &redis_url {
+        Some(url) => {
+            let config = StoreConfig::redis(url);
+            config
+                .validate()
+                .map_err(|(key, message)| anyhow::anyhow!("--redis-url ({key}): {message}"))?;
+            config.connect()?
+        }
+        None => AnyStore::Memory(MemoryStore::new()),
+    };
+    // A fresh admin token each run, printed below: dev never has a guessable one.
+    let admin_token = ReferenceToken::generate().expose().to_owned();
+    let (user, password) = ("alice", "wonderland");
+    let config = IdpConfig {
+        server: ServerConfig {
+            listen: idp_listen,
+            max_connections: 1024,
+            header_timeout: std::time::Duration::from_secs(10),
+            request_timeout: std::time::Duration::from_secs(30),
+            drain_timeout: std::time::Duration::from_secs(5),
+        },
+        admin: AdminConfig {
+            listen: admin_listen,
+            token: admin_token.clone(),
+        },
+        store: StoreConfig::default(),
+        tokens: TokensConfig::default(),
+        users: vec![UserConfig {
+            username: user.to_owned(),
+            password_hash: hash_password(password)?,
+            roles: vec!["orders:read".to_owned()],
+        }],
+        clients: Vec::new(),
+        base_dir: PathBuf::from("."),
+    };
+    let bound = Idp::new(config, store, KeySet::ephemeral()?)?
+        .bind()
+        .await?;
+    let (idp, admin) = (bound.public_addr(), bound.admin_addr());
+    println!(
+        r#"tokengate dev: IdP on http://{idp} (admin API on http://{admin}), store: {store}
+
+Demo user: {user} / {password}   Admin token: {admin_token}
+
+  # log in: the answer's access_token is an opaque reference token
+  TOKEN=$(curl -s -d grant_type=password -d username={user} -d password={password} http://{idp}/oauth2/token | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
+  # what a proxy sees (forward-auth): subject, roles, session and the signed value token
+  curl -i -H "Authorization: Bearer $TOKEN" http://{idp}/auth/verify
+  # the user's sessions, then a forced logout
+  curl -s -H "Authorization: Bearer {admin_token}" http://{admin}/admin/users/{user}/sessions
+  curl -s -X DELETE -H "Authorization: Bearer {admin_token}" http://{admin}/admin/users/{user}/sessions
+  # the token is dead now: 401
+  curl -i -H "Authorization: Bearer $TOKEN" http://{idp}/auth/verify
+"#,
+        store = if redis_url.is_some() {
+            "Redis"
+        } else {
+            "in-memory"
+        },
+    );
+    let shutdown = CancellationToken::new();
+    stop_on_signal(shutdown.clone());
+    bound.serve(shutdown).await;
+    Ok(())
+}

@@ -1,1 +1,344 @@
+//! The identity provider: issues reference tokens, keeps signed value tokens in the store,
+//! revokes and re-roles sessions, and publishes the changes every gateway applies.
+//!
+//! * `config`: the typed configuration, validated on load.
+//! * `keys`: signing keys and the published JWKS.
+//! * `credentials`: users and clients, argon2id checks without user enumeration.
+//! * `sessions`: creating sessions and (re)signing their value tokens.
+//! * `oauth`: the public listener (token, revoke, introspect, JWKS, forward-auth).
+//! * `admin`: the admin listener, behind the admin token.
+//! * `extract`, `error`: request parsing and the one place errors become responses.
+//! * `server`: connection handling with limits and graceful drain.
 
+pub mod admin;
+pub mod config;
+pub mod credentials;
+pub mod error;
+pub mod extract;
+pub mod keys;
+pub mod metrics;
+pub mod oauth;
+pub mod server;
+pub mod sessions;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::digest::{SHA256, digest};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use http::{HeaderMap, header};
+use subtle::ConstantTimeEq;
+use tokengate_store::{AnyStore, StoreError, TokenStore, UsageLog};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::config::IdpConfig;
+use crate::credentials::{Credentials, Kind};
+use crate::error::ApiError;
+use crate::extract::FormBody;
+use crate::keys::KeySet;
+use crate::metrics::{Metrics, RequestLabels, RouteLabels};
+use crate::sessions::{IssueError, Issuer};
+
+/// Largest request body accepted (forms and admin JSON are small).
+const MAX_BODY_BYTES: usize = 16 * 1024;
+/// How often last-use reports from `/auth/verify` are written.
+const USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdpError {
+    #[error("signing keys: {0}")]
+    Keys(#[from] keys::KeyError),
+    #[error("credentials: {0}")]
+    Credentials(#[from] credentials::HashError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What every handler shares.
+#[derive(Clone, Debug)]
+pub struct AppState(Arc<Shared>);
+
+#[derive(Debug)]
+pub struct Shared {
+    pub store: AnyStore,
+    pub issuer: Issuer,
+    pub issuer_name: String,
+    pub keys: Arc<KeySet>,
+    pub credentials: Credentials,
+    pub metrics: Metrics,
+    pub usage: UsageLog,
+    admin_token_digest: [u8; 32],
+    request_timeout: Duration,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest(&SHA256, data).as_ref());
+    out
+}
+
+impl AppState {
+    /// Whether `token` is the admin token. Both sides are hashed first, so the comparison takes
+    /// the same time whatever the length or content of the guess.
+    pub fn is_admin_token(&self, token: &str) -> bool {
+        sha256(token.as_bytes())
+            .ct_eq(&self.admin_token_digest)
+            .into()
+    }
+
+    /// Client credentials from HTTP Basic or the form (not both): `Ok(None)` when absent or wrong.
+    pub async fn authenticate_client(
+        &self,
+        headers: &HeaderMap,
+        form: &FormBody,
+    ) -> Result<Option<(String, Vec<String>)>, ApiError> {
+        let from_form = match (form.get("client_id")?, form.get("client_secret")?) {
+            (Some(id), Some(secret)) => Some((id.to_owned(), secret.to_owned())),
+            _ => None,
+        };
+        let (id, secret) = match (extract::basic(headers)?, from_form) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::InvalidRequest("client credentials sent twice"));
+            }
+            (Some(c), None) | (None, Some(c)) => c,
+            (None, None) => return Ok(None),
+        };
+        Ok(self
+            .credentials
+            .check(Kind::Client, &id, &secret)
+            .await
+            .map(|roles| (id, roles)))
+    }
+
+    /// Counts and logs a store failure; the client sees 503.
+    pub fn store_error(&self, e: StoreError) -> ApiError {
+        self.metrics.store_errors.inc();
+        tracing::error!(error = %e, source = ?std::error::Error::source(&e), "token store operation failed");
+        match e {
+            StoreError::Unavailable(_) => ApiError::Unavailable,
+            _ => ApiError::Internal,
+        }
+    }
+
+    pub fn issue_error(&self, e: IssueError) -> ApiError {
+        match e {
+            IssueError::Store(e) => self.store_error(e),
+            IssueError::Key(e) => {
+                tracing::error!(error = %e, "signing a value token failed");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+/// Per request: a span, a deadline, and the request metrics (by route template, never by the
+/// raw path, which may be anything a client sends).
+async fn observe(
+    State((state, listener)): State<(AppState, &'static str)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let span = tracing::info_span!("request", listener, method = %req.method(), route = %route);
+    let started = Instant::now();
+    let response = match tokio::time::timeout(
+        state.request_timeout,
+        next.run(req).instrument(span.clone()),
+    )
+    .await
+    {
+        Ok(response) => response,
+        Err(_) => ApiError::Unavailable.into_response(),
+    };
+    let status = response.status().as_u16();
+    span.in_scope(|| {
+        tracing::debug!(
+            status,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "request done"
+        )
+    });
+    state
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            listener,
+            route: route.clone(),
+            status,
+        })
+        .inc();
+    state
+        .metrics
+        .request_duration
+        .get_or_create(&RouteLabels { listener, route })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    state.store.ping().await.map_err(|e| state.store_error(e))?;
+    Ok(Json(serde_json::json!({ "status": "ready" })))
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+/// An IdP ready to bind its listeners.
+pub struct Idp {
+    state: AppState,
+    config: IdpConfig,
+}
+
+impl Idp {
+    /// Builds the IdP from a validated configuration, a store and its signing keys.
+    pub fn new(config: IdpConfig, store: AnyStore, keys: KeySet) -> Result<Self, IdpError> {
+        let keys = Arc::new(keys);
+        let t = &config.tokens;
+        let issuer = Issuer::new(
+            store.clone(),
+            keys.clone(),
+            &t.issuer,
+            t.idle_timeout.as_secs(),
+            t.max_lifetime.as_secs(),
+        )?;
+        let state = AppState(Arc::new(Shared {
+            store,
+            issuer,
+            issuer_name: t.issuer.clone(),
+            keys,
+            credentials: Credentials::new(&config.users, &config.clients)?,
+            metrics: Metrics::new(),
+            usage: UsageLog::new(),
+            admin_token_digest: sha256(config.admin.token.as_bytes()),
+            request_timeout: config.server.request_timeout,
+        }));
+        Ok(Idp { state, config })
+    }
+
+    fn router(&self, listener: &'static str, routes: Router<AppState>) -> Router {
+        routes
+            .route("/healthz", get(healthz))
+            .route("/metrics", get(metrics))
+            .fallback(not_found)
+            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .layer(middleware::from_fn_with_state(
+                (self.state.clone(), listener),
+                observe,
+            ))
+            .with_state(self.state.clone())
+    }
+
+    /// Binds both listeners; nothing is served until [`BoundIdp::serve`].
+    pub async fn bind(self) -> Result<BoundIdp, IdpError> {
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| IdpError::Bind { addr, source })
+        };
+        let public = bind(self.config.server.listen).await?;
+        let admin = bind(self.config.admin.listen).await?;
+        Ok(BoundIdp {
+            idp: self,
+            public,
+            admin,
+        })
+    }
+}
+
+/// An IdP with its listeners bound.
+pub struct BoundIdp {
+    idp: Idp,
+    public: TcpListener,
+    admin: TcpListener,
+}
+
+impl BoundIdp {
+    pub fn public_addr(&self) -> SocketAddr {
+        self.public
+            .local_addr()
+            .unwrap_or(self.idp.config.server.listen)
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .local_addr()
+            .unwrap_or(self.idp.config.admin.listen)
+    }
+
+    /// Serves until `shutdown`, then drains connections and writes pending last-use reports.
+    pub async fn serve(self, shutdown: CancellationToken) {
+        let idp = self.idp;
+        let public_app = idp.router("public", oauth::routes());
+        let admin_app = idp.router(
+            "admin",
+            admin::routes(idp.state.clone()).route("/readyz", get(readyz)),
+        );
+        let s = &idp.config.server;
+        let limits = server::Limits {
+            max_connections: s.max_connections,
+            header_timeout: s.header_timeout,
+            drain_timeout: s.drain_timeout,
+        };
+        let state = idp.state.clone();
+        let flusher = {
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(USAGE_FLUSH_INTERVAL);
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tick.tick() => {}
+                    }
+                    if let Err(e) = state.usage.flush(&state.store).await {
+                        tracing::warn!(error = %e, "writing last-use reports failed; will retry");
+                    }
+                }
+            })
+        };
+        tokio::join!(
+            server::serve(self.public, public_app, limits.clone(), shutdown.clone()),
+            server::serve(self.admin, admin_app, limits, shutdown.clone()),
+        );
+        let _ = flusher.await;
+        if let Err(e) = idp.state.usage.flush(&idp.state.store).await {
+            tracing::warn!(error = %e, pending = idp.state.usage.len(), "last-use reports lost at shutdown");
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! The IdP's configuration: typed, with defaults, validated right after parsing.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+pub use tokengate_store::StoreConfig;
+
+/// What is wrong with a configuration, naming the file and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {file}: {source}")]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Parse { file: PathBuf, message: String },
+    #[error("{file}: `{key}`: {message}")]
+    Invalid {
+        file: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdpConfig {
+    pub server: ServerConfig,
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub tokens: TokensConfig,
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+    #[serde(default)]
+    pub clients: Vec<ClientConfig>,
+    /// The folder relative paths (signing keys) are resolved against: the config file's.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Connections served at once; more wait in the kernel's backlog.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+    /// Time a client has to send the request head.
+    #[serde(default = "defaults::header_timeout", with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Time one request may take from head to response.
+    #[serde(default = "defaults::request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Time in-flight requests get to finish on shutdown.
+    #[serde(default = "defaults::drain_timeout", with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// The bearer token of the admin API. `TOKENGATE_ADMIN_TOKEN` replaces it.
+    #[serde(default)]
+    pub token: String,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokensConfig {
+    #[serde(default = "defaults::issuer")]
+    pub issuer: String,
+    #[serde(default = "defaults::idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    #[serde(default = "defaults::max_lifetime", with = "humantime_serde")]
+    pub max_lifetime: Duration,
+    /// PKCS#8 PEM files (Ed25519 or P-256). The first signs; all are published in the JWKS.
+    #[serde(default)]
+    pub signing_keys: Vec<PathBuf>,
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        TokensConfig {
+            issuer: defaults::issuer(),
+            idle_timeout: defaults::idle_timeout(),
+            max_lifetime: defaults::max_lifetime(),
+            signing_keys: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub username: String,
+    /// An argon2id PHC string (`tokengate hash-password` prints one).
+    pub password_hash: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+impl std::fmt::Debug for UserConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserConfig")
+            .field("username", &self.username)
+            .field("password_hash", &"<redacted>")
+            .field("roles", &self.roles)
+            .finish()
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    pub client_id: String,
+    /// An argon2id PHC string of the client secret.
+    pub client_secret_hash: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("client_id", &self.client_id)
+            .field("client_secret_hash", &"<redacted>")
+            .field("roles", &self.roles)
+            .finish()
+    }
+}
+
+mod defaults {
+    use std::time::Duration;
+    pub fn max_connections() -> usize {
+        1024
+    }
+    pub fn header_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn request_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn drain_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn issuer() -> String {
+        "tokengate".to_owned()
+    }
+    pub fn idle_timeout() -> Duration {
+        Duration::from_secs(30 * 60)
+    }
+    pub fn max_lifetime() -> Duration {
+        Duration::from_secs(12 * 3600)
+    }
+}
+
+/// Longest username, client id or subject accepted anywhere.
+pub const MAX_SUBJECT_LEN: usize = 256;
+/// Longest role name.
+pub const MAX_ROLE_LEN: usize = 128;
+/// Most roles one subject may hold.
+pub const MAX_ROLES: usize = 64;
+
+/// Why a subject name is refused, if it is.
+pub fn check_subject(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > MAX_SUBJECT_LEN {
+        return Err("must be 1 to 256 bytes long");
+    }
+    if name.chars().any(char::is_control) {
+        return Err("must not contain control characters");
+    }
+    Ok(())
+}
+
+/// Why a role list is refused, if it is. Roles travel comma-separated in `X-Auth-Roles` and
+/// space-separated in `scope`, so neither may appear in a role.
+pub fn check_roles(roles: &[String]) -> Result<(), String> {
+    if roles.len() > MAX_ROLES {
+        return Err(format!("at most {MAX_ROLES} roles"));
+    }
+    for role in roles {
+        let ok = !role.is_empty()
+            && role.len() <= MAX_ROLE_LEN
+            && role.bytes().all(|b| b.is_ascii_graphic() && b != b',');
+        if !ok {
+            return Err(format!(
+                "role {role:?} must be 1 to {MAX_ROLE_LEN} visible ASCII characters without commas"
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl IdpConfig {
+    /// Reads, parses and validates a config file; `TOKENGATE_ADMIN_TOKEN` replaces `admin.token`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_owned(),
+            source,
+        })?;
+        let mut config = Self::parse(&text, path)?;
+        if let Ok(token) = std::env::var("TOKENGATE_ADMIN_TOKEN") {
+            config.admin.token = token;
+        }
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Parses TOML without validating it (see [`IdpConfig::validate`]).
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let mut config: IdpConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.base_dir = path
+            .parent()
+            .map(Path::to_owned)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot: non-empty secrets, sane durations, unique names.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: &str| ConfigError::Invalid {
+            file: path.to_owned(),
+            key: key.to_owned(),
+            message: message.to_owned(),
+        };
+        if self.admin.token.len() < 8 {
+            return Err(invalid(
+                "admin.token",
+                "must be at least 8 characters (or set TOKENGATE_ADMIN_TOKEN)",
+            ));
+        }
+        if self.server.listen == self.admin.listen {
+            return Err(invalid(
+                "admin.listen",
+                "must differ from server.listen: the admin API never shares the public port",
+            ));
+        }
+        if self.server.max_connections == 0 {
+            return Err(invalid("server.max_connections", "must be at least 1"));
+        }
+        self.store
+            .validate()
+            .map_err(|(key, message)| invalid(&format!("store.{key}"), &message))?;
+        let t = &self.tokens;
+        if t.issuer.is_empty() {
+            return Err(invalid("tokens.issuer", "must not be empty"));
+        }
+        if t.idle_timeout.as_secs() == 0 {
+            return Err(invalid("tokens.idle_timeout", "must be at least 1s"));
+        }
+        if t.max_lifetime < t.idle_timeout {
+            return Err(invalid(
+                "tokens.max_lifetime",
+                "must be at least tokens.idle_timeout",
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, user) in self.users.iter().enumerate() {
+            check_subject(&user.username)
+                .map_err(|m| invalid(&format!("users[{i}].username"), m))?;
+            if !names.insert(user.username.as_str()) {
+                return Err(invalid(&format!("users[{i}].username"), "appears twice"));
+            }
+            if !user.password_hash.starts_with("$argon2id$") {
+                return Err(invalid(
+                    &format!("users[{i}].password_hash"),
+                    "must be an argon2id hash (tokengate hash-password prints one)",
+                ));
+            }
+            check_roles(&user.roles).map_err(|m| invalid(&format!("users[{i}].roles"), &m))?;
+        }
+        let mut ids = std::collections::HashSet::new();
+        for (i, client) in self.clients.iter().enumerate() {
+            check_subject(&client.client_id)
+                .map_err(|m| invalid(&format!("clients[{i}].client_id"), m))?;
+            if !ids.insert(client.client_id.as_str()) {
+                return Err(invalid(&format!("clients[{i}].client_id"), "appears twice"));
+            }
+            if !client.client_secret_hash.starts_with("$argon2id$") {
+                return Err(invalid(
+                    &format!("clients[{i}].client_secret_hash"),
+                    "must be an argon2id hash (tokengate hash-password prints one)",
+                ));
+            }
+            check_roles(&client.roles).map_err(|m| invalid(&format!("clients[{i}].roles"), &m))?;
+        }
+        Ok(())
+    }
+
+    /// The signing key files, resolved against the config file's folder.
+    pub fn signing_key_paths(&self) -> Vec<PathBuf> {
+        self.tokens
+            .signing_keys
+            .iter()
+            .map(|p| self.base_dir.join(p))
+            .collect()
+    }
+}

@@ -1,0 +1,124 @@
+//! Every error a client can see, and the one place that turns it into a response: RFC 6749
+//! §5.2 bodies for OAuth endpoints, RFC 6750 `WWW-Authenticate` for bearer tokens.
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("invalid request: {0}")]
+    InvalidRequest(&'static str),
+    #[error("invalid grant")]
+    InvalidGrant,
+    #[error("invalid client")]
+    InvalidClient,
+    #[error("unsupported grant type")]
+    UnsupportedGrantType,
+    #[error("request body too large")]
+    BodyTooLarge,
+    /// No bearer token where one is needed.
+    #[error("missing bearer token")]
+    MissingToken,
+    /// A bearer token that is malformed, unknown, revoked or expired.
+    #[error("invalid bearer token")]
+    InvalidToken,
+    #[error("insufficient scope")]
+    InsufficientScope,
+    /// The admin API's token is missing or wrong.
+    #[error("admin token missing or wrong")]
+    AdminUnauthorized,
+    #[error("not found")]
+    NotFound,
+    /// The token store is unreachable: try again, nothing is wrong with the request.
+    #[error("temporarily unavailable")]
+    Unavailable,
+    #[error("internal error")]
+    Internal,
+}
+
+fn body(error: &'static str, description: Option<&'static str>) -> Json<serde_json::Value> {
+    match description {
+        Some(d) => Json(serde_json::json!({ "error": error, "error_description": d })),
+        None => Json(serde_json::json!({ "error": error })),
+    }
+}
+
+const BEARER: &str = r#"Bearer realm="tokengate""#;
+const BEARER_INVALID: &str = r#"Bearer realm="tokengate", error="invalid_token""#;
+const BEARER_SCOPE: &str = r#"Bearer realm="tokengate", error="insufficient_scope""#;
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, json, challenge) = match self {
+            ApiError::InvalidRequest(d) => (
+                StatusCode::BAD_REQUEST,
+                body("invalid_request", Some(d)),
+                None,
+            ),
+            ApiError::InvalidGrant => (StatusCode::BAD_REQUEST, body("invalid_grant", None), None),
+            ApiError::InvalidClient => (
+                StatusCode::UNAUTHORIZED,
+                body("invalid_client", None),
+                Some(r#"Basic realm="tokengate""#),
+            ),
+            ApiError::UnsupportedGrantType => (
+                StatusCode::BAD_REQUEST,
+                body("unsupported_grant_type", None),
+                None,
+            ),
+            ApiError::BodyTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                body("invalid_request", Some("request body too large")),
+                None,
+            ),
+            ApiError::MissingToken => (
+                StatusCode::UNAUTHORIZED,
+                body("unauthorized", None),
+                Some(BEARER),
+            ),
+            ApiError::InvalidToken => (
+                StatusCode::UNAUTHORIZED,
+                body("invalid_token", None),
+                Some(BEARER_INVALID),
+            ),
+            ApiError::InsufficientScope => (
+                StatusCode::FORBIDDEN,
+                body("insufficient_scope", None),
+                Some(BEARER_SCOPE),
+            ),
+            ApiError::AdminUnauthorized => (
+                StatusCode::UNAUTHORIZED,
+                body("unauthorized", Some("admin token missing or wrong")),
+                Some(r#"Bearer realm="tokengate-admin""#),
+            ),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, body("not_found", None), None),
+            ApiError::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                body(
+                    "temporarily_unavailable",
+                    Some("token store unreachable, try again"),
+                ),
+                None,
+            ),
+            ApiError::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                body("server_error", None),
+                None,
+            ),
+        };
+        let mut response = (status, json).into_response();
+        let headers = response.headers_mut();
+        if let Some(challenge) = challenge {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+}

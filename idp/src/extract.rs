@@ -1,0 +1,119 @@
+//! Request extractors whose failures are OAuth-style errors, never axum's plain-text ones.
+
+use axum::extract::{FromRequest, Request};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// An `application/x-www-form-urlencoded` body, each parameter at most once (RFC 6749 §3.2).
+#[derive(Debug)]
+pub struct FormBody(Vec<(String, String)>);
+
+impl FormBody {
+    /// The parameter `name`; `Ok(None)` if absent, an error if repeated.
+    pub fn get(&self, name: &str) -> Result<Option<&str>, ApiError> {
+        let mut found = self
+            .0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str());
+        let first = found.next();
+        if found.next().is_some() {
+            return Err(ApiError::InvalidRequest("a parameter is repeated"));
+        }
+        Ok(first.filter(|v| !v.is_empty()))
+    }
+
+    pub fn require(&self, name: &str, missing: &'static str) -> Result<&str, ApiError> {
+        self.get(name)?.ok_or(ApiError::InvalidRequest(missing))
+    }
+}
+
+async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::BodyTooLarge
+        } else {
+            ApiError::InvalidRequest("unreadable request body")
+        }
+    })
+}
+
+impl<S: Send + Sync> FromRequest<S> for FormBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let form = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(';').next().is_some_and(|m| {
+                    m.trim()
+                        .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+                })
+            });
+        if !form {
+            return Err(ApiError::InvalidRequest(
+                "content type must be application/x-www-form-urlencoded",
+            ));
+        }
+        let bytes = body_bytes(req, state).await?;
+        serde_urlencoded::from_bytes(&bytes)
+            .map(FormBody)
+            .map_err(|_| ApiError::InvalidRequest("malformed form body"))
+    }
+}
+
+/// A JSON body of type `T`.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = body_bytes(req, state).await?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|_| ApiError::InvalidRequest("malformed JSON body"))
+    }
+}
+
+/// The single `Authorization` header's value; several are refused as ambiguous.
+fn authorization(headers: &HeaderMap) -> Result<Option<&[u8]>, ApiError> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(ApiError::InvalidRequest(
+            "more than one Authorization header",
+        ));
+    }
+    Ok(first.map(|v| v.as_bytes()))
+}
+
+/// The bearer credentials of a request, if it sent a well-formed `Bearer` header.
+pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    Ok(authorization(headers)?.and_then(tokengate_store::bearer_credentials))
+}
+
+/// Client credentials from HTTP Basic (RFC 6749 §2.3.1), if the request sent them.
+pub fn basic(headers: &HeaderMap) -> Result<Option<(String, String)>, ApiError> {
+    let Some(value) = authorization(headers)? else {
+        return Ok(None);
+    };
+    if value.len() < 6 || !value[..6].eq_ignore_ascii_case(b"basic ") {
+        return Ok(None);
+    }
+    let decoded = STANDARD
+        .decode(value[6..].trim_ascii())
+        .ok()
+        .and_then(|d| String::from_utf8(d).ok())
+        .ok_or(ApiError::InvalidClient)?;
+    let (id, secret) = decoded.split_once(':').ok_or(ApiError::InvalidClient)?;
+    Ok(Some((id.to_owned(), secret.to_owned())))
+}

@@ -1,0 +1,114 @@
+//! The IdP's Prometheus metrics.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrantLabels {
+    pub grant: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub listener: &'static str,
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub listener: &'static str,
+    pub route: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs to about 3 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub tokens_issued: Family<GrantLabels, Counter>,
+    pub logins_failed: Family<GrantLabels, Counter>,
+    pub revocations: Family<KindLabels, Counter>,
+    pub store_errors: Counter,
+    pub admin_auth_failures: Counter,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("tokengate_idp");
+        let m = Metrics {
+            tokens_issued: Family::default(),
+            logins_failed: Family::default(),
+            revocations: Family::default(),
+            store_errors: Counter::default(),
+            admin_auth_failures: Counter::default(),
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "tokens_issued",
+            "Reference tokens issued",
+            m.tokens_issued.clone(),
+        );
+        registry.register(
+            "logins_failed",
+            "Failed logins (wrong or unknown credentials)",
+            m.logins_failed.clone(),
+        );
+        registry.register("revocations", "Sessions revoked", m.revocations.clone());
+        registry.register(
+            "store_errors",
+            "Token store operations that failed",
+            m.store_errors.clone(),
+        );
+        registry.register(
+            "admin_auth_failures",
+            "Admin API calls refused for a missing or wrong admin token",
+            m.admin_auth_failures.clone(),
+        );
+        registry.register(
+            "requests",
+            "HTTP requests by listener, route and status",
+            m.requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "HTTP request latency",
+            m.request_duration.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

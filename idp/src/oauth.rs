@@ -1,0 +1,249 @@
+//! The public listener: token endpoint, revocation, introspection, JWKS, forward-auth.
+
+use axum::extract::{RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::{Json, Router};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde::Deserialize;
+use tokengate_store::{ReferenceToken, Session, TokenStore, now_unix};
+
+use crate::AppState;
+use crate::config::check_subject;
+use crate::credentials::Kind;
+use crate::error::ApiError;
+use crate::extract::{FormBody, bearer};
+use crate::metrics::{GrantLabels, KindLabels};
+use crate::sessions::Issued;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/oauth2/token", post(token))
+        .route("/oauth2/revoke", post(revoke))
+        .route("/oauth2/introspect", post(introspect))
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/auth/verify", any(verify))
+}
+
+/// The RFC 6749 §5.1 answer for a new session (also used by the admin API).
+pub fn token_response(issued: &Issued) -> Response {
+    let expires_in = issued.session.expires_at().saturating_sub(now_unix());
+    let body = serde_json::json!({
+        "access_token": issued.token.expose(),
+        "token_type": "Bearer",
+        "expires_in": expires_in,
+    });
+    let mut response = Json(body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+async fn token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: FormBody,
+) -> Result<Response, ApiError> {
+    let grant = form.require("grant_type", "grant_type is required")?;
+    let (grant, subject, roles) = match grant {
+        "password" => {
+            let username = form.require("username", "username is required")?;
+            let password = form.require("password", "password is required")?;
+            if check_subject(username).is_err() {
+                state
+                    .metrics
+                    .logins_failed
+                    .get_or_create(&GrantLabels { grant: "password" })
+                    .inc();
+                return Err(ApiError::InvalidGrant);
+            }
+            let Some(configured) = state
+                .credentials
+                .check(Kind::User, username, password)
+                .await
+            else {
+                state
+                    .metrics
+                    .logins_failed
+                    .get_or_create(&GrantLabels { grant: "password" })
+                    .inc();
+                tracing::info!(username, "login failed");
+                return Err(ApiError::InvalidGrant);
+            };
+            ("password", username.to_owned(), configured)
+        }
+        "client_credentials" => {
+            let Some((id, configured)) = state.authenticate_client(&headers, &form).await? else {
+                state
+                    .metrics
+                    .logins_failed
+                    .get_or_create(&GrantLabels {
+                        grant: "client_credentials",
+                    })
+                    .inc();
+                return Err(ApiError::InvalidClient);
+            };
+            ("client_credentials", id, configured)
+        }
+        _ => return Err(ApiError::UnsupportedGrantType),
+    };
+    let roles = state
+        .issuer
+        .roles_of(&subject, &roles)
+        .await
+        .map_err(|e| state.store_error(e))?;
+    let issued = state
+        .issuer
+        .issue(&subject, roles)
+        .await
+        .map_err(|e| state.issue_error(e))?;
+    state
+        .metrics
+        .tokens_issued
+        .get_or_create(&GrantLabels { grant })
+        .inc();
+    tracing::info!(subject = %subject, session = %issued.session.id, grant, "session issued");
+    Ok(token_response(&issued))
+}
+
+/// RFC 7009: 200 whether or not the token existed, so the answer tells nothing.
+async fn revoke(State(state): State<AppState>, form: FormBody) -> Result<StatusCode, ApiError> {
+    let token = form.require("token", "token is required")?;
+    if let Ok(token) = ReferenceToken::parse(token) {
+        let id = token.session_id();
+        if state
+            .store
+            .revoke(&id)
+            .await
+            .map_err(|e| state.store_error(e))?
+        {
+            state
+                .metrics
+                .revocations
+                .get_or_create(&KindLabels { kind: "token" })
+                .inc();
+            tracing::info!(session = %id, "session revoked by its token");
+        }
+    }
+    Ok(StatusCode::OK)
+}
+
+/// RFC 7662; the caller authenticates with the admin token or as a configured client.
+async fn introspect(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: FormBody,
+) -> Result<Response, ApiError> {
+    let admin = bearer(&headers)?.is_some_and(|t| state.is_admin_token(t));
+    if !admin && state.authenticate_client(&headers, &form).await?.is_none() {
+        return Err(ApiError::InvalidClient);
+    }
+    let token = form.require("token", "token is required")?;
+    let body = match state
+        .issuer
+        .resolve(token)
+        .await
+        .map_err(|e| state.store_error(e))?
+    {
+        Some(s) => serde_json::json!({
+            "active": true,
+            "sub": s.subject,
+            "sid": s.id.as_str(),
+            "scope": s.roles.join(" "),
+            "roles": s.roles,
+            "token_type": "Bearer",
+            "iss": state.issuer_name,
+            "iat": s.created_at,
+            "exp": s.expires_at(),
+        }),
+        None => serde_json::json!({ "active": false }),
+    };
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
+}
+
+/// The public keys, answered `304` when the caller already has them.
+async fn jwks(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let etag = state.keys.etag();
+    let fresh = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == "*" || t.as_bytes() == etag.as_bytes());
+    let cache = (
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    if fresh {
+        return (
+            StatusCode::NOT_MODIFIED,
+            [(header::ETAG, etag.clone()), cache],
+        )
+            .into_response();
+    }
+    (
+        [
+            (header::ETAG, etag.clone()),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            cache,
+        ],
+        state.keys.jwks().clone(),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct VerifyQuery {
+    /// Comma-separated roles, any of which grants access.
+    roles: Option<String>,
+}
+
+/// Forward-auth (nginx `auth_request`, Traefik ForwardAuth, Envoy ext_authz HTTP).
+async fn verify(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let token = match bearer(&headers) {
+        Ok(Some(t)) => t,
+        Ok(None) if headers.contains_key(header::AUTHORIZATION) => {
+            return Err(ApiError::InvalidToken);
+        }
+        Ok(None) => return Err(ApiError::MissingToken),
+        Err(_) => return Err(ApiError::InvalidToken),
+    };
+    let session: Session = state
+        .issuer
+        .resolve(token)
+        .await
+        .map_err(|e| state.store_error(e))?
+        .ok_or(ApiError::InvalidToken)?;
+    let query: VerifyQuery = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
+        .map_err(|_| ApiError::InvalidRequest("malformed query"))?;
+    if let Some(wanted) = query.roles {
+        let allowed = wanted.split(',').map(str::trim).filter(|r| !r.is_empty());
+        let mut allowed = allowed.peekable();
+        if allowed.peek().is_some()
+            && !allowed
+                .into_iter()
+                .any(|w| session.roles.iter().any(|r| r == w))
+        {
+            return Err(ApiError::InsufficientScope);
+        }
+    }
+    state.usage.record(&session.id, now_unix());
+    let value = |s: &str| HeaderValue::from_str(s).map_err(|_| ApiError::Internal);
+    let mut response = StatusCode::OK.into_response();
+    let h = response.headers_mut();
+    h.insert("x-auth-subject", value(&session.subject)?);
+    h.insert("x-auth-roles", value(&session.roles.join(","))?);
+    h.insert("x-auth-session", value(session.id.as_str())?);
+    h.insert("x-auth-value-token", value(session.value_token.expose())?);
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
