@@ -1,0 +1,178 @@
+//! Test support: the IdP on real sockets against a `redis-server` of the test's own, and a
+//! small HTTP client. Everything stops when dropped.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokengate_idp::Idp;
+use tokengate_idp::config::{
+    AdminConfig, ClientConfig, IdpConfig, ServerConfig, TokensConfig, UserConfig,
+};
+use tokengate_idp::credentials::hash_password;
+use tokengate_idp::keys::KeySet;
+pub use tokengate_store::testing::TestRedis;
+use tokengate_store::{AnyStore, StoreConfig};
+use tokio_util::sync::CancellationToken;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+pub const PASSWORD: &str = "wonderland";
+pub const CLIENT_SECRET: &str = "reports-secret";
+
+/// A config with users alice and bob, client `reports`, listening on free ports.
+pub fn idp_config(redis_url: &str) -> IdpConfig {
+    let hash = hash_password(PASSWORD).unwrap();
+    let user = |name: &str| UserConfig {
+        username: name.to_owned(),
+        password_hash: hash.clone(),
+        roles: vec!["orders:read".to_owned()],
+    };
+    IdpConfig {
+        server: ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            max_connections: 256,
+            header_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(2),
+        },
+        admin: AdminConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            token: ADMIN_TOKEN.to_owned(),
+        },
+        store: StoreConfig::redis(redis_url),
+        tokens: TokensConfig::default(),
+        users: vec![user("alice"), user("bob")],
+        clients: vec![ClientConfig {
+            client_id: "reports".to_owned(),
+            client_secret_hash: hash_password(CLIENT_SECRET).unwrap(),
+            roles: vec!["reports:write".to_owned()],
+        }],
+        base_dir: ".".into(),
+    }
+}
+
+/// The IdP serving in this process on real sockets.
+pub struct TestIdp {
+    pub public: SocketAddr,
+    pub admin: SocketAddr,
+    shutdown: CancellationToken,
+}
+
+impl TestIdp {
+    pub async fn spawn(config: IdpConfig) -> Self {
+        let store: AnyStore = config.store.connect().unwrap();
+        let bound = Idp::new(config, store, KeySet::ephemeral().unwrap())
+            .unwrap()
+            .bind()
+            .await
+            .unwrap();
+        let (public, admin) = (bound.public_addr(), bound.admin_addr());
+        let shutdown = CancellationToken::new();
+        tokio::spawn(bound.serve(shutdown.clone()));
+        TestIdp {
+            public,
+            admin,
+            shutdown,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.public)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// Logs in with the password grant and returns the reference token.
+    pub async fn login(&self, user: &str) -> String {
+        let r = post_form(
+            &self.url("/oauth2/token"),
+            &[],
+            &format!("grant_type=password&username={user}&password={PASSWORD}"),
+        )
+        .await;
+        assert_eq!(r.status, 200, "login failed: {}", r.body);
+        r.json()["access_token"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn admin(&self, method: &str, path: &str, body: Option<&str>) -> Reply {
+        let auth = format!("Bearer {ADMIN_TOKEN}");
+        let headers = [
+            ("authorization", auth.as_str()),
+            ("content-type", "application/json"),
+        ];
+        send(
+            method,
+            &self.admin_url(path),
+            &headers,
+            body.unwrap_or("").to_owned(),
+        )
+        .await
+    }
+
+    /// `/auth/verify` with a bearer token.
+    pub async fn verify(&self, token: &str) -> Reply {
+        let auth = format!("Bearer {token}");
+        send(
+            "GET",
+            &self.url("/auth/verify"),
+            &[("authorization", auth.as_str())],
+            String::new(),
+        )
+        .await
+    }
+}
+
+impl Drop for TestIdp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+pub async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: String) -> Reply {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut req = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::from(body))).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(20), client.request(req))
+        .await
+        .expect("request timed out")
+        .expect("request failed");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+pub async fn post_form(url: &str, headers: &[(&str, &str)], form: &str) -> Reply {
+    let mut all = vec![("content-type", "application/x-www-form-urlencoded")];
+    all.extend_from_slice(headers);
+    send("POST", url, &all, form.to_owned()).await
+}
