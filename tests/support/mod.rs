@@ -15,6 +15,7 @@ use tokengate_idp::config::{
 };
 use tokengate_idp::credentials::hash_password;
 use tokengate_idp::keys::KeySet;
+#[allow(unused_imports)]
 pub use tokengate_store::testing::TestRedis;
 use tokengate_store::{AnyStore, StoreConfig};
 use tokio_util::sync::CancellationToken;
