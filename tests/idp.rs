@@ -519,3 +519,141 @@ fn the_example_config_loads() {
     let config = tokengate_idp::config::IdpConfig::load(&path).expect("config/idp.toml is valid");
     tokengate_idp::keys::KeySet::load(&config.signing_key_paths()).expect("its key loads");
 }
+
+#[tokio::test]
+async fn keys_rotate_without_logging_anyone_out() {
+    let redis = TestRedis::start();
+    let dir = std::env::temp_dir().join(format!("tokengate-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (old, new) = (dir.join("old.pem"), dir.join("new.pem"));
+    std::fs::write(
+        &old,
+        tokengate_idp::keys::SigningKey::generate_ed25519_pem().unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        &new,
+        tokengate_idp::keys::SigningKey::generate_p256_pem().unwrap(),
+    )
+    .unwrap();
+    let start = |paths: Vec<std::path::PathBuf>| {
+        let mut config = idp_config(&redis.url());
+        config.tokens.signing_keys = paths;
+        async move {
+            let keys = tokengate_idp::keys::KeySet::load(&config.signing_key_paths()).unwrap();
+            let store = config.store.connect().unwrap();
+            let bound = tokengate_idp::Idp::new(config, store, keys)
+                .unwrap()
+                .bind()
+                .await
+                .unwrap();
+            let url = format!("http://{}", bound.public_addr());
+            let stop = tokio_util::sync::CancellationToken::new();
+            tokio::spawn(bound.serve(stop.clone()));
+            (url, stop)
+        }
+    };
+    let (url, stop) = start(vec![old.clone()]).await;
+    let form = "grant_type=password&username=alice&password=wonderland";
+    let token = post_form(&format!("{url}/oauth2/token"), &[], form)
+        .await
+        .json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    stop.cancel();
+
+    // The new key signs, the old one still verifies the sessions it signed.
+    let (url, _stop) = start(vec![new, old]).await;
+    let auth = format!("Bearer {token}");
+    let v = send(
+        "GET",
+        &format!("{url}/auth/verify"),
+        &[("authorization", &auth)],
+        String::new(),
+    )
+    .await;
+    assert_eq!(
+        v.status, 200,
+        "a session signed by the previous key must survive rotation"
+    );
+    let jwks = send(
+        "GET",
+        &format!("{url}/.well-known/jwks.json"),
+        &[],
+        String::new(),
+    )
+    .await
+    .json();
+    let algs: Vec<_> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["alg"].clone())
+        .collect();
+    assert_eq!(
+        algs,
+        vec![serde_json::json!("ES256"), serde_json::json!("EdDSA")]
+    );
+    let fresh = post_form(&format!("{url}/oauth2/token"), &[], form)
+        .await
+        .json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let auth = format!("Bearer {fresh}");
+    let v = send(
+        "GET",
+        &format!("{url}/auth/verify"),
+        &[("authorization", &auth)],
+        String::new(),
+    )
+    .await;
+    let header = jsonwebtoken::decode_header(v.header("x-auth-value-token").unwrap()).unwrap();
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_value_token_forged_in_redis_is_not_accepted() {
+    let (redis, idp) = setup().await;
+    let token = idp.login("alice").await;
+    let sid = idp
+        .verify(&token)
+        .await
+        .header("x-auth-session")
+        .unwrap()
+        .to_owned();
+    // Someone with write access to Redis swaps in a token that is not signed by the IdP.
+    let forged = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJhbGljZSJ9.";
+    redis
+        .query(&[
+            "HSET",
+            &format!("tg:s:{{{sid}}}"),
+            "vt",
+            forged,
+            "roles",
+            "[\"admin\"]",
+        ])
+        .unwrap();
+    assert_eq!(idp.verify(&token).await.status, 401);
+}
+
+#[test]
+fn hash_password_prints_an_argon2id_hash() {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tokengate"))
+        .arg("hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let hash = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        hash.starts_with("$argon2id$") && !hash.contains("s3cret"),
+        "{hash}"
+    );
+}

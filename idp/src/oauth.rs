@@ -237,7 +237,8 @@ async fn verify(
         }
     }
     state.usage.record(&session.id, now_unix());
-    let value = |s: &str| HeaderValue::from_str(s).map_err(|_| ApiError::Internal);
+    // Subjects may be UTF-8 (sent as obs-text); control characters were refused at login.
+    let value = |s: &str| HeaderValue::from_bytes(s.as_bytes()).map_err(|_| ApiError::Internal);
     let mut response = StatusCode::OK.into_response();
     let h = response.headers_mut();
     h.insert("x-auth-subject", value(&session.subject)?);
