@@ -539,47 +539,23 @@ async fn keys_rotate_without_logging_anyone_out() {
     let start = |paths: Vec<std::path::PathBuf>| {
         let mut config = idp_config(&redis.url());
         config.tokens.signing_keys = paths;
-        async move {
-            let keys = tokengate_idp::keys::KeySet::load(&config.signing_key_paths()).unwrap();
-            let store = config.store.connect().unwrap();
-            let bound = tokengate_idp::Idp::new(config, store, keys)
-                .unwrap()
-                .bind()
-                .await
-                .unwrap();
-            let url = format!("http://{}", bound.public_addr());
-            let stop = tokio_util::sync::CancellationToken::new();
-            tokio::spawn(bound.serve(stop.clone()));
-            (url, stop)
-        }
+        let keys = tokengate_idp::keys::KeySet::load(&config.signing_key_paths()).unwrap();
+        TestIdp::spawn_with_keys(config, keys)
     };
-    let (url, stop) = start(vec![old.clone()]).await;
-    let form = "grant_type=password&username=alice&password=wonderland";
-    let token = post_form(&format!("{url}/oauth2/token"), &[], form)
-        .await
-        .json()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    stop.cancel();
+    let old_idp = start(vec![old.clone()]).await;
+    let token = old_idp.login("alice").await;
+    drop(old_idp);
 
     // The new key signs, the old one still verifies the sessions it signed.
-    let (url, _stop) = start(vec![new, old]).await;
-    let auth = format!("Bearer {token}");
-    let v = send(
-        "GET",
-        &format!("{url}/auth/verify"),
-        &[("authorization", &auth)],
-        String::new(),
-    )
-    .await;
+    let idp = start(vec![new, old]).await;
+    let v = idp.verify(&token).await;
     assert_eq!(
         v.status, 200,
         "a session signed by the previous key must survive rotation"
     );
     let jwks = send(
         "GET",
-        &format!("{url}/.well-known/jwks.json"),
+        &idp.url("/.well-known/jwks.json"),
         &[],
         String::new(),
     )
@@ -595,20 +571,8 @@ async fn keys_rotate_without_logging_anyone_out() {
         algs,
         vec![serde_json::json!("ES256"), serde_json::json!("EdDSA")]
     );
-    let fresh = post_form(&format!("{url}/oauth2/token"), &[], form)
-        .await
-        .json()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let auth = format!("Bearer {fresh}");
-    let v = send(
-        "GET",
-        &format!("{url}/auth/verify"),
-        &[("authorization", &auth)],
-        String::new(),
-    )
-    .await;
+    let fresh = idp.login("alice").await;
+    let v = idp.verify(&fresh).await;
     let header = jsonwebtoken::decode_header(v.header("x-auth-value-token").unwrap()).unwrap();
     assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256);
     let _ = std::fs::remove_dir_all(&dir);

@@ -207,6 +207,33 @@ pub fn check_roles(roles: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks users or clients: valid unique names, argon2id hashes, valid roles. `keys` names the
+/// table, the name field and the hash field, for the error.
+fn check_principals<'a>(
+    items: impl Iterator<Item = (&'a str, &'a str, &'a [String])>,
+    [table, name_key, hash_key]: [&str; 3],
+    invalid: &dyn Fn(&str, &str) -> ConfigError,
+) -> Result<(), ConfigError> {
+    let mut seen = std::collections::HashSet::new();
+    for (i, (name, hash, roles)) in items.enumerate() {
+        check_subject(name).map_err(|m| invalid(&format!("{table}[{i}].{name_key}"), m))?;
+        if !seen.insert(name) {
+            return Err(invalid(
+                &format!("{table}[{i}].{name_key}"),
+                "appears twice",
+            ));
+        }
+        if !hash.starts_with("$argon2id$") {
+            return Err(invalid(
+                &format!("{table}[{i}].{hash_key}"),
+                "must be an argon2id hash (tokengate hash-password prints one)",
+            ));
+        }
+        check_roles(roles).map_err(|m| invalid(&format!("{table}[{i}].roles"), &m))?;
+    }
+    Ok(())
+}
+
 impl IdpConfig {
     /// Reads, parses and validates a config file; `TOKENGATE_ADMIN_TOKEN` replaces `admin.token`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -273,36 +300,26 @@ impl IdpConfig {
                 "must be at least tokens.idle_timeout",
             ));
         }
-        let mut names = std::collections::HashSet::new();
-        for (i, user) in self.users.iter().enumerate() {
-            check_subject(&user.username)
-                .map_err(|m| invalid(&format!("users[{i}].username"), m))?;
-            if !names.insert(user.username.as_str()) {
-                return Err(invalid(&format!("users[{i}].username"), "appears twice"));
-            }
-            if !user.password_hash.starts_with("$argon2id$") {
-                return Err(invalid(
-                    &format!("users[{i}].password_hash"),
-                    "must be an argon2id hash (tokengate hash-password prints one)",
-                ));
-            }
-            check_roles(&user.roles).map_err(|m| invalid(&format!("users[{i}].roles"), &m))?;
-        }
-        let mut ids = std::collections::HashSet::new();
-        for (i, client) in self.clients.iter().enumerate() {
-            check_subject(&client.client_id)
-                .map_err(|m| invalid(&format!("clients[{i}].client_id"), m))?;
-            if !ids.insert(client.client_id.as_str()) {
-                return Err(invalid(&format!("clients[{i}].client_id"), "appears twice"));
-            }
-            if !client.client_secret_hash.starts_with("$argon2id$") {
-                return Err(invalid(
-                    &format!("clients[{i}].client_secret_hash"),
-                    "must be an argon2id hash (tokengate hash-password prints one)",
-                ));
-            }
-            check_roles(&client.roles).map_err(|m| invalid(&format!("clients[{i}].roles"), &m))?;
-        }
+        let users = self.users.iter().map(|u| {
+            (
+                u.username.as_str(),
+                u.password_hash.as_str(),
+                u.roles.as_slice(),
+            )
+        });
+        check_principals(users, ["users", "username", "password_hash"], &invalid)?;
+        let clients = self.clients.iter().map(|c| {
+            (
+                c.client_id.as_str(),
+                c.client_secret_hash.as_str(),
+                c.roles.as_slice(),
+            )
+        });
+        check_principals(
+            clients,
+            ["clients", "client_id", "client_secret_hash"],
+            &invalid,
+        )?;
         Ok(())
     }
 
@@ -313,5 +330,54 @@ impl IdpConfig {
             .iter()
             .map(|p| self.base_dir.join(p))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[server]
+listen = "127.0.0.1:7000"
+[admin]
+listen = "127.0.0.1:7001"
+token = "long-enough-token"
+"#;
+
+    fn error_of(extra: &str) -> String {
+        let path = Path::new("conf/idp.toml");
+        let text = format!("{BASE}{extra}");
+        match IdpConfig::parse(&text, path).and_then(|c| c.validate(path).map(|_| c)) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_key() {
+        assert_eq!(error_of(""), "");
+        let user = r#"[[users]]
+username = "alice"
+password_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA"
+"#;
+        let twice = error_of(&format!("{user}{user}"));
+        assert!(
+            twice.contains("conf/idp.toml") && twice.contains("users[1].username"),
+            "{twice}"
+        );
+        let plain = error_of("[[clients]]\nclient_id = \"c\"\nclient_secret_hash = \"secret\"\n");
+        assert!(plain.contains("clients[0].client_secret_hash"), "{plain}");
+        let roles = error_of(&format!("{user}roles = [\"a,b\"]\n"));
+        assert!(roles.contains("users[0].roles"), "{roles}");
+        let lifetime = error_of("[tokens]\nidle_timeout = \"2h\"\nmax_lifetime = \"1h\"\n");
+        assert!(lifetime.contains("tokens.max_lifetime"), "{lifetime}");
+        let mode = error_of("[store]\nmode = \"cluster\"\n");
+        assert!(mode.contains("store.mode"), "{mode}");
+        let unknown = error_of("[server2]\n");
+        assert!(
+            unknown.contains("conf/idp.toml") && unknown.contains("server2"),
+            "{unknown}"
+        );
     }
 }

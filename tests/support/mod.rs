@@ -64,13 +64,14 @@ pub struct TestIdp {
 }
 
 impl TestIdp {
+    /// The IdP with a fresh ephemeral signing key.
     pub async fn spawn(config: IdpConfig) -> Self {
+        Self::spawn_with_keys(config, KeySet::ephemeral().unwrap()).await
+    }
+
+    pub async fn spawn_with_keys(config: IdpConfig, keys: KeySet) -> Self {
         let store: AnyStore = config.store.connect().unwrap();
-        let bound = Idp::new(config, store, KeySet::ephemeral().unwrap())
-            .unwrap()
-            .bind()
-            .await
-            .unwrap();
+        let bound = Idp::new(config, store, keys).unwrap().bind().await.unwrap();
         let (public, admin) = (bound.public_addr(), bound.admin_addr());
         let shutdown = CancellationToken::new();
         tokio::spawn(bound.serve(shutdown.clone()));
