@@ -30,6 +30,11 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Runs a gateway.
+    Gateway {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Runs a demo on one machine: the IdP on an in-memory store (or Redis), with a demo user.
     Dev {
         /// Use this Redis instead of the embedded in-memory store.
@@ -102,6 +107,7 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Idp { config } => run_idp(config).await,
+        Command::Gateway { config } => run_gateway(config).await,
         Command::Dev {
             redis_url,
             idp_listen,
@@ -163,6 +169,21 @@ async fn run_idp(path: PathBuf) -> Result<()> {
     let shutdown = CancellationToken::new();
     stop_on_signal(shutdown.clone());
     bound.serve(shutdown).await;
+    Ok(())
+}
+
+async fn run_gateway(path: PathBuf) -> Result<()> {
+    init_tracing();
+    let config = tokengate_gateway::config::GatewayConfig::load(&path)?;
+    let store = config
+        .store
+        .connect()
+        .with_context(|| format!("{}: `store`", path.display()))?;
+    let gateway = tokengate_gateway::Gateway::bind(config, store).await?;
+    tracing::info!(public = %gateway.public_addr(), admin = %gateway.admin_addr(), "gateway listening");
+    let shutdown = CancellationToken::new();
+    stop_on_signal(shutdown.clone());
+    gateway.serve(shutdown).await?;
     Ok(())
 }
 

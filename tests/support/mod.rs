@@ -178,3 +178,189 @@ pub async fn post_form(url: &str, headers: &[(&str, &str)], form: &str) -> Reply
     all.extend_from_slice(headers);
     send("POST", url, &all, form.to_owned()).await
 }
+
+/// A backend that answers 200 with the request's method, path and headers as JSON.
+pub struct EchoBackend {
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+}
+
+impl EchoBackend {
+    pub async fn start() -> Self {
+        use hyper::service::service_fn;
+        use hyper_util::rt::TokioIo;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+                };
+                tokio::spawn(async move {
+                    let svc = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                        let headers: serde_json::Map<String, serde_json::Value> = req
+                            .headers()
+                            .iter()
+                            .map(|(k, v)| {
+                                (
+                                    k.as_str().to_owned(),
+                                    String::from_utf8_lossy(v.as_bytes()).into(),
+                                )
+                            })
+                            .collect();
+                        let body = serde_json::json!({
+                            "method": req.method().as_str(),
+                            "path": req.uri().path(),
+                            "headers": headers,
+                        });
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                            Bytes::from(body.to_string()),
+                        )))
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        EchoBackend { addr, shutdown }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for EchoBackend {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A gateway in this process on real sockets.
+pub struct TestGateway {
+    pub public: SocketAddr,
+    pub admin: SocketAddr,
+    shutdown: CancellationToken,
+}
+
+/// A gateway config: `/api/` needs `orders:read`, `/admin-only/` needs `admin`, `/public/` is
+/// open, `/dead/` points at a closed port.
+pub fn gateway_config(
+    redis_url: &str,
+    idp: &TestIdp,
+    backend: &str,
+) -> tokengate_gateway::config::GatewayConfig {
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let toml = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+upstream_timeout = "2s"
+[admin]
+listen = "127.0.0.1:0"
+[store]
+redis_url = "{redis_url}"
+[idp]
+jwks_url = "{jwks}"
+[cache]
+max_staleness = "60s"
+[sync]
+interval = "100ms"
+[[routes]]
+path_prefix = "/api/"
+upstream = "{backend}"
+roles = ["orders:read"]
+[[routes]]
+path_prefix = "/admin-only/"
+upstream = "{backend}"
+roles = ["admin"]
+[[routes]]
+path_prefix = "/public/"
+upstream = "{backend}"
+auth = false
+[[routes]]
+path_prefix = "/dead/"
+upstream = "{dead}"
+auth = false
+"#,
+        jwks = idp.url("/.well-known/jwks.json"),
+    );
+    toml::from_str(&toml).unwrap()
+}
+
+impl TestGateway {
+    /// Starts a gateway and waits until `/readyz` says it has keys and reached the store.
+    pub async fn spawn(config: tokengate_gateway::config::GatewayConfig) -> Self {
+        let store = config.store.connect().unwrap();
+        let gateway = tokengate_gateway::Gateway::bind(config, store)
+            .await
+            .unwrap();
+        let (public, admin) = (gateway.public_addr(), gateway.admin_addr());
+        let shutdown = CancellationToken::new();
+        tokio::spawn(gateway.serve(shutdown.clone()));
+        let gw = TestGateway {
+            public,
+            admin,
+            shutdown,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while send("GET", &format!("http://{admin}/readyz"), &[], String::new())
+            .await
+            .status
+            != 200
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "gateway never became ready"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        gw
+    }
+
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        send(
+            "GET",
+            &format!("http://{}{path}", self.public),
+            headers,
+            String::new(),
+        )
+        .await
+    }
+
+    pub async fn get_with_token(&self, path: &str, token: &str) -> Reply {
+        let auth = format!("Bearer {token}");
+        self.get(path, &[("authorization", &auth)]).await
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Polls `check` until it holds, up to `limit`.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

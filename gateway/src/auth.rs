@@ -1,0 +1,191 @@
+//! Turns a reference token into verified claims, through the local cache. A hit never leaves
+//! the process; a miss reads the store once and verifies the value token against the JWKS.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use http::HeaderValue;
+use moka::sync::Cache;
+use tokengate_store::{
+    AnyStore, ReferenceToken, SessionId, StoreError, TokenStore, UsageLog, Verifier, now_unix,
+};
+
+use crate::config::CacheConfig;
+use crate::metrics::Metrics;
+
+/// A valid session as the hot path needs it: headers built once, at load.
+#[derive(Debug)]
+pub struct Identity {
+    pub session: SessionId,
+    pub roles: Vec<String>,
+    pub authorization: HeaderValue,
+    pub subject: HeaderValue,
+    pub roles_header: HeaderValue,
+    pub session_header: HeaderValue,
+}
+
+#[derive(Clone, Debug)]
+enum Cached {
+    Valid(Arc<Identity>, Duration),
+    /// Unknown, revoked or forged: remembered briefly so garbage cannot flood the store.
+    Invalid(Duration),
+}
+
+struct Ttl;
+
+impl moka::Expiry<SessionId, Cached> for Ttl {
+    fn expire_after_create(&self, _: &SessionId, value: &Cached, _: Instant) -> Option<Duration> {
+        Some(match value {
+            Cached::Valid(_, ttl) | Cached::Invalid(ttl) => *ttl,
+        })
+    }
+}
+
+/// Why a request's token does not pass.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("no usable bearer token")]
+    Invalid,
+    #[error("token store unreachable")]
+    Unavailable(#[source] StoreError),
+    #[error("signing keys not loaded yet")]
+    NoKeys,
+}
+
+pub struct TokenCache {
+    cache: Cache<SessionId, Cached>,
+    store: AnyStore,
+    verifier: RwLock<Option<Arc<Verifier>>>,
+    /// Bumped by every invalidation; a load that started before one is not cached.
+    generation: AtomicU64,
+    pub usage: UsageLog,
+    max_staleness: Duration,
+    negative_ttl: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl TokenCache {
+    pub fn new(store: AnyStore, config: &CacheConfig, metrics: Arc<Metrics>) -> Self {
+        TokenCache {
+            cache: Cache::builder()
+                .max_capacity(config.max_entries)
+                .expire_after(Ttl)
+                .build(),
+            store,
+            verifier: RwLock::new(None),
+            generation: AtomicU64::new(0),
+            usage: UsageLog::new(),
+            max_staleness: config.max_staleness,
+            negative_ttl: config.negative_ttl,
+            metrics,
+        }
+    }
+
+    pub fn store(&self) -> &AnyStore {
+        &self.store
+    }
+
+    pub fn set_verifier(&self, verifier: Verifier) {
+        let mut slot = self.verifier.write().unwrap_or_else(|p| p.into_inner());
+        *slot = Some(Arc::new(verifier));
+    }
+
+    pub fn verifier(&self) -> Option<Arc<Verifier>> {
+        self.verifier
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Drops these sessions (revoked, or changed: the next request reloads them).
+    pub fn invalidate(&self, ids: &[SessionId]) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        for id in ids {
+            self.cache.invalidate(id);
+        }
+    }
+
+    /// Drops everything (events may have been missed).
+    pub fn invalidate_all(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.cache.invalidate_all();
+    }
+
+    pub fn entry_count(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
+    /// The identity behind `Authorization` header value `authorization`.
+    pub async fn authenticate(&self, authorization: &[u8]) -> Result<Arc<Identity>, AuthError> {
+        let token = tokengate_store::bearer_credentials(authorization)
+            .and_then(|t| ReferenceToken::parse(t).ok())
+            .ok_or(AuthError::Invalid)?;
+        let id = token.session_id();
+        let identity = match self.cache.get(&id) {
+            Some(Cached::Valid(identity, _)) => {
+                self.metrics.cache_hits.inc();
+                identity
+            }
+            Some(Cached::Invalid(_)) => {
+                self.metrics.cache_negative_hits.inc();
+                return Err(AuthError::Invalid);
+            }
+            None => {
+                self.metrics.cache_misses.inc();
+                self.load(id).await?
+            }
+        };
+        self.usage.record(&identity.session, now_unix());
+        Ok(identity)
+    }
+
+    async fn load(&self, id: SessionId) -> Result<Arc<Identity>, AuthError> {
+        let verifier = self.verifier().ok_or(AuthError::NoKeys)?;
+        let generation = self.generation.load(Ordering::SeqCst);
+        let found = self.store.lookup(&id).await.map_err(|e| {
+            self.metrics.store_errors.inc();
+            AuthError::Unavailable(e)
+        })?;
+        let result = found.and_then(|session| {
+            let claims = match verifier.verify(session.value_token.expose()) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(session = %session.id, error = %e, "value token from the store failed verification");
+                    return None;
+                }
+            };
+            if claims.sid != session.id.as_str() || claims.sub != session.subject {
+                tracing::warn!(session = %session.id, "value token does not belong to its session");
+                return None;
+            }
+            let left = session.expires_at().saturating_sub(now_unix());
+            let ttl = self.max_staleness.min(Duration::from_secs(left));
+            let header = |s: &str| HeaderValue::from_bytes(s.as_bytes()).ok();
+            let identity = Identity {
+                authorization: header(&format!("Bearer {}", session.value_token.expose()))?,
+                subject: header(&claims.sub)?,
+                roles_header: header(&claims.roles.join(","))?,
+                session_header: header(session.id.as_str())?,
+                roles: claims.roles,
+                session: session.id,
+            };
+            Some((Arc::new(identity), ttl))
+        });
+        let unchanged = self.generation.load(Ordering::SeqCst) == generation;
+        match result {
+            Some((identity, ttl)) => {
+                if unchanged {
+                    self.cache.insert(id, Cached::Valid(identity.clone(), ttl));
+                }
+                Ok(identity)
+            }
+            None => {
+                if unchanged {
+                    self.cache.insert(id, Cached::Invalid(self.negative_ttl));
+                }
+                Err(AuthError::Invalid)
+            }
+        }
+    }
+}

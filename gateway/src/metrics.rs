@@ -1,0 +1,83 @@
+//! The gateway's metrics: plain atomic counters on the hot path, rendered as Prometheus text.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Status codes the gateway answers, each with its own counter.
+pub const STATUSES: [u16; 12] = [200, 204, 304, 400, 401, 403, 404, 431, 500, 502, 503, 504];
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub requests: [Counter; STATUSES.len()],
+    pub requests_other: Counter,
+    pub cache_hits: Counter,
+    pub cache_misses: Counter,
+    pub cache_negative_hits: Counter,
+    pub store_errors: Counter,
+    pub upstream_errors: Counter,
+    pub events_applied: Counter,
+    pub cache_drops: Counter,
+    pub last_use_reported: Counter,
+}
+
+impl Metrics {
+    pub fn count_status(&self, status: u16) {
+        match STATUSES.iter().position(|s| *s == status) {
+            Some(i) => self.requests[i].inc(),
+            None => self.requests_other.inc(),
+        }
+    }
+
+    pub fn render(&self, cache_entries: u64) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "# TYPE tokengate_requests_total counter");
+        for (status, counter) in STATUSES.iter().zip(&self.requests) {
+            let _ = writeln!(
+                out,
+                "tokengate_requests_total{{status=\"{status}\"}} {}",
+                counter.get()
+            );
+        }
+        let _ = writeln!(
+            out,
+            "tokengate_requests_total{{status=\"other\"}} {}",
+            self.requests_other.get()
+        );
+        let counters = [
+            ("tokengate_cache_hits_total", &self.cache_hits),
+            ("tokengate_cache_misses_total", &self.cache_misses),
+            (
+                "tokengate_cache_negative_hits_total",
+                &self.cache_negative_hits,
+            ),
+            ("tokengate_store_errors_total", &self.store_errors),
+            ("tokengate_upstream_errors_total", &self.upstream_errors),
+            ("tokengate_events_applied_total", &self.events_applied),
+            ("tokengate_cache_drops_total", &self.cache_drops),
+            ("tokengate_last_use_reported_total", &self.last_use_reported),
+        ];
+        for (name, counter) in counters {
+            let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", counter.get());
+        }
+        let _ = writeln!(
+            out,
+            "# TYPE tokengate_cache_entries gauge\ntokengate_cache_entries {cache_entries}"
+        );
+        out
+    }
+}

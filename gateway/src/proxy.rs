@@ -1,0 +1,270 @@
+//! One request, in order: strip client identity headers, route, authenticate, authorize,
+//! forward with the value token and role headers, answer with the upstream's response.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderName};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+
+use crate::auth::{AuthError, TokenCache};
+use crate::config::RouteConfig;
+use crate::metrics::Metrics;
+
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// A route with its upstream parsed once.
+#[derive(Debug)]
+pub struct Route {
+    pub prefix: String,
+    pub scheme: http::uri::Scheme,
+    pub authority: http::uri::Authority,
+    pub roles: Vec<String>,
+    pub auth: bool,
+}
+
+impl Route {
+    pub fn new(config: &RouteConfig) -> Option<Self> {
+        let uri: Uri = config.upstream.parse().ok()?;
+        Some(Route {
+            prefix: config.path_prefix.clone(),
+            scheme: uri.scheme()?.clone(),
+            authority: uri.authority()?.clone(),
+            roles: config.roles.clone(),
+            auth: config.auth,
+        })
+    }
+}
+
+pub struct Proxy {
+    /// Longest prefix first, so the first match is the most specific.
+    routes: Vec<Route>,
+    client: Client<HttpConnector, Incoming>,
+    tokens: Arc<TokenCache>,
+    metrics: Arc<Metrics>,
+    upstream_timeout: Duration,
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1): they describe one connection, never forwarded.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+const BEARER: &str = r#"Bearer realm="tokengate""#;
+const BEARER_INVALID: &str = r#"Bearer realm="tokengate", error="invalid_token""#;
+const BEARER_SCOPE: &str = r#"Bearer realm="tokengate", error="insufficient_scope""#;
+
+fn reply(
+    status: StatusCode,
+    challenge: Option<&'static str>,
+    error: &'static str,
+) -> Response<Body> {
+    let body = format!("{{\"error\":\"{error}\"}}");
+    let mut response = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(c) = challenge {
+        h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(c));
+    }
+    response
+}
+
+/// Removes every `X-Auth-*` header: identity headers are the gateway's alone.
+fn strip_identity(headers: &mut HeaderMap) {
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-auth-"))
+        .cloned()
+        .collect();
+    for name in spoofed {
+        headers.remove(name);
+    }
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers named in `Connection` are hop-by-hop too.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+impl Proxy {
+    pub fn new(
+        routes: Vec<Route>,
+        tokens: Arc<TokenCache>,
+        metrics: Arc<Metrics>,
+        connect_timeout: Duration,
+        upstream_timeout: Duration,
+    ) -> Self {
+        let mut routes = routes;
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        Proxy {
+            routes,
+            client,
+            tokens,
+            metrics,
+            upstream_timeout,
+        }
+    }
+
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let response = self.route(req, peer).await;
+        self.metrics.count_status(response.status().as_u16());
+        response
+    }
+
+    async fn route(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        strip_identity(req.headers_mut());
+        let path = req.uri().path();
+        let Some(route) = self.routes.iter().find(|r| path.starts_with(&r.prefix)) else {
+            return reply(StatusCode::NOT_FOUND, None, "not_found");
+        };
+        if route.auth {
+            let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
+            let (first, second) = (values.next(), values.next());
+            let Some(value) = first else {
+                return reply(StatusCode::UNAUTHORIZED, Some(BEARER), "unauthorized");
+            };
+            if second.is_some() {
+                return reply(
+                    StatusCode::UNAUTHORIZED,
+                    Some(BEARER_INVALID),
+                    "invalid_token",
+                );
+            }
+            let identity = match self.tokens.authenticate(value.as_bytes()).await {
+                Ok(identity) => identity,
+                Err(AuthError::Invalid) => {
+                    return reply(
+                        StatusCode::UNAUTHORIZED,
+                        Some(BEARER_INVALID),
+                        "invalid_token",
+                    );
+                }
+                Err(e @ (AuthError::Unavailable(_) | AuthError::NoKeys)) => {
+                    tracing::warn!(error = %e, "cannot validate a token now");
+                    return reply(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        None,
+                        "temporarily_unavailable",
+                    );
+                }
+            };
+            if !route.roles.is_empty() && !route.roles.iter().any(|r| identity.roles.contains(r)) {
+                return reply(
+                    StatusCode::FORBIDDEN,
+                    Some(BEARER_SCOPE),
+                    "insufficient_scope",
+                );
+            }
+            let h = req.headers_mut();
+            h.insert(header::AUTHORIZATION, identity.authorization.clone());
+            h.insert("x-auth-subject", identity.subject.clone());
+            h.insert("x-auth-roles", identity.roles_header.clone());
+            h.insert("x-auth-session", identity.session_header.clone());
+        }
+        self.forward(req, route, peer).await
+    }
+
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        route: &Route,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .cloned()
+            .or_else(|| HeaderValue::from_str(req.uri().authority()?.as_str()).ok());
+        let path_and_query = req.uri().path_and_query().cloned();
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(route.scheme.clone());
+        parts.authority = Some(route.authority.clone());
+        parts.path_and_query = path_and_query;
+        let Ok(uri) = Uri::from_parts(parts) else {
+            return reply(StatusCode::BAD_REQUEST, None, "invalid_request");
+        };
+        *req.uri_mut() = uri;
+        *req.version_mut() = http::Version::HTTP_11;
+        let h = req.headers_mut();
+        strip_hop_by_hop(h);
+        h.remove(header::HOST);
+        let forwarded_for = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prior) => format!("{prior}, {}", peer.ip()),
+            None => peer.ip().to_string(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+            h.insert("x-forwarded-for", v);
+        }
+        h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        if let Some(host) = host {
+            h.insert("x-forwarded-host", host);
+        }
+        match tokio::time::timeout(self.upstream_timeout, self.client.request(req)).await {
+            Ok(Ok(response)) => {
+                let (mut parts, body) = response.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                Response::from_parts(parts, body.boxed())
+            }
+            Ok(Err(e)) => {
+                self.metrics.upstream_errors.inc();
+                tracing::warn!(error = %e, upstream = %route.authority, "upstream request failed");
+                reply(StatusCode::BAD_GATEWAY, None, "bad_gateway")
+            }
+            Err(_) => {
+                self.metrics.upstream_errors.inc();
+                tracing::warn!(upstream = %route.authority, "upstream timed out");
+                reply(StatusCode::GATEWAY_TIMEOUT, None, "gateway_timeout")
+            }
+        }
+    }
+}
+
+/// Answers of the admin listener.
+pub fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut response = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
