@@ -1,5 +1,7 @@
 //! The `tokengate` binary: parses the command line and starts what it names.
 
+mod echo;
+
 use std::io::Read;
 use std::path::PathBuf;
 
@@ -35,7 +37,8 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
-    /// Runs a demo on one machine: the IdP on an in-memory store (or Redis), with a demo user.
+    /// Runs a demo in one process: the IdP, a gateway and an echo backend, on an in-memory
+    /// store (or Redis), with a demo user.
     Dev {
         /// Use this Redis instead of the embedded in-memory store.
         #[arg(long, value_name = "URL")]
@@ -46,6 +49,15 @@ enum Command {
         /// Admin listener of the IdP.
         #[arg(long, default_value = "127.0.0.1:7001")]
         admin_listen: std::net::SocketAddr,
+        /// Public listener of the gateway.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        gateway_listen: std::net::SocketAddr,
+        /// Admin listener of the gateway (/healthz, /readyz, /metrics).
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        gateway_admin_listen: std::net::SocketAddr,
+        /// The echo backend.
+        #[arg(long, default_value = "127.0.0.1:9001")]
+        backend_listen: std::net::SocketAddr,
     },
     /// Reads a password from standard input and prints its argon2id hash for a config file.
     HashPassword,
@@ -112,7 +124,19 @@ async fn main() -> Result<()> {
             redis_url,
             idp_listen,
             admin_listen,
-        } => run_dev(redis_url, idp_listen, admin_listen).await,
+            gateway_listen,
+            gateway_admin_listen,
+            backend_listen,
+        } => {
+            let listen = DevListen {
+                idp: idp_listen,
+                idp_admin: admin_listen,
+                gateway: gateway_listen,
+                gateway_admin: gateway_admin_listen,
+                backend: backend_listen,
+            };
+            run_dev(redis_url, listen).await
+        }
         Command::HashPassword => {
             let mut password = String::new();
             std::io::stdin()
@@ -187,11 +211,16 @@ async fn run_gateway(path: PathBuf) -> Result<()> {
     Ok(())
 }
 
-async fn run_dev(
-    redis_url: Option<String>,
-    idp_listen: std::net::SocketAddr,
-    admin_listen: std::net::SocketAddr,
-) -> Result<()> {
+/// Where `tokengate dev` listens.
+struct DevListen {
+    idp: std::net::SocketAddr,
+    idp_admin: std::net::SocketAddr,
+    gateway: std::net::SocketAddr,
+    gateway_admin: std::net::SocketAddr,
+    backend: std::net::SocketAddr,
+}
+
+async fn run_dev(redis_url: Option<String>, listen: DevListen) -> Result<()> {
     init_tracing();
     let store = match &redis_url {
         Some(url) => {
@@ -208,14 +237,14 @@ async fn run_dev(
     let (user, password) = ("alice", "wonderland");
     let config = IdpConfig {
         server: ServerConfig {
-            listen: idp_listen,
+            listen: listen.idp,
             max_connections: 1024,
             header_timeout: std::time::Duration::from_secs(10),
             request_timeout: std::time::Duration::from_secs(30),
             drain_timeout: std::time::Duration::from_secs(5),
         },
         admin: AdminConfig {
-            listen: admin_listen,
+            listen: listen.idp_admin,
             token: admin_token.clone(),
         },
         store: StoreConfig::default(),
@@ -228,33 +257,70 @@ async fn run_dev(
         clients: Vec::new(),
         base_dir: PathBuf::from("."),
     };
-    let bound = Idp::new(config, store, KeySet::ephemeral()?)?
+    let idp_bound = Idp::new(config, store.clone(), KeySet::ephemeral()?)?
         .bind()
         .await?;
-    let (idp, admin) = (bound.public_addr(), bound.admin_addr());
+    let (idp, admin) = (idp_bound.public_addr(), idp_bound.admin_addr());
+    let backend_listener = echo::bind(listen.backend)
+        .await
+        .with_context(|| format!("cannot listen on {}", listen.backend))?;
+    let backend = backend_listener.local_addr()?;
+    let gateway_toml = format!(
+        r#"
+[server]
+listen = "{gw}"
+[admin]
+listen = "{gw_admin}"
+[idp]
+jwks_url = "http://{idp}/.well-known/jwks.json"
+[sync]
+interval = "1s"
+[[routes]]
+path_prefix = "/api/"
+upstream = "http://{backend}"
+roles = ["orders:read"]
+[[routes]]
+path_prefix = "/public/"
+upstream = "http://{backend}"
+auth = false
+"#,
+        gw = listen.gateway,
+        gw_admin = listen.gateway_admin,
+    );
+    let gateway_config: tokengate_gateway::config::GatewayConfig = toml::from_str(&gateway_toml)?;
+    let gateway = tokengate_gateway::Gateway::bind(gateway_config, store).await?;
+    let gw = gateway.public_addr();
+    let gw_admin = gateway.admin_addr();
     println!(
-        r#"tokengate dev: IdP on http://{idp} (admin API on http://{admin}), store: {store}
+        r#"tokengate dev ({store}):
+  gateway  http://{gw}   (/api/ needs role orders:read, /public/ is open; admin: http://{gw_admin})
+  IdP      http://{idp}   (admin API on http://{admin})
+  backend  http://{backend}   (echoes what it receives)
 
 Demo user: {user} / {password}   Admin token: {admin_token}
 
   # log in: the answer's access_token is an opaque reference token
   TOKEN=$(curl -s -d grant_type=password -d username={user} -d password={password} http://{idp}/oauth2/token | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
-  # what a proxy sees (forward-auth): subject, roles, session and the signed value token
-  curl -i -H "Authorization: Bearer $TOKEN" http://{idp}/auth/verify
-  # the user's sessions, then a forced logout
-  curl -s -H "Authorization: Bearer {admin_token}" http://{admin}/admin/users/{user}/sessions
+  # call a backend through the gateway: it receives the signed value token and role headers
+  curl -s -H "Authorization: Bearer $TOKEN" http://{gw}/api/orders
+  # force a logout of every session of the user
   curl -s -X DELETE -H "Authorization: Bearer {admin_token}" http://{admin}/admin/users/{user}/sessions
-  # the token is dead now: 401
-  curl -i -H "Authorization: Bearer $TOKEN" http://{idp}/auth/verify
+  # the same call now answers 401
+  curl -i -H "Authorization: Bearer $TOKEN" http://{gw}/api/orders
 "#,
         store = if redis_url.is_some() {
-            "Redis"
+            "on Redis"
         } else {
-            "in-memory"
+            "in-memory store"
         },
     );
     let shutdown = CancellationToken::new();
     stop_on_signal(shutdown.clone());
-    bound.serve(shutdown).await;
+    let (_, gateway_result, _) = tokio::join!(
+        idp_bound.serve(shutdown.clone()),
+        gateway.serve(shutdown.clone()),
+        echo::serve(backend_listener, shutdown.clone()),
+    );
+    gateway_result?;
     Ok(())
 }

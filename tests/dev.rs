@@ -42,8 +42,9 @@ async fn dev_walkthrough_works_and_no_secret_reaches_the_log() {
             .trim_end_matches([',', ')'])
             .to_owned()
     };
-    let idp = word_after("IdP on ");
+    let idp = word_after("IdP ");
     let admin = word_after("admin API on ");
+    let gateway = word_after("gateway ");
     let admin_token = word_after("Admin token: ");
 
     let login = post_form(
@@ -64,6 +65,29 @@ async fn dev_walkthrough_works_and_no_secret_reaches_the_log() {
     .await;
     assert_eq!(verified.status, 200);
     let value_token = verified.header("x-auth-value-token").unwrap().to_owned();
+    // Through the gateway to the echo backend (the gateway loads its keys at start: wait).
+    let mut through = send(
+        "GET",
+        &format!("{gateway}/api/orders"),
+        &[("authorization", &auth)],
+        String::new(),
+    )
+    .await;
+    for _ in 0..100 {
+        if through.status != 503 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        through = send(
+            "GET",
+            &format!("{gateway}/api/orders"),
+            &[("authorization", &auth)],
+            String::new(),
+        )
+        .await;
+    }
+    assert_eq!(through.status, 200, "{}", through.body);
+    assert_eq!(through.json()["headers"]["x-auth-subject"], "alice");
     let failed = post_form(
         &format!("{idp}/oauth2/token"),
         &[],
@@ -88,6 +112,19 @@ async fn dev_walkthrough_works_and_no_secret_reaches_the_log() {
     )
     .await;
     assert_eq!(after.status, 401);
+    let ok = support::eventually(std::time::Duration::from_secs(5), || async {
+        send(
+            "GET",
+            &format!("{gateway}/api/orders"),
+            &[("authorization", &auth)],
+            String::new(),
+        )
+        .await
+        .status
+            == 401
+    })
+    .await;
+    assert!(ok, "the gateway kept accepting a logged-out token");
 
     child.kill().unwrap();
     child.wait().unwrap();

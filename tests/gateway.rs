@@ -244,3 +244,9 @@ async fn cached_tokens_survive_redis_going_down_and_uncached_ones_get_503() {
         "never 401 when the store is down"
     );
 }
+
+#[test]
+fn the_example_gateway_config_loads() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/gateway.toml");
+    tokengate_gateway::config::GatewayConfig::load(&path).expect("config/gateway.toml is valid");
+}
