@@ -250,3 +250,82 @@ fn the_example_gateway_config_loads() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/gateway.toml");
     tokengate_gateway::config::GatewayConfig::load(&path).expect("config/gateway.toml is valid");
 }
+
+#[tokio::test]
+async fn a_revocation_issued_while_the_gateway_is_cut_off_is_applied_after_it_reconnects() {
+    let w = world().await;
+    let gw = w.gateway().await;
+    let token = w.idp.login("alice").await;
+    assert_eq!(gw.get_with_token("/api/x", &token).await.status, 200);
+    // Cut every client off (the gateway's blocking reader included), then revoke.
+    w.redis
+        .query(&["CLIENT", "KILL", "TYPE", "normal"])
+        .unwrap();
+    let revoked = eventually(Duration::from_secs(5), || async {
+        w.idp
+            .admin("DELETE", "/admin/users/alice/sessions", None)
+            .await
+            .status
+            == 200
+    })
+    .await;
+    assert!(revoked, "the IdP could not revoke after reconnecting");
+    let applied = eventually(Duration::from_secs(5), || async {
+        gw.get_with_token("/api/x", &token).await.status == 401
+    })
+    .await;
+    assert!(applied, "the revocation never reached the gateway");
+}
+
+#[tokio::test]
+async fn a_new_signing_key_is_fetched_when_a_token_names_it() {
+    let redis = TestRedis::start();
+    let backend = EchoBackend::start().await;
+    let dir = std::env::temp_dir().join(format!("tokengate-gw-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (old, new) = (dir.join("old.pem"), dir.join("new.pem"));
+    std::fs::write(
+        &old,
+        tokengate_idp::keys::SigningKey::generate_ed25519_pem().unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        &new,
+        tokengate_idp::keys::SigningKey::generate_ed25519_pem().unwrap(),
+    )
+    .unwrap();
+    let config = |listen: std::net::SocketAddr, keys: Vec<std::path::PathBuf>| {
+        let mut c = idp_config(&redis.url());
+        c.server.listen = listen;
+        c.tokens.signing_keys = keys;
+        let keys = tokengate_idp::keys::KeySet::load(&c.signing_key_paths()).unwrap();
+        (c, keys)
+    };
+    let (c, keys) = config("127.0.0.1:0".parse().unwrap(), vec![old.clone()]);
+    let first = TestIdp::spawn_with_keys(c, keys).await;
+    let gw = TestGateway::spawn(gateway_config(&redis.url(), &first, &backend.url())).await;
+    let before = first.login("alice").await;
+    assert_eq!(gw.get_with_token("/api/x", &before).await.status, 200);
+
+    // The IdP restarts on the same address with a new key first.
+    let addr = first.public;
+    drop(first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::net::TcpListener::bind(addr).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the IdP's port never came free"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (c, keys) = config(addr, vec![new.clone(), old.clone()]);
+    let second = TestIdp::spawn_with_keys(c, keys).await;
+    let after = second.login("alice").await;
+    assert_eq!(
+        gw.get_with_token("/api/x", &after).await.status,
+        200,
+        "unknown kid must trigger a key refresh"
+    );
+    assert_eq!(gw.get_with_token("/api/x", &before).await.status, 200);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -13,6 +13,16 @@ use tokengate_store::{
 
 use crate::config::CacheConfig;
 use crate::metrics::Metrics;
+use crate::sync::{Jwks, JwksError};
+
+/// An unknown key id triggers at most one JWKS fetch per this period.
+const UNKNOWN_KID_REFRESH_EVERY: Duration = Duration::from_secs(5);
+
+struct KeySource {
+    jwks: Jwks,
+    /// When an unknown key id last caused a fetch (the rate limit's clock).
+    last_forced: Option<Instant>,
+}
 
 /// A valid session as the hot path needs it: headers built once, at load.
 #[derive(Debug)]
@@ -57,6 +67,7 @@ pub struct TokenCache {
     cache: Cache<SessionId, Cached>,
     store: AnyStore,
     verifier: RwLock<Option<Arc<Verifier>>>,
+    keys: tokio::sync::Mutex<KeySource>,
     /// Bumped by every invalidation; a load that started before one is not cached.
     generation: AtomicU64,
     pub usage: UsageLog,
@@ -66,7 +77,7 @@ pub struct TokenCache {
 }
 
 impl TokenCache {
-    pub fn new(store: AnyStore, config: &CacheConfig, metrics: Arc<Metrics>) -> Self {
+    pub fn new(store: AnyStore, config: &CacheConfig, jwks: Jwks, metrics: Arc<Metrics>) -> Self {
         TokenCache {
             cache: Cache::builder()
                 .max_capacity(config.max_entries)
@@ -74,6 +85,10 @@ impl TokenCache {
                 .build(),
             store,
             verifier: RwLock::new(None),
+            keys: tokio::sync::Mutex::new(KeySource {
+                jwks,
+                last_forced: None,
+            }),
             generation: AtomicU64::new(0),
             usage: UsageLog::new(),
             max_staleness: config.max_staleness,
@@ -89,6 +104,30 @@ impl TokenCache {
     pub fn set_verifier(&self, verifier: Verifier) {
         let mut slot = self.verifier.write().unwrap_or_else(|p| p.into_inner());
         *slot = Some(Arc::new(verifier));
+    }
+
+    /// Fetches the JWKS (conditionally: unchanged keys cost a 304). With `unknown_kid`, at most
+    /// once per [`UNKNOWN_KID_REFRESH_EVERY`], so forged key ids cannot flood the IdP.
+    /// Returns whether the keys changed.
+    pub async fn refresh_keys(&self, unknown_kid: bool) -> Result<bool, JwksError> {
+        let mut source = self.keys.lock().await;
+        if unknown_kid {
+            if source
+                .last_forced
+                .is_some_and(|t| t.elapsed() < UNKNOWN_KID_REFRESH_EVERY)
+            {
+                return Ok(false);
+            }
+            source.last_forced = Some(Instant::now());
+        }
+        match source.jwks.refresh().await? {
+            Some(verifier) => {
+                tracing::info!(keys = verifier.len(), "signing keys loaded");
+                self.set_verifier(verifier);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     pub fn verifier(&self) -> Option<Arc<Verifier>> {
@@ -147,6 +186,17 @@ impl TokenCache {
             self.metrics.store_errors.inc();
             AuthError::Unavailable(e)
         })?;
+        let mut verifier = verifier;
+        if let Some(session) = &found
+            && let Ok(kid) = Verifier::key_id(session.value_token.expose())
+            && !verifier.knows(&kid)
+        {
+            // Perhaps the IdP rotated its keys since we last looked.
+            if let Err(e) = self.refresh_keys(true).await {
+                tracing::warn!(error = %e, "fetching signing keys for an unknown key id failed");
+            }
+            verifier = self.verifier().ok_or(AuthError::NoKeys)?;
+        }
         let result = found.and_then(|session| {
             let claims = match verifier.verify(session.value_token.expose()) {
                 Ok(c) => c,

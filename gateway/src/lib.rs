@@ -67,7 +67,8 @@ impl Gateway {
     /// Builds the gateway and binds its listeners; nothing is served until [`Gateway::serve`].
     pub async fn bind(config: GatewayConfig, store: AnyStore) -> Result<Self, GatewayError> {
         let metrics = Arc::new(Metrics::default());
-        let tokens = Arc::new(TokenCache::new(store, &config.cache, metrics.clone()));
+        let jwks = Jwks::new(&config.idp.jwks_url, &config.idp.issuer)?;
+        let tokens = Arc::new(TokenCache::new(store, &config.cache, jwks, metrics.clone()));
         let routes = config
             .routes
             .iter()
@@ -114,7 +115,6 @@ impl Gateway {
     pub async fn serve(self, shutdown: CancellationToken) -> Result<(), GatewayError> {
         let sync = SyncTask {
             tokens: self.tokens.clone(),
-            jwks: Jwks::new(&self.config.idp.jwks_url, &self.config.idp.issuer)?,
             jwks_refresh: self.config.idp.jwks_refresh,
             interval: self.config.sync.interval,
             metrics: self.metrics.clone(),

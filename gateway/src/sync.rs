@@ -86,7 +86,6 @@ impl Jwks {
 
 pub struct SyncTask {
     pub tokens: Arc<TokenCache>,
-    pub jwks: Jwks,
     pub jwks_refresh: Duration,
     pub interval: Duration,
     pub metrics: Arc<Metrics>,
@@ -95,7 +94,7 @@ pub struct SyncTask {
 }
 
 impl SyncTask {
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    pub async fn run(self, shutdown: CancellationToken) {
         let mut cursor: Option<EventCursor> = None;
         let mut keys_loaded = false;
         let mut next_keys = Instant::now();
@@ -106,15 +105,10 @@ impl SyncTask {
                 break;
             }
             if Instant::now() >= next_keys {
-                match self.jwks.refresh().await {
-                    Ok(Some(verifier)) => {
-                        tracing::info!(keys = verifier.len(), "signing keys loaded");
-                        self.tokens.set_verifier(verifier);
-                        keys_loaded = true;
-                    }
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!(error = %e, "fetching signing keys failed"),
+                if let Err(e) = self.tokens.refresh_keys(false).await {
+                    tracing::warn!(error = %e, "fetching signing keys failed");
                 }
+                keys_loaded = self.tokens.verifier().is_some();
                 next_keys = Instant::now()
                     + if keys_loaded {
                         self.jwks_refresh
