@@ -329,3 +329,38 @@ async fn a_new_signing_key_is_fetched_when_a_token_names_it() {
     assert_eq!(gw.get_with_token("/api/x", &before).await.status, 200);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn command_calls(redis: &TestRedis, command: &str) -> u64 {
+    let info: String =
+        redis::from_redis_value(redis.query(&["INFO", "commandstats"]).unwrap()).unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn concurrent_misses_of_one_token_read_the_store_once() {
+    let w = world().await;
+    let gw = std::sync::Arc::new(w.gateway().await);
+    let token = w.idp.login("alice").await;
+    let before = command_calls(&w.redis, "hgetall");
+    let requests: Vec<_> = (0..50)
+        .map(|_| {
+            let (gw, token) = (gw.clone(), token.clone());
+            tokio::spawn(async move { gw.get_with_token("/api/x", &token).await.status })
+        })
+        .collect();
+    for r in requests {
+        assert_eq!(r.await.unwrap(), 200);
+    }
+    let reads = command_calls(&w.redis, "hgetall") - before;
+    assert!(reads <= 2, "{reads} store reads for one token");
+    // Garbage tokens are remembered as unknown: a flood of one costs one read.
+    let garbage = "A".repeat(43);
+    let before = command_calls(&w.redis, "hgetall");
+    for _ in 0..20 {
+        assert_eq!(gw.get_with_token("/api/x", &garbage).await.status, 401);
+    }
+    assert_eq!(command_calls(&w.redis, "hgetall") - before, 1);
+}

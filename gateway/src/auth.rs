@@ -1,8 +1,9 @@
 //! Turns a reference token into verified claims, through the local cache. A hit never leaves
 //! the process; a miss reads the store once and verifies the value token against the JWKS.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use http::HeaderValue;
@@ -10,6 +11,7 @@ use moka::sync::Cache;
 use tokengate_store::{
     AnyStore, ReferenceToken, SessionId, StoreError, TokenStore, UsageLog, Verifier, now_unix,
 };
+use tokio::sync::OnceCell;
 
 use crate::config::CacheConfig;
 use crate::metrics::Metrics;
@@ -53,12 +55,12 @@ impl moka::Expiry<SessionId, Cached> for Ttl {
 }
 
 /// Why a request's token does not pass.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum AuthError {
     #[error("no usable bearer token")]
     Invalid,
     #[error("token store unreachable")]
-    Unavailable(#[source] StoreError),
+    Unavailable(#[source] Arc<StoreError>),
     #[error("signing keys not loaded yet")]
     NoKeys,
 }
@@ -67,6 +69,8 @@ pub struct TokenCache {
     cache: Cache<SessionId, Cached>,
     store: AnyStore,
     verifier: RwLock<Option<Arc<Verifier>>>,
+    /// Loads under way: concurrent misses of one token wait for the same store read.
+    inflight: Mutex<HashMap<SessionId, Arc<OnceCell<Result<Arc<Identity>, AuthError>>>>>,
     keys: tokio::sync::Mutex<KeySource>,
     /// Bumped by every invalidation; a load that started before one is not cached.
     generation: AtomicU64,
@@ -85,6 +89,7 @@ impl TokenCache {
                 .build(),
             store,
             verifier: RwLock::new(None),
+            inflight: Mutex::new(HashMap::new()),
             keys: tokio::sync::Mutex::new(KeySource {
                 jwks,
                 last_forced: None,
@@ -172,11 +177,28 @@ impl TokenCache {
             }
             None => {
                 self.metrics.cache_misses.inc();
-                self.load(id).await?
+                self.load_once(id).await?
             }
         };
         self.usage.record(&identity.session, now_unix());
         Ok(identity)
+    }
+
+    /// One store read for any number of concurrent misses of the same session.
+    async fn load_once(&self, id: SessionId) -> Result<Arc<Identity>, AuthError> {
+        let cell = self
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id.clone())
+            .or_default()
+            .clone();
+        let result = cell.get_or_init(|| self.load(id.clone())).await.clone();
+        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        if inflight.get(&id).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+            inflight.remove(&id);
+        }
+        result
     }
 
     async fn load(&self, id: SessionId) -> Result<Arc<Identity>, AuthError> {
@@ -184,7 +206,7 @@ impl TokenCache {
         let generation = self.generation.load(Ordering::SeqCst);
         let found = self.store.lookup(&id).await.map_err(|e| {
             self.metrics.store_errors.inc();
-            AuthError::Unavailable(e)
+            AuthError::Unavailable(Arc::new(e))
         })?;
         let mut verifier = verifier;
         if let Some(session) = &found
