@@ -44,6 +44,9 @@ enum Cached {
     Invalid(Duration),
 }
 
+/// The outcome of one store read, shared by every request that waited for it.
+type Load = OnceCell<Result<Arc<Identity>, AuthError>>;
+
 struct Ttl;
 
 impl moka::Expiry<SessionId, Cached> for Ttl {
@@ -70,7 +73,7 @@ pub struct TokenCache {
     store: AnyStore,
     verifier: RwLock<Option<Arc<Verifier>>>,
     /// Loads under way: concurrent misses of one token wait for the same store read.
-    inflight: Mutex<HashMap<SessionId, Arc<OnceCell<Result<Arc<Identity>, AuthError>>>>>,
+    inflight: Mutex<HashMap<SessionId, Arc<Load>>>,
     keys: tokio::sync::Mutex<KeySource>,
     /// Bumped by every invalidation; a load that started before one is not cached.
     generation: AtomicU64,
