@@ -364,3 +364,47 @@ async fn concurrent_misses_of_one_token_read_the_store_once() {
     }
     assert_eq!(command_calls(&w.redis, "hgetall") - before, 1);
 }
+
+#[tokio::test]
+async fn a_graceful_stop_writes_pending_last_use_reports() {
+    let w = world().await;
+    let mut config = gateway_config(&w.redis.url(), &w.idp, &w.backend.url());
+    config.sync.interval = Duration::from_secs(3600); // only the stop itself reports
+    let gw = TestGateway::spawn(config).await;
+    let token = w.idp.login("alice").await;
+    let listing = || async {
+        w.idp
+            .admin("GET", "/admin/users/alice/sessions", None)
+            .await
+            .json()
+    };
+    let before = listing().await["sessions"][0]["last_used_at"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            tokengate_store::now_unix() > before
+        })
+        .await
+    );
+    assert_eq!(gw.get_with_token("/api/x", &token).await.status, 200);
+    gw.stop().await;
+    let after = listing().await["sessions"][0]["last_used_at"]
+        .as_u64()
+        .unwrap();
+    assert!(after > before, "the use before the stop was not reported");
+}
+
+#[tokio::test]
+async fn oversized_headers_get_431() {
+    let w = world().await;
+    let gw = w.gateway().await;
+    let big = "x".repeat(32 * 1024);
+    let r = gw.get("/public/x", &[("x-big", &big)]).await;
+    assert_eq!(r.status, 431);
+    assert_eq!(
+        gw.get("/public/x", &[]).await.status,
+        200,
+        "the gateway still serves"
+    );
+}

@@ -245,6 +245,7 @@ pub struct TestGateway {
     pub public: SocketAddr,
     pub admin: SocketAddr,
     shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<Result<(), tokengate_gateway::GatewayError>>>,
 }
 
 /// A gateway config: `/api/` needs `orders:read`, `/admin-only/` needs `admin`, `/public/` is
@@ -304,11 +305,12 @@ impl TestGateway {
             .unwrap();
         let (public, admin) = (gateway.public_addr(), gateway.admin_addr());
         let shutdown = CancellationToken::new();
-        tokio::spawn(gateway.serve(shutdown.clone()));
+        let task = Some(tokio::spawn(gateway.serve(shutdown.clone())));
         let gw = TestGateway {
             public,
             admin,
             shutdown,
+            task,
         };
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while send("GET", &format!("http://{admin}/readyz"), &[], String::new())
@@ -323,6 +325,14 @@ impl TestGateway {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         gw
+    }
+
+    /// Stops the gateway as SIGTERM does and waits until it has finished.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
     }
 
     pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
