@@ -408,3 +408,37 @@ async fn oversized_headers_get_431() {
         "the gateway still serves"
     );
 }
+
+#[tokio::test]
+async fn upstream_lists_are_served_in_turn_and_a_refusing_one_is_passed_over() {
+    let w = world().await;
+    let other = EchoBackend::start().await;
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let mut config = gateway_config(&w.redis.url(), &w.idp, &w.backend.url());
+    config.routes[2].upstream = vec![w.backend.url(), other.url()];
+    config.routes[3].upstream = vec![dead, other.url()];
+    let gw = TestGateway::spawn(config).await;
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..4 {
+        let r = gw.get("/public/x", &[]).await;
+        assert_eq!(r.status, 200);
+        seen.insert(r.json()["backend"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(seen.len(), 2, "both upstreams should serve");
+    // At most one request meets the dead upstream; after that it is skipped.
+    let mut failures = 0;
+    for _ in 0..6 {
+        match gw.get("/dead/x", &[]).await.status {
+            200 => {}
+            502 => failures += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(
+        failures <= 1,
+        "{failures} requests went to a refusing upstream"
+    );
+}

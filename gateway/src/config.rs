@@ -120,14 +120,29 @@ impl Default for SyncConfig {
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     pub path_prefix: String,
-    /// `http://host:port`, with no path.
-    pub upstream: String,
+    /// `http://host:port` with no path, or a list of them (round-robin; one that refused a
+    /// connection is skipped for a few seconds).
+    #[serde(deserialize_with = "one_or_many")]
+    pub upstream: Vec<String>,
     /// Any one of these roles grants access; empty means any valid token.
     #[serde(default)]
     pub roles: Vec<String>,
     /// `false` for a public route (no token needed; identity headers still stripped).
     #[serde(default = "d::yes")]
     pub auth: bool,
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(url) => vec![url],
+        OneOrMany::Many(urls) => urls,
+    })
 }
 
 mod d {
@@ -218,15 +233,17 @@ impl GatewayConfig {
                     "must start with /",
                 ));
             }
-            let ok = route.upstream.parse::<http::Uri>().ok().is_some_and(|u| {
-                u.scheme_str() == Some("http")
-                    && u.authority().is_some()
-                    && matches!(u.path(), "" | "/")
-            });
-            if !ok {
+            let ok = |url: &String| {
+                url.parse::<http::Uri>().ok().is_some_and(|u| {
+                    u.scheme_str() == Some("http")
+                        && u.authority().is_some()
+                        && matches!(u.path(), "" | "/")
+                })
+            };
+            if route.upstream.is_empty() || !route.upstream.iter().all(ok) {
                 return Err(invalid(
                     format!("routes[{i}].upstream"),
-                    "must be http://host:port without a path",
+                    "must be http://host:port without a path, or a non-empty list of them",
                 ));
             }
         }

@@ -2,8 +2,9 @@
 //! forward with the value token and role headers, answer with the upstream's response.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderName};
@@ -20,26 +21,68 @@ use crate::metrics::Metrics;
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
-/// A route with its upstream parsed once.
+/// How long an upstream that refused a connection is passed over.
+const UPSTREAM_PENALTY: Duration = Duration::from_secs(5);
+
+/// One upstream of a route, parsed once.
+#[derive(Debug)]
+pub struct Upstream {
+    pub scheme: http::uri::Scheme,
+    pub authority: http::uri::Authority,
+    /// Milliseconds since `epoch()` before which this upstream is passed over.
+    down_until: AtomicU64,
+}
+
+fn epoch_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// A route with its upstreams parsed once.
 #[derive(Debug)]
 pub struct Route {
     pub prefix: String,
-    pub scheme: http::uri::Scheme,
-    pub authority: http::uri::Authority,
+    pub upstreams: Vec<Upstream>,
+    next: AtomicUsize,
     pub roles: Vec<String>,
     pub auth: bool,
 }
 
 impl Route {
     pub fn new(config: &RouteConfig) -> Option<Self> {
-        let uri: Uri = config.upstream.parse().ok()?;
+        let upstreams = config
+            .upstream
+            .iter()
+            .map(|url| {
+                let uri: Uri = url.parse().ok()?;
+                Some(Upstream {
+                    scheme: uri.scheme()?.clone(),
+                    authority: uri.authority()?.clone(),
+                    down_until: AtomicU64::new(0),
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        if upstreams.is_empty() {
+            return None;
+        }
         Some(Route {
             prefix: config.path_prefix.clone(),
-            scheme: uri.scheme()?.clone(),
-            authority: uri.authority()?.clone(),
+            upstreams,
+            next: AtomicUsize::new(0),
             roles: config.roles.clone(),
             auth: config.auth,
         })
+    }
+
+    /// The next upstream in turn that is not passed over (or the next in turn if all are).
+    fn pick(&self) -> &Upstream {
+        let n = self.upstreams.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let now = epoch_ms();
+        (0..n)
+            .map(|i| &self.upstreams[(start + i) % n])
+            .find(|u| u.down_until.load(Ordering::Relaxed) <= now)
+            .unwrap_or(&self.upstreams[start % n])
     }
 }
 
@@ -212,9 +255,10 @@ impl Proxy {
             .cloned()
             .or_else(|| HeaderValue::from_str(req.uri().authority()?.as_str()).ok());
         let path_and_query = req.uri().path_and_query().cloned();
+        let upstream = route.pick();
         let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(route.scheme.clone());
-        parts.authority = Some(route.authority.clone());
+        parts.scheme = Some(upstream.scheme.clone());
+        parts.authority = Some(upstream.authority.clone());
         parts.path_and_query = path_and_query;
         let Ok(uri) = Uri::from_parts(parts) else {
             return reply(StatusCode::BAD_REQUEST, None, "invalid_request");
@@ -243,12 +287,16 @@ impl Proxy {
             }
             Ok(Err(e)) => {
                 self.metrics.upstream_errors.inc();
-                tracing::warn!(error = %e, upstream = %route.authority, "upstream request failed");
+                if e.is_connect() {
+                    let until = epoch_ms() + UPSTREAM_PENALTY.as_millis() as u64;
+                    upstream.down_until.store(until, Ordering::Relaxed);
+                }
+                tracing::warn!(error = %e, upstream = %upstream.authority, "upstream request failed");
                 reply(StatusCode::BAD_GATEWAY, None, "bad_gateway")
             }
             Err(_) => {
                 self.metrics.upstream_errors.inc();
-                tracing::warn!(upstream = %route.authority, "upstream timed out");
+                tracing::warn!(upstream = %upstream.authority, "upstream timed out");
                 reply(StatusCode::GATEWAY_TIMEOUT, None, "gateway_timeout")
             }
         }

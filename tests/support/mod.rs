@@ -200,26 +200,29 @@ impl EchoBackend {
                     a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
                 };
                 tokio::spawn(async move {
-                    let svc = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
-                        let headers: serde_json::Map<String, serde_json::Value> = req
-                            .headers()
-                            .iter()
-                            .map(|(k, v)| {
-                                (
-                                    k.as_str().to_owned(),
-                                    String::from_utf8_lossy(v.as_bytes()).into(),
-                                )
-                            })
-                            .collect();
-                        let body = serde_json::json!({
-                            "method": req.method().as_str(),
-                            "path": req.uri().path(),
-                            "headers": headers,
-                        });
-                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                            Bytes::from(body.to_string()),
-                        )))
-                    });
+                    let svc = service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| async move {
+                            let headers: serde_json::Map<String, serde_json::Value> = req
+                                .headers()
+                                .iter()
+                                .map(|(k, v)| {
+                                    (
+                                        k.as_str().to_owned(),
+                                        String::from_utf8_lossy(v.as_bytes()).into(),
+                                    )
+                                })
+                                .collect();
+                            let body = serde_json::json!({
+                                "backend": addr.to_string(),
+                                "method": req.method().as_str(),
+                                "path": req.uri().path(),
+                                "headers": headers,
+                            });
+                            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                                Bytes::from(body.to_string()),
+                            )))
+                        },
+                    );
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), svc)
                         .await;
