@@ -442,3 +442,43 @@ async fn upstream_lists_are_served_in_turn_and_a_refusing_one_is_passed_over() {
         "{failures} requests went to a refusing upstream"
     );
 }
+
+#[tokio::test]
+async fn request_ids_are_kept_or_made_and_metrics_count_requests() {
+    let w = world().await;
+    let gw = w.gateway().await;
+    let kept = gw.get("/public/x", &[("x-request-id", "abc-123")]).await;
+    assert_eq!(kept.header("x-request-id"), Some("abc-123"));
+    assert_eq!(kept.json()["headers"]["x-request-id"], "abc-123");
+    let (a, b) = (
+        gw.get("/public/x", &[]).await,
+        gw.get("/public/x", &[("x-request-id", "bad id")]).await,
+    );
+    let (a, b) = (
+        a.header("x-request-id").unwrap().to_owned(),
+        b.header("x-request-id").unwrap().to_owned(),
+    );
+    assert_ne!(a, b);
+    assert_ne!(b, "bad id");
+    assert_eq!(gw.get("/nowhere", &[]).await.status, 404);
+    let metrics = send(
+        "GET",
+        &format!("http://{}/metrics", gw.admin),
+        &[],
+        String::new(),
+    )
+    .await
+    .body;
+    assert!(
+        metrics.contains("tokengate_requests_total{status=\"200\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tokengate_requests_total{status=\"404\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tokengate_request_duration_seconds_count 4"),
+        "{metrics}"
+    );
+}

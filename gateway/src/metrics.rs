@@ -18,6 +18,43 @@ impl Counter {
     }
 }
 
+/// Upper bounds (seconds) of the latency histogram's buckets.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A Prometheus histogram on atomics: one increment per observation, no lock.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [Counter; LATENCY_BUCKETS.len()],
+    count: Counter,
+    sum_micros: Counter,
+}
+
+impl Histogram {
+    pub fn observe(&self, elapsed: std::time::Duration) {
+        let secs = elapsed.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].inc();
+        }
+        self.count.inc();
+        self.sum_micros.add(elapsed.as_micros() as u64);
+    }
+
+    fn render(&self, name: &str, out: &mut String) {
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
+            cumulative += bucket.get();
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.get();
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum {}", self.sum_micros.get() as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
+
 /// Status codes the gateway answers, each with its own counter.
 pub const STATUSES: [u16; 12] = [200, 204, 304, 400, 401, 403, 404, 431, 500, 502, 503, 504];
 
@@ -25,6 +62,7 @@ pub const STATUSES: [u16; 12] = [200, 204, 304, 400, 401, 403, 404, 431, 500, 50
 pub struct Metrics {
     pub requests: [Counter; STATUSES.len()],
     pub requests_other: Counter,
+    pub request_duration: Histogram,
     pub cache_hits: Counter,
     pub cache_misses: Counter,
     pub cache_negative_hits: Counter,
@@ -74,6 +112,8 @@ impl Metrics {
         for (name, counter) in counters {
             let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", counter.get());
         }
+        self.request_duration
+            .render("tokengate_request_duration_seconds", &mut out);
         let _ = writeln!(
             out,
             "# TYPE tokengate_cache_entries gauge\ntokengate_cache_entries {cache_entries}"

@@ -14,6 +14,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use tracing::Instrument;
 
 use crate::auth::{AuthError, TokenCache};
 use crate::config::RouteConfig;
@@ -93,7 +94,11 @@ pub struct Proxy {
     tokens: Arc<TokenCache>,
     metrics: Arc<Metrics>,
     upstream_timeout: Duration,
+    request_prefix: String,
+    request_counter: AtomicU64,
 }
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1): they describe one connection, never forwarded.
 const HOP_BY_HOP: [HeaderName; 7] = [
@@ -175,19 +180,51 @@ impl Proxy {
         let client = Client::builder(hyper_util::rt::TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
+        // 8 characters of a fresh session id: random, URL-safe, cheap to get.
+        let random = tokengate_store::ReferenceToken::generate().session_id();
         Proxy {
             routes,
             client,
             tokens,
             metrics,
             upstream_timeout,
+            request_prefix: random.as_str()[..8].to_owned(),
+            request_counter: AtomicU64::new(0),
         }
     }
 
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-        let response = self.route(req, peer).await;
-        self.metrics.count_status(response.status().as_u16());
+    pub async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let started = Instant::now();
+        let id = self.request_id(req.headers());
+        req.headers_mut().insert(X_REQUEST_ID, id.clone());
+        let span = tracing::debug_span!("request", request_id = ?id);
+        let mut response = self.route(req, peer).instrument(span.clone()).await;
+        let status = response.status().as_u16();
+        span.in_scope(|| {
+            tracing::debug!(
+                status,
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "request done"
+            )
+        });
+        response.headers_mut().insert(X_REQUEST_ID, id);
+        self.metrics.count_status(status);
+        self.metrics.request_duration.observe(started.elapsed());
         response
+    }
+
+    /// The client's `X-Request-Id` if it is sane, else a new one: a per-process random prefix
+    /// and a counter (unique without a random draw per request).
+    fn request_id(&self, headers: &HeaderMap) -> HeaderValue {
+        if let Some(id) = headers.get(X_REQUEST_ID)
+            && (1..=128).contains(&id.len())
+            && id.as_bytes().iter().all(u8::is_ascii_graphic)
+        {
+            return id.clone();
+        }
+        let n = self.request_counter.fetch_add(1, Ordering::Relaxed);
+        HeaderValue::from_str(&format!("{}-{n:x}", self.request_prefix))
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
     }
 
     async fn route(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
