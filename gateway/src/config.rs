@@ -57,6 +57,12 @@ pub struct ServerConfig {
     pub connect_timeout: Duration,
     #[serde(default = "d::drain_timeout", with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// PEM certificate chain; with `tls_key`, the listener speaks HTTPS (HTTP/2 by ALPN).
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, SEC1 or PKCS#1).
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -205,6 +211,12 @@ impl GatewayConfig {
             key,
             message: message.to_owned(),
         };
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            return Err(invalid(
+                "server.tls_cert".into(),
+                "tls_cert and tls_key go together",
+            ));
+        }
         if self.server.listen == self.admin.listen {
             return Err(invalid(
                 "admin.listen".into(),

@@ -51,6 +51,36 @@ pub enum GatewayError {
     Route(usize),
     #[error(transparent)]
     Jwks(#[from] JwksError),
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// A TLS acceptor for the certificate chain and key in these PEM files, offering h2 and
+/// http/1.1 by ALPN.
+pub fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, GatewayError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let tls = |what: &std::path::Path, e: &dyn std::fmt::Display| {
+        GatewayError::Tls(format!("{}: {e}", what.display()))
+    };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| tls(cert, &e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls(cert, &e))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| tls(key, &e))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| tls(cert, &e))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| tls(cert, &e))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 pub struct Gateway {
@@ -59,6 +89,7 @@ pub struct Gateway {
     tokens: Arc<TokenCache>,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     public: TcpListener,
     admin: TcpListener,
 }
@@ -82,11 +113,16 @@ impl Gateway {
             metrics.clone(),
             s.connect_timeout,
             s.upstream_timeout,
+            s.tls_cert.is_some(),
         ));
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
                 .map_err(|source| GatewayError::Bind { addr, source })
+        };
+        let tls = match (&config.server.tls_cert, &config.server.tls_key) {
+            (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+            _ => None,
         };
         let public = bind(config.server.listen).await?;
         let admin = bind(config.admin.listen).await?;
@@ -96,6 +132,7 @@ impl Gateway {
             tokens,
             metrics,
             ready: Arc::new(AtomicBool::new(false)),
+            tls,
             public,
             admin,
         })
@@ -128,19 +165,25 @@ impl Gateway {
         let limits = (s.max_connections, s.header_timeout, s.drain_timeout);
 
         let proxy = self.proxy.clone();
-        let public = serve(self.public, limits, shutdown.clone(), move |peer| {
-            let proxy = proxy.clone();
-            service_fn(move |req: Request<Incoming>| {
+        let public = serve(
+            self.public,
+            self.tls,
+            limits,
+            shutdown.clone(),
+            move |peer| {
                 let proxy = proxy.clone();
-                async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
-            })
-        });
+                service_fn(move |req: Request<Incoming>| {
+                    let proxy = proxy.clone();
+                    async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+                })
+            },
+        );
         let (tokens, metrics, ready) = (
             self.tokens.clone(),
             self.metrics.clone(),
             self.ready.clone(),
         );
-        let admin = serve(self.admin, limits, shutdown.clone(), move |_| {
+        let admin = serve(self.admin, None, limits, shutdown.clone(), move |_| {
             let (tokens, metrics, ready) = (tokens.clone(), metrics.clone(), ready.clone());
             service_fn(move |req: Request<Incoming>| {
                 let response = match req.uri().path() {
@@ -182,6 +225,7 @@ impl Gateway {
 /// Accepts connections with a connection limit and header limits, drains on shutdown.
 async fn serve<S, F>(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     (max_connections, header_timeout, drain_timeout): (usize, Duration, Duration),
     shutdown: CancellationToken,
     make_service: F,
@@ -224,12 +268,32 @@ async fn serve<S, F>(
             },
         };
         let _ = stream.set_nodelay(true);
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), make_service(peer))
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let service = make_service(peer);
+        let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let result = match tls {
+                None => {
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(conn.into_owned()).await
+                }
+                Some(tls) => {
+                    // The handshake gets the same time as a request head.
+                    let stream =
+                        match tokio::time::timeout(header_timeout, tls.accept(stream)).await {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => return,
+                        };
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(conn.into_owned()).await
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
             drop(permit);

@@ -96,6 +96,8 @@ pub struct Proxy {
     upstream_timeout: Duration,
     request_prefix: String,
     request_counter: AtomicU64,
+    /// `X-Forwarded-Proto`: how clients reach this gateway.
+    proto: HeaderValue,
 }
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -171,6 +173,7 @@ impl Proxy {
         metrics: Arc<Metrics>,
         connect_timeout: Duration,
         upstream_timeout: Duration,
+        tls: bool,
     ) -> Self {
         let mut routes = routes;
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
@@ -190,6 +193,7 @@ impl Proxy {
             upstream_timeout,
             request_prefix: random.as_str()[..8].to_owned(),
             request_counter: AtomicU64::new(0),
+            proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
         }
     }
 
@@ -312,7 +316,7 @@ impl Proxy {
         if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
             h.insert("x-forwarded-for", v);
         }
-        h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        h.insert("x-forwarded-proto", self.proto.clone());
         if let Some(host) = host {
             h.insert("x-forwarded-host", host);
         }
