@@ -539,3 +539,22 @@ async fn https_with_http2_by_alpn() {
     assert_eq!(seen["headers"]["x-auth-subject"], "alice");
     assert_eq!(seen["headers"]["x-forwarded-proto"], "https");
 }
+
+#[tokio::test]
+async fn routes_can_be_limited_to_a_host() {
+    let w = world().await;
+    let other = EchoBackend::start().await;
+    let mut config = gateway_config(&w.redis.url(), &w.idp, &w.backend.url());
+    let mut special = config.routes[2].clone();
+    special.host = Some("api.example.com".to_owned());
+    special.upstream = vec![other.url()];
+    config.routes.push(special);
+    let gw = TestGateway::spawn(config).await;
+    let backend_of = |r: Reply| r.json()["backend"].as_str().unwrap().to_owned();
+    let named = gw
+        .get("/public/x", &[("host", "API.example.com:8080")])
+        .await;
+    assert_eq!(backend_of(named), other.addr.to_string());
+    let default = gw.get("/public/x", &[("host", "www.example.com")]).await;
+    assert_eq!(backend_of(default), w.backend.addr.to_string());
+}

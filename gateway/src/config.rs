@@ -126,6 +126,9 @@ impl Default for SyncConfig {
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     pub path_prefix: String,
+    /// Only requests for this host (the `Host` header or `:authority`, port ignored, any case).
+    #[serde(default)]
+    pub host: Option<String>,
     /// `http://host:port` with no path, or a list of them (round-robin; one that refused a
     /// connection is skipped for a few seconds).
     #[serde(deserialize_with = "one_or_many")]

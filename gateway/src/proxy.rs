@@ -43,6 +43,8 @@ fn epoch_ms() -> u64 {
 #[derive(Debug)]
 pub struct Route {
     pub prefix: String,
+    /// Lower-case host this route is limited to.
+    pub host: Option<String>,
     pub upstreams: Vec<Upstream>,
     next: AtomicUsize,
     pub roles: Vec<String>,
@@ -68,6 +70,7 @@ impl Route {
         }
         Some(Route {
             prefix: config.path_prefix.clone(),
+            host: config.host.as_ref().map(|h| h.to_ascii_lowercase()),
             upstreams,
             next: AtomicUsize::new(0),
             roles: config.roles.clone(),
@@ -140,6 +143,19 @@ fn reply(
     response
 }
 
+/// The host a request is for, without the port: `:authority` (HTTP/2) or `Host`.
+fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    let raw = match req.uri().authority() {
+        Some(authority) => authority.host(),
+        None => req.headers().get(header::HOST)?.to_str().ok()?,
+    };
+    // Strip a port, keeping IPv6 literals whole.
+    Some(match raw.rfind(':') {
+        Some(i) if !raw.ends_with(']') => &raw[..i],
+        _ => raw,
+    })
+}
+
 /// Removes every `X-Auth-*` header: identity headers are the gateway's alone.
 fn strip_identity(headers: &mut HeaderMap) {
     let spoofed: Vec<HeaderName> = headers
@@ -176,7 +192,8 @@ impl Proxy {
         tls: bool,
     ) -> Self {
         let mut routes = routes;
-        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        // Longest prefix first; at equal length, a route for a named host before a catch-all.
+        routes.sort_by_key(|r| std::cmp::Reverse((r.prefix.len(), r.host.is_some())));
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(connect_timeout));
         connector.set_nodelay(true);
@@ -234,7 +251,13 @@ impl Proxy {
     async fn route(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         strip_identity(req.headers_mut());
         let path = req.uri().path();
-        let Some(route) = self.routes.iter().find(|r| path.starts_with(&r.prefix)) else {
+        let host = request_host(&req);
+        let Some(route) = self.routes.iter().find(|r| {
+            path.starts_with(&r.prefix)
+                && r.host
+                    .as_ref()
+                    .is_none_or(|h| host.is_some_and(|rh| rh.eq_ignore_ascii_case(h)))
+        }) else {
             return reply(StatusCode::NOT_FOUND, None, "not_found");
         };
         if route.auth {
