@@ -558,3 +558,81 @@ async fn routes_can_be_limited_to_a_host() {
     let default = gw.get("/public/x", &[("host", "www.example.com")]).await;
     assert_eq!(backend_of(default), w.backend.addr.to_string());
 }
+
+/// A backend that accepts any `Upgrade` and then echoes bytes; answers 200 to anything else.
+async fn upgrade_backend() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                if !head.contains("upgrade: echo") {
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nno")
+                        .await;
+                    return;
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n")
+                    .await;
+                let (mut r, mut w) = stream.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn websocket_upgrades_pass_through_on_routes_that_allow_them() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let w = world().await;
+    let backend = upgrade_backend().await;
+    let mut config = gateway_config(&w.redis.url(), &w.idp, &w.backend.url());
+    let mut ws = config.routes[2].clone();
+    ws.path_prefix = "/ws/".into();
+    ws.upstream = vec![format!("http://{backend}")];
+    ws.websocket = true;
+    let mut plain = ws.clone();
+    plain.path_prefix = "/no-ws/".into();
+    plain.websocket = false;
+    config.routes.extend([ws, plain]);
+    let gw = TestGateway::spawn(config).await;
+
+    let upgrade = |path: &'static str| async move {
+        let mut s = tokio::net::TcpStream::connect(gw.public).await.unwrap();
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(s.read(&mut byte).await.unwrap(), 1);
+            head.push(byte[0]);
+        }
+        (s, String::from_utf8(head).unwrap())
+    };
+    let (mut s, head) = upgrade("/ws/chat").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    s.write_all(b"ping").await.unwrap();
+    let mut echoed = [0u8; 4];
+    s.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"ping");
+
+    let (_s, head) = upgrade("/no-ws/chat").await;
+    assert!(
+        head.starts_with("HTTP/1.1 200"),
+        "Upgrade must not pass on other routes: {head}"
+    );
+}

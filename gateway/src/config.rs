@@ -139,6 +139,9 @@ pub struct RouteConfig {
     /// `false` for a public route (no token needed; identity headers still stripped).
     #[serde(default = "d::yes")]
     pub auth: bool,
+    /// Pass `Upgrade` requests (WebSocket) through to the upstream; elsewhere `Upgrade` is dropped.
+    #[serde(default)]
+    pub websocket: bool,
 }
 
 fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {

@@ -49,6 +49,7 @@ pub struct Route {
     next: AtomicUsize,
     pub roles: Vec<String>,
     pub auth: bool,
+    pub websocket: bool,
 }
 
 impl Route {
@@ -75,6 +76,7 @@ impl Route {
             next: AtomicUsize::new(0),
             roles: config.roles.clone(),
             auth: config.auth,
+            websocket: config.websocket,
         })
     }
 
@@ -329,8 +331,22 @@ impl Proxy {
         };
         *req.uri_mut() = uri;
         *req.version_mut() = http::Version::HTTP_11;
+        let upgrade = route.websocket && req.headers().contains_key(header::UPGRADE);
+        let downstream = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let kept_upgrade = upgrade
+            .then(|| req.headers().get(header::UPGRADE).cloned())
+            .flatten();
         let h = req.headers_mut();
         strip_hop_by_hop(h);
+        match kept_upgrade {
+            Some(protocol) => {
+                h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                h.insert(header::UPGRADE, protocol);
+            }
+            None => {
+                h.remove(header::UPGRADE);
+            }
+        }
         h.remove(header::HOST);
         let forwarded_for = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
             Some(prior) => format!("{prior}, {}", peer.ip()),
@@ -344,9 +360,18 @@ impl Proxy {
             h.insert("x-forwarded-host", host);
         }
         match tokio::time::timeout(self.upstream_timeout, self.client.request(req)).await {
-            Ok(Ok(response)) => {
+            Ok(Ok(mut response)) => {
+                if let Some(downstream) = downstream
+                    && response.status() == StatusCode::SWITCHING_PROTOCOLS
+                {
+                    let upstream = hyper::upgrade::on(&mut response);
+                    tokio::spawn(splice(downstream, upstream));
+                    let (parts, body) = response.into_parts();
+                    return Response::from_parts(parts, body.boxed());
+                }
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
+                parts.headers.remove(header::UPGRADE);
                 Response::from_parts(parts, body.boxed())
             }
             Ok(Err(e)) => {
@@ -364,6 +389,22 @@ impl Proxy {
                 reply(StatusCode::GATEWAY_TIMEOUT, None, "gateway_timeout")
             }
         }
+    }
+}
+
+/// Joins an upgraded client connection to the upgraded upstream connection.
+async fn splice(downstream: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (client, server) = match tokio::try_join!(downstream, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let mut client = hyper_util::rt::TokioIo::new(client);
+    let mut server = hyper_util::rt::TokioIo::new(server);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut server).await {
+        tracing::debug!(error = %e, "upgraded connection ended with an error");
     }
 }
 
