@@ -636,3 +636,96 @@ async fn websocket_upgrades_pass_through_on_routes_that_allow_them() {
         "Upgrade must not pass on other routes: {head}"
     );
 }
+
+#[tokio::test]
+async fn a_slow_upstream_gets_504_and_other_routes_stay_served() {
+    let w = world().await;
+    // Accepts connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let mut config = gateway_config(&w.redis.url(), &w.idp, &w.backend.url());
+    config.server.upstream_timeout = Duration::from_millis(300);
+    let mut slow = config.routes[2].clone();
+    slow.path_prefix = "/slow/".into();
+    slow.upstream = vec![format!("http://{silent_addr}")];
+    config.routes.push(slow);
+    let gw = std::sync::Arc::new(TestGateway::spawn(config).await);
+    let stuck = {
+        let gw = gw.clone();
+        tokio::spawn(async move { gw.get("/slow/x", &[]).await.status })
+    };
+    assert_eq!(
+        gw.get("/public/x", &[]).await.status,
+        200,
+        "other routes keep working"
+    );
+    assert_eq!(stuck.await.unwrap(), 504);
+}
+
+#[tokio::test]
+async fn the_gateway_keeps_serving_when_the_idp_is_down() {
+    let w = world().await;
+    let gw = w.gateway().await;
+    let cached = w.idp.login("alice").await;
+    let stored = w.idp.login("bob").await;
+    assert_eq!(gw.get_with_token("/api/x", &cached).await.status, 200);
+    let World {
+        redis,
+        idp,
+        backend,
+    } = w;
+    drop(idp);
+    assert_eq!(gw.get_with_token("/api/x", &cached).await.status, 200);
+    assert_eq!(
+        gw.get_with_token("/api/x", &stored).await.status,
+        200,
+        "tokens in Redis still validate"
+    );
+    drop((redis, backend));
+}
+
+#[tokio::test]
+async fn event_lag_and_last_use_batches_are_measured() {
+    let w = world().await;
+    let gw = w.gateway().await;
+    let token = w.idp.login("alice").await;
+    assert_eq!(gw.get_with_token("/api/x", &token).await.status, 200);
+    w.idp
+        .admin("DELETE", "/admin/users/alice/sessions", None)
+        .await;
+    let metric = |name: &'static str| {
+        let admin = gw.admin;
+        async move {
+            let body = send(
+                "GET",
+                &format!("http://{admin}/metrics"),
+                &[],
+                String::new(),
+            )
+            .await
+            .body;
+            body.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+                .unwrap_or(-1.0)
+        }
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            metric("tokengate_events_applied_total ").await >= 1.0
+        })
+        .await
+    );
+    assert!(metric("tokengate_event_lag_seconds ").await >= 0.0);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            metric("tokengate_last_use_batches_total ").await >= 1.0
+        })
+        .await
+    );
+}

@@ -183,8 +183,14 @@ impl Gateway {
             self.metrics.clone(),
             self.ready.clone(),
         );
+        let routes = self.proxy.clone();
         let admin = serve(self.admin, None, limits, shutdown.clone(), move |_| {
-            let (tokens, metrics, ready) = (tokens.clone(), metrics.clone(), ready.clone());
+            let (tokens, metrics, ready, routes) = (
+                tokens.clone(),
+                metrics.clone(),
+                ready.clone(),
+                routes.clone(),
+            );
             service_fn(move |req: Request<Incoming>| {
                 let response = match req.uri().path() {
                     "/healthz" => text(
@@ -202,11 +208,11 @@ impl Gateway {
                         "application/json",
                         r#"{"status":"starting"}"#.into(),
                     ),
-                    "/metrics" => text(
-                        StatusCode::OK,
-                        "text/plain; version=0.0.4",
-                        metrics.render(tokens.entry_count()),
-                    ),
+                    "/metrics" => {
+                        let mut body = metrics.render(tokens.entry_count());
+                        routes.render_route_metrics(&mut body);
+                        text(StatusCode::OK, "text/plain; version=0.0.4", body)
+                    }
                     _ => text(
                         StatusCode::NOT_FOUND,
                         "application/json",

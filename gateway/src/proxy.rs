@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 use crate::auth::{AuthError, TokenCache};
 use crate::config::RouteConfig;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, StatusCounters};
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -50,6 +50,8 @@ pub struct Route {
     pub roles: Vec<String>,
     pub auth: bool,
     pub websocket: bool,
+    /// Requests this route answered, by status.
+    pub requests: StatusCounters,
 }
 
 impl Route {
@@ -77,6 +79,7 @@ impl Route {
             roles: config.roles.clone(),
             auth: config.auth,
             websocket: config.websocket,
+            requests: StatusCounters::default(),
         })
     }
 
@@ -221,8 +224,16 @@ impl Proxy {
         let id = self.request_id(req.headers());
         req.headers_mut().insert(X_REQUEST_ID, id.clone());
         let span = tracing::debug_span!("request", request_id = ?id);
-        let mut response = self.route(req, peer).instrument(span.clone()).await;
+        strip_identity(req.headers_mut());
+        let route = self.select(&req);
+        let mut response = match route {
+            Some(route) => self.serve(req, route, peer).instrument(span.clone()).await,
+            None => reply(StatusCode::NOT_FOUND, None, "not_found"),
+        };
         let status = response.status().as_u16();
+        if let Some(route) = route {
+            route.requests.count(status);
+        }
         span.in_scope(|| {
             tracing::debug!(
                 status,
@@ -231,7 +242,7 @@ impl Proxy {
             )
         });
         response.headers_mut().insert(X_REQUEST_ID, id);
-        self.metrics.count_status(status);
+        self.metrics.requests.count(status);
         self.metrics.request_duration.observe(started.elapsed());
         response
     }
@@ -250,18 +261,38 @@ impl Proxy {
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
     }
 
-    async fn route(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-        strip_identity(req.headers_mut());
+    /// The route for a request: the longest matching prefix, for its host if the route names one.
+    fn select<B>(&self, req: &Request<B>) -> Option<&Route> {
         let path = req.uri().path();
-        let host = request_host(&req);
-        let Some(route) = self.routes.iter().find(|r| {
+        let host = request_host(req);
+        self.routes.iter().find(|r| {
             path.starts_with(&r.prefix)
                 && r.host
                     .as_ref()
                     .is_none_or(|h| host.is_some_and(|rh| rh.eq_ignore_ascii_case(h)))
-        }) else {
-            return reply(StatusCode::NOT_FOUND, None, "not_found");
-        };
+        })
+    }
+
+    /// Requests by route and status, for `/metrics`.
+    pub fn render_route_metrics(&self, out: &mut String) {
+        out.push_str("# TYPE tokengate_route_requests_total counter\n");
+        for route in &self.routes {
+            let host = route.host.as_deref().unwrap_or("*");
+            // Prefixes and hosts come from the config; escape what Prometheus labels need.
+            let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+            let labels = format!("route=\"{}\",host=\"{}\",", esc(&route.prefix), esc(host));
+            route
+                .requests
+                .render("tokengate_route_requests_total", &labels, out);
+        }
+    }
+
+    async fn serve(
+        &self,
+        mut req: Request<Incoming>,
+        route: &Route,
+        peer: SocketAddr,
+    ) -> Response<Body> {
         if route.auth {
             let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
             let (first, second) = (values.next(), values.next());

@@ -144,6 +144,14 @@ impl SyncTask {
                             self.tokens.invalidate(event.sessions());
                         }
                         self.metrics.events_applied.add(batch.events.len() as u64);
+                        if !batch.events.is_empty()
+                            && let Some(published) = batch.cursor.published_at_ms()
+                        {
+                            let now = std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .map_or(0, |d| d.as_millis() as u64);
+                            self.metrics.event_lag_ms.set(now.saturating_sub(published));
+                        }
                         cursor = Some(batch.cursor);
                     })
                 }
@@ -169,7 +177,11 @@ impl SyncTask {
 
     async fn report(&self) {
         match self.tokens.usage.flush(self.tokens.store()).await {
-            Ok(n) => self.metrics.last_use_reported.add(n as u64),
+            Ok(0) => {}
+            Ok(n) => {
+                self.metrics.last_use_reported.add(n as u64);
+                self.metrics.last_use_batches.inc();
+            }
             Err(e) => {
                 self.metrics.store_errors.inc();
                 tracing::warn!(error = %e, pending = self.tokens.usage.len(), "reporting last use failed; will retry");

@@ -39,6 +39,13 @@ impl EventCursor {
     pub fn seq(&self) -> u64 {
         self.seq
     }
+
+    /// When the last event seen was published (Unix milliseconds), if the store records it
+    /// (Redis stream ids start with it).
+    pub fn published_at_ms(&self) -> Option<u64> {
+        let (ms, _) = self.id.split_once('-')?;
+        ms.parse().ok()
+    }
 }
 
 /// What one read of the event stream returned.
