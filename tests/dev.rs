@@ -126,8 +126,14 @@ async fn dev_walkthrough_works_and_no_secret_reaches_the_log() {
     .await;
     assert!(ok, "the gateway kept accepting a logged-out token");
 
-    child.kill().unwrap();
-    child.wait().unwrap();
+    // SIGTERM: a graceful stop that exits 0.
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "graceful stop must exit 0, got {status}");
     let mut log = String::new();
     child
         .stderr
