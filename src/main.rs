@@ -1,7 +1,5 @@
 //! The `tokengate` binary: parses the command line and starts what it names.
 
-mod echo;
-
 use std::io::Read;
 use std::path::PathBuf;
 
@@ -261,7 +259,7 @@ async fn run_dev(redis_url: Option<String>, listen: DevListen) -> Result<()> {
         .bind()
         .await?;
     let (idp, admin) = (idp_bound.public_addr(), idp_bound.admin_addr());
-    let backend_listener = echo::bind(listen.backend)
+    let backend_listener = tokio::net::TcpListener::bind(listen.backend)
         .await
         .with_context(|| format!("cannot listen on {}", listen.backend))?;
     let backend = backend_listener.local_addr()?;
@@ -319,7 +317,7 @@ Demo user: {user} / {password}   Admin token: {admin_token}
     let (_, gateway_result, _) = tokio::join!(
         idp_bound.serve(shutdown.clone()),
         gateway.serve(shutdown.clone()),
-        echo::serve(backend_listener, shutdown.clone()),
+        tokengate_gateway::echo::serve(backend_listener, shutdown.clone()),
     );
     gateway_result?;
     Ok(())

@@ -5,25 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-pub use tokengate_store::StoreConfig;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {file}: {source}")]
-    Read {
-        file: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{file}: {message}")]
-    Parse { file: PathBuf, message: String },
-    #[error("{file}: `{key}`: {message}")]
-    Invalid {
-        file: PathBuf,
-        key: String,
-        message: String,
-    },
-}
+pub use tokengate_store::{ConfigError, StoreConfig};
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

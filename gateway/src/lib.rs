@@ -5,9 +5,11 @@
 //! * `proxy`: one request in order: strip, route, authenticate, authorize, forward.
 //! * `sync`: the background task that applies events, reports last use, refreshes keys.
 //! * `metrics`: atomic counters rendered for Prometheus.
+//! * `echo`: the demo backend that answers with what it received.
 
 pub mod auth;
 pub mod config;
+pub mod echo;
 pub mod metrics;
 pub mod proxy;
 pub mod sync;

@@ -187,48 +187,10 @@ pub struct EchoBackend {
 
 impl EchoBackend {
     pub async fn start() -> Self {
-        use hyper::service::service_fn;
-        use hyper_util::rt::TokioIo;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            loop {
-                let (stream, _) = tokio::select! {
-                    _ = stop.cancelled() => break,
-                    a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
-                };
-                tokio::spawn(async move {
-                    let svc = service_fn(
-                        move |req: http::Request<hyper::body::Incoming>| async move {
-                            let headers: serde_json::Map<String, serde_json::Value> = req
-                                .headers()
-                                .iter()
-                                .map(|(k, v)| {
-                                    (
-                                        k.as_str().to_owned(),
-                                        String::from_utf8_lossy(v.as_bytes()).into(),
-                                    )
-                                })
-                                .collect();
-                            let body = serde_json::json!({
-                                "backend": addr.to_string(),
-                                "method": req.method().as_str(),
-                                "path": req.uri().path(),
-                                "headers": headers,
-                            });
-                            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                                Bytes::from(body.to_string()),
-                            )))
-                        },
-                    );
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
+        tokio::spawn(tokengate_gateway::echo::serve(listener, shutdown.clone()));
         EchoBackend { addr, shutdown }
     }
 

@@ -1,8 +1,28 @@
 //! The `[store]` section, the same in the IdP's and the gateway's configuration.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+
+/// What is wrong with a configuration file (of the IdP or a gateway), naming the file and key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {file}: {source}")]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Parse { file: PathBuf, message: String },
+    #[error("{file}: `{key}`: {message}")]
+    Invalid {
+        file: PathBuf,
+        key: String,
+        message: String,
+    },
+}
 
 use crate::{AnyStore, RedisOptions, RedisStore, StoreError};
 

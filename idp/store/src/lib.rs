@@ -30,7 +30,7 @@ use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use claims::{Claims, Verifier, VerifyError};
-pub use config::{StoreConfig, StoreMode};
+pub use config::{ConfigError, StoreConfig, StoreMode};
 pub use error::StoreError;
 pub use event::{Event, EventBatch, EventCursor};
 pub use memory::MemoryStore;

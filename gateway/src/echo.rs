@@ -1,5 +1,5 @@
-//! The demo backend of `tokengate dev`: answers every request with what it received, so the
-//! headers the gateway added can be seen.
+//! The demo backend of `tokengate dev` (and of the tests): answers every request with what it
+//! received, so the headers the gateway added can be seen.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -11,7 +11,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-async fn echo(req: http::Request<Incoming>) -> Result<http::Response<Full<Bytes>>, Infallible> {
+async fn echo(
+    backend: SocketAddr,
+    req: http::Request<Incoming>,
+) -> Result<http::Response<Full<Bytes>>, Infallible> {
     let headers: serde_json::Map<String, serde_json::Value> = req
         .headers()
         .iter()
@@ -23,6 +26,7 @@ async fn echo(req: http::Request<Incoming>) -> Result<http::Response<Full<Bytes>
         })
         .collect();
     let body = serde_json::json!({
+        "backend": backend.to_string(),
         "method": req.method().as_str(),
         "path": req.uri().path(),
         "headers": headers,
@@ -39,6 +43,9 @@ async fn echo(req: http::Request<Incoming>) -> Result<http::Response<Full<Bytes>
 
 /// Serves the echo backend on `listener` until `shutdown`.
 pub async fn serve(listener: TcpListener, shutdown: CancellationToken) {
+    let Ok(backend) = listener.local_addr() else {
+        return;
+    };
     loop {
         let stream = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -49,12 +56,11 @@ pub async fn serve(listener: TcpListener, shutdown: CancellationToken) {
         };
         tokio::spawn(async move {
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service_fn(echo))
+                .serve_connection(
+                    TokioIo::new(stream),
+                    service_fn(move |req| echo(backend, req)),
+                )
                 .await;
         });
     }
-}
-
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
 }
