@@ -729,3 +729,34 @@ async fn event_lag_and_last_use_batches_are_measured() {
         .await
     );
 }
+
+#[tokio::test]
+async fn idle_and_slow_connections_are_closed_after_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let w = world().await;
+    let mut config = gateway_config(&w.redis.url(), &w.idp, &w.backend.url());
+    config.server.header_timeout = Duration::from_millis(300);
+    let gw = TestGateway::spawn(config).await;
+    let closed = |mut s: tokio::net::TcpStream| async move {
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+        (read.is_ok(), String::from_utf8_lossy(&buf).into_owned())
+    };
+    // Connects and never sends a byte.
+    let silent = tokio::net::TcpStream::connect(gw.public).await.unwrap();
+    assert!(closed(silent).await.0, "a silent connection must be closed");
+    // Sends half a request head.
+    let mut slow = tokio::net::TcpStream::connect(gw.public).await.unwrap();
+    slow.write_all(b"GET /public/x HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    assert!(closed(slow).await.0, "a slow request head must be cut off");
+    // One request, then idle on keep-alive.
+    let mut idle = tokio::net::TcpStream::connect(gw.public).await.unwrap();
+    idle.write_all(b"GET /public/x HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (was_closed, text) = closed(idle).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(was_closed, "an idle keep-alive connection must be closed");
+}

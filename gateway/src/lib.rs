@@ -3,6 +3,7 @@
 //! * `config`: the typed configuration, validated on load.
 //! * `auth`: turns a reference token into verified claims, through the local cache.
 //! * `proxy`: one request in order: strip, route, authenticate, authorize, forward.
+//! * `server`: accepts connections (TLS, HTTP/1 and HTTP/2) with limits; drains on shutdown.
 //! * `sync`: the background task that applies events, reports last use, refreshes keys.
 //! * `metrics`: atomic counters rendered for Prometheus.
 //! * `echo`: the demo backend that answers with what it received.
@@ -12,23 +13,19 @@ pub mod config;
 pub mod echo;
 pub mod metrics;
 pub mod proxy;
+pub mod server;
 pub mod sync;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokengate_store::AnyStore;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -36,10 +33,8 @@ use crate::auth::TokenCache;
 use crate::config::GatewayConfig;
 use crate::metrics::Metrics;
 use crate::proxy::{Proxy, Route, text};
+use crate::server::serve;
 use crate::sync::{Jwks, JwksError, SyncTask};
-
-/// Largest request head accepted; larger gets 431.
-const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -164,7 +159,11 @@ impl Gateway {
                 .instrument(tracing::info_span!("sync")),
         );
         let s = &self.config.server;
-        let limits = (s.max_connections, s.header_timeout, s.drain_timeout);
+        let limits = server::Limits {
+            max_connections: s.max_connections,
+            header_timeout: s.header_timeout,
+            drain_timeout: s.drain_timeout,
+        };
 
         let proxy = self.proxy.clone();
         let public = serve(
@@ -227,89 +226,5 @@ impl Gateway {
         tokio::join!(public, admin);
         let _ = sync.await;
         Ok(())
-    }
-}
-
-/// Accepts connections with a connection limit and header limits, drains on shutdown.
-async fn serve<S, F>(
-    listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    (max_connections, header_timeout, drain_timeout): (usize, Duration, Duration),
-    shutdown: CancellationToken,
-    make_service: F,
-) where
-    F: Fn(SocketAddr) -> S,
-    S: hyper::service::Service<
-            Request<Incoming>,
-            Response = http::Response<proxy::Body>,
-            Error = Infallible,
-        > + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        .max_buf_size(MAX_HEADER_BYTES);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(MAX_HEADER_BYTES as u32);
-    let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(max_connections));
-    loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let service = make_service(peer);
-        let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
-        tokio::spawn(async move {
-            let result = match tls {
-                None => {
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    watcher.watch(conn.into_owned()).await
-                }
-                Some(tls) => {
-                    // The handshake gets the same time as a request head.
-                    let stream =
-                        match tokio::time::timeout(header_timeout, tls.accept(stream)).await {
-                            Ok(Ok(stream)) => stream,
-                            Ok(Err(e)) => {
-                                tracing::debug!(error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => return,
-                        };
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    watcher.watch(conn.into_owned()).await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-            drop(permit);
-        });
-    }
-    drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(drain_timeout) => tracing::warn!("drain timeout passed"),
     }
 }

@@ -1,0 +1,227 @@
+//! Accepts connections (plain or TLS; HTTP/1.1 and HTTP/2) with bounded count, head size and
+//! head time, closes connections that sit idle, and drains them on shutdown.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use http::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::proxy::Body;
+
+/// Largest request head accepted; larger gets 431.
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Limits of one listener.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_connections: usize,
+    /// Time to send a request head, and longest idle time between requests.
+    pub header_timeout: Duration,
+    pub drain_timeout: Duration,
+}
+
+/// When a connection last started or finished a request, and how many are under way.
+#[derive(Default)]
+struct Activity {
+    inflight: AtomicUsize,
+    last_ms: AtomicU64,
+    born: Option<Instant>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            born: Some(Instant::now()),
+            ..Default::default()
+        }
+    }
+    fn now_ms(&self) -> u64 {
+        self.born.map_or(0, |b| b.elapsed().as_millis() as u64)
+    }
+    fn touch(&self) {
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+    /// When the connection counts as idle if nothing happens before.
+    fn idle_at(&self, idle: Duration) -> tokio::time::Instant {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        let born = self.born.unwrap_or_else(Instant::now);
+        tokio::time::Instant::from_std(born + last + idle)
+    }
+    fn is_idle(&self, idle: Duration) -> bool {
+        self.inflight.load(Ordering::Relaxed) == 0
+            && self.now_ms() >= self.last_ms.load(Ordering::Relaxed) + idle.as_millis() as u64
+    }
+}
+
+/// A service that keeps an [`Activity`] up to date.
+struct Tracked<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S> hyper::service::Service<Request<Incoming>> for Tracked<S>
+where
+    S: hyper::service::Service<
+            Request<Incoming>,
+            Response = http::Response<Body>,
+            Error = Infallible,
+        >,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Infallible>> + Send>,
+    >;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        self.activity.inflight.fetch_add(1, Ordering::Relaxed);
+        self.activity.touch();
+        let activity = self.activity.clone();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let response = fut.await;
+            activity.touch();
+            activity.inflight.fetch_sub(1, Ordering::Relaxed);
+            response
+        })
+    }
+}
+
+/// Serves connections from `listener` until `shutdown`, then lets them finish for up to
+/// `drain_timeout`.
+pub async fn serve<S, F>(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    limits: Limits,
+    shutdown: CancellationToken,
+    make_service: F,
+) where
+    F: Fn(SocketAddr) -> S,
+    S: hyper::service::Service<
+            Request<Incoming>,
+            Response = http::Response<Body>,
+            Error = Infallible,
+        > + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(MAX_HEADER_BYTES);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEADER_BYTES as u32);
+    let connections = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let activity = Arc::new(Activity::new());
+        let service = Tracked {
+            inner: make_service(peer),
+            activity: activity.clone(),
+        };
+        let (builder, tls, shutdown) = (builder.clone(), tls.clone(), shutdown.clone());
+        connections.spawn(async move {
+            match tls {
+                None => drive(&builder, stream, service, &activity, limits, &shutdown).await,
+                Some(tls) => {
+                    // The handshake gets the same time as a request head.
+                    match tokio::time::timeout(limits.header_timeout, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            drive(&builder, stream, service, &activity, limits, &shutdown).await
+                        }
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                }
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    connections.close();
+    if tokio::time::timeout(limits.drain_timeout, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timeout passed; closing remaining connections");
+    }
+}
+
+/// Runs one connection; asks it to close gracefully once it sat idle for `header_timeout` or
+/// the process is stopping.
+async fn drive<I, S>(
+    builder: &Builder<TokioExecutor>,
+    io: I,
+    service: Tracked<S>,
+    activity: &Activity,
+    limits: Limits,
+    shutdown: &CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            Request<Incoming>,
+            Response = http::Response<Body>,
+            Error = Infallible,
+        > + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let mut closing = false;
+    loop {
+        let idle_at = activity.idle_at(limits.header_timeout);
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = shutdown.cancelled(), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = tokio::time::sleep_until(idle_at), if !closing => {
+                if activity.is_idle(limits.header_timeout) {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
+    }
+}
