@@ -621,3 +621,20 @@ fn hash_password_prints_an_argon2id_hash() {
         "{hash}"
     );
 }
+
+#[tokio::test]
+async fn a_silent_connection_is_closed_after_the_header_timeout() {
+    use tokio::io::AsyncReadExt;
+    let redis = TestRedis::start();
+    let mut config = idp_config(&redis.url());
+    config.server.header_timeout = std::time::Duration::from_millis(300);
+    let idp = TestIdp::spawn(config).await;
+    let mut silent = tokio::net::TcpStream::connect(idp.public).await.unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        silent.read_to_end(&mut buf),
+    )
+    .await;
+    assert!(read.is_ok(), "the IdP kept a silent connection open");
+}

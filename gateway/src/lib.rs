@@ -3,7 +3,6 @@
 //! * `config`: the typed configuration, validated on load.
 //! * `auth`: turns a reference token into verified claims, through the local cache.
 //! * `proxy`: one request in order: strip, route, authenticate, authorize, forward.
-//! * `server`: accepts connections (TLS, HTTP/1 and HTTP/2) with limits; drains on shutdown.
 //! * `sync`: the background task that applies events, reports last use, refreshes keys.
 //! * `metrics`: atomic counters rendered for Prometheus.
 //! * `echo`: the demo backend that answers with what it received.
@@ -13,7 +12,6 @@ pub mod config;
 pub mod echo;
 pub mod metrics;
 pub mod proxy;
-pub mod server;
 pub mod sync;
 
 use std::convert::Infallible;
@@ -33,8 +31,8 @@ use crate::auth::TokenCache;
 use crate::config::GatewayConfig;
 use crate::metrics::Metrics;
 use crate::proxy::{Proxy, Route, text};
-use crate::server::serve;
 use crate::sync::{Jwks, JwksError, SyncTask};
+use tokengate_server::{self as server, serve};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {

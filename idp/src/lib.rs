@@ -8,7 +8,6 @@
 //! * `oauth`: the public listener (token, revoke, introspect, JWKS, forward-auth).
 //! * `admin`: the admin listener, behind the admin token.
 //! * `extract`, `error`: request parsing and the one place errors become responses.
-//! * `server`: connection handling with limits and graceful drain.
 
 pub mod admin;
 pub mod config;
@@ -18,7 +17,6 @@ pub mod extract;
 pub mod keys;
 pub mod metrics;
 pub mod oauth;
-pub mod server;
 pub mod sessions;
 
 use std::net::SocketAddr;
@@ -32,6 +30,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use http::{HeaderMap, header};
+use hyper_util::service::TowerToHyperService;
 use subtle::ConstantTimeEq;
 use tokengate_store::{AnyStore, StoreError, TokenStore, UsageLog};
 use tokio::net::TcpListener;
@@ -220,6 +219,19 @@ async fn not_found() -> ApiError {
     ApiError::NotFound
 }
 
+/// Serves an axum router through the shared connection handling (no TLS: the IdP sits inside).
+async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: tokengate_server::Limits,
+    shutdown: CancellationToken,
+) {
+    tokengate_server::serve(listener, None, limits, shutdown, move |_| {
+        TowerToHyperService::new(app.clone())
+    })
+    .await;
+}
+
 /// An IdP ready to bind its listeners.
 pub struct Idp {
     state: AppState,
@@ -311,7 +323,7 @@ impl BoundIdp {
             admin::routes(idp.state.clone()).route("/readyz", get(readyz)),
         );
         let s = &idp.config.server;
-        let limits = server::Limits {
+        let limits = tokengate_server::Limits {
             max_connections: s.max_connections,
             header_timeout: s.header_timeout,
             drain_timeout: s.drain_timeout,
@@ -333,8 +345,8 @@ impl BoundIdp {
             })
         };
         tokio::join!(
-            server::serve(self.public, public_app, limits.clone(), shutdown.clone()),
-            server::serve(self.admin, admin_app, limits, shutdown.clone()),
+            serve(self.public, public_app, limits, shutdown.clone()),
+            serve(self.admin, admin_app, limits, shutdown.clone()),
         );
         let _ = flusher.await;
         if let Err(e) = idp.state.usage.flush(&idp.state.store).await {

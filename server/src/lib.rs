@@ -1,5 +1,6 @@
-//! Accepts connections (plain or TLS; HTTP/1.1 and HTTP/2) with bounded count, head size and
-//! head time, closes connections that sit idle, and drains them on shutdown.
+//! Connection handling shared by the IdP and the gateway: accepts connections (plain or TLS;
+//! HTTP/1.1 and HTTP/2) with bounded count, head size and head time, closes connections that sit
+//! idle, and drains them on shutdown. Each service decides nothing here but what it answers.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -16,8 +17,6 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-use crate::proxy::Body;
 
 /// Largest request head accepted; larger gets 431.
 const MAX_HEADER_BYTES: usize = 16 * 1024;
@@ -70,16 +69,12 @@ struct Tracked<S> {
     activity: Arc<Activity>,
 }
 
-impl<S> hyper::service::Service<Request<Incoming>> for Tracked<S>
+impl<S, B> hyper::service::Service<Request<Incoming>> for Tracked<S>
 where
-    S: hyper::service::Service<
-            Request<Incoming>,
-            Response = http::Response<Body>,
-            Error = Infallible,
-        >,
+    S: hyper::service::Service<Request<Incoming>, Response = http::Response<B>, Error = Infallible>,
     S::Future: Send + 'static,
 {
-    type Response = http::Response<Body>;
+    type Response = http::Response<B>;
     type Error = Infallible;
     type Future = std::pin::Pin<
         Box<dyn std::future::Future<Output = Result<Self::Response, Infallible>> + Send>,
@@ -101,7 +96,7 @@ where
 
 /// Serves connections from `listener` until `shutdown`, then lets them finish for up to
 /// `drain_timeout`.
-pub async fn serve<S, F>(
+pub async fn serve<S, F, B>(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     limits: Limits,
@@ -109,14 +104,14 @@ pub async fn serve<S, F>(
     make_service: F,
 ) where
     F: Fn(SocketAddr) -> S,
-    S: hyper::service::Service<
-            Request<Incoming>,
-            Response = http::Response<Body>,
-            Error = Infallible,
-        > + Send
+    S: hyper::service::Service<Request<Incoming>, Response = http::Response<B>, Error = Infallible>
+        + Send
         + Sync
         + 'static,
     S::Future: Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut builder = Builder::new(TokioExecutor::new());
     builder
@@ -182,7 +177,7 @@ pub async fn serve<S, F>(
 
 /// Runs one connection; asks it to close gracefully once it sat idle for `header_timeout` or
 /// the process is stopping.
-async fn drive<I, S>(
+async fn drive<I, S, B>(
     builder: &Builder<TokioExecutor>,
     io: I,
     service: Tracked<S>,
@@ -191,14 +186,14 @@ async fn drive<I, S>(
     shutdown: &CancellationToken,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::Service<
-            Request<Incoming>,
-            Response = http::Response<Body>,
-            Error = Infallible,
-        > + Send
+    S: hyper::service::Service<Request<Incoming>, Response = http::Response<B>, Error = Infallible>
+        + Send
         + Sync
         + 'static,
     S::Future: Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
