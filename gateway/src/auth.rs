@@ -35,6 +35,9 @@ pub struct Identity {
     pub subject: HeaderValue,
     pub roles_header: HeaderValue,
     pub session_header: HeaderValue,
+    /// The last second a use was queued for reporting: a hot token takes the report queue's
+    /// lock once a second, not once a request.
+    last_use: AtomicU64,
 }
 
 #[derive(Clone, Debug)]
@@ -183,7 +186,10 @@ impl TokenCache {
                 self.load_once(id).await?
             }
         };
-        self.usage.record(&identity.session, now_unix());
+        let now = now_unix();
+        if identity.last_use.swap(now, Ordering::Relaxed) != now {
+            self.usage.record(&identity.session, now);
+        }
         Ok(identity)
     }
 
@@ -244,6 +250,7 @@ impl TokenCache {
                 session_header: header(session.id.as_str())?,
                 roles: claims.roles,
                 session: session.id,
+                last_use: AtomicU64::new(0),
             };
             Some((Arc::new(identity), ttl))
         });
