@@ -281,19 +281,14 @@ async fn a_revocation_issued_while_the_gateway_is_cut_off_is_applied_after_it_re
 async fn a_new_signing_key_is_fetched_when_a_token_names_it() {
     let redis = TestRedis::start();
     let backend = EchoBackend::start().await;
-    let dir = std::env::temp_dir().join(format!("tokengate-gw-keys-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (old, new) = (dir.join("old.pem"), dir.join("new.pem"));
-    std::fs::write(
-        &old,
-        tokengate_idp::keys::SigningKey::generate_ed25519_pem().unwrap(),
-    )
-    .unwrap();
-    std::fs::write(
-        &new,
-        tokengate_idp::keys::SigningKey::generate_ed25519_pem().unwrap(),
-    )
-    .unwrap();
+    let (dir, files) = key_files(
+        "gw-keys",
+        &[
+            tokengate_idp::keys::SigningKey::generate_ed25519_pem().unwrap(),
+            tokengate_idp::keys::SigningKey::generate_ed25519_pem().unwrap(),
+        ],
+    );
+    let (old, new) = (files[0].clone(), files[1].clone());
     let config = |listen: std::net::SocketAddr, keys: Vec<std::path::PathBuf>| {
         let mut c = idp_config(&redis.url());
         c.server.listen = listen;

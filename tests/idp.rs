@@ -523,19 +523,14 @@ fn the_example_config_loads() {
 #[tokio::test]
 async fn keys_rotate_without_logging_anyone_out() {
     let redis = TestRedis::start();
-    let dir = std::env::temp_dir().join(format!("tokengate-keys-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (old, new) = (dir.join("old.pem"), dir.join("new.pem"));
-    std::fs::write(
-        &old,
-        tokengate_idp::keys::SigningKey::generate_ed25519_pem().unwrap(),
-    )
-    .unwrap();
-    std::fs::write(
-        &new,
-        tokengate_idp::keys::SigningKey::generate_p256_pem().unwrap(),
-    )
-    .unwrap();
+    let (dir, files) = key_files(
+        "keys",
+        &[
+            tokengate_idp::keys::SigningKey::generate_ed25519_pem().unwrap(),
+            tokengate_idp::keys::SigningKey::generate_p256_pem().unwrap(),
+        ],
+    );
+    let (old, new) = (files[0].clone(), files[1].clone());
     let start = |paths: Vec<std::path::PathBuf>| {
         let mut config = idp_config(&redis.url());
         config.tokens.signing_keys = paths;

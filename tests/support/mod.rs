@@ -339,3 +339,20 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Writes PEM signing keys into a fresh folder of the system's temp dir; returns the folder (for
+/// the caller to remove) and one file per key, in order.
+pub fn key_files(name: &str, pems: &[String]) -> (std::path::PathBuf, Vec<std::path::PathBuf>) {
+    let dir = std::env::temp_dir().join(format!("tokengate-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let files = pems
+        .iter()
+        .enumerate()
+        .map(|(i, pem)| {
+            let file = dir.join(format!("key{i}.pem"));
+            std::fs::write(&file, pem).unwrap();
+            file
+        })
+        .collect();
+    (dir, files)
+}
