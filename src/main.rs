@@ -247,6 +247,7 @@ async fn run_dev(redis_url: Option<String>, listen: DevListen) -> Result<()> {
         },
         store: StoreConfig::default(),
         tokens: TokensConfig::default(),
+        login: Default::default(),
         users: vec![UserConfig {
             username: user.to_owned(),
             password_hash: hash_password(password)?,

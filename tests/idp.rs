@@ -143,6 +143,80 @@ async fn wrong_password_and_unknown_user_look_the_same_and_are_counted() {
 }
 
 #[tokio::test]
+async fn password_guessing_is_locked_out_per_username_and_per_address() {
+    let redis = TestRedis::start();
+    let mut config = idp_config(&redis.url());
+    config.login.max_failures = 3;
+    config.login.max_failures_per_address = 6;
+    config.login.lockout = std::time::Duration::from_secs(2);
+    let idp = TestIdp::spawn(config).await;
+    let url = idp.url("/oauth2/token");
+    let attempt = |user: &str, password: &str| {
+        let form = format!("grant_type=password&username={user}&password={password}");
+        let url = url.clone();
+        async move { post_form(&url, &[], &form).await }
+    };
+    for _ in 0..3 {
+        assert_eq!(attempt("alice", "guess").await.status, 400);
+    }
+    // Locked: the right password does not get through while the lock holds.
+    let locked = attempt("alice", PASSWORD).await;
+    assert_eq!(locked.status, 429, "{}", locked.body);
+    let wait: u64 = locked.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=2).contains(&wait), "Retry-After {wait}");
+    assert_eq!(locked.json()["error"], "too_many_attempts");
+    // Another user from the same address is still served...
+    assert_eq!(attempt("bob", PASSWORD).await.status, 200);
+    // ...until the address itself reaches its limit, whatever names it tries.
+    for name in ["carol", "dave", "erin"] {
+        assert_eq!(attempt(name, "guess").await.status, 400);
+    }
+    assert_eq!(attempt("bob", PASSWORD).await.status, 429);
+    // Client authentication goes through the same lock.
+    let client = post_form(
+        &url,
+        &[("authorization", &basic("reports", CLIENT_SECRET))],
+        "grant_type=client_credentials",
+    )
+    .await;
+    assert_eq!(client.status, 429);
+    // The lock ends by itself.
+    assert!(
+        eventually(std::time::Duration::from_secs(5), || async {
+            attempt("alice", PASSWORD).await.status == 200
+        })
+        .await
+    );
+    let metrics = send("GET", &idp.url("/metrics"), &[], String::new()).await;
+    assert!(
+        metrics
+            .body
+            .contains("tokengate_idp_login_lockouts_total 2"),
+        "{}",
+        metrics.body
+    );
+}
+
+#[tokio::test]
+async fn basic_client_credentials_are_form_decoded() {
+    let redis = TestRedis::start();
+    let mut config = idp_config(&redis.url());
+    config.clients[0].client_secret_hash =
+        tokengate_idp::credentials::hash_password("s3cret: with+symbols%").unwrap();
+    let idp = TestIdp::spawn(config).await;
+    let reply = post_form(
+        &idp.url("/oauth2/token"),
+        &[(
+            "authorization",
+            &basic("reports", "s3cret%3A+with%2Bsymbols%25"),
+        )],
+        "grant_type=client_credentials",
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+}
+
+#[tokio::test]
 async fn client_credentials_grant_and_introspection() {
     let (_redis, idp) = setup().await;
     let url = idp.url("/oauth2/token");

@@ -17,6 +17,8 @@ pub struct IdpConfig {
     #[serde(default)]
     pub tokens: TokensConfig,
     #[serde(default)]
+    pub login: LoginConfig,
+    #[serde(default)]
     pub users: Vec<UserConfig>,
     #[serde(default)]
     pub clients: Vec<ClientConfig>,
@@ -86,6 +88,34 @@ impl Default for TokensConfig {
     }
 }
 
+/// Password-guessing defence of `/oauth2/token` and client authentication.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginConfig {
+    /// Failures for one username (or client id) within `window` that start a lockout; 0 = off.
+    #[serde(default = "defaults::max_failures")]
+    pub max_failures: u32,
+    /// Failures from one client address within `window` that start a lockout; 0 = off.
+    #[serde(default = "defaults::max_failures_per_address")]
+    pub max_failures_per_address: u32,
+    #[serde(default = "defaults::login_window", with = "humantime_serde")]
+    pub window: Duration,
+    /// How long a lockout holds; attempts get `429` with `Retry-After` meanwhile.
+    #[serde(default = "defaults::lockout", with = "humantime_serde")]
+    pub lockout: Duration,
+}
+
+impl Default for LoginConfig {
+    fn default() -> Self {
+        LoginConfig {
+            max_failures: defaults::max_failures(),
+            max_failures_per_address: defaults::max_failures_per_address(),
+            window: defaults::login_window(),
+            lockout: defaults::lockout(),
+        }
+    }
+}
+
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
@@ -128,6 +158,18 @@ impl std::fmt::Debug for ClientConfig {
 
 mod defaults {
     use std::time::Duration;
+    pub fn max_failures() -> u32 {
+        5
+    }
+    pub fn max_failures_per_address() -> u32 {
+        50
+    }
+    pub fn login_window() -> Duration {
+        Duration::from_secs(15 * 60)
+    }
+    pub fn lockout() -> Duration {
+        Duration::from_secs(5 * 60)
+    }
     pub fn max_connections() -> usize {
         1024
     }
@@ -280,6 +322,12 @@ impl IdpConfig {
                 "tokens.max_lifetime",
                 "must be at least tokens.idle_timeout",
             ));
+        }
+        if self.login.window.is_zero() {
+            return Err(invalid("login.window", "must be longer than 0s"));
+        }
+        if self.login.lockout.is_zero() {
+            return Err(invalid("login.lockout", "must be longer than 0s"));
         }
         let users = self.users.iter().map(|u| {
             (

@@ -30,6 +30,9 @@ pub enum ApiError {
     AdminUnauthorized,
     #[error("not found")]
     NotFound,
+    /// Too many failed logins for this name or address; try again after the given time.
+    #[error("too many failed attempts")]
+    Locked(std::time::Duration),
     /// The token store is unreachable: try again, nothing is wrong with the request.
     #[error("temporarily unavailable")]
     Unavailable,
@@ -50,6 +53,11 @@ const BEARER_SCOPE: &str = r#"Bearer realm="tokengate", error="insufficient_scop
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let retry_after = match &self {
+            ApiError::Locked(wait) => Some(wait.as_secs().max(1)),
+            ApiError::Unavailable => Some(1),
+            _ => None,
+        };
         let (status, json, challenge) = match self {
             ApiError::InvalidRequest(d) => (
                 StatusCode::BAD_REQUEST,
@@ -93,6 +101,14 @@ impl IntoResponse for ApiError {
                 Some(r#"Bearer realm="tokengate-admin""#),
             ),
             ApiError::NotFound => (StatusCode::NOT_FOUND, body("not_found", None), None),
+            ApiError::Locked(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                body(
+                    "too_many_attempts",
+                    Some("too many failed attempts; try again later"),
+                ),
+                None,
+            ),
             ApiError::Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 body(
@@ -115,8 +131,8 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static(challenge),
             );
         }
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        if let Some(secs) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         response

@@ -115,5 +115,53 @@ pub fn basic(headers: &HeaderMap) -> Result<Option<(String, String)>, ApiError> 
         .and_then(|d| String::from_utf8(d).ok())
         .ok_or(ApiError::InvalidClient)?;
     let (id, secret) = decoded.split_once(':').ok_or(ApiError::InvalidClient)?;
-    Ok(Some((id.to_owned(), secret.to_owned())))
+    let (id, secret) = (form_decode(id), form_decode(secret));
+    Ok(Some((
+        id.ok_or(ApiError::InvalidClient)?,
+        secret.ok_or(ApiError::InvalidClient)?,
+    )))
+}
+
+/// `application/x-www-form-urlencoded` decoding of one value, as RFC 6749 §2.3.1 asks of the
+/// client id and secret inside HTTP Basic; `None` if the result is not UTF-8.
+fn form_decode(value: &str) -> Option<String> {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = match bytes.get(i..i + 3) {
+            Some([b'%', h, l]) => hex(*h).zip(hex(*l)).map(|(h, l)| (h * 16 + l) as u8),
+            _ => None,
+        };
+        match (escaped, bytes[i]) {
+            (Some(b), _) => {
+                out.push(b);
+                i += 3;
+            }
+            (None, b'+') => {
+                out.push(b' ');
+                i += 1;
+            }
+            (None, b) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::form_decode;
+
+    #[test]
+    fn basic_credentials_are_form_decoded() {
+        assert_eq!(form_decode("a%3Ab+c%25").as_deref(), Some("a:b c%"));
+        assert_eq!(form_decode("100%").as_deref(), Some("100%"));
+        assert_eq!(form_decode("%zz%4").as_deref(), Some("%zz%4"));
+        assert_eq!(form_decode("%C3%A9").as_deref(), Some("é"));
+        assert_eq!(form_decode("%FF"), None);
+    }
 }

@@ -18,8 +18,9 @@ pub mod keys;
 pub mod metrics;
 pub mod oauth;
 pub mod sessions;
+pub mod throttle;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,6 +45,7 @@ use crate::extract::FormBody;
 use crate::keys::KeySet;
 use crate::metrics::{Metrics, RequestLabels, RouteLabels};
 use crate::sessions::{IssueError, Issuer};
+use crate::throttle::Throttle;
 
 /// Largest request body accepted (forms and admin JSON are small).
 const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -77,6 +79,7 @@ pub struct Shared {
     pub credentials: Credentials,
     pub metrics: Metrics,
     pub usage: UsageLog,
+    pub throttle: Throttle,
     admin_token_digest: [u8; 32],
     request_timeout: Duration,
 }
@@ -103,11 +106,41 @@ impl AppState {
             .into()
     }
 
+    /// Checks a username's password or a client's secret, behind the login throttle: a name or
+    /// address under lockout gets [`ApiError::Locked`] before anything is checked. `Ok(None)`
+    /// when the credentials are wrong (counted as a failure).
+    pub async fn check_credentials(
+        &self,
+        kind: Kind,
+        name: &str,
+        secret: &str,
+        address: Option<IpAddr>,
+    ) -> Result<Option<Vec<String>>, ApiError> {
+        let key = match kind {
+            Kind::User => format!("user:{name}"),
+            Kind::Client => format!("client:{name}"),
+        };
+        if let Err(wait) = self.throttle.check(&key, address) {
+            self.metrics.logins_throttled.inc();
+            tracing::info!(name, address = ?address, "attempt refused during a lockout");
+            return Err(ApiError::Locked(wait));
+        }
+        let roles = self.credentials.check(kind, name, secret).await;
+        if roles.is_some() {
+            self.throttle.succeeded(&key);
+        } else if self.throttle.failed(&key, address) {
+            self.metrics.login_lockouts.inc();
+            tracing::warn!(name, address = ?address, "too many failed attempts; locked out");
+        }
+        Ok(roles)
+    }
+
     /// Client credentials from HTTP Basic or the form (not both): `Ok(None)` when absent or wrong.
     pub async fn authenticate_client(
         &self,
         headers: &HeaderMap,
         form: &FormBody,
+        address: Option<IpAddr>,
     ) -> Result<Option<(String, Vec<String>)>, ApiError> {
         let from_form = match (form.get("client_id")?, form.get("client_secret")?) {
             (Some(id), Some(secret)) => Some((id.to_owned(), secret.to_owned())),
@@ -121,9 +154,8 @@ impl AppState {
             (None, None) => return Ok(None),
         };
         Ok(self
-            .credentials
-            .check(Kind::Client, &id, &secret)
-            .await
+            .check_credentials(Kind::Client, &id, &secret, address)
+            .await?
             .map(|roles| (id, roles)))
     }
 
@@ -219,6 +251,11 @@ async fn not_found() -> ApiError {
     ApiError::NotFound
 }
 
+/// The address of the connection a request came on (the IdP is reached directly, so no
+/// forwarded header is trusted for it).
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub IpAddr);
+
 /// Serves an axum router through the shared connection handling (no TLS: the IdP sits inside).
 async fn serve(
     listener: TcpListener,
@@ -226,8 +263,15 @@ async fn serve(
     limits: tokengate_server::Limits,
     shutdown: CancellationToken,
 ) {
-    tokengate_server::serve(listener, None, limits, shutdown, move |_| {
-        TowerToHyperService::new(app.clone())
+    tokengate_server::serve(listener, None, limits, shutdown, move |peer| {
+        let address = ClientAddr(peer.ip());
+        TowerToHyperService::new(tower::ServiceExt::map_request(
+            app.clone(),
+            move |mut req: http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(address);
+                req
+            },
+        ))
     })
     .await;
 }
@@ -258,6 +302,7 @@ impl Idp {
             credentials: Credentials::new(&config.users, &config.clients)?,
             metrics: Metrics::new(),
             usage: UsageLog::new(),
+            throttle: Throttle::new(&config.login),
             admin_token_digest: sha256(config.admin.token.as_bytes()),
             request_timeout: config.server.request_timeout,
         }));

@@ -41,6 +41,8 @@ pub struct Metrics {
     pub revocations: Family<KindLabels, Counter>,
     pub store_errors: Counter,
     pub admin_auth_failures: Counter,
+    pub login_lockouts: Counter,
+    pub logins_throttled: Counter,
     pub requests: Family<RequestLabels, Counter>,
     pub request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
 }
@@ -66,6 +68,8 @@ impl Metrics {
             revocations: Family::default(),
             store_errors: Counter::default(),
             admin_auth_failures: Counter::default(),
+            login_lockouts: Counter::default(),
+            logins_throttled: Counter::default(),
             requests: Family::default(),
             request_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             registry: Registry::default(),
@@ -90,6 +94,16 @@ impl Metrics {
             "admin_auth_failures",
             "Admin API calls refused for a missing or wrong admin token",
             m.admin_auth_failures.clone(),
+        );
+        registry.register(
+            "login_lockouts",
+            "Lockouts started (a username, client id or address reached its failure limit)",
+            m.login_lockouts.clone(),
+        );
+        registry.register(
+            "logins_throttled",
+            "Login and client-authentication attempts refused with 429 during a lockout",
+            m.logins_throttled.clone(),
         );
         registry.register(
             "requests",

@@ -3,18 +3,18 @@
 use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 use tokengate_store::{ReferenceToken, Session, TokenStore, now_unix};
 
-use crate::AppState;
 use crate::config::check_subject;
 use crate::credentials::Kind;
 use crate::error::ApiError;
 use crate::extract::{FormBody, bearer};
 use crate::metrics::{GrantLabels, KindLabels};
 use crate::sessions::Issued;
+use crate::{AppState, ClientAddr};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -42,9 +42,11 @@ pub fn token_response(issued: &Issued) -> Response {
 
 async fn token(
     State(state): State<AppState>,
+    address: Option<Extension<ClientAddr>>,
     headers: HeaderMap,
     form: FormBody,
 ) -> Result<Response, ApiError> {
+    let address = address.map(|Extension(ClientAddr(ip))| ip);
     let grant = form.require("grant_type", "grant_type is required")?;
     let (grant, subject, roles) = match grant {
         "password" => {
@@ -59,9 +61,8 @@ async fn token(
                 return Err(ApiError::InvalidGrant);
             }
             let Some(configured) = state
-                .credentials
-                .check(Kind::User, username, password)
-                .await
+                .check_credentials(Kind::User, username, password, address)
+                .await?
             else {
                 state
                     .metrics
@@ -74,7 +75,9 @@ async fn token(
             ("password", username.to_owned(), configured)
         }
         "client_credentials" => {
-            let Some((id, configured)) = state.authenticate_client(&headers, &form).await? else {
+            let Some((id, configured)) =
+                state.authenticate_client(&headers, &form, address).await?
+            else {
                 state
                     .metrics
                     .logins_failed
@@ -132,11 +135,18 @@ async fn revoke(State(state): State<AppState>, form: FormBody) -> Result<StatusC
 /// RFC 7662; the caller authenticates with the admin token or as a configured client.
 async fn introspect(
     State(state): State<AppState>,
+    address: Option<Extension<ClientAddr>>,
     headers: HeaderMap,
     form: FormBody,
 ) -> Result<Response, ApiError> {
+    let address = address.map(|Extension(ClientAddr(ip))| ip);
     let admin = bearer(&headers)?.is_some_and(|t| state.is_admin_token(t));
-    if !admin && state.authenticate_client(&headers, &form).await?.is_none() {
+    if !admin
+        && state
+            .authenticate_client(&headers, &form, address)
+            .await?
+            .is_none()
+    {
         return Err(ApiError::InvalidClient);
     }
     let token = form.require("token", "token is required")?;

@@ -46,6 +46,7 @@ pub fn idp_config(redis_url: &str) -> IdpConfig {
         },
         store: StoreConfig::redis(redis_url),
         tokens: TokensConfig::default(),
+        login: Default::default(),
         users: vec![user("alice"), user("bob")],
         clients: vec![ClientConfig {
             client_id: "reports".to_owned(),
