@@ -39,6 +39,10 @@ pub struct ServerConfig {
     pub connect_timeout: Duration,
     #[serde(default = "d::drain_timeout", with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// Largest request body forwarded; a larger `Content-Length` gets 413 at once, a longer
+    /// chunked body is cut off and answered 413.
+    #[serde(default = "d::max_body_bytes")]
+    pub max_body_bytes: u64,
     /// PEM certificate chain; with `tls_key`, the listener speaks HTTPS (HTTP/2 by ALPN).
     #[serde(default)]
     pub tls_cert: Option<PathBuf>,
@@ -156,6 +160,9 @@ mod d {
     pub fn drain_timeout() -> Duration {
         Duration::from_secs(10)
     }
+    pub fn max_body_bytes() -> u64 {
+        10 * 1024 * 1024
+    }
     pub fn issuer() -> String {
         "tokengate".to_owned()
     }
@@ -216,6 +223,18 @@ impl GatewayConfig {
             .map_err(|(key, message)| invalid(format!("store.{key}"), &message))?;
         if !self.idp.jwks_url.starts_with("http://") {
             return Err(invalid("idp.jwks_url".into(), "must be an http:// URL"));
+        }
+        if self.server.max_body_bytes == 0 {
+            return Err(invalid(
+                "server.max_body_bytes".into(),
+                "must be at least 1",
+            ));
+        }
+        if self.server.max_connections == 0 {
+            return Err(invalid(
+                "server.max_connections".into(),
+                "must be at least 1",
+            ));
         }
         if self.cache.max_entries == 0 {
             return Err(invalid("cache.max_entries".into(), "must be at least 1"));

@@ -102,14 +102,7 @@ impl Gateway {
             .map(|(i, r)| Route::new(r).ok_or(GatewayError::Route(i)))
             .collect::<Result<Vec<_>, _>>()?;
         let s = &config.server;
-        let proxy = Arc::new(Proxy::new(
-            routes,
-            tokens.clone(),
-            metrics.clone(),
-            s.connect_timeout,
-            s.upstream_timeout,
-            s.tls_cert.is_some(),
-        ));
+        let proxy = Arc::new(Proxy::new(routes, tokens.clone(), metrics.clone(), s));
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await

@@ -10,14 +10,14 @@ use bytes::Bytes;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tracing::Instrument;
 
 use crate::auth::{AuthError, TokenCache};
-use crate::config::RouteConfig;
+use crate::config::{RouteConfig, ServerConfig};
 use crate::metrics::{Metrics, StatusCounters};
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
@@ -98,7 +98,8 @@ impl Route {
 pub struct Proxy {
     /// Longest prefix first, so the first match is the most specific.
     routes: Vec<Route>,
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, Limited<Incoming>>,
+    max_body_bytes: u64,
     tokens: Arc<TokenCache>,
     metrics: Arc<Metrics>,
     upstream_timeout: Duration,
@@ -192,15 +193,13 @@ impl Proxy {
         routes: Vec<Route>,
         tokens: Arc<TokenCache>,
         metrics: Arc<Metrics>,
-        connect_timeout: Duration,
-        upstream_timeout: Duration,
-        tls: bool,
+        server: &ServerConfig,
     ) -> Self {
         let mut routes = routes;
         // Longest prefix first; at equal length, a route for a named host before a catch-all.
         routes.sort_by_key(|r| std::cmp::Reverse((r.prefix.len(), r.host.is_some())));
         let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(connect_timeout));
+        connector.set_connect_timeout(Some(server.connect_timeout));
         connector.set_nodelay(true);
         let client = Client::builder(hyper_util::rt::TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
@@ -210,12 +209,17 @@ impl Proxy {
         Proxy {
             routes,
             client,
+            max_body_bytes: server.max_body_bytes,
             tokens,
             metrics,
-            upstream_timeout,
+            upstream_timeout: server.upstream_timeout,
             request_prefix: random.as_str()[..8].to_owned(),
             request_counter: AtomicU64::new(0),
-            proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
+            proto: HeaderValue::from_static(if server.tls_cert.is_some() {
+                "https"
+            } else {
+                "http"
+            }),
         }
     }
 
@@ -342,10 +346,19 @@ impl Proxy {
 
     async fn forward(
         &self,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         route: &Route,
         peer: SocketAddr,
     ) -> Response<Body> {
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_body_bytes) {
+            return reply(StatusCode::PAYLOAD_TOO_LARGE, None, "body_too_large");
+        }
+        let limit = usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX);
+        let mut req = req.map(|body| Limited::new(body, limit));
         let host = req
             .headers()
             .get(header::HOST)
@@ -405,6 +418,9 @@ impl Proxy {
                 parts.headers.remove(header::UPGRADE);
                 Response::from_parts(parts, body.boxed())
             }
+            Ok(Err(e)) if cut_off(&e) => {
+                reply(StatusCode::PAYLOAD_TOO_LARGE, None, "body_too_large")
+            }
             Ok(Err(e)) => {
                 self.metrics.upstream_errors.inc();
                 if e.is_connect() {
@@ -421,6 +437,18 @@ impl Proxy {
             }
         }
     }
+}
+
+/// Whether an upstream request failed because the client's body passed `max_body_bytes`.
+fn cut_off(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(e) = source {
+        if e.is::<LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// Joins an upgraded client connection to the upgraded upstream connection.

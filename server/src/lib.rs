@@ -1,6 +1,8 @@
 //! Connection handling shared by the IdP and the gateway: accepts connections (plain or TLS;
 //! HTTP/1.1 and HTTP/2) with bounded count, head size and head time, closes connections that sit
-//! idle, and drains them on shutdown. Each service decides nothing here but what it answers.
+//! idle, and drains them on shutdown. At the connection limit, connections that sit idle are
+//! closed to make room (as nginx reuses keep-alive connections), so idle or silent clients can
+//! hold slots only until someone else needs one. Each service decides nothing here but what it answers.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -14,12 +16,17 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore, TryAcquireError};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// Largest request head accepted; larger gets 431.
 const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// At the connection limit, connections idle at least this long (or `header_timeout` if less)
+/// are closed to make room.
+const RECLAIM_IDLE: Duration = Duration::from_secs(1);
+/// How often a full listener asks again for idle connections to close.
+const RECLAIM_EVERY: Duration = Duration::from_millis(100);
 
 /// Limits of one listener.
 #[derive(Clone, Copy, Debug)]
@@ -125,10 +132,27 @@ pub async fn serve<S, F, B>(
         .max_header_list_size(MAX_HEADER_BYTES as u32);
     let connections = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let pressure = Arc::new(Notify::new());
     loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(TryAcquireError::Closed) => break,
+            Err(TryAcquireError::NoPermits) => {
+                tracing::debug!("connection limit reached; closing idle connections");
+                let waited = async {
+                    loop {
+                        pressure.notify_waiters();
+                        tokio::select! {
+                            p = slots.clone().acquire_owned() => return p.ok(),
+                            _ = tokio::time::sleep(RECLAIM_EVERY) => {}
+                        }
+                    }
+                };
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    p = waited => match p { Some(p) => p, None => break },
+                }
+            }
         };
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -148,14 +172,23 @@ pub async fn serve<S, F, B>(
             activity: activity.clone(),
         };
         let (builder, tls, shutdown) = (builder.clone(), tls.clone(), shutdown.clone());
+        let pressure = pressure.clone();
         connections.spawn(async move {
             match tls {
-                None => drive(&builder, stream, service, &activity, limits, &shutdown).await,
+                None => {
+                    drive(
+                        &builder, stream, service, &activity, limits, &shutdown, &pressure,
+                    )
+                    .await
+                }
                 Some(tls) => {
                     // The handshake gets the same time as a request head.
                     match tokio::time::timeout(limits.header_timeout, tls.accept(stream)).await {
                         Ok(Ok(stream)) => {
-                            drive(&builder, stream, service, &activity, limits, &shutdown).await
+                            drive(
+                                &builder, stream, service, &activity, limits, &shutdown, &pressure,
+                            )
+                            .await
                         }
                         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!("TLS handshake timed out"),
@@ -175,8 +208,8 @@ pub async fn serve<S, F, B>(
     }
 }
 
-/// Runs one connection; asks it to close gracefully once it sat idle for `header_timeout` or
-/// the process is stopping.
+/// Runs one connection; asks it to close gracefully once it sat idle for `header_timeout`, the
+/// process is stopping, or the listener is full and it sat idle for `RECLAIM_IDLE`.
 async fn drive<I, S, B>(
     builder: &Builder<TokioExecutor>,
     io: I,
@@ -184,6 +217,7 @@ async fn drive<I, S, B>(
     activity: &Activity,
     limits: Limits,
     shutdown: &CancellationToken,
+    pressure: &Notify,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<Request<Incoming>, Response = http::Response<B>, Error = Infallible>
@@ -213,6 +247,12 @@ async fn drive<I, S, B>(
             }
             _ = tokio::time::sleep_until(idle_at), if !closing => {
                 if activity.is_idle(limits.header_timeout) {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+            _ = pressure.notified(), if !closing => {
+                if activity.is_idle(RECLAIM_IDLE.min(limits.header_timeout)) {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                 }

@@ -20,6 +20,8 @@ pub use tokengate_store::testing::TestRedis;
 use tokengate_store::{AnyStore, StoreConfig};
 use tokio_util::sync::CancellationToken;
 
+pub mod stack;
+
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 pub const PASSWORD: &str = "wonderland";
 pub const CLIENT_SECRET: &str = "reports-secret";

@@ -332,11 +332,15 @@ impl RedisStore {
             // A new connection may mean a restarted or failed-over Redis that lost data, or
             // whose stream is older than our position (reading on would then wait forever).
             let head = self.head_on(con).await?;
-            let behind = match (stream_id(&head.id), stream_id(&after.id)) {
+            let (newest, ours) = (stream_id(&head.id), stream_id(&after.id));
+            let behind = match (newest, ours) {
                 (Some(h), Some(a)) => h < a,
                 _ => true,
             };
-            if head.epoch != after.epoch || behind || head.seq < after.seq {
+            // Events were published after our position, yet the stream holds nothing newer
+            // than it: they were trimmed away.
+            let trimmed = head.seq > after.seq && newest <= ours;
+            if head.epoch != after.epoch || behind || trimmed || head.seq < after.seq {
                 return Ok(EventBatch {
                     events: Vec::new(),
                     cursor: head,

@@ -10,11 +10,22 @@ pub struct TestRedis {
     child: Option<Child>,
     port: u16,
     dir: std::path::PathBuf,
+    persistent: bool,
 }
 
 impl TestRedis {
     /// Starts a server with no persistence and waits until it answers.
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// Starts a server that writes every change to an append-only file, so a restart keeps the
+    /// data (as a production Redis with `appendfsync always` does).
+    pub fn start_persistent() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(persistent: bool) -> Self {
         let port = free_port();
         let dir =
             std::env::temp_dir().join(format!("tokengate-redis-{}-{port}", std::process::id()));
@@ -23,6 +34,7 @@ impl TestRedis {
             child: None,
             port,
             dir,
+            persistent,
         };
         redis.spawn();
         redis
@@ -31,7 +43,12 @@ impl TestRedis {
     fn spawn(&mut self) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--bind", "127.0.0.1", "--save", ""])
+            .args(if self.persistent {
+                ["--appendonly", "yes", "--appendfsync", "always"].as_slice()
+            } else {
+                ["--appendonly", "no"].as_slice()
+            })
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())
@@ -66,7 +83,7 @@ impl TestRedis {
         }
     }
 
-    /// Starts the server again on the same port, empty (it keeps nothing on disk).
+    /// Starts the server again on the same port: empty, unless started persistent.
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
@@ -120,7 +137,8 @@ impl Drop for TestRedis {
     }
 }
 
-fn free_port() -> u16 {
+/// A loopback port nothing listens on (bound once and released).
+pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     let port = listener.local_addr().expect("local address").port();
     drop(listener);
