@@ -185,7 +185,8 @@ impl Drop for Proc {
 }
 
 /// A backend that answers every request with what it received (method, path, headers, body
-/// length) once it has read the whole body, and records every path. A path containing `/slow`
+/// length) once it has read the whole body, and records every path (as `PATH` when the head
+/// arrived, and `PATH#complete` once the whole body did). A path containing `/slow`
 /// is answered after 400 ms.
 pub struct Backend {
     pub addr: SocketAddr,
@@ -255,6 +256,10 @@ async fn answer(
         .await
         .map(|b| b.to_bytes().len() as i64)
         .unwrap_or(-1);
+    if length >= 0 {
+        let done = format!("{}#complete", parts.uri.path());
+        paths.lock().unwrap().push(done);
+    }
     if parts.uri.path().contains("/slow") {
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
