@@ -192,12 +192,18 @@ impl GatewayConfig {
             file: path.to_owned(),
             source,
         })?;
-        let config: GatewayConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            file: path.to_owned(),
-            message: e.to_string(),
-        })?;
+        let config = Self::parse(&text, path)?;
         config.validate(path)?;
         Ok(config)
+    }
+
+    /// Parses TOML without validating it (see [`GatewayConfig::validate`]); `path` names the
+    /// file in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: path.to_owned(),
+            message: e.to_string(),
+        })
     }
 
     pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {

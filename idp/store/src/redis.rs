@@ -387,58 +387,59 @@ impl RedisStore {
         }
         Ok(batch)
     }
-
-    fn decode_session(&self, id: SessionId, fields: Vec<(String, String)>) -> Option<Session> {
-        let mut s = Session {
-            id,
-            subject: String::new(),
-            roles: Vec::new(),
-            value_token: ValueToken(String::new()),
-            created_at: 0,
-            last_used_at: 0,
-            idle_timeout: 0,
-            max_expires_at: 0,
-        };
-        let mut seen = 0u8;
-        for (name, value) in fields {
-            let bit = match name.as_str() {
-                "sub" => {
-                    s.subject = value;
-                    1
-                }
-                "roles" => {
-                    s.roles = serde_json::from_str(&value).ok()?;
-                    2
-                }
-                "vt" => {
-                    s.value_token = ValueToken(value);
-                    4
-                }
-                "created" => {
-                    s.created_at = value.parse().ok()?;
-                    8
-                }
-                "last_used" => {
-                    s.last_used_at = value.parse().ok()?;
-                    16
-                }
-                "idle" => {
-                    s.idle_timeout = value.parse().ok()?;
-                    32
-                }
-                "max_exp" => {
-                    s.max_expires_at = value.parse().ok()?;
-                    64
-                }
-                _ => 0,
-            };
-            seen |= bit;
-        }
-        (seen == 127).then_some(s)
-    }
 }
 
-fn decode_event(entry: &redis::streams::StreamId) -> Option<Event> {
+/// A session from the fields of its hash; `None` unless every field is there and well-formed.
+pub(crate) fn decode_session(id: SessionId, fields: Vec<(String, String)>) -> Option<Session> {
+    let mut s = Session {
+        id,
+        subject: String::new(),
+        roles: Vec::new(),
+        value_token: ValueToken(String::new()),
+        created_at: 0,
+        last_used_at: 0,
+        idle_timeout: 0,
+        max_expires_at: 0,
+    };
+    let mut seen = 0u8;
+    for (name, value) in fields {
+        let bit = match name.as_str() {
+            "sub" => {
+                s.subject = value;
+                1
+            }
+            "roles" => {
+                s.roles = serde_json::from_str(&value).ok()?;
+                2
+            }
+            "vt" => {
+                s.value_token = ValueToken(value);
+                4
+            }
+            "created" => {
+                s.created_at = value.parse().ok()?;
+                8
+            }
+            "last_used" => {
+                s.last_used_at = value.parse().ok()?;
+                16
+            }
+            "idle" => {
+                s.idle_timeout = value.parse().ok()?;
+                32
+            }
+            "max_exp" => {
+                s.max_expires_at = value.parse().ok()?;
+                64
+            }
+            _ => 0,
+        };
+        seen |= bit;
+    }
+    (seen == 127).then_some(s)
+}
+
+pub(crate) fn decode_event(entry: &redis::streams::StreamId) -> Option<Event> {
     let kind: String = entry.get("type")?;
     let sids: String = entry.get("sids")?;
     let sessions = sids
@@ -501,9 +502,8 @@ impl TokenStore for RedisStore {
         if fields.is_empty() {
             return Ok(None);
         }
-        let session = self
-            .decode_session(id.clone(), fields)
-            .ok_or(StoreError::Corrupt { what: "session" })?;
+        let session =
+            decode_session(id.clone(), fields).ok_or(StoreError::Corrupt { what: "session" })?;
         Ok(session.is_live(now_unix()).then_some(session))
     }
 
@@ -613,7 +613,7 @@ impl TokenStore for RedisStore {
                 ended.push(id);
                 continue;
             }
-            match self.decode_session(id.clone(), fields) {
+            match decode_session(id.clone(), fields) {
                 Some(s) if s.is_live(now) => sessions.push(s),
                 Some(_) => ended.push(id),
                 None => return Err(StoreError::Corrupt { what: "session" }),
