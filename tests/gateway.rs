@@ -230,6 +230,40 @@ async fn cached_tokens_cost_redis_nothing_per_request() {
 }
 
 #[tokio::test]
+async fn with_the_cache_off_every_request_reads_the_store() {
+    let w = world().await;
+    let mut config = gateway_config(&w.redis.url(), &w.idp, &w.backend.url());
+    config.cache.enabled = false;
+    let gw = TestGateway::spawn(config).await;
+    let token = w.idp.login("alice").await;
+    let reads = || -> u64 {
+        let info: String =
+            redis::from_redis_value(w.redis.query(&["INFO", "commandstats"]).unwrap()).unwrap();
+        info.lines()
+            .find(|l| l.starts_with("cmdstat_hgetall:"))
+            .and_then(|l| l.split("calls=").nth(1)?.split(',').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let before = reads();
+    for _ in 0..5 {
+        assert_eq!(gw.get_with_token("/api/x", &token).await.status, 200);
+    }
+    assert_eq!(reads() - before, 5);
+    // A revocation needs no event to take effect.
+    let sid = w
+        .idp
+        .verify(&token)
+        .await
+        .header("x-auth-session")
+        .unwrap()
+        .to_owned();
+    w.idp
+        .admin("DELETE", &format!("/admin/sessions/{sid}"), None)
+        .await;
+    assert_eq!(gw.get_with_token("/api/x", &token).await.status, 401);
+}
+
+#[tokio::test]
 async fn cached_tokens_survive_redis_going_down_and_uncached_ones_get_503() {
     let mut w = world().await;
     let gw = w.gateway().await;

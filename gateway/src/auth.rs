@@ -83,6 +83,8 @@ pub struct TokenCache {
     pub usage: UsageLog,
     max_staleness: Duration,
     negative_ttl: Duration,
+    /// `cache.enabled = false`: every request reads the store and verifies (for comparison).
+    enabled: bool,
     metrics: Arc<Metrics>,
 }
 
@@ -104,6 +106,7 @@ impl TokenCache {
             usage: UsageLog::new(),
             max_staleness: config.max_staleness,
             negative_ttl: config.negative_ttl,
+            enabled: config.enabled,
             metrics,
         }
     }
@@ -172,7 +175,12 @@ impl TokenCache {
             .and_then(|t| ReferenceToken::parse(t).ok())
             .ok_or(AuthError::Invalid)?;
         let id = token.session_id();
-        let identity = match self.cache.get(&id) {
+        let cached = if self.enabled {
+            self.cache.get(&id)
+        } else {
+            None
+        };
+        let identity = match cached {
             Some(Cached::Valid(identity, _)) => {
                 self.metrics.cache_hits.inc();
                 identity
@@ -183,7 +191,12 @@ impl TokenCache {
             }
             None => {
                 self.metrics.cache_misses.inc();
-                self.load_once(id).await?
+                if self.enabled {
+                    self.load_once(id).await?
+                } else {
+                    // No cache, no sharing either: each request does its own read and check.
+                    self.load(id).await?
+                }
             }
         };
         let now = now_unix();
@@ -254,7 +267,7 @@ impl TokenCache {
             };
             Some((Arc::new(identity), ttl))
         });
-        let unchanged = self.generation.load(Ordering::SeqCst) == generation;
+        let unchanged = self.enabled && self.generation.load(Ordering::SeqCst) == generation;
         match result {
             Some((identity, ttl)) => {
                 if unchanged {

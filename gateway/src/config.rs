@@ -72,6 +72,10 @@ pub struct IdpConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CacheConfig {
+    /// `false` turns the local cache off: every request reads the store and verifies the value
+    /// token (what a gateway without a local cache costs; for comparison, not for production).
+    #[serde(default = "d::yes")]
+    pub enabled: bool,
     #[serde(default = "d::max_entries")]
     pub max_entries: u64,
     /// Longest an entry is served without the store being asked again.
@@ -85,6 +89,7 @@ pub struct CacheConfig {
 impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig {
+            enabled: true,
             max_entries: d::max_entries(),
             max_staleness: d::max_staleness(),
             negative_ttl: d::negative_ttl(),

@@ -1,0 +1,128 @@
+//! Micro-benchmarks of what every request pays (`cargo bench -p tokengate-gateway`): the cache
+//! hit (extract the bearer token, hash it to a session id, look it up, build the forwarded
+//! headers), value-token verification per algorithm (what a miss pays on top of the store
+//! read), and reference-token generation and hashing (what a login pays).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::{HeaderMap, HeaderName, header};
+use tokengate_gateway::auth::TokenCache;
+use tokengate_gateway::config::CacheConfig;
+use tokengate_gateway::metrics::Metrics;
+use tokengate_gateway::sync::Jwks;
+use tokengate_idp::keys::{KeySet, SigningKey};
+use tokengate_idp::sessions::Issuer;
+use tokengate_store::{AnyStore, Claims, MemoryStore, ReferenceToken, Verifier, now_unix};
+
+/// Polls a future once: a cache hit must finish without waiting on anything.
+fn ready<F: Future>(f: F) -> F::Output {
+    match pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(out) => out,
+        Poll::Pending => panic!("a cache hit waited"),
+    }
+}
+
+fn cache_hit(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = AnyStore::Memory(MemoryStore::new());
+    let keys = Arc::new(KeySet::ephemeral().unwrap());
+    let issuer = Issuer::new(store.clone(), keys.clone(), "tokengate", 1800, 43200).unwrap();
+    let issued = rt
+        .block_on(issuer.issue("alice", vec!["orders:read".to_owned()]))
+        .unwrap();
+    let jwks = Jwks::new("http://127.0.0.1:9/.well-known/jwks.json", "tokengate").unwrap();
+    let cache = TokenCache::new(
+        store,
+        &CacheConfig::default(),
+        jwks,
+        Arc::new(Metrics::default()),
+    );
+    cache.set_verifier(Verifier::new(&keys.public_jwks().unwrap(), "tokengate"));
+    let authorization = format!("Bearer {}", issued.token.expose());
+    // The first request loads the session into the cache.
+    rt.block_on(cache.authenticate(authorization.as_bytes()))
+        .unwrap();
+    let _guard = rt.enter();
+    c.bench_function("cache hit: authenticate + forwarded headers", |b| {
+        b.iter(|| {
+            let identity = ready(cache.authenticate(black_box(authorization.as_bytes()))).unwrap();
+            let mut headers = HeaderMap::with_capacity(8);
+            headers.insert(header::AUTHORIZATION, identity.authorization.clone());
+            headers.insert(
+                HeaderName::from_static("x-auth-subject"),
+                identity.subject.clone(),
+            );
+            headers.insert(
+                HeaderName::from_static("x-auth-roles"),
+                identity.roles_header.clone(),
+            );
+            headers.insert(
+                HeaderName::from_static("x-auth-session"),
+                identity.session_header.clone(),
+            );
+            headers
+        })
+    });
+}
+
+fn verification(c: &mut Criterion) {
+    let dir = std::env::temp_dir().join(format!("tokengate-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, pem) in [
+        (
+            "EdDSA (Ed25519)",
+            SigningKey::generate_ed25519_pem().unwrap(),
+        ),
+        ("ES256 (P-256)", SigningKey::generate_p256_pem().unwrap()),
+    ] {
+        let file = dir.join("key.pem");
+        std::fs::write(&file, pem).unwrap();
+        let key = SigningKey::load(&file).unwrap();
+        let now = now_unix();
+        let token = key
+            .sign_jwt(&Claims {
+                iss: "tokengate".to_owned(),
+                sub: "alice".to_owned(),
+                sid: "AAAAAAAAAAAAAAAAAAAAAA".to_owned(),
+                roles: vec!["orders:read".to_owned()],
+                iat: now,
+                exp: now + 3600,
+            })
+            .unwrap();
+        let keys = KeySet::new(vec![key]).unwrap();
+        let verifier = Verifier::new(&keys.public_jwks().unwrap(), "tokengate");
+        c.bench_function(&format!("verify value token: {name}"), |b| {
+            b.iter(|| verifier.verify(black_box(&token)).unwrap())
+        });
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn reference_tokens(c: &mut Criterion) {
+    c.bench_function("reference token: generate", |b| {
+        b.iter(ReferenceToken::generate)
+    });
+    let token = ReferenceToken::generate();
+    c.bench_function("reference token: hash to session id", |b| {
+        b.iter(|| black_box(&token).session_id())
+    });
+    let text = format!("Bearer {}", token.expose());
+    c.bench_function("reference token: parse from Authorization", |b| {
+        b.iter(|| {
+            tokengate_store::bearer_credentials(black_box(text.as_bytes()))
+                .and_then(|t| ReferenceToken::parse(t).ok())
+                .unwrap()
+        })
+    });
+}
+
+criterion_group!(benches, cache_hit, verification, reference_tokens);
+criterion_main!(benches);
