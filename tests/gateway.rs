@@ -57,6 +57,9 @@ async fn a_valid_token_reaches_the_backend_as_a_verified_value_token_with_role_h
     let seen = r.json();
     assert_eq!(seen["path"], "/api/orders");
     let h = &seen["headers"];
+    // The upstream is addressed as itself; the client's host travels in X-Forwarded-Host.
+    assert_eq!(h["host"], w.backend.addr.to_string());
+    assert_eq!(h["x-forwarded-host"], gw.public.to_string());
     assert_eq!(
         h["x-auth-subject"], "alice",
         "spoofed identity must be replaced"
@@ -788,4 +791,73 @@ async fn idle_and_slow_connections_are_closed_after_the_header_timeout() {
     let (was_closed, text) = closed(idle).await;
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(was_closed, "an idle keep-alive connection must be closed");
+}
+
+/// An upstream that answers one request per connection and closes it, counting connections.
+async fn closing_upstream() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    (url, count)
+}
+
+#[tokio::test]
+async fn a_keep_alive_client_survives_an_upstream_that_closes_every_connection() {
+    let w = world().await;
+    let (closing, connections) = closing_upstream().await;
+    let mut config = gateway_config(&w.redis.url(), &w.idp, &w.backend.url());
+    config.routes.push(
+        toml::from_str(&format!(
+            "path_prefix = \"/closing/\"\nupstream = \"{closing}\"\nauth = false"
+        ))
+        .unwrap(),
+    );
+    let gw = TestGateway::spawn(config).await;
+    // One client connection, several requests in turn.
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let get = |path: &str| {
+        let req = http::Request::get(format!("http://{}{path}", gw.public))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        client.request(req)
+    };
+    for _ in 0..3 {
+        let r = get("/closing/x").await.unwrap();
+        assert_eq!(r.status(), 200);
+        http_body_util::BodyExt::collect(r.into_body())
+            .await
+            .unwrap();
+    }
+    // The upstream closed after each answer: each request got a connection of its own.
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 3);
+    for _ in 0..3 {
+        let r = get("/public/x").await.unwrap();
+        assert_eq!(r.status(), 200);
+        http_body_util::BodyExt::collect(r.into_body())
+            .await
+            .unwrap();
+    }
 }

@@ -30,7 +30,7 @@ use tracing::Instrument;
 use crate::auth::TokenCache;
 use crate::config::GatewayConfig;
 use crate::metrics::Metrics;
-use crate::proxy::{Proxy, Route, text};
+use crate::proxy::{Pinned, Proxy, Route, text};
 use crate::sync::{Jwks, JwksError, SyncTask};
 use tokengate_server::{self as server, serve};
 
@@ -164,9 +164,10 @@ impl Gateway {
             shutdown.clone(),
             move |peer| {
                 let proxy = proxy.clone();
+                let pinned = Arc::new(Pinned::default());
                 service_fn(move |req: Request<Incoming>| {
-                    let proxy = proxy.clone();
-                    async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+                    let (proxy, pinned) = (proxy.clone(), pinned.clone());
+                    async move { Ok::<_, Infallible>(proxy.handle(req, peer, Some(&pinned)).await) }
                 })
             },
         );

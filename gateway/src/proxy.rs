@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -12,6 +12,7 @@ use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
+use hyper::client::conn::http1;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tracing::Instrument;
@@ -28,8 +29,12 @@ const UPSTREAM_PENALTY: Duration = Duration::from_secs(5);
 /// One upstream of a route, parsed once.
 #[derive(Debug)]
 pub struct Upstream {
+    /// Unique among all routes' upstreams (set by [`Proxy::new`]).
+    id: usize,
     pub scheme: http::uri::Scheme,
     pub authority: http::uri::Authority,
+    /// `Host` of requests sent to it on a connection of our own.
+    host: HeaderValue,
     /// Milliseconds since `epoch()` before which this upstream is passed over.
     down_until: AtomicU64,
 }
@@ -62,7 +67,9 @@ impl Route {
             .map(|url| {
                 let uri: Uri = url.parse().ok()?;
                 Some(Upstream {
+                    id: 0,
                     scheme: uri.scheme()?.clone(),
+                    host: HeaderValue::from_str(uri.authority()?.as_str()).ok()?,
                     authority: uri.authority()?.clone(),
                     down_until: AtomicU64::new(0),
                 })
@@ -103,6 +110,7 @@ pub struct Proxy {
     tokens: Arc<TokenCache>,
     metrics: Arc<Metrics>,
     upstream_timeout: Duration,
+    connect_timeout: Duration,
     request_prefix: String,
     request_counter: AtomicU64,
     /// `X-Forwarded-Proto`: how clients reach this gateway.
@@ -198,6 +206,13 @@ impl Proxy {
         let mut routes = routes;
         // Longest prefix first; at equal length, a route for a named host before a catch-all.
         routes.sort_by_key(|r| std::cmp::Reverse((r.prefix.len(), r.host.is_some())));
+        for (id, upstream) in routes
+            .iter_mut()
+            .flat_map(|r| r.upstreams.iter_mut())
+            .enumerate()
+        {
+            upstream.id = id;
+        }
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(server.connect_timeout));
         connector.set_nodelay(true);
@@ -213,6 +228,7 @@ impl Proxy {
             tokens,
             metrics,
             upstream_timeout: server.upstream_timeout,
+            connect_timeout: server.connect_timeout,
             request_prefix: random.as_str()[..8].to_owned(),
             request_counter: AtomicU64::new(0),
             proto: HeaderValue::from_static(if server.tls_cert.is_some() {
@@ -223,7 +239,14 @@ impl Proxy {
         }
     }
 
-    pub async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    /// Answers one request. `pinned` holds the upstream connections of the downstream HTTP/1
+    /// connection the request came on (`None`: use the shared pool).
+    pub async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        pinned: Option<&Pinned>,
+    ) -> Response<Body> {
         let started = Instant::now();
         let id = self.request_id(req.headers());
         req.headers_mut().insert(X_REQUEST_ID, id.clone());
@@ -231,7 +254,11 @@ impl Proxy {
         strip_identity(req.headers_mut());
         let route = self.select(&req);
         let mut response = match route {
-            Some(route) => self.serve(req, route, peer).instrument(span.clone()).await,
+            Some(route) => {
+                self.serve(req, route, peer, pinned)
+                    .instrument(span.clone())
+                    .await
+            }
             None => reply(StatusCode::NOT_FOUND, None, "not_found"),
         };
         let status = response.status().as_u16();
@@ -296,6 +323,7 @@ impl Proxy {
         mut req: Request<Incoming>,
         route: &Route,
         peer: SocketAddr,
+        pinned: Option<&Pinned>,
     ) -> Response<Body> {
         if route.auth {
             let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
@@ -341,7 +369,7 @@ impl Proxy {
             h.insert("x-auth-roles", identity.roles_header.clone());
             h.insert("x-auth-session", identity.session_header.clone());
         }
-        self.forward(req, route, peer).await
+        self.forward(req, route, peer, pinned).await
     }
 
     async fn forward(
@@ -349,7 +377,10 @@ impl Proxy {
         req: Request<Incoming>,
         route: &Route,
         peer: SocketAddr,
+        pinned: Option<&Pinned>,
     ) -> Response<Body> {
+        // Only HTTP/1 requests come one at a time per connection.
+        let pinned = pinned.filter(|_| req.version() <= http::Version::HTTP_11);
         let declared = req
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -403,8 +434,12 @@ impl Proxy {
         if let Some(host) = host {
             h.insert("x-forwarded-host", host);
         }
-        match tokio::time::timeout(self.upstream_timeout, self.client.request(req)).await {
-            Ok(Ok(mut response)) => {
+        let sent = match pinned {
+            Some(pinned) if downstream.is_none() => self.send_pinned(pinned, upstream, req).await,
+            _ => self.send_pooled(req).await,
+        };
+        match sent {
+            Ok(mut response) => {
                 if let Some(downstream) = downstream
                     && response.status() == StatusCode::SWITCHING_PROTOCOLS
                 {
@@ -418,24 +453,154 @@ impl Proxy {
                 parts.headers.remove(header::UPGRADE);
                 Response::from_parts(parts, body.boxed())
             }
-            Ok(Err(e)) if cut_off(&e) => {
+            Err(SendError::Failed { error, .. }) if cut_off(&*error) => {
                 reply(StatusCode::PAYLOAD_TOO_LARGE, None, "body_too_large")
             }
-            Ok(Err(e)) => {
+            Err(SendError::Failed { error, connect }) => {
                 self.metrics.upstream_errors.inc();
-                if e.is_connect() {
+                if connect {
                     let until = epoch_ms() + UPSTREAM_PENALTY.as_millis() as u64;
                     upstream.down_until.store(until, Ordering::Relaxed);
                 }
-                tracing::warn!(error = %e, upstream = %upstream.authority, "upstream request failed");
+                tracing::warn!(error = %error, upstream = %upstream.authority, "upstream request failed");
                 reply(StatusCode::BAD_GATEWAY, None, "bad_gateway")
             }
-            Err(_) => {
+            Err(SendError::TimedOut) => {
                 self.metrics.upstream_errors.inc();
                 tracing::warn!(upstream = %upstream.authority, "upstream timed out");
                 reply(StatusCode::GATEWAY_TIMEOUT, None, "gateway_timeout")
             }
         }
+    }
+}
+
+/// Upstream connections of one downstream HTTP/1 connection. Requests on it come one at a time,
+/// so each upstream needs at most one connection, reused without the shared pool's locking and
+/// bookkeeping; they close with the downstream connection.
+#[derive(Default)]
+pub struct Pinned(Mutex<Vec<(usize, http1::SendRequest<UpstreamBody>)>>);
+
+impl Pinned {
+    fn take(&self, upstream: usize) -> Option<http1::SendRequest<UpstreamBody>> {
+        let mut list = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let at = list.iter().position(|(id, _)| *id == upstream)?;
+        Some(list.swap_remove(at).1)
+    }
+
+    fn put(&self, upstream: usize, sender: http1::SendRequest<UpstreamBody>) {
+        let mut list = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if !list.iter().any(|(id, _)| *id == upstream) {
+            list.push((upstream, sender));
+        }
+    }
+}
+
+type UpstreamBody = Limited<Incoming>;
+
+/// Why no upstream response came.
+enum SendError {
+    /// No response head within `upstream_timeout`.
+    TimedOut,
+    Failed {
+        error: Box<dyn std::error::Error + Send + Sync>,
+        /// The connection itself could not be made (the upstream is passed over for a while).
+        connect: bool,
+    },
+}
+
+impl Proxy {
+    /// Through the shared pool (HTTP/2 clients, upgrades).
+    async fn send_pooled(
+        &self,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, SendError> {
+        match tokio::time::timeout(self.upstream_timeout, self.client.request(req)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(SendError::Failed {
+                connect: e.is_connect(),
+                error: Box::new(e),
+            }),
+            Err(_) => Err(SendError::TimedOut),
+        }
+    }
+
+    /// Through the downstream connection's own connection to `upstream`, made on first use and
+    /// again if the upstream closed it.
+    async fn send_pinned(
+        &self,
+        pinned: &Pinned,
+        upstream: &Upstream,
+        mut req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, SendError> {
+        // What the pool does for its requests: origin-form target, `Host` of the upstream.
+        if let Some(target) = req.uri().path_and_query().cloned() {
+            *req.uri_mut() = Uri::from(target);
+        }
+        req.headers_mut()
+            .insert(header::HOST, upstream.host.clone());
+        let exchange = async {
+            let mut sender = match pinned.take(upstream.id) {
+                Some(sender) => sender,
+                None => self.connect(upstream).await?,
+            };
+            if sender.ready().await.is_err() {
+                sender = self.connect(upstream).await?;
+            }
+            let response = match sender.try_send_request(req).await {
+                Ok(response) => response,
+                Err(mut e) => match e.take_message() {
+                    // Closed under us before the request went out: once more, on a new one.
+                    Some(req) => {
+                        sender = self.connect(upstream).await?;
+                        sender.send_request(req).await.map_err(failed)?
+                    }
+                    None => return Err(failed(e.into_error())),
+                },
+            };
+            pinned.put(upstream.id, sender);
+            Ok(response)
+        };
+        tokio::time::timeout(self.upstream_timeout, exchange)
+            .await
+            .unwrap_or(Err(SendError::TimedOut))
+    }
+
+    async fn connect(
+        &self,
+        upstream: &Upstream,
+    ) -> Result<http1::SendRequest<UpstreamBody>, SendError> {
+        let refused = |error: Box<dyn std::error::Error + Send + Sync>| SendError::Failed {
+            error,
+            connect: true,
+        };
+        let addr = (
+            upstream.authority.host(),
+            upstream.authority.port_u16().unwrap_or(80),
+        );
+        let stream =
+            tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect(addr))
+                .await
+                .map_err(|_| refused("connect timed out".into()))?
+                .map_err(|e| refused(Box::new(e)))?;
+        let _ = stream.set_nodelay(true);
+        let (mut sender, connection) = http1::Builder::new()
+            .handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| refused(Box::new(e)))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        sender.ready().await.map_err(failed)?;
+        Ok(sender)
+    }
+}
+
+fn failed(e: hyper::Error) -> SendError {
+    SendError::Failed {
+        error: Box::new(e),
+        connect: false,
     }
 }
 
