@@ -623,7 +623,6 @@ def revocation(stack, args, redis_port, idp_public, idp_admin, backend_port):
     times = []
     headers_admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     for trial in range(args.trials):
-        user = "alice"
         token = mint(idp_admin, 1, user=f"rev{trial}")[0]
         auth = {"Authorization": f"Bearer {token}"}
         for pub, _, _ in gateways:
@@ -658,7 +657,6 @@ def revocation(stack, args, redis_port, idp_public, idp_admin, backend_port):
         if any(s is None for s in seen):
             raise SystemExit("a gateway never refused a revoked token")
         times.append(max(0.0, max(seen) - returned) * 1000)
-        del user
     for _, _, proc in gateways:
         stack.stop(proc)
     times.sort()
@@ -823,6 +821,7 @@ def write_report(report, args):
     if notes.exists():
         lines += ["", notes.read_text().strip()]
     (RESULTS / "latest.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / "latest.json").write_text(json.dumps(report, indent=1) + "\n")
     write_svg(report)
     log(f"wrote {RESULTS / 'latest.md'} and {RESULTS / 'latency.svg'}")
 
@@ -832,7 +831,7 @@ def write_svg(report):
     import math
     rows = report["table"]
     colours = ["#888888", "#1f77b4", "#9467bd", "#2ca02c", "#d62728", "#ff7f0e", "#8c564b"]
-    W, H, L, R, T, B = 760, 420, 70, 250, 30, 50
+    W, H, L, R, T, B = 880, 420, 70, 370, 30, 50
     xs = [math.log10(100 / (100 - p)) for p in PERCENTILES]
     values = [v for r in rows for v in r["latency_ms"].values() if v > 0]
     lo, hi = math.log10(min(values) * 0.8), math.log10(max(values) * 1.25)
