@@ -62,7 +62,15 @@ fn container_port(deployment: &Value, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no port {name}"))
 }
 
-fn check_probes(deployment: &Value, drain_secs: u64) {
+/// Ports named `http` and `admin` as configured; probes, drain and resources as they must be.
+fn check_deployment(
+    deployment: &Value,
+    [public, admin]: [std::net::SocketAddr; 2],
+    drain: std::time::Duration,
+) {
+    assert_eq!(container_port(deployment, "http"), port_of(public));
+    assert_eq!(container_port(deployment, "admin"), port_of(admin));
+    let drain_secs = drain.as_secs();
     let spec = &deployment["spec"]["template"]["spec"];
     let container = &spec["containers"][0];
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
@@ -94,15 +102,11 @@ fn kubernetes_manifests_agree_with_the_configs_they_ship() {
 
     let idp_docs = documents("k8s/idp.yaml");
     let idp_deployment = kind(&idp_docs, "Deployment", "tokengate-idp");
-    assert_eq!(
-        container_port(idp_deployment, "http"),
-        port_of(idp.server.listen)
+    check_deployment(
+        idp_deployment,
+        [idp.server.listen, idp.admin.listen],
+        idp.server.drain_timeout,
     );
-    assert_eq!(
-        container_port(idp_deployment, "admin"),
-        port_of(idp.admin.listen)
-    );
-    check_probes(idp_deployment, idp.server.drain_timeout.as_secs());
     // The signing key is where the config looks for it, from the Secret.
     let mounts = idp_deployment["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
         .as_sequence()
@@ -132,15 +136,11 @@ fn kubernetes_manifests_agree_with_the_configs_they_ship() {
 
     let gw_docs = documents("k8s/gateway.yaml");
     let deployment = kind(&gw_docs, "Deployment", "tokengate-gateway");
-    assert_eq!(
-        container_port(deployment, "http"),
-        port_of(gateway.server.listen)
+    check_deployment(
+        deployment,
+        [gateway.server.listen, gateway.admin.listen],
+        gateway.server.drain_timeout,
     );
-    assert_eq!(
-        container_port(deployment, "admin"),
-        port_of(gateway.admin.listen)
-    );
-    check_probes(deployment, gateway.server.drain_timeout.as_secs());
     let labels = &deployment["spec"]["template"]["metadata"]["labels"];
     let hpa = kind(&gw_docs, "HorizontalPodAutoscaler", "tokengate-gateway");
     assert_eq!(hpa["spec"]["scaleTargetRef"]["kind"], "Deployment");
