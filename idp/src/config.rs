@@ -402,7 +402,7 @@ password_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA"
         let lifetime = error_of("[tokens]\nidle_timeout = \"2h\"\nmax_lifetime = \"1h\"\n");
         assert!(lifetime.contains("tokens.max_lifetime"), "{lifetime}");
         let mode = error_of("[store]\nmode = \"cluster\"\n");
-        assert!(mode.contains("store.mode"), "{mode}");
+        assert!(mode.contains("store.nodes"), "{mode}");
         let unknown = error_of("[server2]\n");
         assert!(
             unknown.contains("conf/idp.toml") && unknown.contains("server2"),

@@ -125,10 +125,27 @@ impl StoreConfig {
                     return Err(("redis_url", format!("not a Redis URL: {e}")));
                 }
             }
-            StoreMode::Cluster | StoreMode::Sentinel => {
+            StoreMode::Cluster => {
+                if self.nodes.is_empty() {
+                    return Err((
+                        "nodes",
+                        "mode = \"cluster\" needs at least one seed node".into(),
+                    ));
+                }
+                for node in &self.nodes {
+                    if !(node.starts_with("redis://") || node.starts_with("rediss://")) {
+                        return Err(("nodes", "must start with redis:// or rediss://".into()));
+                    }
+                    if let Err(e) = redis::Client::open(node.as_str()) {
+                        return Err(("nodes", format!("not a Redis URL: {e}")));
+                    }
+                }
+            }
+            StoreMode::Sentinel => {
                 return Err((
                     "mode",
-                    "only \"standalone\" is supported by this version".into(),
+                    "\"sentinel\" is not supported by this version (\"standalone\" or \"cluster\")"
+                        .into(),
                 ));
             }
         }
@@ -152,9 +169,9 @@ impl StoreConfig {
             response_timeout: self.timeout,
             connect_timeout: self.timeout,
         };
-        Ok(AnyStore::Redis(RedisStore::connect(
-            &self.redis_url,
-            options,
-        )?))
+        Ok(AnyStore::Redis(match self.mode {
+            StoreMode::Cluster => RedisStore::connect_cluster(&self.nodes, options)?,
+            _ => RedisStore::connect(&self.redis_url, options)?,
+        }))
     }
 }

@@ -204,6 +204,23 @@ mod contract {
 
         crate::store_contract_tests!(store);
     }
+
+    mod cluster {
+        use crate::testing::TestCluster;
+        use crate::{RedisOptions, RedisStore};
+
+        fn store(max_len: usize) -> (RedisStore, TestCluster) {
+            let cluster = TestCluster::start();
+            let options = RedisOptions {
+                events_max_len: max_len,
+                ..RedisOptions::default()
+            };
+            let store = RedisStore::connect_cluster(&cluster.urls(), options).expect("connect");
+            (store, cluster)
+        }
+
+        crate::store_contract_tests!(store);
+    }
 }
 
 #[cfg(test)]

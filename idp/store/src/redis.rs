@@ -20,10 +20,17 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
 use redis::streams::StreamReadReply;
-use redis::{AsyncConnectionConfig, Client, ErrorKind, Pipeline, Script, ServerErrorKind, Value};
-use tokio::sync::Mutex;
+use redis::{
+    AsyncConnectionConfig, Client, Cmd, ErrorKind, Pipeline, RedisFuture, RedisResult, Script,
+    ServerErrorKind, Value,
+};
+use tokio::sync::{Mutex, OnceCell};
 
 use crate::{
     Event, EventBatch, EventCursor, Session, SessionId, StoreError, TokenStore, ValueToken,
@@ -54,18 +61,89 @@ impl Default for RedisOptions {
     }
 }
 
-/// Sessions, indexes and events in Redis (standalone).
+/// Sessions, indexes and events in Redis: one server, or a Redis Cluster.
 #[derive(Clone)]
 pub struct RedisStore {
-    con: ConnectionManager,
+    con: Con,
     shared: Arc<Shared>,
 }
 
+/// Where commands go: one server (a connection manager that reconnects by itself), or a
+/// cluster (a cluster connection, made on first use, that follows slots and reconnects).
+#[derive(Clone)]
+enum Con {
+    Single(ConnectionManager),
+    Cluster(Arc<LazyCluster>),
+}
+
+struct LazyCluster {
+    client: ClusterClient,
+    con: OnceCell<ClusterConnection>,
+}
+
+impl LazyCluster {
+    async fn get(&self) -> RedisResult<ClusterConnection> {
+        self.con
+            .get_or_try_init(|| self.client.get_async_connection())
+            .await
+            .cloned()
+    }
+}
+
+impl ConnectionLike for Con {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Con::Single(c) => c.req_packed_command(cmd),
+            Con::Cluster(lazy) => Box::pin(async move {
+                let mut con = lazy.get().await?;
+                con.req_packed_command(cmd).await
+            }),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Con::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Con::Cluster(lazy) => Box::pin(async move {
+                let mut con = lazy.get().await?;
+                con.req_packed_commands(pipeline, offset, count).await
+            }),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Con::Single(c) => c.get_db(),
+            Con::Cluster(_) => 0,
+        }
+    }
+}
+
+/// Where blocking stream reads come from.
+enum Source {
+    Single(Client),
+    /// Seed nodes; the reader's cluster connection is made with a response timeout that
+    /// covers the longest wait asked of it.
+    Cluster(Vec<String>),
+}
+
+/// The reader's own connection.
+enum Reader {
+    Single(MultiplexedConnection),
+    /// With the response timeout it was made with.
+    Cluster(ClusterConnection, Duration),
+}
+
 struct Shared {
-    client: Client,
+    source: Source,
     /// The connection for blocking stream reads: its own, so a blocked read never delays
-    /// lookups, and it has no response timeout of its own.
-    reader: Mutex<Option<MultiplexedConnection>>,
+    /// lookups, and its response timeout fits each read's wait.
+    reader: Mutex<Option<Reader>>,
     keys: Keys,
     options: RedisOptions,
     scripts: Scripts,
@@ -210,32 +288,85 @@ impl RedisStore {
         let con = client
             .get_connection_manager_lazy(config)
             .map_err(|e| StoreError::Config(e.to_string()))?;
-        Ok(RedisStore {
+        Ok(Self::with(
+            Con::Single(con),
+            Source::Single(client),
+            options,
+        ))
+    }
+
+    /// A store on a Redis Cluster reached through `nodes` (seed URLs; the rest of the cluster
+    /// is discovered). Connects on first use, like [`RedisStore::connect`].
+    pub fn connect_cluster(nodes: &[String], options: RedisOptions) -> Result<Self, StoreError> {
+        let client = Self::cluster_client(nodes, &options, options.response_timeout)?;
+        let con = Con::Cluster(Arc::new(LazyCluster {
+            client,
+            con: OnceCell::new(),
+        }));
+        Ok(Self::with(con, Source::Cluster(nodes.to_vec()), options))
+    }
+
+    fn cluster_client(
+        nodes: &[String],
+        options: &RedisOptions,
+        response_timeout: Duration,
+    ) -> Result<ClusterClient, StoreError> {
+        ClusterClient::builder(nodes.iter().map(String::as_str))
+            .connection_timeout(options.connect_timeout)
+            .response_timeout(response_timeout)
+            .retries(1)
+            .build()
+            .map_err(|e| StoreError::Config(e.to_string()))
+    }
+
+    fn with(con: Con, source: Source, options: RedisOptions) -> Self {
+        RedisStore {
             con,
             shared: Arc::new(Shared {
-                client,
+                source,
                 reader: Mutex::new(None),
                 keys: Keys::new(&options.key_prefix),
                 options,
                 scripts: Scripts::new(),
             }),
-        })
+        }
     }
 
-    /// Runs a pipeline of script calls, loading the script once if Redis does not know it yet
-    /// (every script here is safe to run twice).
-    async fn eval_pipeline<T: redis::FromRedisValue>(
+    /// Runs commands that may address different slots: one pipeline on a single server, one by
+    /// one on a cluster (a cluster pipeline must stay within one slot).
+    async fn query_each<T: redis::FromRedisValue>(&self, cmds: &[Cmd]) -> RedisResult<Vec<T>> {
+        let mut con = self.con.clone();
+        match &self.con {
+            Con::Single(_) => {
+                let mut pipe = redis::pipe();
+                for cmd in cmds {
+                    pipe.add_command(cmd.clone());
+                }
+                pipe.query_async(&mut con).await
+            }
+            Con::Cluster(_) => {
+                let mut out = Vec::with_capacity(cmds.len());
+                for cmd in cmds {
+                    out.push(cmd.query_async(&mut con).await?);
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// Runs calls of one script, loading it first if Redis does not know it yet (every script
+    /// here is safe to run twice).
+    async fn eval_each<T: redis::FromRedisValue>(
         &self,
         script: &Script,
-        calls: impl Fn(&mut Pipeline, &str),
-    ) -> Result<T, StoreError> {
-        let mut pipe = redis::pipe();
-        calls(&mut pipe, script.get_hash());
-        let mut con = self.con.clone();
-        match pipe.query_async(&mut con).await {
+        calls: impl Fn(&str) -> Vec<Cmd>,
+    ) -> Result<Vec<T>, StoreError> {
+        let cmds = calls(script.get_hash());
+        match self.query_each(&cmds).await {
             Err(e) if is_noscript(&e) => {
+                let mut con = self.con.clone();
                 script.prepare_invoke().load_async(&mut con).await?;
-                Ok(pipe.query_async(&mut con).await?)
+                Ok(self.query_each(&cmds).await?)
             }
             other => Ok(other?),
         }
@@ -280,31 +411,43 @@ impl RedisStore {
         }
     }
 
-    /// The blocking reader's connection, (re)made when needed. `true` when it is new, which is
+    /// The blocking reader's connection, (re)made when needed (on a cluster, also when a read
+    /// asks to wait longer than its response timeout allows). `true` when it is new, which is
     /// when the stream may have been reset behind the reader's back.
     async fn reader_connection(
-        slot: &mut Option<MultiplexedConnection>,
-        client: &Client,
-        connect_timeout: Duration,
+        &self,
+        slot: &mut Option<Reader>,
+        wait: Duration,
     ) -> Result<bool, StoreError> {
-        if slot.is_some() {
-            return Ok(false);
+        let needed = wait + self.shared.options.response_timeout;
+        match slot {
+            Some(Reader::Single(_)) => return Ok(false),
+            Some(Reader::Cluster(_, timeout)) if *timeout >= needed => return Ok(false),
+            _ => {}
         }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(connect_timeout))
-            .set_response_timeout(None);
-        *slot = Some(
-            client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await?,
-        );
+        let options = &self.shared.options;
+        *slot = Some(match &self.shared.source {
+            Source::Single(client) => {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(options.connect_timeout))
+                    .set_response_timeout(None);
+                Reader::Single(
+                    client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await?,
+                )
+            }
+            Source::Cluster(nodes) => {
+                // Room for the usual wait, so that a steady reader is made once.
+                let timeout = needed.max(Duration::from_secs(5));
+                let client = Self::cluster_client(nodes, options, timeout)?;
+                Reader::Cluster(client.get_async_connection().await?, timeout)
+            }
+        });
         Ok(true)
     }
 
-    async fn head_on(
-        &self,
-        con: &mut impl redis::aio::ConnectionLike,
-    ) -> Result<EventCursor, StoreError> {
+    async fn head_on(&self, con: &mut impl ConnectionLike) -> Result<EventCursor, StoreError> {
         let (epoch, id, seq): (String, String, String) = self
             .shared
             .scripts
@@ -322,12 +465,27 @@ impl RedisStore {
 
     async fn read_on(
         &self,
-        con: &mut MultiplexedConnection,
+        reader: &mut Reader,
         fresh: bool,
         after: &EventCursor,
         wait: Duration,
     ) -> Result<EventBatch, StoreError> {
-        con.set_response_timeout(wait + self.shared.options.response_timeout);
+        match reader {
+            Reader::Single(con) => {
+                con.set_response_timeout(wait + self.shared.options.response_timeout);
+                self.read_with(con, fresh, after, wait).await
+            }
+            Reader::Cluster(con, _) => self.read_with(con, fresh, after, wait).await,
+        }
+    }
+
+    async fn read_with(
+        &self,
+        con: &mut impl ConnectionLike,
+        fresh: bool,
+        after: &EventCursor,
+        wait: Duration,
+    ) -> Result<EventBatch, StoreError> {
         if fresh {
             // A new connection may mean a restarted or failed-over Redis that lost data, or
             // whose stream is older than our position (reading on would then wait forever).
@@ -512,14 +670,17 @@ impl TokenStore for RedisStore {
             return Ok(0);
         }
         let extended: Vec<i64> = self
-            .eval_pipeline(&self.shared.scripts.touch, |pipe, sha| {
-                for (id, last_used) in uses {
-                    pipe.cmd("EVALSHA")
-                        .arg(sha)
-                        .arg(1)
-                        .arg(self.shared.keys.session(id))
-                        .arg(*last_used);
-                }
+            .eval_each(&self.shared.scripts.touch, |sha| {
+                uses.iter()
+                    .map(|(id, last_used)| {
+                        let mut cmd = redis::cmd("EVALSHA");
+                        cmd.arg(sha)
+                            .arg(1)
+                            .arg(self.shared.keys.session(id))
+                            .arg(*last_used);
+                        cmd
+                    })
+                    .collect()
             })
             .await?;
         Ok(extended.iter().filter(|n| **n == 1).count())
@@ -564,11 +725,15 @@ impl TokenStore for RedisStore {
         }
         // Delete, then announce, then unindex: after a failure part-way, a retry finds the
         // same ids in the index and announces them again (harmless), so none is forgotten.
-        let mut pipe = redis::pipe();
-        for id in &ids {
-            pipe.cmd("DEL").arg(self.shared.keys.session(id));
-        }
-        let deleted: Vec<i64> = pipe.query_async(&mut con).await?;
+        let deletes: Vec<Cmd> = ids
+            .iter()
+            .map(|id| {
+                let mut cmd = redis::cmd("DEL");
+                cmd.arg(self.shared.keys.session(id));
+                cmd
+            })
+            .collect();
+        let deleted: Vec<i64> = self.query_each(&deletes).await?;
         self.publish(&Event::SubjectRevoked {
             subject: subject.to_owned(),
             sessions: ids.clone(),
@@ -600,11 +765,15 @@ impl TokenStore for RedisStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for id in &ids {
-            pipe.cmd("HGETALL").arg(self.shared.keys.session(id));
-        }
-        let records: Vec<Vec<(String, String)>> = pipe.query_async(&mut con).await?;
+        let reads: Vec<Cmd> = ids
+            .iter()
+            .map(|id| {
+                let mut cmd = redis::cmd("HGETALL");
+                cmd.arg(self.shared.keys.session(id));
+                cmd
+            })
+            .collect();
+        let records: Vec<Vec<(String, String)>> = self.query_each(&reads).await?;
         let now = now_unix();
         let mut sessions = Vec::with_capacity(ids.len());
         let mut ended = Vec::new();
@@ -643,15 +812,20 @@ impl TokenStore for RedisStore {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|_| StoreError::Corrupt { what: "roles" })?;
         let done: Vec<i64> = self
-            .eval_pipeline(&self.shared.scripts.update, |pipe, sha| {
-                for ((id, _, token), roles) in updates.iter().zip(&encoded) {
-                    pipe.cmd("EVALSHA")
-                        .arg(sha)
-                        .arg(1)
-                        .arg(self.shared.keys.session(id))
-                        .arg(roles)
-                        .arg(token.expose());
-                }
+            .eval_each(&self.shared.scripts.update, |sha| {
+                updates
+                    .iter()
+                    .zip(&encoded)
+                    .map(|((id, _, token), roles)| {
+                        let mut cmd = redis::cmd("EVALSHA");
+                        cmd.arg(sha)
+                            .arg(1)
+                            .arg(self.shared.keys.session(id))
+                            .arg(roles)
+                            .arg(token.expose());
+                        cmd
+                    })
+                    .collect()
             })
             .await?;
         let updated: Vec<SessionId> = updates
@@ -700,12 +874,7 @@ impl TokenStore for RedisStore {
         wait: Duration,
     ) -> Result<EventBatch, StoreError> {
         let mut slot = self.shared.reader.lock().await;
-        let fresh = Self::reader_connection(
-            &mut slot,
-            &self.shared.client,
-            self.shared.options.connect_timeout,
-        )
-        .await?;
+        let fresh = self.reader_connection(&mut slot, wait).await?;
         let Some(con) = slot.as_mut() else {
             return Err(StoreError::Config("no reader connection".to_owned()));
         };

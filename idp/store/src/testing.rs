@@ -11,6 +11,7 @@ pub struct TestRedis {
     port: u16,
     dir: std::path::PathBuf,
     persistent: bool,
+    cluster: bool,
 }
 
 impl TestRedis {
@@ -25,8 +26,23 @@ impl TestRedis {
         Self::start_with(true)
     }
 
+    /// A server in cluster mode, not yet part of a cluster (see [`TestCluster`]).
+    fn start_cluster_node() -> Self {
+        // The cluster bus listens on port + 10000: keep both free and in range.
+        let port = loop {
+            let p = free_port();
+            if p < 55_000 && TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
+                break p;
+            }
+        };
+        Self::start_on(port, false, true)
+    }
+
     fn start_with(persistent: bool) -> Self {
-        let port = free_port();
+        Self::start_on(free_port(), persistent, false)
+    }
+
+    fn start_on(port: u16, persistent: bool, cluster: bool) -> Self {
         let dir =
             std::env::temp_dir().join(format!("tokengate-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create a directory for redis-server");
@@ -35,6 +51,7 @@ impl TestRedis {
             port,
             dir,
             persistent,
+            cluster,
         };
         redis.spawn();
         redis
@@ -48,6 +65,11 @@ impl TestRedis {
                 ["--appendonly", "yes", "--appendfsync", "always"].as_slice()
             } else {
                 ["--appendonly", "no"].as_slice()
+            })
+            .args(if self.cluster {
+                ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"].as_slice()
+            } else {
+                [].as_slice()
             })
             .arg("--dir")
             .arg(&self.dir)
@@ -134,6 +156,63 @@ impl Drop for TestRedis {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A three-master Redis Cluster (no replicas) of the test's own, made with
+/// `redis-cli --cluster create` on free ports; every server is killed when dropped.
+pub struct TestCluster {
+    nodes: Vec<TestRedis>,
+}
+
+impl TestCluster {
+    pub fn start() -> Self {
+        let nodes: Vec<TestRedis> = (0..3).map(|_| TestRedis::start_cluster_node()).collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let cluster = TestCluster { nodes };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cluster.nodes.iter().all(|n| {
+            n.query(&["CLUSTER", "INFO"])
+                .ok()
+                .and_then(|v| redis::from_redis_value::<String>(v).ok())
+                .is_some_and(|info| info.contains("cluster_state:ok"))
+        }) {
+            assert!(
+                Instant::now() < deadline,
+                "the test cluster never became ready"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cluster
+    }
+
+    /// Seed URLs of every node.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(TestRedis::url).collect()
+    }
+
+    /// The servers, to query (each answers only for its own slots) or kill.
+    pub fn nodes(&self) -> &[TestRedis] {
+        &self.nodes
+    }
+
+    /// Runs a command on every node and returns the replies.
+    pub fn query_all(&self, args: &[&str]) -> Vec<redis::RedisResult<redis::Value>> {
+        self.nodes.iter().map(|n| n.query(args)).collect()
     }
 }
 
