@@ -1,13 +1,15 @@
-//! The IdP and gateways on a highly available Redis: a three-master Redis Cluster started by
-//! the test (`redis-cli --cluster create`).
+//! The IdP and gateways on a highly available Redis: a three-master Redis Cluster
+//! (`redis-cli --cluster create`) and a Sentinel group (master, replica, three sentinels), all
+//! started by the tests from `redis-server`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
 use std::time::Duration;
 
+use support::stack::Load;
 use support::*;
-use tokengate_store::testing::TestCluster;
+use tokengate_store::testing::{SENTINEL_MASTER, TestCluster, TestSentinel};
 use tokengate_store::{StoreConfig, StoreMode};
 
 fn cluster_store(cluster: &TestCluster) -> StoreConfig {
@@ -112,4 +114,91 @@ async fn everything_works_on_a_redis_cluster() {
         })
         .count();
     assert!(holding >= 2, "all keys on {holding} node(s)");
+}
+
+fn sentinel_store(group: &TestSentinel) -> StoreConfig {
+    StoreConfig {
+        mode: StoreMode::Sentinel,
+        sentinels: group.sentinel_urls(),
+        master_name: Some(SENTINEL_MASTER.to_owned()),
+        ..StoreConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_failover_under_load_loses_nothing() {
+    let group = TestSentinel::start();
+    let mut idp_conf = idp_config("redis://unused");
+    idp_conf.store = sentinel_store(&group);
+    idp_conf.store.validate().unwrap();
+    let idp = TestIdp::spawn(idp_conf).await;
+    let backend = EchoBackend::start().await;
+    let mut gw_conf = gateway_config("redis://unused", &idp, &backend.url());
+    gw_conf.store = sentinel_store(&group);
+    let gw = TestGateway::spawn(gw_conf).await;
+
+    let cached = idp.login("alice").await;
+    let uncached = idp.login("bob").await;
+    assert_eq!(gw.get_with_token("/api/warm", &cached).await.status, 200);
+    let load = Load::start(
+        &[format!("http://{}/api/load", gw.public)],
+        Some(&cached),
+        3,
+    );
+    let old_master = group.master_port();
+    let switch = tokio::task::spawn_blocking(move || {
+        group.failover();
+        group
+    });
+    let group = switch.await.unwrap();
+    assert_ne!(group.master_port(), old_master);
+
+    // Tokens the gateway never saw, and new logins, work again within seconds.
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            gw.get_with_token("/api/after", &uncached).await.status == 200
+        })
+        .await,
+        "an uncached token never worked after the failover"
+    );
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            post_form(
+                &idp.url("/oauth2/token"),
+                &[],
+                &format!("grant_type=password&username=bob&password={PASSWORD}"),
+            )
+            .await
+            .status
+                == 200
+        })
+        .await,
+        "logins never worked after the failover"
+    );
+    let tally = load.stop().await;
+    assert!(tally.total() >= 20, "{tally:?}");
+    assert_eq!(
+        tally.count(Some(200)),
+        tally.total(),
+        "a cached token failed during the failover: {tally:?}"
+    );
+
+    // A revocation issued on the new master reaches the gateway.
+    let sid = idp
+        .verify(&cached)
+        .await
+        .header("x-auth-session")
+        .unwrap()
+        .to_owned();
+    let r = idp
+        .admin("DELETE", &format!("/admin/sessions/{sid}"), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            gw.get_with_token("/api/x", &cached).await.status == 401
+        })
+        .await,
+        "a revocation after the failover never reached the gateway"
+    );
 }

@@ -34,7 +34,8 @@ pub enum StoreMode {
     Standalone,
     /// Redis Cluster through seed `nodes`.
     Cluster,
-    /// The master named `master_name`, found through `sentinels`.
+    /// The master named `master_name`, found through `sentinels`; `redis_url` then only
+    /// carries the master's password, database and scheme (`rediss://`).
     Sentinel,
 }
 
@@ -142,11 +143,29 @@ impl StoreConfig {
                 }
             }
             StoreMode::Sentinel => {
-                return Err((
-                    "mode",
-                    "\"sentinel\" is not supported by this version (\"standalone\" or \"cluster\")"
-                        .into(),
-                ));
+                if self.sentinels.is_empty() {
+                    return Err((
+                        "sentinels",
+                        "mode = \"sentinel\" needs at least one sentinel".into(),
+                    ));
+                }
+                for url in &self.sentinels {
+                    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                        return Err(("sentinels", "must start with redis:// or rediss://".into()));
+                    }
+                    if let Err(e) = redis::Client::open(url.as_str()) {
+                        return Err(("sentinels", format!("not a Redis URL: {e}")));
+                    }
+                }
+                if self.master_name.as_deref().is_none_or(str::is_empty) {
+                    return Err((
+                        "master_name",
+                        "mode = \"sentinel\" needs the name the sentinels monitor".into(),
+                    ));
+                }
+                if let Err(e) = redis::Client::open(self.redis_url.as_str()) {
+                    return Err(("redis_url", format!("not a Redis URL: {e}")));
+                }
             }
         }
         if self.key_prefix.is_empty() || self.key_prefix.contains(['{', '}']) {
@@ -170,8 +189,14 @@ impl StoreConfig {
             connect_timeout: self.timeout,
         };
         Ok(AnyStore::Redis(match self.mode {
+            StoreMode::Standalone => RedisStore::connect(&self.redis_url, options)?,
             StoreMode::Cluster => RedisStore::connect_cluster(&self.nodes, options)?,
-            _ => RedisStore::connect(&self.redis_url, options)?,
+            StoreMode::Sentinel => RedisStore::connect_sentinel(
+                &self.sentinels,
+                self.master_name.as_deref().unwrap_or_default(),
+                &self.redis_url,
+                options,
+            )?,
         }))
     }
 }

@@ -205,6 +205,29 @@ mod contract {
         crate::store_contract_tests!(store);
     }
 
+    mod sentinel {
+        use crate::testing::{SENTINEL_MASTER, TestSentinel};
+        use crate::{RedisOptions, RedisStore};
+
+        fn store(max_len: usize) -> (RedisStore, TestSentinel) {
+            let group = TestSentinel::start();
+            let options = RedisOptions {
+                events_max_len: max_len,
+                ..RedisOptions::default()
+            };
+            let store = RedisStore::connect_sentinel(
+                &group.sentinel_urls(),
+                SENTINEL_MASTER,
+                "redis://ignored",
+                options,
+            )
+            .expect("connect");
+            (store, group)
+        }
+
+        crate::store_contract_tests!(store);
+    }
+
     mod cluster {
         use crate::testing::TestCluster;
         use crate::{RedisOptions, RedisStore};

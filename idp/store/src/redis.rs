@@ -25,6 +25,7 @@ use redis::aio::{
 };
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClient, SentinelServerType};
 use redis::streams::StreamReadReply;
 use redis::{
     AsyncConnectionConfig, Client, Cmd, ErrorKind, Pipeline, RedisFuture, RedisResult, Script,
@@ -74,6 +75,74 @@ pub struct RedisStore {
 enum Con {
     Single(ConnectionManager),
     Cluster(Arc<LazyCluster>),
+    Sentinel(Arc<SentinelMaster>),
+}
+
+/// The master of a Sentinel-monitored group: asked of the sentinels on first use and again
+/// whenever the connection fails or the server it reaches is no longer the master.
+struct SentinelMaster {
+    sentinel: Mutex<SentinelClient>,
+    current: std::sync::RwLock<Option<MultiplexedConnection>>,
+    options: RedisOptions,
+}
+
+impl SentinelMaster {
+    /// A client for the current master, as the sentinels see it.
+    async fn master(&self) -> RedisResult<Client> {
+        let mut sentinel = self.sentinel.lock().await;
+        // Each sentinel gets the connect timeout; there are rarely more than a handful.
+        let limit = self.options.connect_timeout * 4;
+        tokio::time::timeout(limit, sentinel.async_get_client())
+            .await
+            .map_err(|_| {
+                redis::RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no sentinel named a master in time",
+                ))
+            })?
+    }
+
+    async fn connection(&self) -> RedisResult<MultiplexedConnection> {
+        if let Some(con) = self.cached() {
+            return Ok(con);
+        }
+        let client = self.master().await?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.options.connect_timeout))
+            .set_response_timeout(Some(self.options.response_timeout));
+        let con = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(con.clone());
+        Ok(con)
+    }
+
+    fn cached(&self) -> Option<MultiplexedConnection> {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Forgets the connection after an error that may mean a failover.
+    fn check(&self, e: &redis::RedisError) -> bool {
+        let demoted = e.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly);
+        let gone = e.is_io_error()
+            || e.is_timeout()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal();
+        if demoted || gone {
+            *self
+                .current
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        }
+        // Refused or read-only: nothing was done, so trying the new master is safe.
+        demoted || e.is_connection_refusal()
+    }
 }
 
 struct LazyCluster {
@@ -98,6 +167,15 @@ impl ConnectionLike for Con {
                 let mut con = lazy.get().await?;
                 con.req_packed_command(cmd).await
             }),
+            Con::Sentinel(master) => Box::pin(async move {
+                let result = master.connection().await?.req_packed_command(cmd).await;
+                match result {
+                    Err(e) if master.check(&e) => {
+                        master.connection().await?.req_packed_command(cmd).await
+                    }
+                    other => other,
+                }
+            }),
         }
     }
 
@@ -113,13 +191,24 @@ impl ConnectionLike for Con {
                 let mut con = lazy.get().await?;
                 con.req_packed_commands(pipeline, offset, count).await
             }),
+            Con::Sentinel(master) => Box::pin(async move {
+                let mut con = master.connection().await?;
+                let result = con.req_packed_commands(pipeline, offset, count).await;
+                match result {
+                    Err(e) if master.check(&e) => {
+                        let mut con = master.connection().await?;
+                        con.req_packed_commands(pipeline, offset, count).await
+                    }
+                    other => other,
+                }
+            }),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
             Con::Single(c) => c.get_db(),
-            Con::Cluster(_) => 0,
+            Con::Cluster(_) | Con::Sentinel(_) => 0,
         }
     }
 }
@@ -127,6 +216,8 @@ impl ConnectionLike for Con {
 /// Where blocking stream reads come from.
 enum Source {
     Single(Client),
+    /// The current master, through the sentinels.
+    Sentinel(Arc<SentinelMaster>),
     /// Seed nodes; the reader's cluster connection is made with a response timeout that
     /// covers the longest wait asked of it.
     Cluster(Vec<String>),
@@ -306,6 +397,38 @@ impl RedisStore {
         Ok(Self::with(con, Source::Cluster(nodes.to_vec()), options))
     }
 
+    /// A store on the master named `master_name`, found through `sentinels` (URLs of Sentinel
+    /// nodes) and found again after a failover. `master_url` carries what the master itself
+    /// needs (password, database, `rediss://`); its host and port are ignored.
+    pub fn connect_sentinel(
+        sentinels: &[String],
+        master_name: &str,
+        master_url: &str,
+        options: RedisOptions,
+    ) -> Result<Self, StoreError> {
+        let config = |e: redis::RedisError| StoreError::Config(e.to_string());
+        let info = redis::IntoConnectionInfo::into_connection_info(master_url).map_err(config)?;
+        let node = redis::sentinel::SentinelNodeConnectionInfo::default()
+            .set_redis_connection_info(info.redis_settings().clone());
+        let sentinel = SentinelClient::build(
+            sentinels.to_vec(),
+            master_name.to_owned(),
+            Some(node),
+            SentinelServerType::Master,
+        )
+        .map_err(config)?;
+        let master = Arc::new(SentinelMaster {
+            sentinel: Mutex::new(sentinel),
+            current: std::sync::RwLock::new(None),
+            options: options.clone(),
+        });
+        Ok(Self::with(
+            Con::Sentinel(master.clone()),
+            Source::Sentinel(master),
+            options,
+        ))
+    }
+
     fn cluster_client(
         nodes: &[String],
         options: &RedisOptions,
@@ -337,7 +460,7 @@ impl RedisStore {
     async fn query_each<T: redis::FromRedisValue>(&self, cmds: &[Cmd]) -> RedisResult<Vec<T>> {
         let mut con = self.con.clone();
         match &self.con {
-            Con::Single(_) => {
+            Con::Single(_) | Con::Sentinel(_) => {
                 let mut pipe = redis::pipe();
                 for cmd in cmds {
                     pipe.add_command(cmd.clone());
@@ -426,17 +549,18 @@ impl RedisStore {
             _ => {}
         }
         let options = &self.shared.options;
+        let single = |client: Client| async move {
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(options.connect_timeout))
+                .set_response_timeout(None);
+            client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+                .map(Reader::Single)
+        };
         *slot = Some(match &self.shared.source {
-            Source::Single(client) => {
-                let config = AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(options.connect_timeout))
-                    .set_response_timeout(None);
-                Reader::Single(
-                    client
-                        .get_multiplexed_async_connection_with_config(&config)
-                        .await?,
-                )
-            }
+            Source::Single(client) => single(client.clone()).await?,
+            Source::Sentinel(master) => single(master.master().await?).await?,
             Source::Cluster(nodes) => {
                 // Room for the usual wait, so that a steady reader is made once.
                 let timeout = needed.max(Duration::from_secs(5));

@@ -12,6 +12,7 @@ pub struct TestRedis {
     dir: std::path::PathBuf,
     persistent: bool,
     cluster: bool,
+    replica_of: Option<u16>,
 }
 
 impl TestRedis {
@@ -52,6 +53,7 @@ impl TestRedis {
             dir,
             persistent,
             cluster,
+            replica_of: None,
         };
         redis.spawn();
         redis
@@ -61,11 +63,24 @@ impl TestRedis {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", ""])
+            // A replica's first sync starts at once instead of after the default 5 s.
+            .args(["--repl-diskless-sync-delay", "0"])
             .args(if self.persistent {
                 ["--appendonly", "yes", "--appendfsync", "always"].as_slice()
             } else {
                 ["--appendonly", "no"].as_slice()
             })
+            .args(
+                self.replica_of
+                    .map(|p| {
+                        vec![
+                            "--replicaof".to_owned(),
+                            "127.0.0.1".to_owned(),
+                            p.to_string(),
+                        ]
+                    })
+                    .unwrap_or_default(),
+            )
             .args(if self.cluster {
                 ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"].as_slice()
             } else {
@@ -155,6 +170,162 @@ impl TestRedis {
 impl Drop for TestRedis {
     fn drop(&mut self) {
         self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Sentinel group of the test's own: a master, one replica and three sentinels watching them
+/// as `mymaster`, each on a free port; everything is killed when dropped.
+pub struct TestSentinel {
+    servers: Vec<TestRedis>,
+    sentinels: Vec<(Child, u16)>,
+    dir: std::path::PathBuf,
+}
+
+pub const SENTINEL_MASTER: &str = "mymaster";
+
+impl TestSentinel {
+    pub fn start() -> Self {
+        let master = TestRedis::start();
+        let mut replica = TestRedis {
+            child: None,
+            port: free_port(),
+            dir: master.dir.with_extension("replica"),
+            persistent: false,
+            cluster: false,
+            replica_of: Some(master.port),
+        };
+        std::fs::create_dir_all(&replica.dir).expect("replica dir");
+        replica.spawn();
+        let dir = master.dir.with_extension("sentinels");
+        std::fs::create_dir_all(&dir).expect("sentinel dir");
+        let mut group = TestSentinel {
+            servers: vec![master, replica],
+            sentinels: Vec::new(),
+            dir,
+        };
+        group.wait("the replica never synced", |g| {
+            g.servers[1]
+                .query(&["INFO", "replication"])
+                .ok()
+                .and_then(|v| redis::from_redis_value::<String>(v).ok())
+                .is_some_and(|i| i.contains("master_link_status:up"))
+        });
+        for i in 0..3 {
+            let port = free_port();
+            let conf = group.dir.join(format!("sentinel{i}.conf"));
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                     sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {master} 2\n\
+                     sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n\
+                     sentinel failover-timeout {SENTINEL_MASTER} 5000\n",
+                    dir = group.dir.display(),
+                    master = group.servers[0].port,
+                ),
+            )
+            .expect("write sentinel.conf");
+            let child = Command::new("redis-server")
+                .arg(&conf)
+                .arg("--sentinel")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start redis-server --sentinel");
+            group.sentinels.push((child, port));
+        }
+        group.wait("the sentinels never named the master", |g| {
+            g.sentinels.iter().all(|(_, port)| {
+                let addr = g.ask(
+                    *port,
+                    &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_MASTER],
+                );
+                addr.get(1).and_then(|p| p.parse::<u16>().ok()) == Some(g.servers[0].port)
+            })
+        });
+        group
+    }
+
+    fn wait(&self, what: &str, ready: impl Fn(&Self) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ready(self) {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A sentinel's reply as flat text fields (empty if it does not answer).
+    fn ask(&self, port: u16, args: &[&str]) -> Vec<String> {
+        let query = || -> redis::RedisResult<Vec<String>> {
+            let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
+            let mut con = client.get_connection_with_timeout(Duration::from_secs(1))?;
+            let mut cmd = redis::cmd(args[0]);
+            for a in &args[1..] {
+                cmd.arg(*a);
+            }
+            cmd.query(&mut con)
+        };
+        query().unwrap_or_default()
+    }
+
+    /// URLs of the three sentinels.
+    pub fn sentinel_urls(&self) -> Vec<String> {
+        self.sentinels
+            .iter()
+            .map(|(_, port)| format!("redis://127.0.0.1:{port}"))
+            .collect()
+    }
+
+    /// The port of the master, as the first sentinel names it.
+    pub fn master_port(&self) -> u16 {
+        let addr = self.ask(
+            self.sentinels[0].1,
+            &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_MASTER],
+        );
+        addr.get(1).and_then(|p| p.parse().ok()).unwrap_or(0)
+    }
+
+    /// Promotes the replica (`SENTINEL FAILOVER`) and waits until the sentinels name it and it
+    /// answers as the master.
+    pub fn failover(&self) {
+        // A forced failover asks no other sentinel, but this one must know the replica (it
+        // learns of it from the master's INFO, every 10 s at first).
+        self.wait("the sentinel never saw the replica", |g| {
+            let info = g.ask(g.sentinels[0].1, &["SENTINEL", "MASTER", SENTINEL_MASTER]);
+            info.iter()
+                .position(|f| f == "num-slaves")
+                .and_then(|i| info.get(i + 1))
+                .is_some_and(|n| n == "1")
+        });
+        let before = self.master_port();
+        let reply = self.ask(
+            self.sentinels[0].1,
+            &["SENTINEL", "FAILOVER", SENTINEL_MASTER],
+        );
+        let _ = reply;
+        self.wait("the failover never completed", |g| {
+            let now = g.master_port();
+            now != before
+                && g.servers.iter().any(|s| {
+                    s.port == now
+                        && s.query(&["ROLE"])
+                            .ok()
+                            .and_then(|v| redis::from_redis_value::<Vec<redis::Value>>(v).ok())
+                            .and_then(|r| r.first().cloned())
+                            .and_then(|r| redis::from_redis_value::<String>(r).ok())
+                            .is_some_and(|role| role == "master")
+                })
+        });
+    }
+}
+
+impl Drop for TestSentinel {
+    fn drop(&mut self) {
+        for (child, _) in &mut self.sentinels {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
