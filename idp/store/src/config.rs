@@ -88,6 +88,19 @@ impl Default for StoreConfig {
     }
 }
 
+/// Every URL is a `redis://` or `rediss://` URL the client accepts.
+fn check_urls(key: &'static str, urls: &[String]) -> Result<(), (&'static str, String)> {
+    for url in urls {
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err((key, "must start with redis:// or rediss://".into()));
+        }
+        if let Err(e) = redis::Client::open(url.as_str()) {
+            return Err((key, format!("not a Redis URL: {e}")));
+        }
+    }
+    Ok(())
+}
+
 mod defaults {
     use std::time::Duration;
     pub fn redis_url() -> String {
@@ -117,14 +130,7 @@ impl StoreConfig {
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         match self.mode {
             StoreMode::Standalone => {
-                if !(self.redis_url.starts_with("redis://")
-                    || self.redis_url.starts_with("rediss://"))
-                {
-                    return Err(("redis_url", "must start with redis:// or rediss://".into()));
-                }
-                if let Err(e) = redis::Client::open(self.redis_url.as_str()) {
-                    return Err(("redis_url", format!("not a Redis URL: {e}")));
-                }
+                check_urls("redis_url", std::slice::from_ref(&self.redis_url))?
             }
             StoreMode::Cluster => {
                 if self.nodes.is_empty() {
@@ -133,14 +139,7 @@ impl StoreConfig {
                         "mode = \"cluster\" needs at least one seed node".into(),
                     ));
                 }
-                for node in &self.nodes {
-                    if !(node.starts_with("redis://") || node.starts_with("rediss://")) {
-                        return Err(("nodes", "must start with redis:// or rediss://".into()));
-                    }
-                    if let Err(e) = redis::Client::open(node.as_str()) {
-                        return Err(("nodes", format!("not a Redis URL: {e}")));
-                    }
-                }
+                check_urls("nodes", &self.nodes)?;
             }
             StoreMode::Sentinel => {
                 if self.sentinels.is_empty() {
@@ -149,23 +148,14 @@ impl StoreConfig {
                         "mode = \"sentinel\" needs at least one sentinel".into(),
                     ));
                 }
-                for url in &self.sentinels {
-                    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                        return Err(("sentinels", "must start with redis:// or rediss://".into()));
-                    }
-                    if let Err(e) = redis::Client::open(url.as_str()) {
-                        return Err(("sentinels", format!("not a Redis URL: {e}")));
-                    }
-                }
+                check_urls("sentinels", &self.sentinels)?;
                 if self.master_name.as_deref().is_none_or(str::is_empty) {
                     return Err((
                         "master_name",
                         "mode = \"sentinel\" needs the name the sentinels monitor".into(),
                     ));
                 }
-                if let Err(e) = redis::Client::open(self.redis_url.as_str()) {
-                    return Err(("redis_url", format!("not a Redis URL: {e}")));
-                }
+                check_urls("redis_url", std::slice::from_ref(&self.redis_url))?;
             }
         }
         if self.key_prefix.is_empty() || self.key_prefix.contains(['{', '}']) {
