@@ -199,3 +199,41 @@ async fn a_sentinel_failover_under_load_loses_nothing() {
         "a revocation after the failover never reached the gateway"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_speaks_tls_to_redis() {
+    use tokengate_store::TokenStore;
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let redis = TestRedis::start_tls(
+        &fixtures.join("localhost.crt"),
+        &fixtures.join("localhost.key"),
+    );
+    let url = redis.tls_url().unwrap();
+    let store = |ca: Option<std::path::PathBuf>| StoreConfig {
+        redis_url: url.clone(),
+        tls_ca_file: ca,
+        ..StoreConfig::default()
+    };
+    // The test CA is not among the system's roots: no connection without tls_ca_file.
+    let untrusted = store(None).connect().unwrap();
+    assert!(
+        untrusted.ping().await.is_err(),
+        "an untrusted server was accepted"
+    );
+    let trusted = store(Some(fixtures.join("ca.crt")));
+    trusted.validate().unwrap();
+    let mut idp_conf = idp_config(&url);
+    idp_conf.store = trusted.clone();
+    let idp = TestIdp::spawn(idp_conf).await;
+    let backend = EchoBackend::start().await;
+    let mut gw_conf = gateway_config(&url, &idp, &backend.url());
+    gw_conf.store = trusted;
+    let gw = TestGateway::spawn(gw_conf).await;
+    let token = idp.login("alice").await;
+    assert_eq!(gw.get_with_token("/api/x", &token).await.status, 200);
+    // Sessions really are on that server (its plain port shows them).
+    assert!(
+        redis.dump().contains(":s:{"),
+        "no session on the TLS server"
+    );
+}

@@ -61,6 +61,10 @@ pub struct StoreConfig {
     /// How long one store command may take before the store counts as unreachable.
     #[serde(default = "defaults::timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// PEM file of the certificates `rediss://` servers are verified against (default: the
+    /// system's roots). Standalone and cluster modes.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for StoreConfig {
@@ -84,6 +88,7 @@ impl Default for StoreConfig {
             key_prefix: defaults::key_prefix(),
             events_max_len: defaults::events_max_len(),
             timeout: defaults::timeout(),
+            tls_ca_file: None,
         }
     }
 }
@@ -167,16 +172,35 @@ impl StoreConfig {
         if self.timeout.is_zero() {
             return Err(("timeout", "must be more than 0".into()));
         }
+        if let Some(file) = &self.tls_ca_file {
+            if self.mode == StoreMode::Sentinel {
+                return Err((
+                    "tls_ca_file",
+                    "not supported with mode = \"sentinel\" (the system's roots are used)".into(),
+                ));
+            }
+            if !file.is_file() {
+                return Err(("tls_ca_file", format!("{} is not a file", file.display())));
+            }
+        }
         Ok(())
     }
 
     /// The store this section describes (connections are made lazily).
     pub fn connect(&self) -> Result<AnyStore, StoreError> {
+        let tls_roots =
+            match &self.tls_ca_file {
+                Some(file) => Some(std::fs::read(file).map_err(|e| {
+                    StoreError::Config(format!("cannot read {}: {e}", file.display()))
+                })?),
+                None => None,
+            };
         let options = RedisOptions {
             key_prefix: self.key_prefix.clone(),
             events_max_len: self.events_max_len,
             response_timeout: self.timeout,
             connect_timeout: self.timeout,
+            tls_roots,
         };
         Ok(AnyStore::Redis(match self.mode {
             StoreMode::Standalone => RedisStore::connect(&self.redis_url, options)?,

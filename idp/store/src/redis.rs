@@ -49,6 +49,9 @@ pub struct RedisOptions {
     pub response_timeout: Duration,
     /// How long connecting may take.
     pub connect_timeout: Duration,
+    /// PEM certificates that `rediss://` servers are verified against, instead of the
+    /// system's roots.
+    pub tls_roots: Option<Vec<u8>>,
 }
 
 impl Default for RedisOptions {
@@ -58,6 +61,7 @@ impl Default for RedisOptions {
             events_max_len: 100_000,
             response_timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
+            tls_roots: None,
         }
     }
 }
@@ -215,7 +219,7 @@ impl ConnectionLike for Con {
 
 /// Where blocking stream reads come from.
 enum Source {
-    Single(Client),
+    Single(Box<Client>),
     /// The current master, through the sentinels.
     Sentinel(Arc<SentinelMaster>),
     /// Seed nodes; the reader's cluster connection is made with a response timeout that
@@ -370,7 +374,11 @@ impl RedisStore {
     /// A store for `url` (`redis://[:password@]host:port[/db]`). Connects lazily: the process can
     /// start while Redis is still down and recovers by itself when it comes back.
     pub fn connect(url: &str, options: RedisOptions) -> Result<Self, StoreError> {
-        let client = Client::open(url).map_err(|e| StoreError::Config(e.to_string()))?;
+        let client = match &options.tls_roots {
+            Some(roots) => Client::build_with_tls(url, Self::certificates(roots)),
+            None => Client::open(url),
+        }
+        .map_err(|e| StoreError::Config(e.to_string()))?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(options.response_timeout))
             .set_connection_timeout(Some(options.connect_timeout))
@@ -381,7 +389,7 @@ impl RedisStore {
             .map_err(|e| StoreError::Config(e.to_string()))?;
         Ok(Self::with(
             Con::Single(con),
-            Source::Single(client),
+            Source::Single(Box::new(client)),
             options,
         ))
     }
@@ -412,7 +420,7 @@ impl RedisStore {
             .set_redis_connection_info(info.redis_settings().clone());
         let sentinel = SentinelClient::build(
             sentinels.to_vec(),
-            master_name.to_owned(),
+            master_name,
             Some(node),
             SentinelServerType::Master,
         )
@@ -434,12 +442,23 @@ impl RedisStore {
         options: &RedisOptions,
         response_timeout: Duration,
     ) -> Result<ClusterClient, StoreError> {
-        ClusterClient::builder(nodes.iter().map(String::as_str))
+        let mut builder = ClusterClient::builder(nodes.iter().map(String::as_str))
             .connection_timeout(options.connect_timeout)
             .response_timeout(response_timeout)
-            .retries(1)
+            .retries(1);
+        if let Some(roots) = &options.tls_roots {
+            builder = builder.certs(Self::certificates(roots));
+        }
+        builder
             .build()
             .map_err(|e| StoreError::Config(e.to_string()))
+    }
+
+    fn certificates(roots: &[u8]) -> redis::TlsCertificates {
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(roots.to_vec()),
+        }
     }
 
     fn with(con: Con, source: Source, options: RedisOptions) -> Self {
@@ -559,7 +578,7 @@ impl RedisStore {
                 .map(Reader::Single)
         };
         *slot = Some(match &self.shared.source {
-            Source::Single(client) => single(client.clone()).await?,
+            Source::Single(client) => single(Client::clone(client)).await?,
             Source::Sentinel(master) => single(master.master().await?).await?,
             Source::Cluster(nodes) => {
                 // Room for the usual wait, so that a steady reader is made once.

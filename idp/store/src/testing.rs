@@ -13,6 +13,8 @@ pub struct TestRedis {
     persistent: bool,
     cluster: bool,
     replica_of: Option<u16>,
+    /// A TLS port next to the plain one, with the certificate and key files it serves.
+    tls: Option<(u16, std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl TestRedis {
@@ -25,6 +27,23 @@ impl TestRedis {
     /// data (as a production Redis with `appendfsync always` does).
     pub fn start_persistent() -> Self {
         Self::start_with(true)
+    }
+
+    /// A server that also speaks TLS (`rediss://`, see [`TestRedis::tls_url`]) with the given
+    /// PEM certificate and key; clients are not asked for certificates.
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Self {
+        let mut redis = Self::start();
+        redis.kill();
+        redis.tls = Some((free_port(), cert.to_owned(), key.to_owned()));
+        redis.spawn();
+        redis
+    }
+
+    /// `rediss://127.0.0.1:PORT` of the TLS port.
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls
+            .as_ref()
+            .map(|(port, _, _)| format!("rediss://127.0.0.1:{port}"))
     }
 
     /// A server in cluster mode, not yet part of a cluster (see [`TestCluster`]).
@@ -54,6 +73,7 @@ impl TestRedis {
             persistent,
             cluster,
             replica_of: None,
+            tls: None,
         };
         redis.spawn();
         redis
@@ -80,6 +100,26 @@ impl TestRedis {
                         ]
                     })
                     .unwrap_or_default(),
+            )
+            .args(
+                self.tls
+                    .iter()
+                    .flat_map(|(port, cert, key)| {
+                        [
+                            "--tls-port".into(),
+                            port.to_string().into(),
+                            "--tls-cert-file".into(),
+                            cert.clone().into_os_string(),
+                            "--tls-key-file".into(),
+                            key.clone().into_os_string(),
+                            // Redis wants a CA even when it asks clients for nothing.
+                            "--tls-ca-cert-file".into(),
+                            cert.clone().into_os_string(),
+                            "--tls-auth-clients".into(),
+                            "no".into(),
+                        ]
+                    })
+                    .collect::<Vec<std::ffi::OsString>>(),
             )
             .args(if self.cluster {
                 ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"].as_slice()
@@ -194,6 +234,7 @@ impl TestSentinel {
             persistent: false,
             cluster: false,
             replica_of: Some(master.port),
+            tls: None,
         };
         std::fs::create_dir_all(&replica.dir).expect("replica dir");
         replica.spawn();
