@@ -198,6 +198,28 @@ async fn password_guessing_is_locked_out_per_username_and_per_address() {
 }
 
 #[tokio::test]
+async fn idp_replicas_share_the_login_lockout() {
+    let redis = TestRedis::start();
+    let mut config = idp_config(&redis.url());
+    config.login.max_failures = 3;
+    let (a, b) = (
+        TestIdp::spawn(config.clone()).await,
+        TestIdp::spawn(config).await,
+    );
+    let attempt = |idp: &TestIdp, password: &str| {
+        let url = idp.url("/oauth2/token");
+        let form = format!("grant_type=password&username=alice&password={password}");
+        async move { post_form(&url, &[], &form).await.status }
+    };
+    // Guesses spread over two replicas add up.
+    assert_eq!(attempt(&a, "guess1").await, 400);
+    assert_eq!(attempt(&b, "guess2").await, 400);
+    assert_eq!(attempt(&a, "guess3").await, 400);
+    assert_eq!(attempt(&b, PASSWORD).await, 429);
+    assert_eq!(attempt(&a, PASSWORD).await, 429);
+}
+
+#[tokio::test]
 async fn basic_client_credentials_are_form_decoded() {
     let redis = TestRedis::start();
     let mut config = idp_config(&redis.url());

@@ -120,15 +120,28 @@ impl AppState {
             Kind::User => format!("user:{name}"),
             Kind::Client => format!("client:{name}"),
         };
-        if let Err(wait) = self.throttle.check(&key, address) {
+        let throttled = self
+            .throttle
+            .check(&key, address)
+            .await
+            .map_err(|e| self.store_error(e))?;
+        if let Err(wait) = throttled {
             self.metrics.logins_throttled.inc();
             tracing::info!(name, address = ?address, "attempt refused during a lockout");
             return Err(ApiError::Locked(wait));
         }
         let roles = self.credentials.check(kind, name, secret).await;
         if roles.is_some() {
-            self.throttle.succeeded(&key);
-        } else if self.throttle.failed(&key, address) {
+            self.throttle
+                .succeeded(&key)
+                .await
+                .map_err(|e| self.store_error(e))?;
+        } else if self
+            .throttle
+            .failed(&key, address)
+            .await
+            .map_err(|e| self.store_error(e))?
+        {
             self.metrics.login_lockouts.inc();
             tracing::warn!(name, address = ?address, "too many failed attempts; locked out");
         }
@@ -295,14 +308,14 @@ impl Idp {
             t.max_lifetime.as_secs(),
         )?;
         let state = AppState(Arc::new(Shared {
-            store,
             issuer,
             issuer_name: t.issuer.clone(),
             keys,
             credentials: Credentials::new(&config.users, &config.clients)?,
             metrics: Metrics::new(),
             usage: UsageLog::new(),
-            throttle: Throttle::new(&config.login),
+            throttle: Throttle::new(store.clone(), &config.login),
+            store,
             admin_token_digest: sha256(config.admin.token.as_bytes()),
             request_timeout: config.server.request_timeout,
         }));

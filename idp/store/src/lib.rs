@@ -109,6 +109,27 @@ pub trait TokenStore: Clone + Send + Sync + 'static {
 
     /// Checks that the store answers.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Counts a failed login against `key` (a username or client address): failures count
+    /// within `window` of the first; the `limit`th locks the key for `lockout` and the count
+    /// starts over. Returns whether this failure started a lockout. Shared by every IdP on the
+    /// store, so replicas do not multiply the attempts allowed.
+    fn login_failed(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+        lockout: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// How long `key` stays locked out, if it is.
+    fn login_locked(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<Duration>, StoreError>> + Send;
+
+    /// Forgets the failures counted against `key` (a lockout in force stays).
+    fn login_succeeded(&self, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// One of the two implementations, chosen at start-up from the configuration.
@@ -170,6 +191,21 @@ impl TokenStore for AnyStore {
     }
     async fn ping(&self) -> Result<(), StoreError> {
         dispatch!(self, s => s.ping().await)
+    }
+    async fn login_failed(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+        lockout: Duration,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.login_failed(key, limit, window, lockout).await)
+    }
+    async fn login_locked(&self, key: &str) -> Result<Option<Duration>, StoreError> {
+        dispatch!(self, s => s.login_locked(key).await)
+    }
+    async fn login_succeeded(&self, key: &str) -> Result<(), StoreError> {
+        dispatch!(self, s => s.login_succeeded(key).await)
     }
 }
 

@@ -36,7 +36,12 @@ struct State {
     events: VecDeque<(u64, Event)>,
     seq: u64,
     creations: u64,
+    /// Failed logins by key: failures, when the window ends, when a lockout ends.
+    logins: HashMap<String, (u32, std::time::Instant, Option<std::time::Instant>)>,
 }
+
+/// Most login keys kept; past it, the ones whose window and lockout are over go first.
+const MAX_LOGIN_KEYS: usize = 100_000;
 
 impl std::fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -283,6 +288,53 @@ impl TokenStore for MemoryStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn login_failed(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+        lockout: Duration,
+    ) -> Result<bool, StoreError> {
+        let now = std::time::Instant::now();
+        let mut state = self.state();
+        if state.logins.len() >= MAX_LOGIN_KEYS {
+            state
+                .logins
+                .retain(|_, (_, ends, locked)| *ends > now || locked.is_some_and(|l| l > now));
+        }
+        let entry = state
+            .logins
+            .entry(key.to_owned())
+            .or_insert((0, now + window, None));
+        if entry.1 <= now {
+            *entry = (0, now + window, entry.2);
+        }
+        entry.0 += 1;
+        if entry.0 >= limit {
+            *entry = (0, now + window, Some(now + lockout));
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn login_locked(&self, key: &str) -> Result<Option<Duration>, StoreError> {
+        let now = std::time::Instant::now();
+        Ok(self
+            .state()
+            .logins
+            .get(key)
+            .and_then(|(_, _, locked)| *locked)
+            .filter(|until| *until > now)
+            .map(|until| until - now))
+    }
+
+    async fn login_succeeded(&self, key: &str) -> Result<(), StoreError> {
+        if let Some(entry) = self.state().logins.get_mut(key) {
+            entry.0 = 0;
+        }
         Ok(())
     }
 }

@@ -10,8 +10,10 @@
 //! | `tg:{events}`                | stream | revocations and role changes, bounded length       |
 //! | `tg:{events}:seq`            | string | the sequence number of the newest event            |
 //! | `tg:{events}:epoch`          | string | made once per data set: a new one means data loss  |
+//! | `tg:l:{<login key>}:n`       | string | failed logins in the current window (expires)      |
+//! | `tg:l:{<login key>}:lock`    | string | present while the login key is locked out          |
 //!
-//! `<subject>` is base64url-encoded so that braces in a username cannot move the hash tag.
+//! `<subject>` and `<login key>` are base64url-encoded so that braces in a username cannot move the hash tag.
 //! Every script touches one key or keys of one hash tag; steps that span slots are ordered so
 //! that repeating them after a failure is safe.
 
@@ -273,6 +275,13 @@ impl Keys {
     fn session(&self, id: &SessionId) -> String {
         format!("{}:s:{{{}}}", self.prefix, id.as_str())
     }
+    fn login(&self, key: &str, what: &str) -> String {
+        format!(
+            "{}:l:{{{}}}:{what}",
+            self.prefix,
+            URL_SAFE_NO_PAD.encode(key.as_bytes())
+        )
+    }
     fn subject(&self, subject: &str, what: &str) -> String {
         format!(
             "{}:u:{{{}}}:{what}",
@@ -290,6 +299,7 @@ struct Scripts {
     update: Script,
     publish: Script,
     head: Script,
+    login_failed: Script,
 }
 
 impl Scripts {
@@ -344,6 +354,17 @@ impl Scripts {
                   local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*',
                     'seq', seq, 'type', ARGV[2], 'sids', ARGV[3], 'sub', ARGV[4])
                   return {id, seq}",
+            ),
+            // KEYS[1] failure count, KEYS[2] lock; ARGV limit, window ms, lockout ms.
+            login_failed: Script::new(
+                r"local n = redis.call('INCR', KEYS[1])
+                  if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+                  if n >= tonumber(ARGV[1]) then
+                    redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
+                    redis.call('DEL', KEYS[1])
+                    return 1
+                  end
+                  return 0",
             ),
             // KEYS[1] seq, KEYS[2] stream, KEYS[3] epoch. The epoch (made on first use: a
             // Redis that lost its data makes a new one), the newest event's id and number.
@@ -1032,6 +1053,46 @@ impl TokenStore for RedisStore {
     async fn ping(&self) -> Result<(), StoreError> {
         let mut con = self.con.clone();
         let _: String = redis::cmd("PING").query_async(&mut con).await?;
+        Ok(())
+    }
+
+    async fn login_failed(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+        lockout: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut con = self.con.clone();
+        let locked: i64 = self
+            .shared
+            .scripts
+            .login_failed
+            .key(self.shared.keys.login(key, "n"))
+            .key(self.shared.keys.login(key, "lock"))
+            .arg(limit)
+            .arg(window.as_millis().max(1) as u64)
+            .arg(lockout.as_millis().max(1) as u64)
+            .invoke_async(&mut con)
+            .await?;
+        Ok(locked == 1)
+    }
+
+    async fn login_locked(&self, key: &str) -> Result<Option<Duration>, StoreError> {
+        let mut con = self.con.clone();
+        let ms: i64 = redis::cmd("PTTL")
+            .arg(self.shared.keys.login(key, "lock"))
+            .query_async(&mut con)
+            .await?;
+        Ok((ms > 0).then(|| Duration::from_millis(ms as u64)))
+    }
+
+    async fn login_succeeded(&self, key: &str) -> Result<(), StoreError> {
+        let mut con = self.con.clone();
+        let _: Value = redis::cmd("DEL")
+            .arg(self.shared.keys.login(key, "n"))
+            .query_async(&mut con)
+            .await?;
         Ok(())
     }
 }
