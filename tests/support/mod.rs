@@ -216,6 +216,25 @@ pub struct TestGateway {
     task: Option<tokio::task::JoinHandle<Result<(), tokengate_gateway::GatewayError>>>,
 }
 
+/// The routes every test gateway has: `/api/` needs `orders:read`, `/admin-only/` needs
+/// `admin`, `/public/` is open; all to `backend`.
+pub fn backend_routes(backend: &str) -> String {
+    format!(
+        r#"[[routes]]
+path_prefix = "/api/"
+upstream = "{backend}"
+roles = ["orders:read"]
+[[routes]]
+path_prefix = "/admin-only/"
+upstream = "{backend}"
+roles = ["admin"]
+[[routes]]
+path_prefix = "/public/"
+upstream = "{backend}"
+auth = false"#
+    )
+}
+
 /// A gateway config: `/api/` needs `orders:read`, `/admin-only/` needs `admin`, `/public/` is
 /// open, `/dead/` points at a closed port.
 pub fn gateway_config(
@@ -242,24 +261,14 @@ jwks_url = "{jwks}"
 max_staleness = "60s"
 [sync]
 interval = "100ms"
-[[routes]]
-path_prefix = "/api/"
-upstream = "{backend}"
-roles = ["orders:read"]
-[[routes]]
-path_prefix = "/admin-only/"
-upstream = "{backend}"
-roles = ["admin"]
-[[routes]]
-path_prefix = "/public/"
-upstream = "{backend}"
-auth = false
+{routes}
 [[routes]]
 path_prefix = "/dead/"
 upstream = "{dead}"
 auth = false
 "#,
         jwks = idp.url("/.well-known/jwks.json"),
+        routes = backend_routes(backend),
     );
     toml::from_str(&toml).unwrap()
 }

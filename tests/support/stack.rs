@@ -399,18 +399,7 @@ jwks_url = "http://{idp_public}/.well-known/jwks.json"
 max_staleness = "60s"
 [sync]
 interval = "{sync}"
-[[routes]]
-path_prefix = "/api/"
-upstream = "{backend}"
-roles = ["orders:read"]
-[[routes]]
-path_prefix = "/admin-only/"
-upstream = "{backend}"
-roles = ["admin"]
-[[routes]]
-path_prefix = "/public/"
-upstream = "{backend}"
-auth = false
+{routes}
 [[routes]]
 path_prefix = "/silent/"
 upstream = "http://{silent}"
@@ -423,7 +412,7 @@ auth = false
                 server = options.gateway_server,
                 redis = redis.url(),
                 sync = options.sync_interval,
-                backend = backend.url(),
+                routes = super::backend_routes(&backend.url()),
             );
             let config = dir.join(format!("gateway{i}.toml"));
             std::fs::write(&config, toml).unwrap();
