@@ -28,6 +28,46 @@ const RECLAIM_IDLE: Duration = Duration::from_secs(1);
 /// How often a full listener asks again for idle connections to close.
 const RECLAIM_EVERY: Duration = Duration::from_millis(100);
 
+/// A response body hyper can send from any thread.
+pub trait SendBody:
+    hyper::body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+    + Send
+    + 'static
+{
+}
+
+impl<T> SendBody for T where
+    T: hyper::body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + 'static
+{
+}
+
+/// What answers the requests of one connection.
+pub trait ConnService<B: SendBody>:
+    hyper::service::Service<
+        Request<Incoming>,
+        Response = http::Response<B>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S, B: SendBody> ConnService<B> for S where
+    S: hyper::service::Service<
+            Request<Incoming>,
+            Response = http::Response<B>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Send
+        + Sync
+        + 'static
+{
+}
+
 /// Limits of one listener.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -111,14 +151,8 @@ pub async fn serve<S, F, B>(
     make_service: F,
 ) where
     F: Fn(SocketAddr) -> S,
-    S: hyper::service::Service<Request<Incoming>, Response = http::Response<B>, Error = Infallible>
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: ConnService<B>,
+    B: SendBody,
 {
     let mut builder = Builder::new(TokioExecutor::new());
     builder
@@ -220,14 +254,8 @@ async fn drive<I, S, B>(
     pressure: &Notify,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::Service<Request<Incoming>, Response = http::Response<B>, Error = Infallible>
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: ConnService<B>,
+    B: SendBody,
 {
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
