@@ -34,7 +34,6 @@ async fn redis_killed_under_load_cached_tokens_keep_working_and_everything_recov
     for gw in 0..2 {
         let r = stack.get(gw, "/api/cold", Some(&cold)).await;
         assert_eq!(r.status, 503, "{}", r.body);
-        assert!(r.header("retry-after").is_none() || r.status == 503);
     }
     assert_eq!(stack.try_login("carol").await.status, 503);
 

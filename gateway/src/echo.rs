@@ -15,16 +15,7 @@ async fn echo(
     backend: SocketAddr,
     req: http::Request<Incoming>,
 ) -> Result<http::Response<Full<Bytes>>, Infallible> {
-    let headers: serde_json::Map<String, serde_json::Value> = req
-        .headers()
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into(),
-            )
-        })
-        .collect();
+    let headers = headers_json(req.headers());
     let body = serde_json::json!({
         "backend": backend.to_string(),
         "method": req.method().as_str(),
@@ -39,6 +30,19 @@ async fn echo(
         http::HeaderValue::from_static("application/json"),
     );
     Ok(response)
+}
+
+/// Request headers as a JSON object, name → value (non-UTF-8 bytes replaced).
+pub fn headers_json(headers: &http::HeaderMap) -> serde_json::Map<String, serde_json::Value> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into(),
+            )
+        })
+        .collect()
 }
 
 /// Serves the echo backend on `listener` until `shutdown`.

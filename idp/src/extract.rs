@@ -1,6 +1,9 @@
 //! Request extractors whose failures are OAuth-style errors, never axum's plain-text ones.
 
-use axum::extract::{FromRequest, Request};
+use std::convert::Infallible;
+use std::net::IpAddr;
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
@@ -66,6 +69,26 @@ impl<S: Send + Sync> FromRequest<S> for FormBody {
         serde_urlencoded::from_bytes(&bytes)
             .map(FormBody)
             .map_err(|_| ApiError::InvalidRequest("malformed form body"))
+    }
+}
+
+/// The address of the connection a request came on, as the listener recorded it (the IdP is
+/// reached directly, so no forwarded header is trusted for it); `None` outside a listener.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Infallible> {
+        Ok(parts
+            .extensions
+            .get::<ClientAddr>()
+            .copied()
+            .unwrap_or(ClientAddr(None)))
     }
 }
 

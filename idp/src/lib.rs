@@ -41,7 +41,7 @@ use tracing::Instrument;
 use crate::config::IdpConfig;
 use crate::credentials::{Credentials, Kind};
 use crate::error::ApiError;
-use crate::extract::FormBody;
+use crate::extract::{ClientAddr, FormBody};
 use crate::keys::KeySet;
 use crate::metrics::{Metrics, RequestLabels, RouteLabels};
 use crate::sessions::{IssueError, Issuer};
@@ -264,11 +264,6 @@ async fn not_found() -> ApiError {
     ApiError::NotFound
 }
 
-/// The address of the connection a request came on (the IdP is reached directly, so no
-/// forwarded header is trusted for it).
-#[derive(Clone, Copy, Debug)]
-pub struct ClientAddr(pub IpAddr);
-
 /// Serves an axum router through the shared connection handling (no TLS: the IdP sits inside).
 async fn serve(
     listener: TcpListener,
@@ -277,7 +272,7 @@ async fn serve(
     shutdown: CancellationToken,
 ) {
     tokengate_server::serve(listener, None, limits, shutdown, move |peer| {
-        let address = ClientAddr(peer.ip());
+        let address = ClientAddr(Some(peer.ip()));
         TowerToHyperService::new(tower::ServiceExt::map_request(
             app.clone(),
             move |mut req: http::Request<hyper::body::Incoming>| {

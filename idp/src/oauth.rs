@@ -3,18 +3,18 @@
 use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 use tokengate_store::{ReferenceToken, Session, TokenStore, now_unix};
 
+use crate::AppState;
 use crate::config::check_subject;
 use crate::credentials::Kind;
 use crate::error::ApiError;
-use crate::extract::{FormBody, bearer};
+use crate::extract::{ClientAddr, FormBody, bearer};
 use crate::metrics::{GrantLabels, KindLabels};
 use crate::sessions::Issued;
-use crate::{AppState, ClientAddr};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -42,11 +42,10 @@ pub fn token_response(issued: &Issued) -> Response {
 
 async fn token(
     State(state): State<AppState>,
-    address: Option<Extension<ClientAddr>>,
+    ClientAddr(address): ClientAddr,
     headers: HeaderMap,
     form: FormBody,
 ) -> Result<Response, ApiError> {
-    let address = address.map(|Extension(ClientAddr(ip))| ip);
     let grant = form.require("grant_type", "grant_type is required")?;
     let (grant, subject, roles) = match grant {
         "password" => {
@@ -135,11 +134,10 @@ async fn revoke(State(state): State<AppState>, form: FormBody) -> Result<StatusC
 /// RFC 7662; the caller authenticates with the admin token or as a configured client.
 async fn introspect(
     State(state): State<AppState>,
-    address: Option<Extension<ClientAddr>>,
+    ClientAddr(address): ClientAddr,
     headers: HeaderMap,
     form: FormBody,
 ) -> Result<Response, ApiError> {
-    let address = address.map(|Extension(ClientAddr(ip))| ip);
     let admin = bearer(&headers)?.is_some_and(|t| state.is_admin_token(t));
     if !admin
         && state

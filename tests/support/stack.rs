@@ -263,20 +263,10 @@ async fn answer(
     if parts.uri.path().contains("/slow") {
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
-    let headers: serde_json::Map<String, serde_json::Value> = parts
-        .headers
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into(),
-            )
-        })
-        .collect();
     let body = serde_json::json!({
         "method": parts.method.as_str(),
         "path": parts.uri.path(),
-        "headers": headers,
+        "headers": tokengate_gateway::echo::headers_json(&parts.headers),
         "body_bytes": length,
     });
     in_flight.fetch_sub(1, Ordering::SeqCst);

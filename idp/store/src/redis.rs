@@ -133,8 +133,9 @@ impl SentinelMaster {
             .clone()
     }
 
-    /// Forgets the connection after an error that may mean a failover.
-    fn check(&self, e: &redis::RedisError) -> bool {
+    /// Forgets the connection after an error that may mean a failover; returns whether the
+    /// command can safely be tried again on the (new) master.
+    fn forget_after(&self, e: &redis::RedisError) -> bool {
         let demoted = e.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly);
         let gone = e.is_io_error()
             || e.is_timeout()
@@ -176,7 +177,7 @@ impl ConnectionLike for Con {
             Con::Sentinel(master) => Box::pin(async move {
                 let result = master.connection().await?.req_packed_command(cmd).await;
                 match result {
-                    Err(e) if master.check(&e) => {
+                    Err(e) if master.forget_after(&e) => {
                         master.connection().await?.req_packed_command(cmd).await
                     }
                     other => other,
@@ -201,7 +202,7 @@ impl ConnectionLike for Con {
                 let mut con = master.connection().await?;
                 let result = con.req_packed_commands(pipeline, offset, count).await;
                 match result {
-                    Err(e) if master.check(&e) => {
+                    Err(e) if master.forget_after(&e) => {
                         let mut con = master.connection().await?;
                         con.req_packed_commands(pipeline, offset, count).await
                     }
