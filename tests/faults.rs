@@ -56,7 +56,7 @@ async fn redis_killed_under_load_cached_tokens_keep_working_and_everything_recov
     let fresh = stack.login("carol").await;
     assert_eq!(stack.get(1, "/api/fresh", Some(&fresh)).await.status, 200);
 
-    let tally = load.stop().await;
+    let tally = load.stop_after(20).await;
     assert!(
         tally.total() >= 20,
         "too little load to mean anything: {tally:?}"
@@ -213,7 +213,7 @@ async fn gateways_keep_serving_cached_and_stored_tokens_while_the_idp_is_down() 
         );
     }
     assert_eq!(stack.get(1, "/api/cached", Some(&cached)).await.status, 200);
-    let tally = load.stop().await;
+    let tally = load.stop_after(20).await;
     assert!(tally.total() >= 20, "{tally:?}");
     assert_eq!(tally.count(Some(200)), tally.total(), "{tally:?}");
     stack.idp.restart().await;
@@ -316,7 +316,7 @@ async fn a_slow_or_dead_upstream_costs_its_route_only() {
         "{:?}",
         started.elapsed()
     );
-    let tally = load.stop().await;
+    let tally = load.stop_after(10).await;
     assert!(tally.total() >= 10, "{tally:?}");
     assert_eq!(tally.count(Some(200)), tally.total(), "{tally:?}");
     stack.assert_logs_clean();

@@ -175,7 +175,7 @@ async fn a_sentinel_failover_under_load_loses_nothing() {
         .await,
         "logins never worked after the failover"
     );
-    let tally = load.stop().await;
+    let tally = load.stop_after(20).await;
     assert!(tally.total() >= 20, "{tally:?}");
     assert_eq!(
         tally.count(Some(200)),

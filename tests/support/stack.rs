@@ -571,16 +571,19 @@ impl Tally {
 pub struct Load {
     stop: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<Tally>>,
+    /// Requests answered (or failed) so far, by all clients.
+    done: Arc<AtomicUsize>,
 }
 
 impl Load {
     /// `clients` loops per URL, each sending `Authorization: Bearer token` if given.
     pub fn start(urls: &[String], token: Option<&str>, clients: usize) -> Self {
         let stop = CancellationToken::new();
+        let done = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::new();
         for url in urls {
             for _ in 0..clients {
-                let (url, stop) = (url.clone(), stop.clone());
+                let (url, stop, done) = (url.clone(), stop.clone(), done.clone());
                 let auth = token.map(|t| format!("Bearer {t}"));
                 tasks.push(tokio::spawn(async move {
                     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
@@ -605,12 +608,23 @@ impl Load {
                             _ => None,
                         };
                         *tally.0.entry(outcome).or_default() += 1;
+                        done.fetch_add(1, Ordering::SeqCst);
                     }
                     tally
                 }));
             }
         }
-        Load { stop, tasks }
+        Load { stop, tasks, done }
+    }
+
+    /// Stops the clients once they have sent at least `min` requests in all (or 30 s passed),
+    /// so that a fast test still puts a meaningful load through, and adds up what they got.
+    pub async fn stop_after(self, min: usize) -> Tally {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.done.load(Ordering::SeqCst) < min && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.stop().await
     }
 
     /// Stops the clients and adds up what they got.
