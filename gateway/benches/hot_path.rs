@@ -124,5 +124,27 @@ fn reference_tokens(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, cache_hit, verification, reference_tokens);
+/// What every request pays in metrics: its status counted (overall and by route) and its
+/// latency observed.
+fn request_metrics(c: &mut Criterion) {
+    let metrics = Metrics::default();
+    let by_route = tokengate_gateway::metrics::StatusCounters::default();
+    c.bench_function("metrics: status counted twice + latency observed", |b| {
+        b.iter(|| {
+            metrics.requests.count(black_box(200));
+            by_route.count(black_box(200));
+            metrics
+                .request_duration
+                .observe(black_box(std::time::Duration::from_micros(180)));
+        })
+    });
+}
+
+criterion_group!(
+    benches,
+    cache_hit,
+    request_metrics,
+    verification,
+    reference_tokens
+);
 criterion_main!(benches);
