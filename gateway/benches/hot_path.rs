@@ -11,10 +11,10 @@ use std::task::{Context, Poll, Waker};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderName, header};
-use tokengate_gateway::auth::TokenCache;
+use tokengate_gateway::cache::TokenCache;
 use tokengate_gateway::config::CacheConfig;
+use tokengate_gateway::jwks::{Jwks, Keys};
 use tokengate_gateway::metrics::Metrics;
-use tokengate_gateway::sync::Jwks;
 use tokengate_idp::keys::{KeySet, SigningKey};
 use tokengate_idp::sessions::Issuer;
 use tokengate_store::{AnyStore, Claims, MemoryStore, ReferenceToken, Verifier, now_unix};
@@ -39,13 +39,14 @@ fn cache_hit(c: &mut Criterion) {
         .block_on(issuer.issue("alice", vec!["orders:read".to_owned()]))
         .unwrap();
     let jwks = Jwks::new("http://127.0.0.1:9/.well-known/jwks.json", "tokengate").unwrap();
+    let verifier = Keys::new(jwks);
+    verifier.set_verifier(Verifier::new(&keys.public_jwks().unwrap(), "tokengate"));
     let cache = TokenCache::new(
         store,
         &CacheConfig::default(),
-        jwks,
+        Arc::new(verifier),
         Arc::new(Metrics::default()),
     );
-    cache.set_verifier(Verifier::new(&keys.public_jwks().unwrap(), "tokengate"));
     let authorization = format!("Bearer {}", issued.token.expose());
     // The first request loads the session into the cache.
     rt.block_on(cache.authenticate(authorization.as_bytes()))
@@ -128,14 +129,12 @@ fn reference_tokens(c: &mut Criterion) {
 /// latency observed.
 fn request_metrics(c: &mut Criterion) {
     let metrics = Metrics::default();
-    let by_route = tokengate_gateway::metrics::StatusCounters::default();
+    let by_route = metrics.route_counters("/api/", None);
     c.bench_function("metrics: status counted twice + latency observed", |b| {
         b.iter(|| {
             metrics.requests.count(black_box(200));
             by_route.count(black_box(200));
-            metrics
-                .request_duration
-                .observe(black_box(std::time::Duration::from_micros(180)));
+            metrics.observe_duration(black_box(std::time::Duration::from_micros(180)));
         })
     });
 }

@@ -1,25 +1,40 @@
 //! The gateway: validates reference tokens and proxies to backends.
 //!
 //! * `config`: the typed configuration, validated on load.
-//! * `auth`: turns a reference token into verified claims, through the local cache.
-//! * `proxy`: one request in order: strip, route, authenticate, authorize, forward.
+//! * `proxy`: one request as named phases: strip, route, authenticate, authorize, build the
+//!   upstream request, send, finish.
+//! * `reject`: every way a request is declined, and the one place that answers it.
+//! * `routes`: the route table (longest prefix, host).
+//! * `headers`: identity, hop-by-hop and forwarded headers; request ids.
+//! * `cache`: reference token → verified identity; coalesced store reads, generations.
+//! * `jwks`: the IdP's signing keys and their conditional refresh.
+//! * `upstream`: upstreams, picking, connections, sending.
 //! * `sync`: the background task that applies events, reports last use, refreshes keys.
-//! * `metrics`: atomic counters rendered for Prometheus.
+//! * `admin`: the admin listener (health, readiness, metrics).
+//! * `metrics`: Prometheus metrics (`prometheus-client`), handles pre-created for the hot path.
 //! * `echo`: the demo backend that answers with what it received.
 
-pub mod auth;
+pub mod admin;
+pub mod cache;
 pub mod config;
 pub mod echo;
+pub mod headers;
+pub mod jwks;
 pub mod metrics;
 pub mod proxy;
+pub mod reject;
+pub mod routes;
 pub mod sync;
+pub mod upstream;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
-use http::{Request, StatusCode};
+use bytes::Bytes;
+use http::Request;
+use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use tokengate_store::AnyStore;
@@ -27,12 +42,19 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::auth::TokenCache;
+use crate::admin::Admin;
+use crate::cache::TokenCache;
 use crate::config::GatewayConfig;
+use crate::jwks::{Jwks, JwksError, Keys};
 use crate::metrics::Metrics;
-use crate::proxy::{Pinned, Proxy, Route, text};
-use crate::sync::{Jwks, JwksError, SyncTask};
+use crate::proxy::Proxy;
+use crate::routes::{Route, Routes};
+use crate::sync::SyncTask;
+use crate::upstream::Pinned;
 use tokengate_server::{self as server, serve};
+
+/// What the gateway answers with: the upstream's body, or one of its own.
+pub type Body = BoxBody<Bytes, hyper::Error>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -82,6 +104,7 @@ pub struct Gateway {
     config: GatewayConfig,
     proxy: Arc<Proxy>,
     tokens: Arc<TokenCache>,
+    keys: Arc<Keys>,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -93,14 +116,23 @@ impl Gateway {
     /// Builds the gateway and binds its listeners; nothing is served until [`Gateway::serve`].
     pub async fn bind(config: GatewayConfig, store: AnyStore) -> Result<Self, GatewayError> {
         let metrics = Arc::new(Metrics::default());
-        let jwks = Jwks::new(&config.idp.jwks_url, &config.idp.issuer)?;
-        let tokens = Arc::new(TokenCache::new(store, &config.cache, jwks, metrics.clone()));
+        let keys = Arc::new(Keys::new(Jwks::new(
+            &config.idp.jwks_url,
+            &config.idp.issuer,
+        )?));
+        let tokens = Arc::new(TokenCache::new(
+            store,
+            &config.cache,
+            keys.clone(),
+            metrics.clone(),
+        ));
         let routes = config
             .routes
             .iter()
             .enumerate()
-            .map(|(i, r)| Route::new(r).ok_or(GatewayError::Route(i)))
+            .map(|(i, r)| Route::new(r, &metrics).ok_or(GatewayError::Route(i)))
             .collect::<Result<Vec<_>, _>>()?;
+        let routes = Routes::new(routes);
         let s = &config.server;
         let proxy = Arc::new(Proxy::new(routes, tokens.clone(), metrics.clone(), s));
         let bind = |addr: SocketAddr| async move {
@@ -118,6 +150,7 @@ impl Gateway {
             config,
             proxy,
             tokens,
+            keys,
             metrics,
             ready: Arc::new(AtomicBool::new(false)),
             tls,
@@ -140,6 +173,7 @@ impl Gateway {
     pub async fn serve(self, shutdown: CancellationToken) -> Result<(), GatewayError> {
         let sync = SyncTask {
             tokens: self.tokens.clone(),
+            keys: self.keys.clone(),
             jwks_refresh: self.config.idp.jwks_refresh,
             interval: self.config.sync.interval,
             metrics: self.metrics.clone(),
@@ -171,47 +205,15 @@ impl Gateway {
                 })
             },
         );
-        let (tokens, metrics, ready) = (
-            self.tokens.clone(),
-            self.metrics.clone(),
-            self.ready.clone(),
-        );
-        let routes = self.proxy.clone();
+        let admin = Admin {
+            tokens: self.tokens.clone(),
+            metrics: self.metrics.clone(),
+            ready: self.ready.clone(),
+        };
         let admin = serve(self.admin, None, limits, shutdown.clone(), move |_| {
-            let (tokens, metrics, ready, routes) = (
-                tokens.clone(),
-                metrics.clone(),
-                ready.clone(),
-                routes.clone(),
-            );
+            let admin = admin.clone();
             service_fn(move |req: Request<Incoming>| {
-                let response = match req.uri().path() {
-                    "/healthz" => text(
-                        StatusCode::OK,
-                        "application/json",
-                        r#"{"status":"ok"}"#.into(),
-                    ),
-                    "/readyz" if ready.load(Ordering::Relaxed) => text(
-                        StatusCode::OK,
-                        "application/json",
-                        r#"{"status":"ready"}"#.into(),
-                    ),
-                    "/readyz" => text(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "application/json",
-                        r#"{"status":"starting"}"#.into(),
-                    ),
-                    "/metrics" => {
-                        let mut body = metrics.render(tokens.entry_count());
-                        routes.render_route_metrics(&mut body);
-                        text(StatusCode::OK, "text/plain; version=0.0.4", body)
-                    }
-                    _ => text(
-                        StatusCode::NOT_FOUND,
-                        "application/json",
-                        r#"{"error":"not_found"}"#.into(),
-                    ),
-                };
+                let response = admin.answer(&req);
                 async move { Ok::<_, Infallible>(response) }
             })
         });

@@ -1,159 +1,257 @@
-//! The gateway's metrics: plain atomic counters on the hot path, rendered as Prometheus text.
+//! The gateway's Prometheus metrics, through `prometheus-client` like the IdP's. Counters are
+//! atomics; every label set the hot path touches is created at start-up and its handle kept,
+//! so counting a request is an atomic add, never a label lookup.
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
-
-impl Counter {
-    pub fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// A value that goes up and down.
-#[derive(Debug, Default)]
-pub struct Gauge(AtomicU64);
-
-impl Gauge {
-    pub fn set(&self, v: u64) {
-        self.0.store(v, Ordering::Relaxed);
-    }
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 /// Upper bounds (seconds) of the latency histogram's buckets.
 pub const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// A Prometheus histogram on atomics: one increment per observation, no lock.
-#[derive(Debug, Default)]
-pub struct Histogram {
-    buckets: [Counter; LATENCY_BUCKETS.len()],
-    count: Counter,
-    sum_micros: Counter,
+/// Status codes the gateway answers, each with its own counter; the rest count as `other`.
+pub const STATUSES: [u16; 14] = [
+    200, 204, 304, 400, 401, 403, 404, 413, 431, 500, 502, 503, 504, 429,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: &'static str,
 }
 
-impl Histogram {
-    pub fn observe(&self, elapsed: std::time::Duration) {
-        let secs = elapsed.as_secs_f64();
-        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
-            self.buckets[i].inc();
-        }
-        self.count.inc();
-        self.sum_micros.add(elapsed.as_micros() as u64);
-    }
-
-    fn render(&self, name: &str, out: &mut String) {
-        let _ = writeln!(out, "# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
-            cumulative += bucket.get();
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
-        }
-        let count = self.count.get();
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum {}", self.sum_micros.get() as f64 / 1e6);
-        let _ = writeln!(out, "{name}_count {count}");
-    }
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+    host: String,
+    status: &'static str,
 }
 
-/// Status codes the gateway answers, each with its own counter.
-pub const STATUSES: [u16; 12] = [200, 204, 304, 400, 401, 403, 404, 431, 500, 502, 503, 504];
+fn status_label(i: usize) -> &'static str {
+    const LABELS: [&str; STATUSES.len()] = [
+        "200", "204", "304", "400", "401", "403", "404", "413", "431", "500", "502", "503", "504",
+        "429",
+    ];
+    LABELS[i]
+}
 
-/// Requests by status: one counter per common status, one for the rest.
-#[derive(Debug, Default)]
+/// Requests by status: handles to one counter per common status and one for the rest.
+#[derive(Clone, Debug, Default)]
 pub struct StatusCounters {
     known: [Counter; STATUSES.len()],
     other: Counter,
 }
 
 impl StatusCounters {
+    fn of(mut counter: impl FnMut(&'static str) -> Counter) -> Self {
+        StatusCounters {
+            known: std::array::from_fn(|i| counter(status_label(i))),
+            other: counter("other"),
+        }
+    }
+
     pub fn count(&self, status: u16) {
         match STATUSES.iter().position(|s| *s == status) {
             Some(i) => self.known[i].inc(),
             None => self.other.inc(),
-        }
-    }
-
-    /// One line per status, `labels` (already formatted, ending in a comma or empty) first.
-    pub fn render(&self, name: &str, labels: &str, out: &mut String) {
-        for (status, counter) in STATUSES.iter().zip(&self.known) {
-            let _ = writeln!(
-                out,
-                "{name}{{{labels}status=\"{status}\"}} {}",
-                counter.get()
-            );
-        }
-        let _ = writeln!(
-            out,
-            "{name}{{{labels}status=\"other\"}} {}",
-            self.other.get()
-        );
+        };
     }
 }
 
-#[derive(Debug, Default)]
 pub struct Metrics {
+    registry: Registry,
     pub requests: StatusCounters,
+    route_requests: Family<RouteLabels, Counter>,
     pub request_duration: Histogram,
     pub cache_hits: Counter,
     pub cache_misses: Counter,
     pub cache_negative_hits: Counter,
+    cache_entries: Gauge,
     pub store_errors: Counter,
     pub upstream_errors: Counter,
     pub events_applied: Counter,
     pub cache_drops: Counter,
     pub last_use_reported: Counter,
     pub last_use_batches: Counter,
-    /// Milliseconds between the newest applied event's publication and its application.
-    pub event_lag_ms: Gauge,
+    /// Seconds between the newest applied event's publication and its application.
+    pub event_lag: Gauge<f64, AtomicU64>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Metrics {
-    pub fn render(&self, cache_entries: u64) -> String {
-        let mut out = String::new();
-        let _ = writeln!(out, "# TYPE tokengate_requests_total counter");
-        self.requests
-            .render("tokengate_requests_total", "", &mut out);
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("tokengate");
+        let requests = Family::<StatusLabels, Counter>::default();
+        let m = Metrics {
+            requests: StatusCounters::of(|status| {
+                requests.get_or_create_owned(&StatusLabels { status })
+            }),
+            route_requests: Family::default(),
+            request_duration: Histogram::new(LATENCY_BUCKETS),
+            cache_hits: Counter::default(),
+            cache_misses: Counter::default(),
+            cache_negative_hits: Counter::default(),
+            cache_entries: Gauge::default(),
+            store_errors: Counter::default(),
+            upstream_errors: Counter::default(),
+            events_applied: Counter::default(),
+            cache_drops: Counter::default(),
+            last_use_reported: Counter::default(),
+            last_use_batches: Counter::default(),
+            event_lag: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register("requests", "Requests answered, by status", requests);
+        registry.register(
+            "route_requests",
+            "Requests answered, by route and status",
+            m.route_requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from request head to response head",
+            m.request_duration.clone(),
+        );
         let counters = [
-            ("tokengate_cache_hits_total", &self.cache_hits),
-            ("tokengate_cache_misses_total", &self.cache_misses),
             (
-                "tokengate_cache_negative_hits_total",
-                &self.cache_negative_hits,
+                "cache_hits",
+                "Tokens found in the local cache",
+                &m.cache_hits,
             ),
-            ("tokengate_store_errors_total", &self.store_errors),
-            ("tokengate_upstream_errors_total", &self.upstream_errors),
-            ("tokengate_events_applied_total", &self.events_applied),
-            ("tokengate_cache_drops_total", &self.cache_drops),
-            ("tokengate_last_use_reported_total", &self.last_use_reported),
-            ("tokengate_last_use_batches_total", &self.last_use_batches),
+            (
+                "cache_misses",
+                "Tokens read from the store",
+                &m.cache_misses,
+            ),
+            (
+                "cache_negative_hits",
+                "Unknown tokens answered from the local cache",
+                &m.cache_negative_hits,
+            ),
+            (
+                "store_errors",
+                "Token store operations that failed",
+                &m.store_errors,
+            ),
+            (
+                "upstream_errors",
+                "Upstream requests that failed or timed out",
+                &m.upstream_errors,
+            ),
+            (
+                "events_applied",
+                "Revocation and change events applied",
+                &m.events_applied,
+            ),
+            (
+                "cache_drops",
+                "Whole-cache drops after events may have been missed",
+                &m.cache_drops,
+            ),
+            (
+                "last_use_reported",
+                "Session last-use times reported to the store",
+                &m.last_use_reported,
+            ),
+            (
+                "last_use_batches",
+                "Last-use report batches written",
+                &m.last_use_batches,
+            ),
         ];
-        for (name, counter) in counters {
-            let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", counter.get());
+        for (name, help, counter) in counters {
+            registry.register(name, help, counter.clone());
         }
-        self.request_duration
-            .render("tokengate_request_duration_seconds", &mut out);
-        let _ = writeln!(
-            out,
-            "# TYPE tokengate_event_lag_seconds gauge\ntokengate_event_lag_seconds {}",
-            self.event_lag_ms.get() as f64 / 1000.0
+        registry.register(
+            "event_lag_seconds",
+            "Delay between the newest applied event's publication and its application",
+            m.event_lag.clone(),
         );
-        let _ = writeln!(
-            out,
-            "# TYPE tokengate_cache_entries gauge\ntokengate_cache_entries {cache_entries}"
+        registry.register(
+            "cache_entries",
+            "Entries in the local token cache",
+            m.cache_entries.clone(),
         );
+        Metrics { registry, ..m }
+    }
+
+    /// The counters of one route, created now so that counting never looks a label set up.
+    pub fn route_counters(&self, prefix: &str, host: Option<&str>) -> StatusCounters {
+        StatusCounters::of(|status| {
+            self.route_requests.get_or_create_owned(&RouteLabels {
+                route: prefix.to_owned(),
+                host: host.unwrap_or("*").to_owned(),
+                status,
+            })
+        })
+    }
+
+    pub fn observe_duration(&self, elapsed: Duration) {
+        self.request_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// The OpenMetrics text exposition of every metric.
+    pub fn render(&self, cache_entries: u64) -> String {
+        self.cache_entries
+            .set(i64::try_from(cache_entries).unwrap_or(i64::MAX));
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_and_their_labels_agree() {
+        for (i, status) in STATUSES.iter().enumerate() {
+            assert_eq!(status_label(i), status.to_string());
+        }
+    }
+
+    #[test]
+    fn counts_render_by_status_and_route() {
+        let m = Metrics::new();
+        let route = m.route_counters("/api/", None);
+        m.requests.count(200);
+        m.requests.count(200);
+        m.requests.count(418);
+        route.count(403);
+        m.observe_duration(Duration::from_millis(2));
+        m.event_lag.set(0.25);
+        let text = m.render(7);
+        for line in [
+            "tokengate_requests_total{status=\"200\"} 2",
+            "tokengate_requests_total{status=\"other\"} 1",
+            "tokengate_route_requests_total{route=\"/api/\",host=\"*\",status=\"403\"} 1",
+            "tokengate_request_duration_seconds_count 1",
+            "tokengate_event_lag_seconds 0.25",
+            "tokengate_cache_entries 7",
+            "tokengate_cache_hits_total 0",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
     }
 }

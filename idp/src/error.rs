@@ -47,9 +47,7 @@ fn body(error: &'static str, description: Option<&'static str>) -> Json<serde_js
     }
 }
 
-const BEARER: &str = r#"Bearer realm="tokengate""#;
-const BEARER_INVALID: &str = r#"Bearer realm="tokengate", error="invalid_token""#;
-const BEARER_SCOPE: &str = r#"Bearer realm="tokengate", error="insufficient_scope""#;
+use tokengate_server::challenge::{BEARER, BEARER_INSUFFICIENT_SCOPE, BEARER_INVALID_TOKEN};
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -88,12 +86,12 @@ impl IntoResponse for ApiError {
             ApiError::InvalidToken => (
                 StatusCode::UNAUTHORIZED,
                 body("invalid_token", None),
-                Some(BEARER_INVALID),
+                Some(BEARER_INVALID_TOKEN),
             ),
             ApiError::InsufficientScope => (
                 StatusCode::FORBIDDEN,
                 body("insufficient_scope", None),
-                Some(BEARER_SCOPE),
+                Some(BEARER_INSUFFICIENT_SCOPE),
             ),
             ApiError::AdminUnauthorized => (
                 StatusCode::UNAUTHORIZED,

@@ -4,6 +4,8 @@
 //! closed to make room (as nginx reuses keep-alive connections), so idle or silent clients can
 //! hold slots only until someone else needs one. Each service decides nothing here but what it answers.
 
+pub mod challenge;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;

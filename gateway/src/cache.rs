@@ -1,9 +1,11 @@
-//! Turns a reference token into verified claims, through the local cache. A hit never leaves
-//! the process; a miss reads the store once and verifies the value token against the JWKS.
+//! The token cache: turns a reference token into a verified identity. A hit never leaves the
+//! process; concurrent misses of one token share one store read (coalescing), whose value token
+//! is verified against the IdP's keys; a generation counter keeps a load that raced an
+//! invalidation out of the cache.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::HeaderValue;
@@ -14,17 +16,8 @@ use tokengate_store::{
 use tokio::sync::OnceCell;
 
 use crate::config::CacheConfig;
+use crate::jwks::Keys;
 use crate::metrics::Metrics;
-use crate::sync::{Jwks, JwksError};
-
-/// An unknown key id triggers at most one JWKS fetch per this period.
-const UNKNOWN_KID_REFRESH_EVERY: Duration = Duration::from_secs(5);
-
-struct KeySource {
-    jwks: Jwks,
-    /// When an unknown key id last caused a fetch (the rate limit's clock).
-    last_forced: Option<Instant>,
-}
 
 /// A valid session as the hot path needs it: headers built once, at load.
 #[derive(Debug)]
@@ -48,7 +41,7 @@ enum Cached {
 }
 
 /// The outcome of one store read, shared by every request that waited for it.
-type Load = OnceCell<Result<Arc<Identity>, AuthError>>;
+type Load = OnceCell<Result<Arc<Identity>, LookupError>>;
 
 struct Ttl;
 
@@ -62,7 +55,7 @@ impl moka::Expiry<SessionId, Cached> for Ttl {
 
 /// Why a request's token does not pass.
 #[derive(Clone, Debug, thiserror::Error)]
-pub enum AuthError {
+pub enum LookupError {
     #[error("no usable bearer token")]
     Invalid,
     #[error("token store unreachable")]
@@ -71,15 +64,35 @@ pub enum AuthError {
     NoKeys,
 }
 
+/// Counts invalidations, so that a load can tell whether one happened while it read the store:
+/// what it read may then be stale already, and is not cached.
+#[derive(Debug, Default)]
+pub struct Generation(AtomicU64);
+
+impl Generation {
+    /// Taken before a load reads the store.
+    pub fn current(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// Every invalidation moves the generation on.
+    pub fn advance(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Whether no invalidation happened since `taken`.
+    pub fn unchanged_since(&self, taken: u64) -> bool {
+        self.current() == taken
+    }
+}
+
 pub struct TokenCache {
     cache: Cache<SessionId, Cached>,
     store: AnyStore,
-    verifier: RwLock<Option<Arc<Verifier>>>,
+    keys: Arc<Keys>,
     /// Loads under way: concurrent misses of one token wait for the same store read.
     inflight: Mutex<HashMap<SessionId, Arc<Load>>>,
-    keys: tokio::sync::Mutex<KeySource>,
-    /// Bumped by every invalidation; a load that started before one is not cached.
-    generation: AtomicU64,
+    generation: Generation,
     pub usage: UsageLog,
     max_staleness: Duration,
     negative_ttl: Duration,
@@ -89,20 +102,21 @@ pub struct TokenCache {
 }
 
 impl TokenCache {
-    pub fn new(store: AnyStore, config: &CacheConfig, jwks: Jwks, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        store: AnyStore,
+        config: &CacheConfig,
+        keys: Arc<Keys>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         TokenCache {
             cache: Cache::builder()
                 .max_capacity(config.max_entries)
                 .expire_after(Ttl)
                 .build(),
             store,
-            verifier: RwLock::new(None),
+            keys,
             inflight: Mutex::new(HashMap::new()),
-            keys: tokio::sync::Mutex::new(KeySource {
-                jwks,
-                last_forced: None,
-            }),
-            generation: AtomicU64::new(0),
+            generation: Generation::default(),
             usage: UsageLog::new(),
             max_staleness: config.max_staleness,
             negative_ttl: config.negative_ttl,
@@ -115,45 +129,9 @@ impl TokenCache {
         &self.store
     }
 
-    pub fn set_verifier(&self, verifier: Verifier) {
-        let mut slot = self.verifier.write().unwrap_or_else(|p| p.into_inner());
-        *slot = Some(Arc::new(verifier));
-    }
-
-    /// Fetches the JWKS (conditionally: unchanged keys cost a 304). With `unknown_kid`, at most
-    /// once per [`UNKNOWN_KID_REFRESH_EVERY`], so forged key ids cannot flood the IdP.
-    /// Returns whether the keys changed.
-    pub async fn refresh_keys(&self, unknown_kid: bool) -> Result<bool, JwksError> {
-        let mut source = self.keys.lock().await;
-        if unknown_kid {
-            if source
-                .last_forced
-                .is_some_and(|t| t.elapsed() < UNKNOWN_KID_REFRESH_EVERY)
-            {
-                return Ok(false);
-            }
-            source.last_forced = Some(Instant::now());
-        }
-        match source.jwks.refresh().await? {
-            Some(verifier) => {
-                tracing::info!(keys = verifier.len(), "signing keys loaded");
-                self.set_verifier(verifier);
-                Ok(true)
-            }
-            None => Ok(false),
-        }
-    }
-
-    pub fn verifier(&self) -> Option<Arc<Verifier>> {
-        self.verifier
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
     /// Drops these sessions (revoked, or changed: the next request reloads them).
     pub fn invalidate(&self, ids: &[SessionId]) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.generation.advance();
         for id in ids {
             self.cache.invalidate(id);
         }
@@ -161,7 +139,7 @@ impl TokenCache {
 
     /// Drops everything (events may have been missed).
     pub fn invalidate_all(&self) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.generation.advance();
         self.cache.invalidate_all();
     }
 
@@ -170,10 +148,10 @@ impl TokenCache {
     }
 
     /// The identity behind `Authorization` header value `authorization`.
-    pub async fn authenticate(&self, authorization: &[u8]) -> Result<Arc<Identity>, AuthError> {
+    pub async fn authenticate(&self, authorization: &[u8]) -> Result<Arc<Identity>, LookupError> {
         let token = tokengate_store::bearer_credentials(authorization)
             .and_then(|t| ReferenceToken::parse(t).ok())
-            .ok_or(AuthError::Invalid)?;
+            .ok_or(LookupError::Invalid)?;
         let id = token.session_id();
         let cached = if self.enabled {
             self.cache.get(&id)
@@ -187,7 +165,7 @@ impl TokenCache {
             }
             Some(Cached::Invalid(_)) => {
                 self.metrics.cache_negative_hits.inc();
-                return Err(AuthError::Invalid);
+                return Err(LookupError::Invalid);
             }
             None => {
                 self.metrics.cache_misses.inc();
@@ -207,7 +185,7 @@ impl TokenCache {
     }
 
     /// One store read for any number of concurrent misses of the same session.
-    async fn load_once(&self, id: SessionId) -> Result<Arc<Identity>, AuthError> {
+    async fn load_once(&self, id: SessionId) -> Result<Arc<Identity>, LookupError> {
         let cell = self
             .inflight
             .lock()
@@ -223,12 +201,12 @@ impl TokenCache {
         result
     }
 
-    async fn load(&self, id: SessionId) -> Result<Arc<Identity>, AuthError> {
-        let verifier = self.verifier().ok_or(AuthError::NoKeys)?;
-        let generation = self.generation.load(Ordering::SeqCst);
+    async fn load(&self, id: SessionId) -> Result<Arc<Identity>, LookupError> {
+        let verifier = self.keys.verifier().ok_or(LookupError::NoKeys)?;
+        let generation = self.generation.current();
         let found = self.store.lookup(&id).await.map_err(|e| {
             self.metrics.store_errors.inc();
-            AuthError::Unavailable(Arc::new(e))
+            LookupError::Unavailable(Arc::new(e))
         })?;
         let mut verifier = verifier;
         if let Some(session) = &found
@@ -236,10 +214,10 @@ impl TokenCache {
             && !verifier.knows(&kid)
         {
             // Perhaps the IdP rotated its keys since we last looked.
-            if let Err(e) = self.refresh_keys(true).await {
+            if let Err(e) = self.keys.refresh(true).await {
                 tracing::warn!(error = %e, "fetching signing keys for an unknown key id failed");
             }
-            verifier = self.verifier().ok_or(AuthError::NoKeys)?;
+            verifier = self.keys.verifier().ok_or(LookupError::NoKeys)?;
         }
         let result = found.and_then(|session| {
             let claims = match verifier.verify(session.value_token.expose()) {
@@ -267,7 +245,7 @@ impl TokenCache {
             };
             Some((Arc::new(identity), ttl))
         });
-        let unchanged = self.enabled && self.generation.load(Ordering::SeqCst) == generation;
+        let unchanged = self.enabled && self.generation.unchanged_since(generation);
         match result {
             Some((identity, ttl)) => {
                 if unchanged {
@@ -279,8 +257,25 @@ impl TokenCache {
                 if unchanged {
                     self.cache.insert(id, Cached::Invalid(self.negative_ttl));
                 }
-                Err(AuthError::Invalid)
+                Err(LookupError::Invalid)
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generation_taken_before_an_invalidation_is_stale_after_it() {
+        let g = Generation::default();
+        let before = g.current();
+        assert!(g.unchanged_since(before));
+        g.advance();
+        assert!(!g.unchanged_since(before));
+        let after = g.current();
+        assert!(g.unchanged_since(after));
     }
 }

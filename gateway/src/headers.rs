@@ -1,0 +1,210 @@
+//! What the gateway does to headers on their way through: identity headers are its own,
+//! hop-by-hop headers describe one connection, and the upstream learns who asked and how.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::header::{self, HeaderName};
+use http::{HeaderMap, HeaderValue};
+
+use crate::cache::Identity;
+
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_AUTH_SUBJECT: HeaderName = HeaderName::from_static("x-auth-subject");
+const X_AUTH_ROLES: HeaderName = HeaderName::from_static("x-auth-roles");
+const X_AUTH_SESSION: HeaderName = HeaderName::from_static("x-auth-session");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1): they describe one connection, never forwarded.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Removes every `X-Auth-*` header, whatever its case or count: identity headers are the
+/// gateway's alone.
+pub fn strip_identity(headers: &mut HeaderMap) {
+    // Header names are stored lower-case; the common case (none) allocates nothing.
+    if !headers.keys().any(|k| k.as_str().starts_with("x-auth-")) {
+        return;
+    }
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-auth-"))
+        .cloned()
+        .collect();
+    for name in spoofed {
+        headers.remove(name);
+    }
+}
+
+/// Removes the hop-by-hop headers and every header `Connection` names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// The value token in place of the reference token, and who the caller is.
+pub fn add_identity(headers: &mut HeaderMap, identity: &Identity) {
+    headers.insert(header::AUTHORIZATION, identity.authorization.clone());
+    headers.insert(X_AUTH_SUBJECT, identity.subject.clone());
+    headers.insert(X_AUTH_ROLES, identity.roles_header.clone());
+    headers.insert(X_AUTH_SESSION, identity.session_header.clone());
+}
+
+/// `X-Forwarded-For` (the peer appended), `-Proto` and `-Host` (the host the client asked for).
+pub fn add_forwarded(
+    headers: &mut HeaderMap,
+    peer: SocketAddr,
+    proto: &HeaderValue,
+    host: Option<HeaderValue>,
+) {
+    let forwarded_for = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) => format!("{prior}, {}", peer.ip()),
+        None => peer.ip().to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    headers.insert(X_FORWARDED_PROTO, proto.clone());
+    if let Some(host) = host {
+        headers.insert(X_FORWARDED_HOST, host);
+    }
+}
+
+/// Request ids: the client's `X-Request-Id` if it is sane, else a per-process random prefix and
+/// a counter (unique without a random draw per request).
+pub struct RequestIds {
+    prefix: String,
+    counter: AtomicU64,
+}
+
+impl RequestIds {
+    pub fn new() -> Self {
+        // 8 characters of a fresh session id: random, URL-safe, cheap to get.
+        let random = tokengate_store::ReferenceToken::generate().session_id();
+        RequestIds {
+            prefix: random.as_str()[..8].to_owned(),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    pub fn for_request(&self, headers: &HeaderMap) -> HeaderValue {
+        if let Some(id) = headers.get(X_REQUEST_ID)
+            && (1..=128).contains(&id.len())
+            && id.as_bytes().iter().all(u8::is_ascii_graphic)
+        {
+            return id.clone();
+        }
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        HeaderValue::from_str(&format!("{}-{n:x}", self.prefix))
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+    }
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn names(h: &HeaderMap) -> Vec<&str> {
+        let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        names
+    }
+
+    #[test]
+    fn identity_headers_go_in_any_case_and_number() {
+        let mut h = headers(&[
+            ("X-Auth-Subject", "admin"),
+            ("x-auth-roles", "a"),
+            ("X-AUTH-ROLES", "b"),
+            ("X-Auth-Anything-New", "1"),
+            ("x-authority", "kept: not an identity header"),
+            ("accept", "*/*"),
+        ]);
+        strip_identity(&mut h);
+        assert_eq!(names(&h), ["accept", "x-authority"]);
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = headers(&[
+            ("connection", "keep-alive, X-Secret , x-other"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("trailer", "x"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-authorization", "Basic eA=="),
+            ("x-secret", "1"),
+            ("x-other", "2"),
+            ("x-kept", "3"),
+            ("upgrade", "websocket"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        // `Upgrade` is the caller's decision (kept only on WebSocket routes).
+        assert_eq!(names(&h), ["upgrade", "x-kept"]);
+    }
+
+    #[test]
+    fn forwarded_headers_append_the_peer() {
+        let peer: SocketAddr = "10.1.2.3:5555".parse().unwrap();
+        let proto = HeaderValue::from_static("https");
+        let mut h = headers(&[("x-forwarded-for", "192.0.2.1")]);
+        add_forwarded(&mut h, peer, &proto, Some(HeaderValue::from_static("a.b")));
+        assert_eq!(h["x-forwarded-for"], "192.0.2.1, 10.1.2.3");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "a.b");
+        let mut h = HeaderMap::new();
+        add_forwarded(&mut h, peer, &proto, None);
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+        assert!(!h.contains_key("x-forwarded-host"));
+    }
+
+    #[test]
+    fn request_ids_keep_sane_ones_and_make_unique_ones() {
+        let ids = RequestIds::new();
+        let kept = ids.for_request(&headers(&[("x-request-id", "abc-123")]));
+        assert_eq!(kept, "abc-123");
+        let too_long = "a".repeat(129);
+        let (a, b) = (
+            ids.for_request(&headers(&[("x-request-id", "bad id")])),
+            ids.for_request(&headers(&[("x-request-id", &too_long)])),
+        );
+        assert_ne!(a, b);
+        assert_ne!(a, "bad id");
+        assert_ne!(b, too_long.as_str());
+    }
+}

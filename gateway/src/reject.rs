@@ -1,0 +1,155 @@
+//! Every way the gateway declines a request, and the one place that turns it into an answer:
+//! status, `WWW-Authenticate` challenge (shared with the IdP) and a short JSON body. Clients
+//! never see internal details; the phase that rejects logs them.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use tokengate_server::challenge::{BEARER, BEARER_INSUFFICIENT_SCOPE, BEARER_INVALID_TOKEN};
+
+use crate::Body;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Reject {
+    #[error("no route")]
+    NoRoute,
+    /// A protected route and no `Authorization` header.
+    #[error("no bearer token")]
+    MissingToken,
+    /// Malformed, unknown, revoked or expired, or more than one `Authorization` header.
+    #[error("invalid bearer token")]
+    InvalidToken,
+    /// The token is not cached and the store cannot be asked: the token may be fine.
+    #[error("token store unreachable")]
+    Unavailable,
+    #[error("lacks every role the route asks for")]
+    InsufficientScope,
+    #[error("request body over max_body_bytes")]
+    BodyTooLarge,
+    #[error("request target cannot be forwarded")]
+    BadTarget,
+    #[error("upstream refused or failed")]
+    UpstreamFailed,
+    #[error("upstream did not answer in time")]
+    UpstreamTimeout,
+}
+
+impl Reject {
+    /// Status, challenge and the `error` of the JSON body.
+    fn parts(self) -> (StatusCode, Option<&'static str>, &'static str) {
+        match self {
+            Reject::NoRoute => (StatusCode::NOT_FOUND, None, "not_found"),
+            Reject::MissingToken => (StatusCode::UNAUTHORIZED, Some(BEARER), "unauthorized"),
+            Reject::InvalidToken => (
+                StatusCode::UNAUTHORIZED,
+                Some(BEARER_INVALID_TOKEN),
+                "invalid_token",
+            ),
+            Reject::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                None,
+                "temporarily_unavailable",
+            ),
+            Reject::InsufficientScope => (
+                StatusCode::FORBIDDEN,
+                Some(BEARER_INSUFFICIENT_SCOPE),
+                "insufficient_scope",
+            ),
+            Reject::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, None, "body_too_large"),
+            Reject::BadTarget => (StatusCode::BAD_REQUEST, None, "invalid_request"),
+            Reject::UpstreamFailed => (StatusCode::BAD_GATEWAY, None, "bad_gateway"),
+            Reject::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, None, "gateway_timeout"),
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        self.parts().0
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let (status, challenge, error) = self.parts();
+        let mut response = json(status, format!("{{\"error\":\"{error}\"}}"));
+        if let Some(c) = challenge {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(c));
+        }
+        response
+    }
+}
+
+/// A response with a body of our own.
+pub fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut response = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+pub fn json(status: StatusCode, body: String) -> Response<Body> {
+    text(status, "application/json", body)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    async fn body(response: Response<Body>) -> String {
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    #[tokio::test]
+    async fn every_reject_answers_its_status_challenge_and_body() {
+        let cases = [
+            (Reject::NoRoute, 404, None, "not_found"),
+            (Reject::MissingToken, 401, Some(BEARER), "unauthorized"),
+            (
+                Reject::InvalidToken,
+                401,
+                Some(BEARER_INVALID_TOKEN),
+                "invalid_token",
+            ),
+            (Reject::Unavailable, 503, None, "temporarily_unavailable"),
+            (
+                Reject::InsufficientScope,
+                403,
+                Some(BEARER_INSUFFICIENT_SCOPE),
+                "insufficient_scope",
+            ),
+            (Reject::BodyTooLarge, 413, None, "body_too_large"),
+            (Reject::BadTarget, 400, None, "invalid_request"),
+            (Reject::UpstreamFailed, 502, None, "bad_gateway"),
+            (Reject::UpstreamTimeout, 504, None, "gateway_timeout"),
+        ];
+        for (reject, status, challenge, error) in cases {
+            assert_eq!(reject.status().as_u16(), status);
+            let response = reject.into_response();
+            assert_eq!(response.status().as_u16(), status, "{reject:?}");
+            assert_eq!(
+                response
+                    .headers()
+                    .get(header::WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok()),
+                challenge,
+                "{reject:?}"
+            );
+            assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+            let body: serde_json::Value =
+                serde_json::from_str(&body(response).await).unwrap_or_default();
+            assert_eq!(body["error"], error, "{reject:?}");
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! The route table: the longest matching path prefix wins, and a route limited to a host is
+//! preferred over a catch-all of equal prefix.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use http::{Request, header};
+
+use crate::config::RouteConfig;
+use crate::metrics::{Metrics, StatusCounters};
+use crate::upstream::{self, Upstream};
+
+/// A route with its upstreams parsed once.
+#[derive(Debug)]
+pub struct Route {
+    pub prefix: String,
+    /// Lower-case host this route is limited to.
+    pub host: Option<String>,
+    pub upstreams: Vec<Upstream>,
+    next: AtomicUsize,
+    pub roles: Vec<String>,
+    pub auth: bool,
+    pub websocket: bool,
+    /// Requests this route answered, by status.
+    pub requests: StatusCounters,
+}
+
+impl Route {
+    /// `None` if an upstream URL is not `scheme://authority`, or there is none.
+    pub fn new(config: &RouteConfig, metrics: &Metrics) -> Option<Self> {
+        let upstreams = config
+            .upstream
+            .iter()
+            .map(|url| Upstream::parse(url))
+            .collect::<Option<Vec<_>>>()?;
+        if upstreams.is_empty() {
+            return None;
+        }
+        let host = config.host.as_ref().map(|h| h.to_ascii_lowercase());
+        Some(Route {
+            requests: metrics.route_counters(&config.path_prefix, host.as_deref()),
+            prefix: config.path_prefix.clone(),
+            host,
+            upstreams,
+            next: AtomicUsize::new(0),
+            roles: config.roles.clone(),
+            auth: config.auth,
+            websocket: config.websocket,
+        })
+    }
+
+    /// The next upstream in turn that is not passed over.
+    pub fn pick(&self) -> &Upstream {
+        upstream::pick(&self.upstreams, self.next.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Whether roles allow this route: it asks for none, or they hold any it lists.
+    pub fn allows(&self, roles: &[String]) -> bool {
+        self.roles.is_empty() || self.roles.iter().any(|r| roles.contains(r))
+    }
+
+    fn matches(&self, path: &str, host: Option<&str>) -> bool {
+        path.starts_with(&self.prefix)
+            && self
+                .host
+                .as_ref()
+                .is_none_or(|h| host.is_some_and(|rh| rh.eq_ignore_ascii_case(h)))
+    }
+}
+
+pub struct Routes(Vec<Route>);
+
+impl Routes {
+    /// Sorts routes most specific first and numbers their upstreams.
+    pub fn new(mut routes: Vec<Route>) -> Self {
+        // Longest prefix first; at equal length, a route for a named host before a catch-all.
+        routes.sort_by_key(|r| std::cmp::Reverse((r.prefix.len(), r.host.is_some())));
+        for (id, upstream) in routes
+            .iter_mut()
+            .flat_map(|r| r.upstreams.iter_mut())
+            .enumerate()
+        {
+            upstream.id = id;
+        }
+        Routes(routes)
+    }
+
+    /// The route for a request: the first (most specific) that matches its path and host.
+    pub fn find<B>(&self, req: &Request<B>) -> Option<&Route> {
+        let (path, host) = (req.uri().path(), request_host(req));
+        self.0.iter().find(|r| r.matches(path, host))
+    }
+}
+
+/// The host a request is for, without the port: `:authority` (HTTP/2) or `Host`.
+fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    let raw = match req.uri().authority() {
+        Some(authority) => authority.host(),
+        None => req.headers().get(header::HOST)?.to_str().ok()?,
+    };
+    // Strip a port, keeping IPv6 literals whole.
+    Some(match raw.rfind(':') {
+        Some(i) if !raw.ends_with(']') => &raw[..i],
+        _ => raw,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn route(prefix: &str, host: Option<&str>, upstream: &str) -> Route {
+        let config = RouteConfig {
+            path_prefix: prefix.to_owned(),
+            host: host.map(str::to_owned),
+            upstream: vec![upstream.to_owned()],
+            roles: vec![],
+            auth: false,
+            websocket: false,
+        };
+        Route::new(&config, &Metrics::new()).unwrap()
+    }
+
+    fn table() -> Routes {
+        Routes::new(vec![
+            route("/", None, "http://root:1"),
+            route("/api/", None, "http://api:1"),
+            route("/api/", Some("Shop.Example"), "http://shop:1"),
+            route("/api/admin/", None, "http://admin:1"),
+        ])
+    }
+
+    fn upstream_for(routes: &Routes, uri: &str, host: Option<&str>) -> Option<String> {
+        let mut req = Request::get(uri);
+        if let Some(h) = host {
+            req = req.header(header::HOST, h);
+        }
+        let req = req.body(()).unwrap();
+        routes
+            .find(&req)
+            .map(|r| r.upstreams[0].authority.host().to_owned())
+    }
+
+    #[test]
+    fn longest_prefix_wins() {
+        let t = table();
+        assert_eq!(
+            upstream_for(&t, "/api/admin/x", None).as_deref(),
+            Some("admin")
+        );
+        assert_eq!(upstream_for(&t, "/api/x", None).as_deref(), Some("api"));
+        assert_eq!(upstream_for(&t, "/apix", None).as_deref(), Some("root"));
+        assert_eq!(upstream_for(&t, "/", None).as_deref(), Some("root"));
+    }
+
+    #[test]
+    fn a_host_route_wins_over_a_catch_all_and_ignores_port_and_case() {
+        let t = table();
+        for host in ["shop.example", "SHOP.example:8443"] {
+            assert_eq!(
+                upstream_for(&t, "/api/x", Some(host)).as_deref(),
+                Some("shop"),
+                "{host}"
+            );
+        }
+        assert_eq!(
+            upstream_for(&t, "http://shop.example/api/x", None).as_deref(),
+            Some("shop")
+        );
+        assert_eq!(
+            upstream_for(&t, "/api/x", Some("other.example")).as_deref(),
+            Some("api")
+        );
+        assert_eq!(
+            upstream_for(&t, "/api/x", Some("[::1]:80")).as_deref(),
+            Some("api")
+        );
+    }
+
+    #[test]
+    fn no_match_is_none() {
+        let t = Routes::new(vec![route("/api/", None, "http://api:1")]);
+        assert_eq!(upstream_for(&t, "/public", None), None);
+    }
+
+    #[test]
+    fn upstreams_are_numbered_across_routes() {
+        let t = table();
+        let mut ids: Vec<usize> =
+            t.0.iter()
+                .flat_map(|r| r.upstreams.iter().map(|u| u.id))
+                .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn roles_allow_any_listed_or_none_asked() {
+        let mut r = route("/", None, "http://a:1");
+        assert!(r.allows(&[]));
+        r.roles = vec!["a".into(), "b".into()];
+        assert!(r.allows(&["x".into(), "b".into()]));
+        assert!(!r.allows(&["x".into()]));
+    }
+}
