@@ -5,7 +5,8 @@
 //! * `record`: what a session holds and when it expires.
 //! * `claims`: the value token's claims and their verification (the store alone cannot mint).
 //! * `event`: revocations and role changes, delivered at least once, with gap detection.
-//! * `redis`: the Redis implementation and its key schema (the only place that knows it).
+//! * `redis`: the Redis implementation: its key schema and scripts (`redis/schema.rs`, the only
+//!   place that knows them), connections per topology, and the event stream.
 //! * `usage`: last-use reports, coalesced and written in batches.
 //! * `config`: the `[store]` section both services share.
 //! * `memory`: the in-memory implementation, the embedded default of `tokengate dev`.
