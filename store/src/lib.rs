@@ -10,6 +10,8 @@
 //! * `usage`: last-use reports, coalesced and written in batches.
 //! * `config`: the `[store]` section both services share.
 //! * `memory`: the in-memory implementation, the embedded default of `tokengate dev`.
+//! * `error`: what callers see go wrong; no driver type in it (the driver's error stays opaque
+//!   inside `DriverError`, for logs).
 //!
 //! Both implementations pass one contract suite (`testing::suite`).
 
@@ -32,7 +34,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use claims::{Claims, Verifier, VerifyError};
 pub use config::{ConfigError, StoreConfig, StoreMode};
-pub use error::StoreError;
+pub use error::{DriverError, StoreError};
 pub use event::{Event, EventBatch, EventCursor};
 pub use memory::MemoryStore;
 pub use record::{Session, ValueToken};

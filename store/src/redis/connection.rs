@@ -335,15 +335,20 @@ impl Source {
                 .await
                 .map(Reader::Single)
         };
-        Ok(match self {
-            Source::Single(client) => single(Client::clone(client)).await?,
-            Source::Sentinel(master) => single(master.master().await?).await?,
+        let reader = match self {
+            Source::Single(client) => single(Client::clone(client)).await,
+            Source::Sentinel(master) => match master.master().await {
+                Ok(client) => single(client).await,
+                Err(e) => Err(e),
+            },
             Source::Cluster(nodes) => {
                 // Room for the usual wait, so that a steady reader is made once.
                 let timeout = needed.max(Duration::from_secs(5));
                 let client = cluster_client(nodes, options, timeout)?;
-                Reader::Cluster(client.get_async_connection().await?, timeout)
+                let con = client.get_async_connection().await;
+                con.map(|con| Reader::Cluster(con, timeout))
             }
-        })
+        };
+        reader.map_err(StoreError::unavailable)
     }
 }

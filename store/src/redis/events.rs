@@ -44,7 +44,7 @@ pub(super) async fn publish(
                 delay *= 2;
                 attempt += 1;
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(StoreError::unavailable(e)),
         }
     }
 }
@@ -61,7 +61,8 @@ pub(super) async fn head(
         .key(&keys.events)
         .key(&keys.events_epoch)
         .invoke_async(con)
-        .await?;
+        .await
+        .map_err(StoreError::unavailable)?;
     let seq = seq.parse().map_err(|_| StoreError::Corrupt {
         what: "event sequence number",
     })?;
@@ -170,7 +171,8 @@ async fn read_on(
         .arg(&keys.events)
         .arg(&after.id)
         .query_async(con)
-        .await?;
+        .await
+        .map_err(StoreError::unavailable)?;
     let mut batch = EventBatch {
         events: Vec::new(),
         cursor: after.clone(),

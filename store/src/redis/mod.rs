@@ -103,10 +103,17 @@ impl RedisStore {
         match self.con.query_each(&cmds).await {
             Err(e) if is_noscript(&e) => {
                 let mut con = self.con.clone();
-                script.prepare_invoke().load_async(&mut con).await?;
-                Ok(self.con.query_each(&cmds).await?)
+                script
+                    .prepare_invoke()
+                    .load_async(&mut con)
+                    .await
+                    .map_err(StoreError::unavailable)?;
+                self.con
+                    .query_each(&cmds)
+                    .await
+                    .map_err(StoreError::unavailable)
             }
-            other => Ok(other?),
+            other => other.map_err(StoreError::unavailable),
         }
     }
 
@@ -131,7 +138,8 @@ impl TokenStore for RedisStore {
             .arg(s.max_expires_at)
             .arg(now_unix())
             .invoke_async::<Value>(&mut con)
-            .await?;
+            .await
+            .map_err(StoreError::unavailable)?;
         self.shared
             .scripts
             .create
@@ -145,7 +153,8 @@ impl TokenStore for RedisStore {
             .arg(s.max_expires_at)
             .arg(s.expires_at())
             .invoke_async::<Value>(&mut con)
-            .await?;
+            .await
+            .map_err(StoreError::unavailable)?;
         Ok(())
     }
 
@@ -154,7 +163,8 @@ impl TokenStore for RedisStore {
         let fields: Vec<(String, String)> = redis::cmd("HGETALL")
             .arg(self.shared.keys.session(id))
             .query_async(&mut con)
-            .await?;
+            .await
+            .map_err(StoreError::unavailable)?;
         if fields.is_empty() {
             return Ok(None);
         }
@@ -192,7 +202,8 @@ impl TokenStore for RedisStore {
             .revoke
             .key(self.shared.keys.session(id))
             .invoke_async(&mut con)
-            .await?;
+            .await
+            .map_err(StoreError::unavailable)?;
         let Some(subject) = subject else {
             return Ok(false);
         };
@@ -204,7 +215,8 @@ impl TokenStore for RedisStore {
             .arg(self.shared.keys.subject(&subject, "sessions"))
             .arg(id.as_str())
             .query_async(&mut con)
-            .await?;
+            .await
+            .map_err(StoreError::unavailable)?;
         Ok(true)
     }
 
@@ -216,7 +228,8 @@ impl TokenStore for RedisStore {
             .arg(0)
             .arg(-1)
             .query_async(&mut con)
-            .await?;
+            .await
+            .map_err(StoreError::unavailable)?;
         let ids: Vec<SessionId> = ids.iter().filter_map(|s| SessionId::parse(s)).collect();
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -231,7 +244,11 @@ impl TokenStore for RedisStore {
                 cmd
             })
             .collect();
-        let deleted: Vec<i64> = self.con.query_each(&deletes).await?;
+        let deleted: Vec<i64> = self
+            .con
+            .query_each(&deletes)
+            .await
+            .map_err(StoreError::unavailable)?;
         self.publish(&Event::SubjectRevoked {
             subject: subject.to_owned(),
             sessions: ids.clone(),
@@ -241,7 +258,8 @@ impl TokenStore for RedisStore {
             .arg(&index)
             .arg(ids.iter().map(SessionId::as_str).collect::<Vec<_>>())
             .query_async(&mut con)
-            .await?;
+            .await
+            .map_err(StoreError::unavailable)?;
         Ok(ids
             .into_iter()
             .zip(deleted)
@@ -258,7 +276,8 @@ impl TokenStore for RedisStore {
             .arg(format!("({}", now_unix()))
             .arg("+inf")
             .query_async(&mut con)
-            .await?;
+            .await
+            .map_err(StoreError::unavailable)?;
         let ids: Vec<SessionId> = ids.iter().filter_map(|s| SessionId::parse(s)).collect();
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -271,7 +290,11 @@ impl TokenStore for RedisStore {
                 cmd
             })
             .collect();
-        let records: Vec<Vec<(String, String)>> = self.con.query_each(&reads).await?;
+        let records: Vec<Vec<(String, String)>> = self
+            .con
+            .query_each(&reads)
+            .await
+            .map_err(StoreError::unavailable)?;
         let now = now_unix();
         let mut sessions = Vec::with_capacity(ids.len());
         let mut ended = Vec::new();
@@ -292,7 +315,8 @@ impl TokenStore for RedisStore {
                 .arg(&index)
                 .arg(ended.iter().map(SessionId::as_str).collect::<Vec<_>>())
                 .query_async(&mut con)
-                .await?;
+                .await
+                .map_err(StoreError::unavailable)?;
         }
         Ok(sessions)
     }
@@ -345,7 +369,8 @@ impl TokenStore for RedisStore {
         let raw: Option<String> = redis::cmd("GET")
             .arg(self.shared.keys.subject(subject, "roles"))
             .query_async(&mut con)
-            .await?;
+            .await
+            .map_err(StoreError::unavailable)?;
         raw.map(|r| serde_json::from_str(&r).map_err(|_| StoreError::Corrupt { what: "roles" }))
             .transpose()
     }
@@ -358,7 +383,8 @@ impl TokenStore for RedisStore {
             .arg(self.shared.keys.subject(subject, "roles"))
             .arg(raw)
             .query_async(&mut con)
-            .await?;
+            .await
+            .map_err(StoreError::unavailable)?;
         Ok(())
     }
 
@@ -385,7 +411,10 @@ impl TokenStore for RedisStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         let mut con = self.con.clone();
-        let _: String = redis::cmd("PING").query_async(&mut con).await?;
+        let _: String = redis::cmd("PING")
+            .query_async(&mut con)
+            .await
+            .map_err(StoreError::unavailable)?;
         Ok(())
     }
 
@@ -407,7 +436,8 @@ impl TokenStore for RedisStore {
             .arg(window.as_millis().max(1) as u64)
             .arg(lockout.as_millis().max(1) as u64)
             .invoke_async(&mut con)
-            .await?;
+            .await
+            .map_err(StoreError::unavailable)?;
         Ok(locked == 1)
     }
 
@@ -416,7 +446,8 @@ impl TokenStore for RedisStore {
         let ms: i64 = redis::cmd("PTTL")
             .arg(self.shared.keys.login(key, "lock"))
             .query_async(&mut con)
-            .await?;
+            .await
+            .map_err(StoreError::unavailable)?;
         Ok((ms > 0).then(|| Duration::from_millis(ms as u64)))
     }
 
@@ -425,7 +456,8 @@ impl TokenStore for RedisStore {
         let _: Value = redis::cmd("DEL")
             .arg(self.shared.keys.login(key, "n"))
             .query_async(&mut con)
-            .await?;
+            .await
+            .map_err(StoreError::unavailable)?;
         Ok(())
     }
 }
