@@ -8,7 +8,8 @@
 //! * `redis`: the Redis implementation: its key schema and scripts (`redis/schema.rs`, the only
 //!   place that knows them), connections per topology, and the event stream.
 //! * `usage`: last-use reports, coalesced and written in batches.
-//! * `config`: the `[store]` section both services share.
+//! * `config`: the `[store]` section both services share, and `StoreConfigError`, which names the
+//!   key (a service adds its file and section).
 //! * `memory`: the in-memory implementation, the embedded default of `tokengate dev`.
 //! * `error`: what callers see go wrong; no driver type in it (the driver's error stays opaque
 //!   inside `DriverError`, for logs).
@@ -33,7 +34,7 @@ use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use claims::{Claims, Verifier, VerifyError};
-pub use config::{ConfigError, StoreConfig, StoreMode};
+pub use config::{StoreConfig, StoreConfigError, StoreMode};
 pub use error::{DriverError, StoreError};
 pub use event::{Event, EventBatch, EventCursor};
 pub use memory::MemoryStore;
