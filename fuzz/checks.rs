@@ -65,7 +65,7 @@ pub fn config(data: &[u8]) {
         return;
     };
     let path = Path::new("fuzz.toml");
-    let named = |e: tokengate_store::ConfigError| {
+    let named = |e: tokengate_idp::config::ConfigError| {
         assert!(
             e.to_string().contains("fuzz.toml"),
             "error without the file: {e}"

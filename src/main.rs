@@ -246,7 +246,7 @@ async fn run_dev(redis_url: Option<String>, listen: DevListen) -> Result<()> {
             let config = StoreConfig::redis(url);
             config
                 .validate()
-                .map_err(|(key, message)| anyhow::anyhow!("--redis-url ({key}): {message}"))?;
+                .map_err(|e| anyhow::anyhow!("--redis-url ({}): {}", e.key, e.message))?;
             config.connect()?
         }
         None => AnyStore::Memory(MemoryStore::new()),

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-pub use tokengate_store::{ConfigError, StoreConfig};
+pub use tokengate_server::ConfigError;
+pub use tokengate_store::StoreConfig;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -231,7 +232,7 @@ impl GatewayConfig {
         }
         self.store
             .validate()
-            .map_err(|(key, message)| invalid(format!("store.{key}"), &message))?;
+            .map_err(|e| invalid(format!("store.{}", e.key), &e.message))?;
         if !self.idp.jwks_url.starts_with("http://") {
             return Err(invalid("idp.jwks_url".into(), "must be an http:// URL"));
         }

@@ -184,11 +184,7 @@ impl Gateway {
                 .instrument(tracing::info_span!("sync")),
         );
         let s = &self.config.server;
-        let limits = server::Limits {
-            max_connections: s.max_connections,
-            header_timeout: s.header_timeout,
-            drain_timeout: s.drain_timeout,
-        };
+        let limits = server::Limits::new(s.max_connections, s.header_timeout, s.drain_timeout);
 
         let proxy = self.proxy.clone();
         let public = serve(

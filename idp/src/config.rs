@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-pub use tokengate_store::{ConfigError, StoreConfig};
+pub use tokengate_server::ConfigError;
+pub use tokengate_store::StoreConfig;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -309,7 +310,7 @@ impl IdpConfig {
         }
         self.store
             .validate()
-            .map_err(|(key, message)| invalid(&format!("store.{key}"), &message))?;
+            .map_err(|e| invalid(&format!("store.{}", e.key), &e.message))?;
         let t = &self.tokens;
         if t.issuer.is_empty() {
             return Err(invalid("tokens.issuer", "must not be empty"));

@@ -376,11 +376,8 @@ impl BoundIdp {
             admin::routes(idp.state.clone()).route("/readyz", get(readyz)),
         );
         let s = &idp.config.server;
-        let limits = tokengate_server::Limits {
-            max_connections: s.max_connections,
-            header_timeout: s.header_timeout,
-            drain_timeout: s.drain_timeout,
-        };
+        let limits =
+            tokengate_server::Limits::new(s.max_connections, s.header_timeout, s.drain_timeout);
         let state = idp.state.clone();
         let flusher = {
             let shutdown = shutdown.clone();

@@ -3,6 +3,12 @@
 //! idle, and drains them on shutdown. At the connection limit, connections that sit idle are
 //! closed to make room (as nginx reuses keep-alive connections), so idle or silent clients can
 //! hold slots only until someone else needs one. Each service decides nothing here but what it answers.
+//!
+//! * `config`: `ConfigError`, how both services report a configuration file they cannot use.
+
+mod config;
+
+pub use config::ConfigError;
 
 pub mod challenge;
 
@@ -77,6 +83,17 @@ pub struct Limits {
     /// Time to send a request head, and longest idle time between requests.
     pub header_timeout: Duration,
     pub drain_timeout: Duration,
+}
+
+impl Limits {
+    /// The limits a service's `[server]` section sets (both services name the keys alike).
+    pub fn new(max_connections: usize, header_timeout: Duration, drain_timeout: Duration) -> Self {
+        Limits {
+            max_connections,
+            header_timeout,
+            drain_timeout,
+        }
+    }
 }
 
 /// When a connection last started or finished a request, and how many are under way.

@@ -5,26 +5,23 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// What is wrong with a configuration file (of the IdP or a gateway), naming the file and key.
+use crate::{AnyStore, RedisOptions, RedisStore, StoreError};
+
+/// A `[store]` setting that cannot work: its key within the section, and why. A service names
+/// its file and section around it (`ConfigError::Invalid` with `store.<key>`).
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {file}: {source}")]
-    Read {
-        file: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{file}: {message}")]
-    Parse { file: PathBuf, message: String },
-    #[error("{file}: `{key}`: {message}")]
-    Invalid {
-        file: PathBuf,
-        key: String,
-        message: String,
-    },
+#[error("`{key}`: {message}")]
+pub struct StoreConfigError {
+    pub key: &'static str,
+    pub message: String,
 }
 
-use crate::{AnyStore, RedisOptions, RedisStore, StoreError};
+fn invalid(key: &'static str, message: impl Into<String>) -> StoreConfigError {
+    StoreConfigError {
+        key,
+        message: message.into(),
+    }
+}
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -94,13 +91,13 @@ impl Default for StoreConfig {
 }
 
 /// Every URL is a `redis://` or `rediss://` URL the client accepts.
-fn check_urls(key: &'static str, urls: &[String]) -> Result<(), (&'static str, String)> {
+fn check_urls(key: &'static str, urls: &[String]) -> Result<(), StoreConfigError> {
     for url in urls {
         if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-            return Err((key, "must start with redis:// or rediss://".into()));
+            return Err(invalid(key, "must start with redis:// or rediss://"));
         }
         if let Err(e) = redis::Client::open(url.as_str()) {
-            return Err((key, format!("not a Redis URL: {e}")));
+            return Err(invalid(key, format!("not a Redis URL: {e}")));
         }
     }
     Ok(())
@@ -131,56 +128,59 @@ impl StoreConfig {
         }
     }
 
-    /// `Err((key, message))` for the first setting that cannot work.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+    /// The first setting that cannot work, if any.
+    pub fn validate(&self) -> Result<(), StoreConfigError> {
         match self.mode {
             StoreMode::Standalone => {
                 check_urls("redis_url", std::slice::from_ref(&self.redis_url))?
             }
             StoreMode::Cluster => {
                 if self.nodes.is_empty() {
-                    return Err((
+                    return Err(invalid(
                         "nodes",
-                        "mode = \"cluster\" needs at least one seed node".into(),
+                        "mode = \"cluster\" needs at least one seed node",
                     ));
                 }
                 check_urls("nodes", &self.nodes)?;
             }
             StoreMode::Sentinel => {
                 if self.sentinels.is_empty() {
-                    return Err((
+                    return Err(invalid(
                         "sentinels",
-                        "mode = \"sentinel\" needs at least one sentinel".into(),
+                        "mode = \"sentinel\" needs at least one sentinel",
                     ));
                 }
                 check_urls("sentinels", &self.sentinels)?;
                 if self.master_name.as_deref().is_none_or(str::is_empty) {
-                    return Err((
+                    return Err(invalid(
                         "master_name",
-                        "mode = \"sentinel\" needs the name the sentinels monitor".into(),
+                        "mode = \"sentinel\" needs the name the sentinels monitor",
                     ));
                 }
                 check_urls("redis_url", std::slice::from_ref(&self.redis_url))?;
             }
         }
         if self.key_prefix.is_empty() || self.key_prefix.contains(['{', '}']) {
-            return Err(("key_prefix", "must be non-empty, without braces".into()));
+            return Err(invalid("key_prefix", "must be non-empty, without braces"));
         }
         if self.events_max_len < 100 {
-            return Err(("events_max_len", "must be at least 100".into()));
+            return Err(invalid("events_max_len", "must be at least 100"));
         }
         if self.timeout.is_zero() {
-            return Err(("timeout", "must be more than 0".into()));
+            return Err(invalid("timeout", "must be more than 0"));
         }
         if let Some(file) = &self.tls_ca_file {
             if self.mode == StoreMode::Sentinel {
-                return Err((
+                return Err(invalid(
                     "tls_ca_file",
-                    "not supported with mode = \"sentinel\" (the system's roots are used)".into(),
+                    "not supported with mode = \"sentinel\" (the system's roots are used)",
                 ));
             }
             if !file.is_file() {
-                return Err(("tls_ca_file", format!("{} is not a file", file.display())));
+                return Err(invalid(
+                    "tls_ca_file",
+                    format!("{} is not a file", file.display()),
+                ));
             }
         }
         Ok(())
@@ -212,5 +212,63 @@ impl StoreConfig {
                 options,
             )?,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_of(config: &StoreConfig) -> Option<&'static str> {
+        config.validate().err().map(|e| e.key)
+    }
+
+    #[test]
+    fn the_default_and_a_plain_url_are_valid() {
+        assert_eq!(key_of(&StoreConfig::default()), None);
+        assert_eq!(
+            key_of(&StoreConfig::redis("rediss://:pw@redis:6380/2")),
+            None
+        );
+    }
+
+    #[test]
+    fn the_first_setting_that_cannot_work_is_named() {
+        assert_eq!(
+            key_of(&StoreConfig::redis("http://redis:6379")),
+            Some("redis_url")
+        );
+        let cluster = StoreConfig {
+            mode: StoreMode::Cluster,
+            ..StoreConfig::default()
+        };
+        assert_eq!(key_of(&cluster), Some("nodes"));
+        let sentinel = StoreConfig {
+            mode: StoreMode::Sentinel,
+            sentinels: vec!["redis://127.0.0.1:26379".into()],
+            ..StoreConfig::default()
+        };
+        assert_eq!(key_of(&sentinel), Some("master_name"));
+        let braces = StoreConfig {
+            key_prefix: "{tg}".into(),
+            ..StoreConfig::default()
+        };
+        assert_eq!(key_of(&braces), Some("key_prefix"));
+        let short = StoreConfig {
+            events_max_len: 10,
+            ..StoreConfig::default()
+        };
+        assert_eq!(key_of(&short), Some("events_max_len"));
+    }
+
+    #[test]
+    fn an_error_shows_its_key_and_why() {
+        let e = StoreConfig::redis("http://redis:6379")
+            .validate()
+            .expect_err("not a Redis URL");
+        assert_eq!(
+            e.to_string(),
+            "`redis_url`: must start with redis:// or rediss://"
+        );
     }
 }

@@ -819,7 +819,7 @@ pub mod fuzz {
         let Some(id) = SessionId::parse("AAAAAAAAAAAAAAAAAAAAAA") else {
             panic!("a valid session id was refused");
         };
-        if let Some(s) = crate::redis::decode_session(id, fields(data)) {
+        if let Some(s) = crate::redis::schema::decode_session(id, fields(data)) {
             assert!(s.expires_at() <= s.max_expires_at);
             let _ = s.is_live(crate::now_unix());
         }
@@ -837,7 +837,7 @@ pub mod fuzz {
             milliseconds_elapsed_from_delivery: None,
             delivered_count: None,
         };
-        if let Some(event) = crate::redis::decode_event(&entry) {
+        if let Some(event) = crate::redis::events::decode_event(&entry) {
             assert!(matches!(
                 event,
                 Event::Revoked { .. } | Event::RolesChanged { .. } | Event::SubjectRevoked { .. }

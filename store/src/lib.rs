@@ -5,10 +5,14 @@
 //! * `record`: what a session holds and when it expires.
 //! * `claims`: the value token's claims and their verification (the store alone cannot mint).
 //! * `event`: revocations and role changes, delivered at least once, with gap detection.
-//! * `redis`: the Redis implementation and its key schema (the only place that knows it).
+//! * `redis`: the Redis implementation: its key schema and scripts (`redis/schema.rs`, the only
+//!   place that knows them), connections per topology, and the event stream.
 //! * `usage`: last-use reports, coalesced and written in batches.
-//! * `config`: the `[store]` section both services share.
+//! * `config`: the `[store]` section both services share, and `StoreConfigError`, which names the
+//!   key (a service adds its file and section).
 //! * `memory`: the in-memory implementation, the embedded default of `tokengate dev`.
+//! * `error`: what callers see go wrong; no driver type in it (the driver's error stays opaque
+//!   inside `DriverError`, for logs).
 //!
 //! Both implementations pass one contract suite (`testing::suite`).
 
@@ -30,8 +34,8 @@ use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use claims::{Claims, Verifier, VerifyError};
-pub use config::{ConfigError, StoreConfig, StoreMode};
-pub use error::StoreError;
+pub use config::{StoreConfig, StoreConfigError, StoreMode};
+pub use error::{DriverError, StoreError};
 pub use event::{Event, EventBatch, EventCursor};
 pub use memory::MemoryStore;
 pub use record::{Session, ValueToken};

@@ -1,0 +1,463 @@
+//! The Redis store: one server, a Redis Cluster, or the master of a Sentinel group.
+//!
+//! * `schema`: the key schema and the Lua scripts on it (the only place that knows them).
+//! * `connection`: connections per topology, TLS, and the event reader's own connection.
+//! * `events`: the event stream: publishing, its head, and the blocking reader with gap
+//!   detection.
+
+mod connection;
+// The fuzz helpers in `testing` reach the decoders.
+pub(crate) mod events;
+pub(crate) mod schema;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::{Cmd, ErrorKind, Script, ServerErrorKind, Value};
+
+use self::connection::Con;
+pub use self::connection::RedisOptions;
+use self::events::EventReader;
+use self::schema::{Keys, Scripts, decode_session};
+use crate::{
+    Event, EventBatch, EventCursor, Session, SessionId, StoreError, TokenStore, ValueToken,
+    now_unix,
+};
+
+/// Sessions, indexes and events in Redis.
+#[derive(Clone)]
+pub struct RedisStore {
+    con: Con,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// Blocking stream reads, on a connection of their own.
+    reader: EventReader,
+    keys: Keys,
+    options: RedisOptions,
+    scripts: Scripts,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password.
+        f.debug_struct("RedisStore")
+            .field("key_prefix", &self.shared.options.key_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn is_noscript(e: &redis::RedisError) -> bool {
+    e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
+}
+
+impl RedisStore {
+    /// A store for `url` (`redis://[:password@]host:port[/db]`). Connects lazily: the process can
+    /// start while Redis is still down and recovers by itself when it comes back.
+    pub fn connect(url: &str, options: RedisOptions) -> Result<Self, StoreError> {
+        let (con, source) = connection::standalone(url, &options)?;
+        Ok(Self::with(con, source, options))
+    }
+
+    /// A store on a Redis Cluster reached through `nodes` (seed URLs; the rest of the cluster
+    /// is discovered). Connects on first use, like [`RedisStore::connect`].
+    pub fn connect_cluster(nodes: &[String], options: RedisOptions) -> Result<Self, StoreError> {
+        let (con, source) = connection::cluster(nodes, &options)?;
+        Ok(Self::with(con, source, options))
+    }
+
+    /// A store on the master named `master_name`, found through `sentinels` (URLs of Sentinel
+    /// nodes) and found again after a failover. `master_url` carries what the master itself
+    /// needs (password, database, `rediss://`); its host and port are ignored.
+    pub fn connect_sentinel(
+        sentinels: &[String],
+        master_name: &str,
+        master_url: &str,
+        options: RedisOptions,
+    ) -> Result<Self, StoreError> {
+        let (con, source) = connection::sentinel(sentinels, master_name, master_url, &options)?;
+        Ok(Self::with(con, source, options))
+    }
+
+    fn with(con: Con, source: connection::Source, options: RedisOptions) -> Self {
+        RedisStore {
+            con,
+            shared: Arc::new(Shared {
+                reader: EventReader::new(source),
+                keys: Keys::new(&options.key_prefix),
+                options,
+                scripts: Scripts::new(),
+            }),
+        }
+    }
+
+    /// Runs calls of one script, loading it first if Redis does not know it yet (every script
+    /// here is safe to run twice).
+    async fn eval_each<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        calls: impl Fn(&str) -> Vec<Cmd>,
+    ) -> Result<Vec<T>, StoreError> {
+        let cmds = calls(script.get_hash());
+        match self.con.query_each(&cmds).await {
+            Err(e) if is_noscript(&e) => {
+                let mut con = self.con.clone();
+                script
+                    .prepare_invoke()
+                    .load_async(&mut con)
+                    .await
+                    .map_err(StoreError::unavailable)?;
+                self.con
+                    .query_each(&cmds)
+                    .await
+                    .map_err(StoreError::unavailable)
+            }
+            other => other.map_err(StoreError::unavailable),
+        }
+    }
+
+    async fn publish(&self, event: &Event) -> Result<(), StoreError> {
+        let shared = &self.shared;
+        let max_len = shared.options.events_max_len;
+        events::publish(&self.con, &shared.keys, &shared.scripts, max_len, event).await
+    }
+}
+
+impl TokenStore for RedisStore {
+    async fn create(&self, s: &Session) -> Result<(), StoreError> {
+        let roles =
+            serde_json::to_string(&s.roles).map_err(|_| StoreError::Corrupt { what: "roles" })?;
+        let mut con = self.con.clone();
+        // Index first: a session that exists is always reachable by a forced logout.
+        self.shared
+            .scripts
+            .index_add
+            .key(self.shared.keys.subject(&s.subject, "sessions"))
+            .arg(s.id.as_str())
+            .arg(s.max_expires_at)
+            .arg(now_unix())
+            .invoke_async::<Value>(&mut con)
+            .await
+            .map_err(StoreError::unavailable)?;
+        self.shared
+            .scripts
+            .create
+            .key(self.shared.keys.session(&s.id))
+            .arg(&s.subject)
+            .arg(roles)
+            .arg(s.value_token.expose())
+            .arg(s.created_at)
+            .arg(s.last_used_at)
+            .arg(s.idle_timeout)
+            .arg(s.max_expires_at)
+            .arg(s.expires_at())
+            .invoke_async::<Value>(&mut con)
+            .await
+            .map_err(StoreError::unavailable)?;
+        Ok(())
+    }
+
+    async fn lookup(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        let mut con = self.con.clone();
+        let fields: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(self.shared.keys.session(id))
+            .query_async(&mut con)
+            .await
+            .map_err(StoreError::unavailable)?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        let session =
+            decode_session(id.clone(), fields).ok_or(StoreError::Corrupt { what: "session" })?;
+        Ok(session.is_live(now_unix()).then_some(session))
+    }
+
+    async fn touch(&self, uses: &[(SessionId, u64)]) -> Result<usize, StoreError> {
+        if uses.is_empty() {
+            return Ok(0);
+        }
+        let extended: Vec<i64> = self
+            .eval_each(&self.shared.scripts.touch, |sha| {
+                uses.iter()
+                    .map(|(id, last_used)| {
+                        let mut cmd = redis::cmd("EVALSHA");
+                        cmd.arg(sha)
+                            .arg(1)
+                            .arg(self.shared.keys.session(id))
+                            .arg(*last_used);
+                        cmd
+                    })
+                    .collect()
+            })
+            .await?;
+        Ok(extended.iter().filter(|n| **n == 1).count())
+    }
+
+    async fn revoke(&self, id: &SessionId) -> Result<bool, StoreError> {
+        let mut con = self.con.clone();
+        let subject: Option<String> = self
+            .shared
+            .scripts
+            .revoke
+            .key(self.shared.keys.session(id))
+            .invoke_async(&mut con)
+            .await
+            .map_err(StoreError::unavailable)?;
+        let Some(subject) = subject else {
+            return Ok(false);
+        };
+        self.publish(&Event::Revoked {
+            session: id.clone(),
+        })
+        .await?;
+        let _: Value = redis::cmd("ZREM")
+            .arg(self.shared.keys.subject(&subject, "sessions"))
+            .arg(id.as_str())
+            .query_async(&mut con)
+            .await
+            .map_err(StoreError::unavailable)?;
+        Ok(true)
+    }
+
+    async fn revoke_subject(&self, subject: &str) -> Result<Vec<SessionId>, StoreError> {
+        let index = self.shared.keys.subject(subject, "sessions");
+        let mut con = self.con.clone();
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(&index)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut con)
+            .await
+            .map_err(StoreError::unavailable)?;
+        let ids: Vec<SessionId> = ids.iter().filter_map(|s| SessionId::parse(s)).collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Delete, then announce, then unindex: after a failure part-way, a retry finds the
+        // same ids in the index and announces them again (harmless), so none is forgotten.
+        let deletes: Vec<Cmd> = ids
+            .iter()
+            .map(|id| {
+                let mut cmd = redis::cmd("DEL");
+                cmd.arg(self.shared.keys.session(id));
+                cmd
+            })
+            .collect();
+        let deleted: Vec<i64> = self
+            .con
+            .query_each(&deletes)
+            .await
+            .map_err(StoreError::unavailable)?;
+        self.publish(&Event::SubjectRevoked {
+            subject: subject.to_owned(),
+            sessions: ids.clone(),
+        })
+        .await?;
+        let _: Value = redis::cmd("ZREM")
+            .arg(&index)
+            .arg(ids.iter().map(SessionId::as_str).collect::<Vec<_>>())
+            .query_async(&mut con)
+            .await
+            .map_err(StoreError::unavailable)?;
+        Ok(ids
+            .into_iter()
+            .zip(deleted)
+            .filter(|(_, n)| *n == 1)
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    async fn sessions(&self, subject: &str) -> Result<Vec<Session>, StoreError> {
+        let index = self.shared.keys.subject(subject, "sessions");
+        let mut con = self.con.clone();
+        let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(&index)
+            .arg(format!("({}", now_unix()))
+            .arg("+inf")
+            .query_async(&mut con)
+            .await
+            .map_err(StoreError::unavailable)?;
+        let ids: Vec<SessionId> = ids.iter().filter_map(|s| SessionId::parse(s)).collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let reads: Vec<Cmd> = ids
+            .iter()
+            .map(|id| {
+                let mut cmd = redis::cmd("HGETALL");
+                cmd.arg(self.shared.keys.session(id));
+                cmd
+            })
+            .collect();
+        let records: Vec<Vec<(String, String)>> = self
+            .con
+            .query_each(&reads)
+            .await
+            .map_err(StoreError::unavailable)?;
+        let now = now_unix();
+        let mut sessions = Vec::with_capacity(ids.len());
+        let mut ended = Vec::new();
+        for (id, fields) in ids.into_iter().zip(records) {
+            if fields.is_empty() {
+                ended.push(id);
+                continue;
+            }
+            match decode_session(id.clone(), fields) {
+                Some(s) if s.is_live(now) => sessions.push(s),
+                Some(_) => ended.push(id),
+                None => return Err(StoreError::Corrupt { what: "session" }),
+            }
+        }
+        if !ended.is_empty() {
+            // Idle-expired sessions leave their index entry behind; tidy up on the way.
+            let _: Value = redis::cmd("ZREM")
+                .arg(&index)
+                .arg(ended.iter().map(SessionId::as_str).collect::<Vec<_>>())
+                .query_async(&mut con)
+                .await
+                .map_err(StoreError::unavailable)?;
+        }
+        Ok(sessions)
+    }
+
+    async fn update_sessions(
+        &self,
+        updates: &[(SessionId, Vec<String>, ValueToken)],
+    ) -> Result<usize, StoreError> {
+        if updates.is_empty() {
+            return Ok(0);
+        }
+        let encoded = updates
+            .iter()
+            .map(|(_, roles, _)| serde_json::to_string(roles))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| StoreError::Corrupt { what: "roles" })?;
+        let done: Vec<i64> = self
+            .eval_each(&self.shared.scripts.update, |sha| {
+                updates
+                    .iter()
+                    .zip(&encoded)
+                    .map(|((id, _, token), roles)| {
+                        let mut cmd = redis::cmd("EVALSHA");
+                        cmd.arg(sha)
+                            .arg(1)
+                            .arg(self.shared.keys.session(id))
+                            .arg(roles)
+                            .arg(token.expose());
+                        cmd
+                    })
+                    .collect()
+            })
+            .await?;
+        let updated: Vec<SessionId> = updates
+            .iter()
+            .zip(&done)
+            .filter(|(_, n)| **n == 1)
+            .map(|((id, _, _), _)| id.clone())
+            .collect();
+        let count = updated.len();
+        if count > 0 {
+            self.publish(&Event::RolesChanged { sessions: updated })
+                .await?;
+        }
+        Ok(count)
+    }
+
+    async fn subject_roles(&self, subject: &str) -> Result<Option<Vec<String>>, StoreError> {
+        let mut con = self.con.clone();
+        let raw: Option<String> = redis::cmd("GET")
+            .arg(self.shared.keys.subject(subject, "roles"))
+            .query_async(&mut con)
+            .await
+            .map_err(StoreError::unavailable)?;
+        raw.map(|r| serde_json::from_str(&r).map_err(|_| StoreError::Corrupt { what: "roles" }))
+            .transpose()
+    }
+
+    async fn set_subject_roles(&self, subject: &str, roles: &[String]) -> Result<(), StoreError> {
+        let raw =
+            serde_json::to_string(roles).map_err(|_| StoreError::Corrupt { what: "roles" })?;
+        let mut con = self.con.clone();
+        let _: Value = redis::cmd("SET")
+            .arg(self.shared.keys.subject(subject, "roles"))
+            .arg(raw)
+            .query_async(&mut con)
+            .await
+            .map_err(StoreError::unavailable)?;
+        Ok(())
+    }
+
+    async fn events_head(&self) -> Result<EventCursor, StoreError> {
+        events::head(
+            &mut self.con.clone(),
+            &self.shared.keys,
+            &self.shared.scripts,
+        )
+        .await
+    }
+
+    async fn read_events(
+        &self,
+        after: &EventCursor,
+        wait: Duration,
+    ) -> Result<EventBatch, StoreError> {
+        let shared = &self.shared;
+        shared
+            .reader
+            .read(&shared.keys, &shared.scripts, &shared.options, after, wait)
+            .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut con = self.con.clone();
+        let _: String = redis::cmd("PING")
+            .query_async(&mut con)
+            .await
+            .map_err(StoreError::unavailable)?;
+        Ok(())
+    }
+
+    async fn login_failed(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+        lockout: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut con = self.con.clone();
+        let locked: i64 = self
+            .shared
+            .scripts
+            .login_failed
+            .key(self.shared.keys.login(key, "n"))
+            .key(self.shared.keys.login(key, "lock"))
+            .arg(limit)
+            .arg(window.as_millis().max(1) as u64)
+            .arg(lockout.as_millis().max(1) as u64)
+            .invoke_async(&mut con)
+            .await
+            .map_err(StoreError::unavailable)?;
+        Ok(locked == 1)
+    }
+
+    async fn login_locked(&self, key: &str) -> Result<Option<Duration>, StoreError> {
+        let mut con = self.con.clone();
+        let ms: i64 = redis::cmd("PTTL")
+            .arg(self.shared.keys.login(key, "lock"))
+            .query_async(&mut con)
+            .await
+            .map_err(StoreError::unavailable)?;
+        Ok((ms > 0).then(|| Duration::from_millis(ms as u64)))
+    }
+
+    async fn login_succeeded(&self, key: &str) -> Result<(), StoreError> {
+        let mut con = self.con.clone();
+        let _: Value = redis::cmd("DEL")
+            .arg(self.shared.keys.login(key, "n"))
+            .query_async(&mut con)
+            .await
+            .map_err(StoreError::unavailable)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,316 @@
+//! The key schema and the Lua scripts that work on it: the only place that knows either.
+//!
+//! Keys (`tg` is the configurable prefix; `{...}` is the Redis Cluster hash tag):
+//!
+//! | key                          | type   | holds                                              |
+//! |------------------------------|--------|----------------------------------------------------|
+//! | `tg:s:{<session id>}`        | hash   | one session; expires with the session              |
+//! | `tg:u:{<subject>}:sessions`  | zset   | the subject's session ids, scored by max expiry    |
+//! | `tg:u:{<subject>}:roles`     | string | roles an administrator set (JSON array)            |
+//! | `tg:{events}`                | stream | revocations and role changes, bounded length       |
+//! | `tg:{events}:seq`            | string | the sequence number of the newest event            |
+//! | `tg:{events}:epoch`          | string | made once per data set: a new one means data loss  |
+//! | `tg:l:{<login key>}:n`       | string | failed logins in the current window (expires)      |
+//! | `tg:l:{<login key>}:lock`    | string | present while the login key is locked out          |
+//!
+//! `<subject>` and `<login key>` are base64url-encoded so that braces in a username cannot move the hash tag.
+//! Every script touches one key or keys of one hash tag; steps that span slots are ordered so
+//! that repeating them after a failure is safe.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use redis::Script;
+
+use crate::{Session, SessionId, ValueToken};
+
+/// The names of the keys, as the table above lays them out.
+#[derive(Clone, Debug)]
+pub(super) struct Keys {
+    prefix: String,
+    pub events: String,
+    pub events_seq: String,
+    pub events_epoch: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Keys {
+            prefix: prefix.to_owned(),
+            events: format!("{prefix}:{{events}}"),
+            events_seq: format!("{prefix}:{{events}}:seq"),
+            events_epoch: format!("{prefix}:{{events}}:epoch"),
+        }
+    }
+    pub fn session(&self, id: &SessionId) -> String {
+        format!("{}:s:{{{}}}", self.prefix, id.as_str())
+    }
+    pub fn login(&self, key: &str, what: &str) -> String {
+        format!(
+            "{}:l:{{{}}}:{what}",
+            self.prefix,
+            URL_SAFE_NO_PAD.encode(key.as_bytes())
+        )
+    }
+    pub fn subject(&self, subject: &str, what: &str) -> String {
+        format!(
+            "{}:u:{{{}}}:{what}",
+            self.prefix,
+            URL_SAFE_NO_PAD.encode(subject.as_bytes())
+        )
+    }
+}
+
+/// The scripts, run by their hash and loaded into Redis when it does not know them.
+pub(super) struct Scripts {
+    pub create: Script,
+    pub index_add: Script,
+    pub touch: Script,
+    pub revoke: Script,
+    pub update: Script,
+    pub publish: Script,
+    pub head: Script,
+    pub login_failed: Script,
+}
+
+impl Scripts {
+    pub fn new() -> Self {
+        Scripts {
+            // KEYS[1] session; ARGV sub, roles, vt, created, last_used, idle, max_exp, expire_at
+            create: Script::new(
+                r"redis.call('HSET', KEYS[1], 'sub', ARGV[1], 'roles', ARGV[2], 'vt', ARGV[3],
+                  'created', ARGV[4], 'last_used', ARGV[5], 'idle', ARGV[6], 'max_exp', ARGV[7])
+                  redis.call('EXPIREAT', KEYS[1], ARGV[8])
+                  return 1",
+            ),
+            // KEYS[1] subject index; ARGV sid, max_exp, now. Prunes ended sessions and keeps the
+            // index alive as long as its longest-lived session.
+            index_add: Script::new(
+                r"redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+                  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+                  local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+                  if #last == 2 then
+                    redis.call('EXPIREAT', KEYS[1], math.floor(tonumber(last[2])) + 1)
+                  end
+                  return 1",
+            ),
+            // KEYS[1] session; ARGV last_used. Never revives (missing key: 0), never shortens.
+            touch: Script::new(
+                r"local h = redis.call('HMGET', KEYS[1], 'last_used', 'idle', 'max_exp')
+                  if not h[1] or not h[2] or not h[3] then return 0 end
+                  local lu = tonumber(ARGV[1])
+                  if lu <= tonumber(h[1]) then return 0 end
+                  local exp = math.min(lu + tonumber(h[2]), tonumber(h[3]))
+                  redis.call('HSET', KEYS[1], 'last_used', ARGV[1])
+                  redis.call('EXPIREAT', KEYS[1], exp)
+                  return 1",
+            ),
+            // KEYS[1] session. Deletes it and answers its subject, or nil if there was none.
+            revoke: Script::new(
+                r"local sub = redis.call('HGET', KEYS[1], 'sub')
+                  if not sub then return false end
+                  redis.call('DEL', KEYS[1])
+                  return sub",
+            ),
+            // KEYS[1] session; ARGV roles, vt. Keeps the expiry; skips ended sessions.
+            update: Script::new(
+                r"if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+                  redis.call('HSET', KEYS[1], 'roles', ARGV[1], 'vt', ARGV[2])
+                  return 1",
+            ),
+            // KEYS[1] seq, KEYS[2] stream; ARGV maxlen, type, sids, sub. One number per event,
+            // in the same step as the event, so a reader can see a gap.
+            publish: Script::new(
+                r"local seq = redis.call('INCR', KEYS[1])
+                  local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*',
+                    'seq', seq, 'type', ARGV[2], 'sids', ARGV[3], 'sub', ARGV[4])
+                  return {id, seq}",
+            ),
+            // KEYS[1] failure count, KEYS[2] lock; ARGV limit, window ms, lockout ms.
+            login_failed: Script::new(
+                r"local n = redis.call('INCR', KEYS[1])
+                  if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+                  if n >= tonumber(ARGV[1]) then
+                    redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
+                    redis.call('DEL', KEYS[1])
+                    return 1
+                  end
+                  return 0",
+            ),
+            // KEYS[1] seq, KEYS[2] stream, KEYS[3] epoch. The epoch (made on first use: a
+            // Redis that lost its data makes a new one), the newest event's id and number.
+            head: Script::new(
+                r"local t = redis.call('TIME')
+                  redis.call('SET', KEYS[3], t[1] .. '.' .. t[2], 'NX')
+                  local epoch = redis.call('GET', KEYS[3])
+                  local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+                  local seq = redis.call('GET', KEYS[1]) or '0'
+                  if #last == 0 then return {epoch, '0-0', seq} end
+                  return {epoch, last[1][1], seq}",
+            ),
+        }
+    }
+}
+
+/// A session from the fields of its hash; `None` unless every field is there and well-formed.
+pub(crate) fn decode_session(id: SessionId, fields: Vec<(String, String)>) -> Option<Session> {
+    let mut s = Session {
+        id,
+        subject: String::new(),
+        roles: Vec::new(),
+        value_token: ValueToken(String::new()),
+        created_at: 0,
+        last_used_at: 0,
+        idle_timeout: 0,
+        max_expires_at: 0,
+    };
+    let mut seen = 0u8;
+    for (name, value) in fields {
+        let bit = match name.as_str() {
+            "sub" => {
+                s.subject = value;
+                1
+            }
+            "roles" => {
+                s.roles = serde_json::from_str(&value).ok()?;
+                2
+            }
+            "vt" => {
+                s.value_token = ValueToken(value);
+                4
+            }
+            "created" => {
+                s.created_at = value.parse().ok()?;
+                8
+            }
+            "last_used" => {
+                s.last_used_at = value.parse().ok()?;
+                16
+            }
+            "idle" => {
+                s.idle_timeout = value.parse().ok()?;
+                32
+            }
+            "max_exp" => {
+                s.max_expires_at = value.parse().ok()?;
+                64
+            }
+            _ => 0,
+        };
+        seen |= bit;
+    }
+    (seen == 127).then_some(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ReferenceToken;
+
+    /// The Redis Cluster hash tag of a key: what stands between its first `{` and the next `}`.
+    fn hash_tag(key: &str) -> &str {
+        let open = key.find('{').expect("a key with a hash tag");
+        let len = key[open + 1..].find('}').expect("a closed hash tag");
+        &key[open + 1..open + 1 + len]
+    }
+
+    #[test]
+    fn keys_are_laid_out_as_the_schema_says() {
+        let keys = Keys::new("tg");
+        let id = ReferenceToken::generate().session_id();
+        assert_eq!(keys.session(&id), format!("tg:s:{{{id}}}"));
+        assert_eq!(keys.subject("alice", "sessions"), "tg:u:{YWxpY2U}:sessions");
+        assert_eq!(keys.subject("alice", "roles"), "tg:u:{YWxpY2U}:roles");
+        assert_eq!(keys.login("alice", "n"), "tg:l:{YWxpY2U}:n");
+        assert_eq!(keys.login("alice", "lock"), "tg:l:{YWxpY2U}:lock");
+        assert_eq!(keys.events, "tg:{events}");
+        assert_eq!(keys.events_seq, "tg:{events}:seq");
+        assert_eq!(keys.events_epoch, "tg:{events}:epoch");
+        assert_eq!(Keys::new("prod").session(&id), format!("prod:s:{{{id}}}"));
+    }
+
+    #[test]
+    fn keys_one_script_touches_share_a_hash_tag() {
+        let keys = Keys::new("tg");
+        // publish and head: sequence number, stream and epoch.
+        assert_eq!(hash_tag(&keys.events), hash_tag(&keys.events_seq));
+        assert_eq!(hash_tag(&keys.events), hash_tag(&keys.events_epoch));
+        // login_failed: the count and the lock.
+        assert_eq!(
+            hash_tag(&keys.login("10.0.0.1", "n")),
+            hash_tag(&keys.login("10.0.0.1", "lock"))
+        );
+    }
+
+    #[test]
+    fn braces_in_a_name_cannot_move_the_hash_tag() {
+        let keys = Keys::new("tg");
+        for name in ["a}b", "{x}", "}{", "al{ice"] {
+            let encoded = URL_SAFE_NO_PAD.encode(name);
+            assert_eq!(hash_tag(&keys.subject(name, "sessions")), encoded);
+            assert_eq!(hash_tag(&keys.login(name, "lock")), encoded);
+        }
+    }
+
+    fn fields() -> Vec<(String, String)> {
+        [
+            ("sub", "alice"),
+            ("roles", r#"["orders:read"]"#),
+            ("vt", "header.claims.signature"),
+            ("created", "100"),
+            ("last_used", "150"),
+            ("idle", "600"),
+            ("max_exp", "43300"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    #[test]
+    fn a_session_decodes_from_every_field_of_its_hash() {
+        let id = ReferenceToken::generate().session_id();
+        let s = decode_session(id.clone(), fields()).expect("decodes");
+        assert_eq!(s.id, id);
+        assert_eq!(s.subject, "alice");
+        assert_eq!(s.roles, ["orders:read"]);
+        assert_eq!(s.value_token.expose(), "header.claims.signature");
+        assert_eq!(
+            (
+                s.created_at,
+                s.last_used_at,
+                s.idle_timeout,
+                s.max_expires_at
+            ),
+            (100, 150, 600, 43300)
+        );
+        // A field this version does not know is left alone.
+        let mut more = fields();
+        more.push(("later".to_owned(), "x".to_owned()));
+        assert!(decode_session(id, more).is_some());
+    }
+
+    #[test]
+    fn a_session_with_a_field_missing_or_malformed_does_not_decode() {
+        let id = ReferenceToken::generate().session_id();
+        for i in 0..fields().len() {
+            let mut missing = fields();
+            let (name, _) = missing.remove(i);
+            assert!(
+                decode_session(id.clone(), missing).is_none(),
+                "without {name}"
+            );
+        }
+        for (name, bad) in [("roles", "orders:read"), ("created", "-1"), ("idle", "1s")] {
+            let mut malformed = fields();
+            for (k, v) in &mut malformed {
+                if k == name {
+                    *v = bad.to_owned();
+                }
+            }
+            assert!(
+                decode_session(id.clone(), malformed).is_none(),
+                "{name} = {bad}"
+            );
+        }
+    }
+}
