@@ -6,10 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::{Request, Response, StatusCode};
 
-use crate::Body;
 use crate::cache::TokenCache;
 use crate::metrics::Metrics;
-use crate::reject::{json, text};
+use crate::reject::{Body, json, text};
 
 #[derive(Clone)]
 pub struct Admin {

@@ -32,9 +32,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use bytes::Bytes;
 use http::Request;
-use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use tokengate_store::AnyStore;
@@ -53,8 +51,7 @@ use crate::sync::SyncTask;
 use crate::upstream::Pinned;
 use tokengate_server::{self as server, serve};
 
-/// What the gateway answers with: the upstream's body, or one of its own.
-pub type Body = BoxBody<Bytes, hyper::Error>;
+pub use crate::reject::Body;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {

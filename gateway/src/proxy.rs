@@ -22,14 +22,13 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use tracing::{Instrument, Span};
 
-use crate::Body;
 use crate::cache::{Identity, LookupError, TokenCache};
 use crate::config::ServerConfig;
 use crate::headers::{
     RequestIds, X_REQUEST_ID, add_forwarded, add_identity, strip_hop_by_hop, strip_identity,
 };
 use crate::metrics::Metrics;
-use crate::reject::Reject;
+use crate::reject::{Body, Reject};
 use crate::routes::{Route, Routes};
 use crate::upstream::{Pinned, Sender, Upstream, UpstreamBody, splice};
 
