@@ -173,5 +173,5 @@ async fn mint_session(
         .get_or_create(&GrantLabels { grant: "admin" })
         .inc();
     tracing::info!(subject = %username, session = %issued.session.id, "session minted by an administrator");
-    Ok(token_response(&issued))
+    Ok(token_response(&issued, None))
 }

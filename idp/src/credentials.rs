@@ -81,13 +81,12 @@ impl Credentials {
                 .iter()
                 .map(|u| (u.username.clone(), principal(&u.password_hash, &u.roles)))
                 .collect(),
+            // Only confidential clients have a secret to check.
             clients: clients
                 .iter()
-                .map(|c| {
-                    (
-                        c.client_id.clone(),
-                        principal(&c.client_secret_hash, &c.roles),
-                    )
+                .filter_map(|c| {
+                    let hash = c.client_secret_hash.as_deref()?;
+                    Some((c.client_id.clone(), principal(hash, &c.roles)))
                 })
                 .collect(),
             decoy_hash: hash_password(&String::from_utf8_lossy(&random))?,

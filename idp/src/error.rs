@@ -15,6 +15,12 @@ pub enum ApiError {
     InvalidClient,
     #[error("unsupported grant type")]
     UnsupportedGrantType,
+    /// The client may not use this grant type (its `grants`).
+    #[error("unauthorized client")]
+    UnauthorizedClient,
+    /// A `scope` that is malformed or grants nothing the subject holds.
+    #[error("invalid scope: {0}")]
+    InvalidScope(&'static str),
     #[error("request body too large")]
     BodyTooLarge,
     /// No bearer token where one is needed.
@@ -71,6 +77,19 @@ impl IntoResponse for ApiError {
             ApiError::UnsupportedGrantType => (
                 StatusCode::BAD_REQUEST,
                 body("unsupported_grant_type", None),
+                None,
+            ),
+            ApiError::UnauthorizedClient => (
+                StatusCode::BAD_REQUEST,
+                body(
+                    "unauthorized_client",
+                    Some("this client may not use this grant type"),
+                ),
+                None,
+            ),
+            ApiError::InvalidScope(d) => (
+                StatusCode::BAD_REQUEST,
+                body("invalid_scope", Some(d)),
                 None,
             ),
             ApiError::BodyTooLarge => (

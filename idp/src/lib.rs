@@ -4,12 +4,15 @@
 //! * `config`: the typed configuration, validated on load.
 //! * `keys`: signing keys and the published JWKS.
 //! * `credentials`: users and clients, argon2id checks without user enumeration.
+//! * `clients`: registered clients: grants, redirect URIs, public or confidential.
+//! * `scope`: a requested scope narrows a session's roles.
 //! * `sessions`: creating sessions and (re)signing their value tokens.
 //! * `oauth`: the public listener (token, revoke, introspect, JWKS, forward-auth).
 //! * `admin`: the admin listener, behind the admin token.
 //! * `extract`, `error`: request parsing and the one place errors become responses.
 
 pub mod admin;
+pub mod clients;
 pub mod config;
 pub mod credentials;
 pub mod error;
@@ -17,6 +20,7 @@ pub mod extract;
 pub mod keys;
 pub mod metrics;
 pub mod oauth;
+pub mod scope;
 pub mod sessions;
 pub mod throttle;
 
@@ -38,6 +42,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::clients::{Client, Clients};
 use crate::config::IdpConfig;
 use crate::credentials::{Credentials, Kind};
 use crate::error::ApiError;
@@ -77,6 +82,7 @@ pub struct Shared {
     pub issuer_name: String,
     pub keys: Arc<KeySet>,
     pub credentials: Credentials,
+    pub clients: Clients,
     pub metrics: Metrics,
     pub usage: UsageLog,
     pub throttle: Throttle,
@@ -148,28 +154,48 @@ impl AppState {
         Ok(roles)
     }
 
-    /// Client credentials from HTTP Basic or the form (not both): `Ok(None)` when absent or wrong.
-    pub async fn authenticate_client(
+    /// The client a token-endpoint request comes from (RFC 6749 §2.3): a confidential client
+    /// by its secret (HTTP Basic or the form, not both), a public client by `client_id` alone.
+    /// Credentials that are presented are always checked: wrong ones, an unknown client, or a
+    /// confidential client without its secret are `invalid_client`, never ignored. `Ok(None)`
+    /// when the request names no client at all.
+    pub async fn client(
         &self,
         headers: &HeaderMap,
         form: &FormBody,
         address: Option<IpAddr>,
-    ) -> Result<Option<(String, Vec<String>)>, ApiError> {
-        let from_form = match (form.get("client_id")?, form.get("client_secret")?) {
-            (Some(id), Some(secret)) => Some((id.to_owned(), secret.to_owned())),
-            _ => None,
-        };
-        let (id, secret) = match (extract::basic(headers)?, from_form) {
-            (Some(_), Some(_)) => {
+    ) -> Result<Option<Arc<Client>>, ApiError> {
+        let (form_id, form_secret) = (form.get("client_id")?, form.get("client_secret")?);
+        let (id, secret) = match (extract::basic(headers)?, form_id, form_secret) {
+            (Some(_), _, Some(_)) => {
                 return Err(ApiError::InvalidRequest("client credentials sent twice"));
             }
-            (Some(c), None) | (None, Some(c)) => c,
-            (None, None) => return Ok(None),
+            (Some((id, _)), Some(named), None) if named != id => {
+                return Err(ApiError::InvalidRequest(
+                    "client_id differs from the authenticated client",
+                ));
+            }
+            (Some((id, secret)), _, None) => (id, Some(secret)),
+            (None, Some(id), secret) => (id.to_owned(), secret.map(str::to_owned)),
+            (None, None, Some(_)) => {
+                return Err(ApiError::InvalidRequest("client_secret without client_id"));
+            }
+            (None, None, None) => return Ok(None),
         };
-        Ok(self
-            .check_credentials(Kind::Client, &id, &secret, address)
-            .await?
-            .map(|roles| (id, roles)))
+        let client = match secret {
+            Some(secret) => self
+                .check_credentials(Kind::Client, &id, &secret, address)
+                .await?
+                .and_then(|_| self.clients.get(&id)),
+            None => self.clients.get(&id).filter(|c| c.is_public()),
+        };
+        match client {
+            Some(client) => Ok(Some(client.clone())),
+            None => {
+                tracing::info!(client_id = %id, "client authentication failed");
+                Err(ApiError::InvalidClient)
+            }
+        }
     }
 
     /// Counts and logs a store failure; the client sees 503.
@@ -307,6 +333,7 @@ impl Idp {
             issuer_name: t.issuer.clone(),
             keys,
             credentials: Credentials::new(&config.users, &config.clients)?,
+            clients: Clients::new(&config.clients),
             metrics: Metrics::new(),
             usage: UsageLog::new(),
             throttle: Throttle::new(store.clone(), &config.login),
