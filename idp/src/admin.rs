@@ -15,6 +15,7 @@ use crate::error::ApiError;
 use crate::extract::{JsonBody, bearer};
 use crate::metrics::{GrantLabels, KindLabels};
 use crate::oauth::token_response;
+use crate::sessions::NewSession;
 
 pub fn routes(state: AppState) -> Router<AppState> {
     Router::new()
@@ -164,7 +165,7 @@ async fn mint_session(
     check_roles(&roles).map_err(|_| ApiError::InvalidRequest("invalid roles"))?;
     let issued = state
         .issuer
-        .issue(username, roles)
+        .issue(NewSession::access(username, roles, "admin"))
         .await
         .map_err(|e| state.issue_error(e))?;
     state

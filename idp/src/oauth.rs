@@ -6,7 +6,7 @@ use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
-use tokengate_store::{ReferenceToken, Session, TokenStore, now_unix};
+use tokengate_store::{ReferenceToken, Session, SessionKind, TokenStore, now_unix};
 
 use crate::AppState;
 use crate::config::check_subject;
@@ -14,7 +14,7 @@ use crate::credentials::Kind;
 use crate::error::ApiError;
 use crate::extract::{ClientAddr, FormBody, bearer};
 use crate::metrics::{GrantLabels, KindLabels};
-use crate::sessions::Issued;
+use crate::sessions::{Issued, NewSession};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -95,9 +95,14 @@ async fn token(
         .roles_of(&subject, &roles)
         .await
         .map_err(|e| state.store_error(e))?;
+    let new = NewSession::access(&subject, roles, grant);
+    let new = match grant {
+        "client_credentials" => new.for_client(&subject),
+        _ => new,
+    };
     let issued = state
         .issuer
-        .issue(&subject, roles)
+        .issue(new)
         .await
         .map_err(|e| state.issue_error(e))?;
     state
@@ -150,7 +155,7 @@ async fn introspect(
     let token = form.require("token", "token is required")?;
     let body = match state
         .issuer
-        .resolve(token)
+        .resolve(token, SessionKind::Access)
         .await
         .map_err(|e| state.store_error(e))?
     {
@@ -227,7 +232,7 @@ async fn verify(
     };
     let session: Session = state
         .issuer
-        .resolve(token)
+        .resolve(token, SessionKind::Access)
         .await
         .map_err(|e| state.store_error(e))?
         .ok_or(ApiError::InvalidToken)?;
