@@ -47,7 +47,7 @@ async fn token(
     form: FormBody,
 ) -> Result<Response, ApiError> {
     let grant = form.require("grant_type", "grant_type is required")?;
-    let (grant, subject, roles) = match grant {
+    let (grant, new) = match grant {
         "password" => {
             let username = form.require("username", "username is required")?;
             let password = form.require("password", "password is required")?;
@@ -59,7 +59,7 @@ async fn token(
                     .inc();
                 return Err(ApiError::InvalidGrant);
             }
-            let Some(configured) = state
+            let Some(roles) = state
                 .check_credentials(Kind::User, username, password, address)
                 .await?
             else {
@@ -71,7 +71,7 @@ async fn token(
                 tracing::info!(username, "login failed");
                 return Err(ApiError::InvalidGrant);
             };
-            ("password", username.to_owned(), configured)
+            ("password", NewSession::access(username, roles, "password"))
         }
         "client_credentials" => {
             let Some((id, configured)) =
@@ -86,25 +86,31 @@ async fn token(
                     .inc();
                 return Err(ApiError::InvalidClient);
             };
-            ("client_credentials", id, configured)
+            let roles = state
+                .issuer
+                .roles_of(&id, &configured)
+                .await
+                .map_err(|e| state.store_error(e))?;
+            let new = NewSession::access(&id, roles, "client_credentials").for_client(&id);
+            ("client_credentials", new)
         }
         _ => return Err(ApiError::UnsupportedGrantType),
     };
-    let roles = state
-        .issuer
-        .roles_of(&subject, &roles)
-        .await
-        .map_err(|e| state.store_error(e))?;
-    let new = NewSession::access(&subject, roles, grant);
-    let new = match grant {
-        "client_credentials" => new.for_client(&subject),
-        _ => new,
-    };
+    let subject = new.subject.clone();
     let issued = state
         .issuer
         .issue(new)
         .await
         .map_err(|e| state.issue_error(e))?;
+    if grant == "password"
+        && !state
+            .users
+            .admit(&issued.session)
+            .await
+            .map_err(|e| state.store_error(e))?
+    {
+        return Err(ApiError::InvalidGrant);
+    }
     state
         .metrics
         .tokens_issued
