@@ -154,6 +154,17 @@ mod tests {
         }
     }
 
+    /// A directory on an in-memory store, with seed user alice / wonderland, role `r`.
+    async fn directory_with_alice() -> (AnyStore, Users) {
+        let store = AnyStore::Memory(MemoryStore::new());
+        let users = Users::new(store.clone(), Hasher::new().expect("hasher"));
+        users
+            .seed(&[seed("alice", "wonderland", &["r"])])
+            .await
+            .expect("seed");
+        (store, users)
+    }
+
     #[tokio::test]
     async fn seeds_are_created_once_and_never_overwritten() {
         let store = AnyStore::Memory(MemoryStore::new());
@@ -183,57 +194,30 @@ mod tests {
 
     #[tokio::test]
     async fn only_an_enabled_user_with_the_right_password_passes() {
-        let store = AnyStore::Memory(MemoryStore::new());
-        let users = Users::new(store.clone(), Hasher::new().expect("hasher"));
-        users
-            .seed(&[seed("alice", "wonderland", &["r"])])
-            .await
-            .expect("seed");
-        let ok = users.check_password("alice", "wonderland").await;
-        assert_eq!(ok.expect("check").map(|u| u.roles), Some(vec!["r".into()]));
-        assert_eq!(
-            users.check_password("alice", "wrong").await.expect("check"),
-            None
-        );
-        assert_eq!(
-            users
-                .check_password("mallory", "wonderland")
-                .await
-                .expect("check"),
-            None
-        );
+        let (store, users) = directory_with_alice().await;
+        let passes = |name: &'static str, password: &'static str| {
+            let users = &users;
+            async move { users.check_password(name, password).await.expect("check") }
+        };
+        let roles = passes("alice", "wonderland").await.map(|u| u.roles);
+        assert_eq!(roles, Some(vec!["r".to_owned()]));
+        assert_eq!(passes("alice", "wrong").await, None);
+        assert_eq!(passes("mallory", "wonderland").await, None);
 
         let mut alice = store.user("alice").await.expect("get").expect("user");
         alice.disabled = true;
         store.update_user(&alice).await.expect("update");
-        assert_eq!(
-            users
-                .check_password("alice", "wonderland")
-                .await
-                .expect("check"),
-            None
-        );
+        assert_eq!(passes("alice", "wonderland").await, None, "disabled");
 
         alice.disabled = false;
         alice.password_hash = None;
         store.update_user(&alice).await.expect("update");
-        assert_eq!(
-            users
-                .check_password("alice", "wonderland")
-                .await
-                .expect("check"),
-            None
-        );
+        assert_eq!(passes("alice", "wonderland").await, None, "no password");
     }
 
     #[tokio::test]
     async fn a_session_made_while_its_user_was_disabled_or_deleted_is_ended() {
-        let store = AnyStore::Memory(MemoryStore::new());
-        let users = Users::new(store.clone(), Hasher::new().expect("hasher"));
-        users
-            .seed(&[seed("alice", "wonderland", &["r"])])
-            .await
-            .expect("seed");
+        let (store, users) = directory_with_alice().await;
         let session = tokengate_store::testing::suite::session("alice");
         store.create(&session).await.expect("create");
         assert!(users.admit(&session).await.expect("admit"));

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::user::username_fits;
+use crate::user::{cut_page, username_fits};
 use crate::{
     AuthCode, CodeId, Event, EventBatch, EventCursor, MAX_USERS_PAGE, Redeemed, Session, SessionId,
     StoreError, TokenStore, User, UserPage, ValueToken, now_unix,
@@ -394,10 +394,7 @@ impl TokenStore for MemoryStore {
             .take(limit + 1)
             .map(|(_, user)| user.clone())
             .collect();
-        let next = (users.len() > limit).then(|| {
-            users.truncate(limit);
-            users[limit - 1].username.clone()
-        });
+        let next = cut_page(&mut users, limit, |u| &u.username);
         Ok(UserPage { users, next })
     }
 

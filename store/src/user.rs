@@ -53,6 +53,20 @@ pub(crate) fn username_fits(username: &str) -> bool {
     !username.is_empty() && username.len() <= MAX_USERNAME_LEN
 }
 
+/// Cuts `items`, fetched one more than `limit`, to `limit`, and answers the cursor of the next
+/// page: the last name kept, if there was more.
+pub(crate) fn cut_page<T>(
+    items: &mut Vec<T>,
+    limit: usize,
+    name: impl Fn(&T) -> &str,
+) -> Option<String> {
+    if items.len() <= limit {
+        return None;
+    }
+    items.truncate(limit);
+    items.last().map(|last| name(last).to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

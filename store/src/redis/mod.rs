@@ -19,7 +19,7 @@ use self::connection::Con;
 pub use self::connection::RedisOptions;
 use self::events::EventReader;
 use self::schema::{Keys, Scripts, decode_session, decode_user, session_fields, user_fields};
-use crate::user::username_fits;
+use crate::user::{cut_page, username_fits};
 use crate::{
     AuthCode, CodeId, Event, EventBatch, EventCursor, MAX_USERS_PAGE, Redeemed, Session, SessionId,
     StoreError, TokenStore, User, UserPage, ValueToken, now_unix,
@@ -528,10 +528,7 @@ impl TokenStore for RedisStore {
             .query_async(&mut con)
             .await
             .map_err(StoreError::unavailable)?;
-        let next = (names.len() > limit).then(|| {
-            names.truncate(limit);
-            names[limit - 1].clone()
-        });
+        let next = cut_page(&mut names, limit, String::as_str);
         if names.is_empty() {
             return Ok(UserPage {
                 users: Vec::new(),
