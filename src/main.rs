@@ -9,8 +9,8 @@ use tokengate_idp::Idp;
 use tokengate_idp::config::{
     AdminConfig, ClientConfig, Grant, IdpConfig, ServerConfig, TokensConfig, UserConfig,
 };
-use tokengate_idp::credentials::hash_password;
 use tokengate_idp::keys::{KeySet, SigningKey};
+use tokengate_idp::password::hash_password;
 use tokengate_store::{AnyStore, MemoryStore, ReferenceToken, StoreConfig};
 use tokio_util::sync::CancellationToken;
 

@@ -224,7 +224,7 @@ async fn basic_client_credentials_are_form_decoded() {
     let redis = TestRedis::start();
     let mut config = idp_config(&redis.url());
     config.clients[0].client_secret_hash =
-        Some(tokengate_idp::credentials::hash_password("s3cret: with+symbols%").unwrap());
+        Some(tokengate_idp::password::hash_password("s3cret: with+symbols%").unwrap());
     let idp = TestIdp::spawn(config).await;
     let reply = post_form(
         &idp.url("/oauth2/token"),

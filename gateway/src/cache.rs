@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use http::HeaderValue;
 use moka::sync::Cache;
 use tokengate_store::{
-    AnyStore, ReferenceToken, SessionId, StoreError, TokenStore, UsageLog, Verifier, now_unix,
+    AnyStore, ReferenceToken, SessionId, SessionKind, StoreError, TokenStore, UsageLog, Verifier,
+    now_unix,
 };
 use tokio::sync::OnceCell;
 
@@ -208,6 +209,8 @@ impl TokenCache {
             self.metrics.store_errors.inc();
             LookupError::Unavailable(Arc::new(e))
         })?;
+        // Only an access session's token is a bearer token (never a browser session's cookie).
+        let found = found.filter(|session| session.kind == SessionKind::Access);
         let mut verifier = verifier;
         if let Some(session) = &found
             && let Ok(kid) = Verifier::key_id(session.value_token.expose())

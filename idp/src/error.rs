@@ -36,6 +36,9 @@ pub enum ApiError {
     AdminUnauthorized,
     #[error("not found")]
     NotFound,
+    /// What the request would create exists already.
+    #[error("conflict")]
+    Conflict,
     /// Too many failed logins for this name or address; try again after the given time.
     #[error("too many failed attempts")]
     Locked(std::time::Duration),
@@ -118,6 +121,7 @@ impl IntoResponse for ApiError {
                 Some(r#"Bearer realm="tokengate-admin""#),
             ),
             ApiError::NotFound => (StatusCode::NOT_FOUND, body("not_found", None), None),
+            ApiError::Conflict => (StatusCode::CONFLICT, body("conflict", None), None),
             ApiError::Locked(_) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 body(

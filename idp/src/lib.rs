@@ -3,9 +3,12 @@
 //!
 //! * `config`: the typed configuration, validated on load.
 //! * `keys`: signing keys and the published JWKS.
-//! * `credentials`: users and clients, argon2id checks without user enumeration.
+//! * `password`: argon2id hashing, bounded in concurrency, with the decoy hash that keeps
+//!   checks from telling which names exist.
+//! * `credentials`: confidential clients' secret checks.
 //! * `clients`: registered clients: grants, redirect URIs, public or confidential.
 //! * `scope`: a requested scope narrows a session's roles.
+//! * `users`: the user directory in the token store, seeded from the configuration.
 //! * `sessions`: creating sessions and (re)signing their value tokens.
 //! * `oauth`: the public listener (token, revoke, introspect, JWKS, forward-auth).
 //! * `admin`: the admin listener, behind the admin token.
@@ -20,9 +23,11 @@ pub mod extract;
 pub mod keys;
 pub mod metrics;
 pub mod oauth;
+pub mod password;
 pub mod scope;
 pub mod sessions;
 pub mod throttle;
+pub mod users;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -49,8 +54,10 @@ use crate::error::ApiError;
 use crate::extract::{ClientAddr, FormBody};
 use crate::keys::KeySet;
 use crate::metrics::{Metrics, RequestLabels, RouteLabels};
+use crate::password::Hasher;
 use crate::sessions::{IssueError, Issuer};
 use crate::throttle::Throttle;
+use crate::users::Users;
 
 /// Largest request body accepted (forms and admin JSON are small).
 const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -62,7 +69,7 @@ pub enum IdpError {
     #[error("signing keys: {0}")]
     Keys(#[from] keys::KeyError),
     #[error("credentials: {0}")]
-    Credentials(#[from] credentials::HashError),
+    Credentials(#[from] password::HashError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -83,6 +90,7 @@ pub struct Shared {
     pub keys: Arc<KeySet>,
     pub credentials: Credentials,
     pub clients: Clients,
+    pub users: Users,
     pub metrics: Metrics,
     pub usage: UsageLog,
     pub throttle: Throttle,
@@ -136,7 +144,15 @@ impl AppState {
             tracing::info!(name, address = ?address, "attempt refused during a lockout");
             return Err(ApiError::Locked(wait));
         }
-        let roles = self.credentials.check(kind, name, secret).await;
+        let roles = match kind {
+            Kind::User => self
+                .users
+                .check_password(name, secret)
+                .await
+                .map_err(|e| self.store_error(e))?
+                .map(|user| user.roles),
+            Kind::Client => self.credentials.check(name, secret).await,
+        };
         if roles.is_some() {
             self.throttle
                 .succeeded(&key)
@@ -272,6 +288,9 @@ async fn healthz() -> Json<serde_json::Value> {
 
 async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     state.store.ping().await.map_err(|e| state.store_error(e))?;
+    if !state.users.seeded() {
+        return Err(ApiError::Unavailable);
+    }
     Ok(Json(serde_json::json!({ "status": "ready" })))
 }
 
@@ -328,12 +347,14 @@ impl Idp {
             t.idle_timeout.as_secs(),
             t.max_lifetime.as_secs(),
         )?;
+        let hasher = Hasher::new()?;
         let state = AppState(Arc::new(Shared {
             issuer,
             issuer_name: t.issuer.clone(),
             keys,
-            credentials: Credentials::new(&config.users, &config.clients)?,
+            credentials: Credentials::new(&config.clients, hasher.clone()),
             clients: Clients::new(&config.clients),
+            users: Users::new(store.clone(), hasher),
             metrics: Metrics::new(),
             usage: UsageLog::new(),
             throttle: Throttle::new(store.clone(), &config.login),
@@ -406,6 +427,13 @@ impl BoundIdp {
         let limits =
             tokengate_server::Limits::new(s.max_connections, s.header_timeout, s.drain_timeout);
         let state = idp.state.clone();
+        // Seed users before the first request is served (connections wait in the backlog
+        // meanwhile), so a seed user can sign in as soon as the IdP answers; with the store
+        // down, keep trying while serving.
+        let seeds = &idp.config.users;
+        if let Err(e) = idp.state.users.seed(seeds).await {
+            tracing::warn!(error = %e, "writing the seed users failed; will retry");
+        }
         let flusher = {
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
@@ -424,6 +452,7 @@ impl BoundIdp {
         tokio::join!(
             serve(self.public, public_app, limits, shutdown.clone()),
             serve(self.admin, admin_app, limits, shutdown.clone()),
+            idp.state.users.keep_seeding(seeds, &shutdown),
         );
         let _ = flusher.await;
         if let Err(e) = idp.state.usage.flush(&idp.state.store).await {

@@ -6,7 +6,7 @@ use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
-use tokengate_store::{ReferenceToken, Session, TokenStore, now_unix};
+use tokengate_store::{ReferenceToken, Session, SessionKind, TokenStore, now_unix};
 
 use crate::AppState;
 use crate::config::{Grant, check_subject};
@@ -15,7 +15,7 @@ use crate::error::ApiError;
 use crate::extract::{ClientAddr, FormBody, bearer};
 use crate::metrics::{GrantLabels, KindLabels};
 use crate::scope::Scope;
-use crate::sessions::Issued;
+use crate::sessions::{Issued, NewSession};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -97,7 +97,7 @@ async fn token(
         return Err(ApiError::UnauthorizedClient);
     }
     let scope = Scope::parse(form.get("scope")?)?;
-    let (subject, configured) = match grant {
+    let (subject, held) = match grant {
         Grant::Password => {
             let username = form.require("username", "username is required")?;
             let password = form.require("password", "password is required")?;
@@ -116,21 +116,34 @@ async fn token(
             };
             (username.to_owned(), roles)
         }
-        Grant::ClientCredentials => (client.id.clone(), client.roles.clone()),
+        Grant::ClientCredentials => {
+            let roles = state
+                .issuer
+                .roles_of(&client.id, &client.roles)
+                .await
+                .map_err(|e| state.store_error(e))?;
+            (client.id.clone(), roles)
+        }
         // The code flow arrives with `/oauth2/authorize`.
         Grant::AuthorizationCode => return Err(ApiError::UnsupportedGrantType),
     };
-    let held = state
-        .issuer
-        .roles_of(&subject, &configured)
-        .await
-        .map_err(|e| state.store_error(e))?;
     let granted = scope.grant(&held)?;
+    let new =
+        NewSession::access(&subject, granted.roles.clone(), grant.as_str()).for_client(&client.id);
     let issued = state
         .issuer
-        .issue(&subject, granted.roles.clone())
+        .issue(new)
         .await
         .map_err(|e| state.issue_error(e))?;
+    if grant == Grant::Password
+        && !state
+            .users
+            .admit(&issued.session)
+            .await
+            .map_err(|e| state.store_error(e))?
+    {
+        return Err(ApiError::InvalidGrant);
+    }
     state
         .metrics
         .tokens_issued
@@ -184,7 +197,7 @@ async fn introspect(
     let token = form.require("token", "token is required")?;
     let body = match state
         .issuer
-        .resolve(token)
+        .resolve(token, SessionKind::Access)
         .await
         .map_err(|e| state.store_error(e))?
     {
@@ -261,7 +274,7 @@ async fn verify(
     };
     let session: Session = state
         .issuer
-        .resolve(token)
+        .resolve(token, SessionKind::Access)
         .await
         .map_err(|e| state.store_error(e))?
         .ok_or(ApiError::InvalidToken)?;

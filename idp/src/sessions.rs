@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use tokengate_store::{
-    AnyStore, Claims, ReferenceToken, Session, StoreError, TokenStore, ValueToken, Verifier,
-    now_unix,
+    AnyStore, Claims, ReferenceToken, Session, SessionKind, StoreError, TokenStore, ValueToken,
+    Verifier, now_unix,
 };
 
 use crate::keys::{KeyError, KeySet};
@@ -22,6 +22,46 @@ pub enum IssueError {
 pub struct Issued {
     pub token: ReferenceToken,
     pub session: Session,
+}
+
+/// What a new session is: whose, with which roles, how it was obtained, for which client.
+#[derive(Clone, Debug)]
+pub struct NewSession {
+    pub subject: String,
+    pub roles: Vec<String>,
+    /// `password`, `client_credentials`, `authorization_code`, `admin`, `upstream:NAME`.
+    pub method: String,
+    pub client_id: Option<String>,
+    pub kind: SessionKind,
+}
+
+impl NewSession {
+    /// An API session: its reference token is a bearer token.
+    pub fn access(subject: &str, roles: Vec<String>, method: &str) -> Self {
+        NewSession {
+            subject: subject.to_owned(),
+            roles,
+            method: method.to_owned(),
+            client_id: None,
+            kind: SessionKind::Access,
+        }
+    }
+
+    /// The IdP's single-sign-on browser session, whose cookie is never a bearer token.
+    pub fn browser(subject: &str, roles: Vec<String>, method: &str) -> Self {
+        NewSession {
+            kind: SessionKind::Browser,
+            ..Self::access(subject, roles, method)
+        }
+    }
+
+    /// Issued to `client_id`.
+    pub fn for_client(self, client_id: &str) -> Self {
+        NewSession {
+            client_id: Some(client_id.to_owned()),
+            ..self
+        }
+    }
 }
 
 /// Creates sessions and (re)signs their value tokens.
@@ -66,19 +106,22 @@ impl Issuer {
         Ok(ValueToken(self.keys.current().sign_jwt(&claims)?))
     }
 
-    /// A new session for `subject` with `roles`, stored before the token is returned.
-    pub async fn issue(&self, subject: &str, roles: Vec<String>) -> Result<Issued, IssueError> {
+    /// A new session, stored before the token is returned.
+    pub async fn issue(&self, new: NewSession) -> Result<Issued, IssueError> {
         let token = ReferenceToken::generate();
         let now = now_unix();
         let mut session = Session {
             id: token.session_id(),
-            subject: subject.to_owned(),
-            roles,
+            subject: new.subject,
+            roles: new.roles,
             value_token: ValueToken(String::new()),
             created_at: now,
             last_used_at: now,
             idle_timeout: self.idle_timeout,
             max_expires_at: now + self.max_lifetime,
+            client_id: new.client_id,
+            method: new.method,
+            kind: new.kind,
         };
         session.value_token = self.sign(&session)?;
         self.store.create(&session).await?;
@@ -111,15 +154,23 @@ impl Issuer {
         Ok(self.store.update_sessions(&updates).await?)
     }
 
-    /// The live session a reference token opens, with its value token verified: a record
-    /// written into the store by anyone but the IdP does not pass.
-    pub async fn resolve(&self, token: &str) -> Result<Option<Session>, StoreError> {
+    /// The live session of `kind` a reference token opens, with its value token verified: a
+    /// record written into the store by anyone but the IdP does not pass, nor does a session of
+    /// another kind (a browser session's cookie is no bearer token).
+    pub async fn resolve(
+        &self,
+        token: &str,
+        kind: SessionKind,
+    ) -> Result<Option<Session>, StoreError> {
         let Ok(token) = ReferenceToken::parse(token) else {
             return Ok(None);
         };
         let Some(session) = self.store.lookup(&token.session_id()).await? else {
             return Ok(None);
         };
+        if session.kind != kind {
+            return Ok(None);
+        }
         match self.verifier.verify(session.value_token.expose()) {
             Ok(claims) if claims.sid == session.id.as_str() && claims.sub == session.subject => {
                 Ok(Some(session))
@@ -133,5 +184,47 @@ impl Issuer {
                 Ok(None)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokengate_store::MemoryStore;
+
+    use super::*;
+
+    fn issuer() -> Issuer {
+        let store = AnyStore::Memory(MemoryStore::new());
+        let keys = Arc::new(KeySet::ephemeral().expect("keys"));
+        Issuer::new(store, keys, "tokengate", 600, 3600).expect("issuer")
+    }
+
+    #[tokio::test]
+    async fn a_session_is_resolved_only_as_its_own_kind() {
+        let issuer = issuer();
+        let roles = vec!["r".to_owned()];
+        let access = issuer
+            .issue(NewSession::access("alice", roles.clone(), "password").for_client("cli"))
+            .await
+            .expect("issue");
+        assert_eq!(access.session.client_id.as_deref(), Some("cli"));
+        assert_eq!(access.session.method, "password");
+        let browser = issuer
+            .issue(NewSession::browser("alice", roles, "password"))
+            .await
+            .expect("issue");
+        let resolve = |token: &Issued, kind| {
+            let text = token.token.expose().to_owned();
+            let issuer = &issuer;
+            async move { issuer.resolve(&text, kind).await.expect("resolve") }
+        };
+        assert!(resolve(&access, SessionKind::Access).await.is_some());
+        assert!(resolve(&access, SessionKind::Browser).await.is_none());
+        assert!(
+            resolve(&browser, SessionKind::Access).await.is_none(),
+            "a browser session's cookie is no bearer token"
+        );
+        let found = resolve(&browser, SessionKind::Browser).await.expect("live");
+        assert_eq!(found.kind, SessionKind::Browser);
     }
 }

@@ -13,8 +13,8 @@ use tokengate_idp::Idp;
 use tokengate_idp::config::{
     AdminConfig, ClientConfig, Grant, IdpConfig, ServerConfig, TokensConfig, UserConfig,
 };
-use tokengate_idp::credentials::hash_password;
 use tokengate_idp::keys::KeySet;
+use tokengate_idp::password::hash_password;
 #[allow(unused_imports)]
 pub use tokengate_store::testing::TestRedis;
 use tokengate_store::{AnyStore, StoreConfig};

@@ -318,8 +318,8 @@ impl Stack {
             .output()
             .unwrap();
         assert!(made.status.success(), "gen-key: {made:?}");
-        let hash = tokengate_idp::credentials::hash_password(PASSWORD).unwrap();
-        let client_hash = tokengate_idp::credentials::hash_password(CLIENT_SECRET).unwrap();
+        let hash = tokengate_idp::password::hash_password(PASSWORD).unwrap();
+        let client_hash = tokengate_idp::password::hash_password(CLIENT_SECRET).unwrap();
         let (idp_public, idp_admin) = (addr(), addr());
         let users: String = ["alice", "bob", "carol"]
             .iter()
