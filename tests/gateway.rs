@@ -83,7 +83,7 @@ async fn a_valid_token_reaches_the_backend_as_a_verified_value_token_with_role_h
         String::new(),
     )
     .await;
-    let claims = Verifier::new(&serde_json::from_str(&jwks.body).unwrap(), "tokengate")
+    let claims = Verifier::new(&serde_json::from_str(&jwks.body).unwrap(), &w.idp.url(""))
         .verify(value)
         .unwrap();
     assert_eq!(claims.sub, "alice");

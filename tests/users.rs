@@ -485,7 +485,7 @@ async fn a_browser_session_is_never_a_bearer_token() {
     let issuer = Issuer::new(
         config.store.connect().unwrap(),
         Arc::new(keys()),
-        "tokengate",
+        &idp.url(""),
         600,
         3600,
     )

@@ -108,7 +108,16 @@ impl Issuer {
 
     /// A new session, stored before the token is returned.
     pub async fn issue(&self, new: NewSession) -> Result<Issued, IssueError> {
-        let token = ReferenceToken::generate();
+        self.issue_as(ReferenceToken::generate(), new).await
+    }
+
+    /// A new session behind a token made beforehand (a code redemption names the session it
+    /// makes before making it, so that a replay can end it).
+    pub async fn issue_as(
+        &self,
+        token: ReferenceToken,
+        new: NewSession,
+    ) -> Result<Issued, IssueError> {
         let now = now_unix();
         let mut session = Session {
             id: token.session_id(),
