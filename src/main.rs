@@ -20,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 #[command(
     name = "tokengate",
     version,
-    about = "Edge API gateway and identity provider for reference/value tokens"
+    about = "Edge API gateway and identity provider for reference/value tokens",
+    after_help = "Try the whole thing in one process: `tokengate dev` (its listen flags: `tokengate dev --help`)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -63,6 +64,12 @@ enum Command {
         /// The demo web application that signs in through the IdP (code flow with PKCE).
         #[arg(long, default_value = "127.0.0.1:3000")]
         demo_listen: std::net::SocketAddr,
+    },
+    /// Runs the demo echo backend alone: answers every request with its method, path and
+    /// headers as JSON (what a backend behind the gateway receives).
+    Echo {
+        #[arg(long, default_value = "127.0.0.1:9001")]
+        listen: std::net::SocketAddr,
     },
     /// Reads a password from standard input and prints its argon2id hash for a config file.
     HashPassword,
@@ -146,6 +153,7 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Idp { config } => run_idp(config).await,
         Command::Gateway { config } => run_gateway(config).await,
+        Command::Echo { listen } => run_echo(listen).await,
         Command::Dev {
             redis_url,
             idp_listen,
@@ -221,6 +229,18 @@ async fn run_idp(path: PathBuf) -> Result<()> {
     let shutdown = CancellationToken::new();
     stop_on_signal(shutdown.clone());
     bound.serve(shutdown).await;
+    Ok(())
+}
+
+async fn run_echo(listen: std::net::SocketAddr) -> Result<()> {
+    init_tracing();
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(listen = %listener.local_addr()?, "echo backend listening");
+    let shutdown = CancellationToken::new();
+    stop_on_signal(shutdown.clone());
+    tokengate_gateway::echo::serve(listener, shutdown).await;
     Ok(())
 }
 

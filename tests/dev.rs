@@ -187,3 +187,53 @@ async fn dev_walkthrough_works_and_no_secret_reaches_the_log() {
         assert!(!log.contains(secret), "a secret reached the log: {secret}");
     }
 }
+
+#[tokio::test]
+async fn echo_runs_alone_and_help_points_to_the_demo() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tokengate"))
+        .args(["echo", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("echo backend listening") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "echo exited early"
+        );
+    }
+    let addr = line
+        .split("listen=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let reply = send(
+        "GET",
+        &format!("http://{addr}/api/orders?x=1"),
+        &[("x-test", "1")],
+        String::new(),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json()["headers"]["x-test"], "1");
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert!(child.wait().unwrap().success());
+
+    let help = Command::new(env!("CARGO_BIN_EXE_tokengate"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("tokengate dev --help"), "{text}");
+    assert!(text.contains("echo"), "{text}");
+}
