@@ -649,3 +649,34 @@ async fn bad_input_on_the_new_endpoints_gets_clear_errors() {
     .await;
     assert!(long.status == 400 || long.status == 431, "{}", long.status);
 }
+
+#[tokio::test]
+async fn the_sign_in_form_shares_the_login_lockout() {
+    let redis = TestRedis::start();
+    let mut config = idp_config(&redis.url());
+    config.login.max_failures = 2;
+    config.clients.push(ClientConfig::public(
+        "web",
+        &[Grant::AuthorizationCode],
+        &[WEB],
+    ));
+    let idp = TestIdp::spawn(config).await;
+    let rp = relying_party(&idp, "web", None, WEB).await;
+    let url = start(&rp, &[]).url;
+    for guess in ["guess-1", "guess-2"] {
+        let wrong = Browser::new().sign_in(&url, "alice", guess).await;
+        assert!(wrong.body.contains("Wrong username or password"));
+    }
+    // Locked: even the right password is refused for a while, on the form and the token endpoint.
+    let locked = Browser::new().sign_in(&url, "alice", PASSWORD).await;
+    assert_eq!(locked.status, 429, "{}", locked.body);
+    assert!(locked.header("retry-after").is_some());
+    assert!(locked.header("location").is_none());
+    let grant = post_form(
+        &idp.url("/oauth2/token"),
+        &[],
+        &format!("grant_type=password&client_id=cli&username=alice&password={PASSWORD}"),
+    )
+    .await;
+    assert_eq!(grant.status, 429);
+}
