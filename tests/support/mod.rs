@@ -120,6 +120,19 @@ impl TestIdp {
         .await
     }
 
+    /// The published JWKS.
+    pub async fn jwks(&self) -> serde_json::Value {
+        let r = send(
+            "GET",
+            &self.url("/.well-known/jwks.json"),
+            &[],
+            String::new(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "JWKS: {}", r.body);
+        r.json()
+    }
+
     /// `/auth/verify` with a bearer token.
     pub async fn verify(&self, token: &str) -> Reply {
         let auth = format!("Bearer {token}");
