@@ -5,6 +5,7 @@
 //! * `keys`: signing keys and the published JWKS.
 //! * `credentials`: users and clients, argon2id checks without user enumeration.
 //! * `sessions`: creating sessions and (re)signing their value tokens.
+//! * `renewal`: the background task that renews value tokens before they expire.
 //! * `oauth`: the public listener (token, revoke, introspect, JWKS, forward-auth).
 //! * `admin`: the admin listener, behind the admin token.
 //! * `extract`, `error`: request parsing and the one place errors become responses.
@@ -17,6 +18,7 @@ pub mod extract;
 pub mod keys;
 pub mod metrics;
 pub mod oauth;
+pub mod renewal;
 pub mod sessions;
 pub mod throttle;
 
@@ -44,6 +46,7 @@ use crate::error::ApiError;
 use crate::extract::{ClientAddr, FormBody};
 use crate::keys::KeySet;
 use crate::metrics::{Metrics, RequestLabels, RouteLabels};
+use crate::renewal::RenewalTask;
 use crate::sessions::{IssueError, Issuer};
 use crate::throttle::Throttle;
 
@@ -73,7 +76,7 @@ pub struct AppState(Arc<Shared>);
 #[derive(Debug)]
 pub struct Shared {
     pub store: AnyStore,
-    pub issuer: Issuer,
+    pub issuer: Arc<Issuer>,
     pub issuer_name: String,
     pub keys: Arc<KeySet>,
     pub credentials: Credentials,
@@ -294,17 +297,10 @@ impl Idp {
     /// Builds the IdP from a validated configuration, a store and its signing keys.
     pub fn new(config: IdpConfig, store: AnyStore, keys: KeySet) -> Result<Self, IdpError> {
         let keys = Arc::new(keys);
-        let t = &config.tokens;
-        let issuer = Issuer::new(
-            store.clone(),
-            keys.clone(),
-            &t.issuer,
-            t.idle_timeout.as_secs(),
-            t.max_lifetime.as_secs(),
-        )?;
+        let issuer = Arc::new(Issuer::new(store.clone(), keys.clone(), &config.tokens)?);
         let state = AppState(Arc::new(Shared {
             issuer,
-            issuer_name: t.issuer.clone(),
+            issuer_name: config.tokens.issuer.clone(),
             keys,
             credentials: Credentials::new(&config.users, &config.clients)?,
             metrics: Metrics::new(),
@@ -394,11 +390,22 @@ impl BoundIdp {
                 }
             })
         };
+        let renewal = RenewalTask::new(
+            idp.state.store.clone(),
+            idp.state.issuer.clone(),
+            &idp.state.metrics,
+        );
+        let renewal = tokio::spawn(
+            renewal
+                .run(shutdown.clone())
+                .instrument(tracing::info_span!("renewal")),
+        );
         tokio::join!(
             serve(self.public, public_app, limits, shutdown.clone()),
             serve(self.admin, admin_app, limits, shutdown.clone()),
         );
         let _ = flusher.await;
+        let _ = renewal.await;
         if let Err(e) = idp.state.usage.flush(&idp.state.store).await {
             tracing::warn!(error = %e, pending = idp.state.usage.len(), "last-use reports lost at shutdown");
         }

@@ -22,6 +22,17 @@ pub struct Claims {
     pub exp: u64,
 }
 
+impl Claims {
+    /// Whether a value token with these claims, if expired, may still be renewed at `now` for a
+    /// session that ends after `idle_timeout` seconds without use. A session whose token has
+    /// expired cannot be used, so it cannot outlive its token by more than that: an older token
+    /// in the store was written back, not left behind by an IdP that was down. Readers answer
+    /// "cannot validate now" for a renewable token and "invalid" for any other.
+    pub fn renewable(&self, idle_timeout: u64, now: u64) -> bool {
+        self.exp.saturating_add(idle_timeout) > now
+    }
+}
+
 /// Seconds before its `exp` at which a reader stops using a value token: room for clock skew
 /// between IdP, gateways and backends, and for the request still on its way to the backend.
 pub const EXPIRY_MARGIN: u64 = 5;
