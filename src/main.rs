@@ -6,9 +6,11 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use tokengate_idp::Idp;
-use tokengate_idp::config::{AdminConfig, IdpConfig, ServerConfig, TokensConfig, UserConfig};
-use tokengate_idp::credentials::hash_password;
+use tokengate_idp::config::{
+    AdminConfig, ClientConfig, Grant, IdpConfig, ServerConfig, TokensConfig, UserConfig,
+};
 use tokengate_idp::keys::{KeySet, SigningKey};
+use tokengate_idp::password::hash_password;
 use tokengate_store::{AnyStore, MemoryStore, ReferenceToken, StoreConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -274,7 +276,9 @@ async fn run_dev(redis_url: Option<String>, listen: DevListen) -> Result<()> {
             password_hash: hash_password(password)?,
             roles: vec!["orders:read".to_owned()],
         }],
-        clients: Vec::new(),
+        // The walkthrough's curl commands use the password grant, which only a client that
+        // lists it may use (RFC 9700 advises against it anywhere else).
+        clients: vec![ClientConfig::public("cli", &[Grant::Password], &[])],
         base_dir: PathBuf::from("."),
     };
     let idp_bound = Idp::new(config, store.clone(), KeySet::ephemeral()?)?
@@ -320,7 +324,7 @@ auth = false
 Demo user: {user} / {password}   Admin token: {admin_token}
 
   # log in: the answer's access_token is an opaque reference token
-  TOKEN=$(curl -s -d grant_type=password -d username={user} -d password={password} http://{idp}/oauth2/token | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
+  TOKEN=$(curl -s -d grant_type=password -d client_id=cli -d username={user} -d password={password} http://{idp}/oauth2/token | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
   # call a backend through the gateway: it receives the signed value token and role headers
   curl -s -H "Authorization: Bearer $TOKEN" http://{gw}/api/orders
   # force a logout of every session of the user

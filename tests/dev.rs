@@ -50,7 +50,7 @@ async fn dev_walkthrough_works_and_no_secret_reaches_the_log() {
     let login = post_form(
         &format!("{idp}/oauth2/token"),
         &[],
-        "grant_type=password&username=alice&password=wonderland",
+        "grant_type=password&client_id=cli&username=alice&password=wonderland",
     )
     .await;
     assert_eq!(login.status, 200, "{}", login.body);
@@ -91,7 +91,7 @@ async fn dev_walkthrough_works_and_no_secret_reaches_the_log() {
     let failed = post_form(
         &format!("{idp}/oauth2/token"),
         &[],
-        "grant_type=password&username=alice&password=guess-123",
+        "grant_type=password&client_id=cli&username=alice&password=guess-123",
     )
     .await;
     assert_eq!(failed.status, 400);

@@ -31,7 +31,7 @@ async fn login_gives_an_opaque_token_that_verifies_to_a_signed_value_token() {
     let r = post_form(
         &idp.url("/oauth2/token"),
         &[],
-        "grant_type=password&username=alice&password=wonderland",
+        "grant_type=password&client_id=cli&username=alice&password=wonderland",
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -114,13 +114,13 @@ async fn wrong_password_and_unknown_user_look_the_same_and_are_counted() {
     let wrong = post_form(
         &url,
         &[],
-        "grant_type=password&username=alice&password=nope",
+        "grant_type=password&client_id=cli&username=alice&password=nope",
     )
     .await;
     let unknown = post_form(
         &url,
         &[],
-        "grant_type=password&username=mallory&password=nope",
+        "grant_type=password&client_id=cli&username=mallory&password=nope",
     )
     .await;
     for r in [&wrong, &unknown] {
@@ -147,7 +147,7 @@ async fn password_guessing_is_locked_out_per_username_and_per_address() {
     let idp = TestIdp::spawn(config).await;
     let url = idp.url("/oauth2/token");
     let attempt = |user: &str, password: &str| {
-        let form = format!("grant_type=password&username={user}&password={password}");
+        let form = format!("grant_type=password&client_id=cli&username={user}&password={password}");
         let url = url.clone();
         async move { post_form(&url, &[], &form).await }
     };
@@ -203,7 +203,7 @@ async fn idp_replicas_share_the_login_lockout() {
     );
     let attempt = |idp: &TestIdp, password: &str| {
         let url = idp.url("/oauth2/token");
-        let form = format!("grant_type=password&username=alice&password={password}");
+        let form = format!("grant_type=password&client_id=cli&username=alice&password={password}");
         async move { post_form(&url, &[], &form).await.status }
     };
     // Guesses spread over two replicas add up.
@@ -219,7 +219,7 @@ async fn basic_client_credentials_are_form_decoded() {
     let redis = TestRedis::start();
     let mut config = idp_config(&redis.url());
     config.clients[0].client_secret_hash =
-        tokengate_idp::credentials::hash_password("s3cret: with+symbols%").unwrap();
+        Some(tokengate_idp::password::hash_password("s3cret: with+symbols%").unwrap());
     let idp = TestIdp::spawn(config).await;
     let reply = post_form(
         &idp.url("/oauth2/token"),
@@ -309,7 +309,7 @@ async fn malformed_requests_get_oauth_errors() {
     let repeated = post_form(
         &url,
         &[],
-        "grant_type=password&username=alice&username=bob&password=x",
+        "grant_type=password&client_id=cli&username=alice&username=bob&password=x",
     )
     .await;
     assert_eq!(
@@ -319,7 +319,10 @@ async fn malformed_requests_get_oauth_errors() {
     let huge = post_form(
         &url,
         &[],
-        &format!("grant_type=password&username={}", "a".repeat(64 * 1024)),
+        &format!(
+            "grant_type=password&client_id=cli&username={}",
+            "a".repeat(64 * 1024)
+        ),
     )
     .await;
     assert_eq!(
@@ -552,7 +555,7 @@ async fn redis_down_gives_503_and_the_idp_recovers_by_itself() {
     let (mut redis, idp) = setup().await;
     redis.kill();
     let url = idp.url("/oauth2/token");
-    let form = "grant_type=password&username=alice&password=wonderland";
+    let form = "grant_type=password&client_id=cli&username=alice&password=wonderland";
     let down = post_form(&url, &[], form).await;
     assert_eq!(down.status, 503, "{}", down.body);
     assert_eq!(down.json()["error"], "temporarily_unavailable");
@@ -716,4 +719,120 @@ async fn a_silent_connection_is_closed_after_the_header_timeout() {
     )
     .await;
     assert!(read.is_ok(), "the IdP kept a silent connection open");
+}
+
+#[tokio::test]
+async fn client_credentials_presented_are_always_checked() {
+    let (_redis, idp) = setup().await;
+    let url = idp.url("/oauth2/token");
+    let login = "grant_type=password&username=alice&password=wonderland";
+    // RFC 6749 §4.3.2 / §3.2.1: wrong credentials on the password grant are refused, not ignored.
+    let wrong = post_form(
+        &url,
+        &[("authorization", &basic("reports", "wrong"))],
+        login,
+    )
+    .await;
+    assert_eq!(
+        (wrong.status, wrong.json()["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    let wrong_form = post_form(
+        &url,
+        &[],
+        &format!("{login}&client_id=reports&client_secret=wrong"),
+    )
+    .await;
+    assert_eq!(wrong_form.status, 401);
+    // A public client has no secret to present.
+    let public_with_secret =
+        post_form(&url, &[], &format!("{login}&client_id=cli&client_secret=x")).await;
+    assert_eq!(public_with_secret.status, 401);
+    // No client at all: the password grant is off unless a client lists it.
+    let anonymous = post_form(&url, &[], login).await;
+    assert_eq!(
+        (anonymous.status, anonymous.json()["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    let unknown = post_form(&url, &[], &format!("{login}&client_id=nobody")).await;
+    assert_eq!(unknown.status, 401);
+    // A confidential client must authenticate; naming it is not enough.
+    let named = post_form(&url, &[], "grant_type=client_credentials&client_id=reports").await;
+    assert_eq!(named.status, 401);
+    // The right client, but one that does not list the grant.
+    let not_allowed = post_form(
+        &url,
+        &[("authorization", &basic("reports", CLIENT_SECRET))],
+        login,
+    )
+    .await;
+    assert_eq!(
+        (not_allowed.status, not_allowed.json()["error"].as_str()),
+        (400, Some("unauthorized_client"))
+    );
+    let public_cc = post_form(&url, &[], "grant_type=client_credentials&client_id=cli").await;
+    assert_eq!(public_cc.json()["error"], "unauthorized_client");
+    // Basic and form credentials together are ambiguous.
+    let twice = post_form(
+        &url,
+        &[("authorization", &basic("reports", CLIENT_SECRET))],
+        &format!("grant_type=client_credentials&client_id=reports&client_secret={CLIENT_SECRET}"),
+    )
+    .await;
+    assert_eq!(twice.json()["error"], "invalid_request");
+    // Introspection takes confidential clients only.
+    let token = idp.login("alice").await;
+    let by_public = post_form(
+        &idp.url("/oauth2/introspect"),
+        &[],
+        &format!("token={token}&client_id=cli"),
+    )
+    .await;
+    assert_eq!(by_public.status, 401);
+}
+
+#[tokio::test]
+async fn scope_narrows_roles_and_the_answer_names_the_scope_granted() {
+    let redis = TestRedis::start();
+    let mut config = idp_config(&redis.url());
+    config.users[0].roles = vec!["orders:read".into(), "orders:write".into()];
+    let idp = TestIdp::spawn(config).await;
+    let url = idp.url("/oauth2/token");
+    let login = |scope: &str| {
+        let form =
+            format!("grant_type=password&client_id=cli&username=alice&password=wonderland{scope}");
+        let url = url.clone();
+        async move { post_form(&url, &[], &form).await }
+    };
+    // No scope asked: every role, and the answer says which.
+    let all = login("").await;
+    assert_eq!(all.json()["scope"], "orders:read orders:write");
+    // Asked for one held and one not: the held one only.
+    let narrowed = login("&scope=orders:write+admin").await;
+    assert_eq!(narrowed.status, 200, "{}", narrowed.body);
+    assert_eq!(narrowed.json()["scope"], "orders:write");
+    let token = narrowed.json()["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        idp.verify(&token).await.header("x-auth-roles"),
+        Some("orders:write")
+    );
+    // Exactly what was asked: no scope in the answer (RFC 6749 §5.1).
+    let exact = login("&scope=orders:read").await;
+    assert!(exact.json().get("scope").is_none(), "{}", exact.body);
+    // Nothing held of what was asked.
+    let none = login("&scope=admin").await;
+    assert_eq!(
+        (none.status, none.json()["error"].as_str()),
+        (400, Some("invalid_scope"))
+    );
+    let malformed = login("&scope=a%22b").await;
+    assert_eq!(malformed.json()["error"], "invalid_scope");
+    // The client_credentials grant narrows the client's own roles the same way.
+    let cc = post_form(
+        &url,
+        &[("authorization", &basic("reports", CLIENT_SECRET))],
+        "grant_type=client_credentials&scope=orders:read",
+    )
+    .await;
+    assert_eq!(cc.json()["error"], "invalid_scope");
 }

@@ -166,7 +166,7 @@ async fn a_sentinel_failover_under_load_loses_nothing() {
             post_form(
                 &idp.url("/oauth2/token"),
                 &[],
-                &format!("grant_type=password&username=bob&password={PASSWORD}"),
+                &format!("grant_type=password&client_id=cli&username=bob&password={PASSWORD}"),
             )
             .await
             .status

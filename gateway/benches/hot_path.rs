@@ -17,7 +17,7 @@ use tokengate_gateway::jwks::{Jwks, Keys};
 use tokengate_gateway::metrics::Metrics;
 use tokengate_idp::config::TokensConfig;
 use tokengate_idp::keys::{KeySet, SigningKey};
-use tokengate_idp::sessions::Issuer;
+use tokengate_idp::sessions::{Issuer, NewSession};
 use tokengate_store::{AnyStore, Claims, MemoryStore, ReferenceToken, Verifier, now_unix};
 
 /// Polls a future once: a cache hit must finish without waiting on anything.
@@ -37,7 +37,11 @@ fn cache_hit(c: &mut Criterion) {
     let keys = Arc::new(KeySet::ephemeral().unwrap());
     let issuer = Issuer::new(store.clone(), keys.clone(), &TokensConfig::default()).unwrap();
     let issued = rt
-        .block_on(issuer.issue("alice", vec!["orders:read".to_owned()]))
+        .block_on(issuer.issue(NewSession::access(
+            "alice",
+            vec!["orders:read".to_owned()],
+            "password",
+        )))
         .unwrap();
     let jwks = Jwks::new("http://127.0.0.1:9/.well-known/jwks.json", "tokengate").unwrap();
     let verifier = Keys::new(jwks);

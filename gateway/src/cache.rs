@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use http::HeaderValue;
 use moka::sync::Cache;
 use tokengate_store::{
-    AnyStore, Claims, EXPIRY_MARGIN, ReferenceToken, Session, SessionId, StoreError, TokenStore,
-    UsageLog, Verifier, now_unix,
+    AnyStore, Claims, EXPIRY_MARGIN, ReferenceToken, Session, SessionId, SessionKind, StoreError,
+    TokenStore, UsageLog, Verifier, now_unix,
 };
 use tokio::sync::OnceCell;
 
@@ -232,6 +232,8 @@ impl TokenCache {
             self.metrics.store_errors.inc();
             LookupError::Unavailable(Arc::new(e))
         })?;
+        // Only an access session's token is a bearer token (never a browser session's cookie).
+        let found = found.filter(|session| session.kind == SessionKind::Access);
         let mut verifier = verifier;
         if let Some(session) = &found
             && let Ok(kid) = Verifier::key_id(session.value_token.expose())
@@ -355,6 +357,9 @@ mod tests {
             last_used_at: now,
             idle_timeout: 600,
             max_expires_at: now + 3600,
+            client_id: None,
+            method: "password".to_owned(),
+            kind: SessionKind::Access,
         };
         session.value_token = sign(signer, &session, exp);
         store.create(&session).await.unwrap();

@@ -16,7 +16,7 @@ use tokengate_idp::config::TokensConfig;
 use tokengate_idp::keys::{KeySet, SigningKey};
 use tokengate_idp::metrics::Metrics;
 use tokengate_idp::renewal::RenewalTask;
-use tokengate_idp::sessions::Issuer;
+use tokengate_idp::sessions::{Issuer, NewSession};
 use tokengate_store::testing::{TestCluster, TestRedis};
 use tokengate_store::{AnyStore, Claims, MemoryStore, RedisOptions, RedisStore, now_unix};
 use tokio_util::sync::CancellationToken;
@@ -33,6 +33,10 @@ fn load(pem: &str, dir: &Path) -> KeySet {
     let file = dir.join("key.pem");
     std::fs::write(&file, pem).unwrap();
     KeySet::new(vec![SigningKey::load(&file).unwrap()]).unwrap()
+}
+
+fn roles() -> Vec<String> {
+    vec!["orders:read".to_owned()]
 }
 
 fn tokens(ttl: u64) -> TokensConfig {
@@ -54,7 +58,7 @@ fn signing(c: &mut Criterion) {
         let store = AnyStore::Memory(MemoryStore::new());
         let issuer = Issuer::new(store, keys.clone(), &tokens(300)).unwrap();
         let issued = rt
-            .block_on(issuer.issue("alice", vec!["orders:read".to_owned()]))
+            .block_on(issuer.issue(NewSession::access("alice", roles(), "password")))
             .unwrap();
         let now = now_unix();
         eprintln!(
@@ -162,8 +166,8 @@ fn bench_rounds(
         b.iter_custom(|sessions| {
             rt.block_on(async {
                 for _ in 0..sessions {
-                    let roles = vec!["orders:read".to_owned()];
-                    short.issue("alice", roles).await.unwrap();
+                    let new = NewSession::access("alice", roles(), "password");
+                    short.issue(new).await.unwrap();
                 }
             });
             let before = RedisCounters::read(servers);

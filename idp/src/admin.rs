@@ -1,23 +1,34 @@
-//! The admin listener: sessions, forced logout, roles, and minting sessions for subjects that
-//! another login system authenticated. Every `/admin` route needs the admin bearer token.
+//! The admin listener: users, sessions, forced logout, roles, and minting sessions for subjects
+//! that another login system authenticated. Every `/admin` route needs the admin bearer token.
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, RawQuery, Request, State};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
+use http::StatusCode;
 use serde::Deserialize;
-use tokengate_store::{SessionId, TokenStore};
+use tokengate_store::{MAX_USERS_PAGE, SessionId, TokenStore, User, now_unix};
 
 use crate::AppState;
-use crate::config::{check_roles, check_subject};
+use crate::config::{MAX_SUBJECT_LEN, check_roles, check_subject};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, bearer};
 use crate::metrics::{GrantLabels, KindLabels};
 use crate::oauth::token_response;
+use crate::sessions::NewSession;
+use crate::users::check_password;
+
+/// Users per page of `GET /admin/users` unless `limit` says otherwise.
+const DEFAULT_PAGE: usize = 100;
 
 pub fn routes(state: AppState) -> Router<AppState> {
     Router::new()
+        .route("/admin/users", post(create_user).get(list_users))
+        .route(
+            "/admin/users/{username}",
+            get(get_user).patch(update_user).delete(delete_user),
+        )
         .route(
             "/admin/users/{username}/sessions",
             get(list_sessions).delete(logout),
@@ -50,6 +61,235 @@ fn subject(username: &str) -> Result<&str, ApiError> {
     Ok(username)
 }
 
+fn valid_roles(roles: &[String]) -> Result<(), ApiError> {
+    check_roles(roles).map_err(|_| ApiError::InvalidRequest("invalid roles"))
+}
+
+/// A user as the admin API shows it: never the password hash.
+fn user_json(user: &User) -> serde_json::Value {
+    serde_json::json!({
+        "username": user.username,
+        "roles": user.roles,
+        "disabled": user.disabled,
+        "upstream": user.upstream,
+        "created_at": user.created_at,
+        "updated_at": user.updated_at,
+    })
+}
+
+/// The hash of a password an administrator set, once it is checked.
+async fn new_password_hash(state: &AppState, password: &str) -> Result<String, ApiError> {
+    check_password(password).map_err(ApiError::InvalidRequest)?;
+    state.users.hash(password).await.map_err(|e| {
+        tracing::error!(error = %e, "hashing a new password failed");
+        ApiError::Internal
+    })
+}
+
+/// The stored user of that name, or 404.
+async fn stored_user(state: &AppState, username: &str) -> Result<User, ApiError> {
+    state
+        .store
+        .user(username)
+        .await
+        .map_err(|e| state.store_error(e))?
+        .ok_or(ApiError::NotFound)
+}
+
+/// Writes a changed user; 404 if it was deleted meanwhile.
+async fn save_user(state: &AppState, user: &mut User) -> Result<(), ApiError> {
+    user.updated_at = now_unix();
+    let saved = state
+        .store
+        .update_user(user)
+        .await
+        .map_err(|e| state.store_error(e))?;
+    if saved {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound)
+    }
+}
+
+/// Revokes every session of a subject; how many were live.
+async fn revoke_subject(state: &AppState, subject: &str) -> Result<usize, ApiError> {
+    let revoked = state
+        .store
+        .revoke_subject(subject)
+        .await
+        .map_err(|e| state.store_error(e))?;
+    state
+        .metrics
+        .revocations
+        .get_or_create(&KindLabels { kind: "subject" })
+        .inc_by(revoked.len() as u64);
+    Ok(revoked.len())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUserBody {
+    username: String,
+    password: Option<String>,
+    roles: Vec<String>,
+    #[serde(default)]
+    disabled: bool,
+}
+
+async fn create_user(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<NewUserBody>,
+) -> Result<Response, ApiError> {
+    let username = subject(&body.username)?;
+    valid_roles(&body.roles)?;
+    let password_hash = match &body.password {
+        Some(password) => Some(new_password_hash(&state, password).await?),
+        None => None,
+    };
+    let now = now_unix();
+    let user = User {
+        username: username.to_owned(),
+        password_hash,
+        roles: body.roles,
+        disabled: body.disabled,
+        upstream: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let created = state
+        .store
+        .create_user(&user)
+        .await
+        .map_err(|e| state.store_error(e))?;
+    if !created {
+        return Err(ApiError::Conflict);
+    }
+    tracing::info!(username = %user.username, "user created");
+    Ok((StatusCode::CREATED, Json(user_json(&user))).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    #[serde(default)]
+    prefix: String,
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_users(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let query: ListQuery = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
+        .map_err(|_| ApiError::InvalidRequest("malformed query"))?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_USERS_PAGE).contains(&limit) {
+        return Err(ApiError::InvalidRequest("limit must be 1 to 1000"));
+    }
+    let cursor = query.cursor.filter(|c| !c.is_empty());
+    let too_long = |s: &str| s.len() > MAX_SUBJECT_LEN;
+    if too_long(&query.prefix) || cursor.as_deref().is_some_and(too_long) {
+        return Err(ApiError::InvalidRequest(
+            "prefix and cursor must be at most 256 bytes",
+        ));
+    }
+    let page = state
+        .store
+        .list_users(&query.prefix, cursor.as_deref(), limit)
+        .await
+        .map_err(|e| state.store_error(e))?;
+    let users: Vec<_> = page.users.iter().map(user_json).collect();
+    Ok(Json(
+        serde_json::json!({ "users": users, "next": page.next }),
+    ))
+}
+
+async fn get_user(
+    State(state): State<AppState>,
+    Path(username): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let user = stored_user(&state, subject(&username)?).await?;
+    Ok(Json(user_json(&user)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserPatch {
+    password: Option<String>,
+    roles: Option<Vec<String>>,
+    disabled: Option<bool>,
+}
+
+/// Changes a user. New roles reach every live session too; disabling revokes every session
+/// (after the user is saved disabled, so no sign-in racing it keeps a session).
+async fn update_user(
+    State(state): State<AppState>,
+    Path(username): Path<String>,
+    JsonBody(patch): JsonBody<UserPatch>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let username = subject(&username)?;
+    if let Some(roles) = &patch.roles {
+        valid_roles(roles)?;
+    }
+    let password_hash = match &patch.password {
+        Some(password) => Some(new_password_hash(&state, password).await?),
+        None => None,
+    };
+    let mut user = stored_user(&state, username).await?;
+    if password_hash.is_some() {
+        user.password_hash = password_hash;
+    }
+    if let Some(roles) = &patch.roles {
+        user.roles = roles.clone();
+    }
+    if let Some(disabled) = patch.disabled {
+        user.disabled = disabled;
+    }
+    save_user(&state, &mut user).await?;
+    let mut body = user_json(&user);
+    if patch.disabled == Some(true) {
+        let revoked = revoke_subject(&state, username).await?;
+        tracing::info!(subject = %username, revoked, "user disabled");
+        body["revoked"] = revoked.into();
+    } else if let Some(roles) = &patch.roles {
+        let updated = state
+            .issuer
+            .set_roles(username, roles)
+            .await
+            .map_err(|e| state.issue_error(e))?;
+        tracing::info!(subject = %username, sessions = updated, "user's roles replaced");
+        body["sessions_updated"] = updated.into();
+    } else {
+        tracing::info!(subject = %username, "user changed");
+    }
+    Ok(Json(body))
+}
+
+/// Deletes a user and revokes every session. The user is disabled first, so that from then on
+/// no sign-in keeps a session, and a retry after a failure part-way finds the user still there.
+async fn delete_user(
+    State(state): State<AppState>,
+    Path(username): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let username = subject(&username)?;
+    let mut user = stored_user(&state, username).await?;
+    if !user.disabled {
+        user.disabled = true;
+        save_user(&state, &mut user).await?;
+    }
+    let revoked = revoke_subject(&state, username).await?;
+    state
+        .store
+        .delete_user(username)
+        .await
+        .map_err(|e| state.store_error(e))?;
+    tracing::info!(subject = %username, revoked, "user deleted");
+    Ok(Json(
+        serde_json::json!({ "deleted": true, "revoked": revoked }),
+    ))
+}
+
 async fn list_sessions(
     State(state): State<AppState>,
     Path(username): Path<String>,
@@ -78,18 +318,9 @@ async fn logout(
     State(state): State<AppState>,
     Path(username): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let revoked = state
-        .store
-        .revoke_subject(subject(&username)?)
-        .await
-        .map_err(|e| state.store_error(e))?;
-    state
-        .metrics
-        .revocations
-        .get_or_create(&KindLabels { kind: "subject" })
-        .inc_by(revoked.len() as u64);
-    tracing::info!(subject = %username, revoked = revoked.len(), "forced logout");
-    Ok(Json(serde_json::json!({ "revoked": revoked.len() })))
+    let revoked = revoke_subject(&state, subject(&username)?).await?;
+    tracing::info!(subject = %username, revoked, "forced logout");
+    Ok(Json(serde_json::json!({ "revoked": revoked })))
 }
 
 async fn revoke_session(
@@ -126,7 +357,17 @@ async fn set_roles(
     JsonBody(body): JsonBody<RolesBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let username = subject(&username)?;
-    check_roles(&body.roles).map_err(|_| ApiError::InvalidRequest("invalid roles"))?;
+    valid_roles(&body.roles)?;
+    // A user in the store signs in with its own roles: they change first.
+    let user = state
+        .store
+        .user(username)
+        .await
+        .map_err(|e| state.store_error(e))?;
+    if let Some(mut user) = user {
+        user.roles = body.roles.clone();
+        save_user(&state, &mut user).await?;
+    }
     let updated = state
         .issuer
         .set_roles(username, &body.roles)
@@ -150,28 +391,44 @@ async fn mint_session(
     JsonBody(body): JsonBody<MintBody>,
 ) -> Result<Response, ApiError> {
     let username = subject(&body.username)?;
-    let roles = match body.roles {
-        Some(roles) => roles,
-        None => {
-            let configured = state.credentials.user_roles(username).unwrap_or_default();
-            state
-                .issuer
-                .roles_of(username, configured)
-                .await
-                .map_err(|e| state.store_error(e))?
-        }
+    let user = state
+        .store
+        .user(username)
+        .await
+        .map_err(|e| state.store_error(e))?;
+    let disabled = ApiError::InvalidRequest("the user is disabled or was deleted");
+    if user.as_ref().is_some_and(|u| u.disabled) {
+        return Err(disabled);
+    }
+    let roles = match (body.roles, &user) {
+        (Some(roles), _) => roles,
+        (None, Some(user)) => user.roles.clone(),
+        (None, None) => state
+            .issuer
+            .roles_of(username, &[])
+            .await
+            .map_err(|e| state.store_error(e))?,
     };
-    check_roles(&roles).map_err(|_| ApiError::InvalidRequest("invalid roles"))?;
+    valid_roles(&roles)?;
     let issued = state
         .issuer
-        .issue(username, roles)
+        .issue(NewSession::access(username, roles, "admin"))
         .await
         .map_err(|e| state.issue_error(e))?;
+    if user.is_some()
+        && !state
+            .users
+            .admit(&issued.session)
+            .await
+            .map_err(|e| state.store_error(e))?
+    {
+        return Err(disabled);
+    }
     state
         .metrics
         .tokens_issued
         .get_or_create(&GrantLabels { grant: "admin" })
         .inc();
     tracing::info!(subject = %username, session = %issued.session.id, "session minted by an administrator");
-    Ok(token_response(&issued))
+    Ok(token_response(&issued, None))
 }

@@ -142,24 +142,128 @@ impl std::fmt::Debug for UserConfig {
     }
 }
 
+/// Whether a client can keep a secret (RFC 6749 §2.1).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientType {
+    /// A browser or native app: it holds no secret and proves nothing but its redirect URI
+    /// (and PKCE, which it must use).
+    Public,
+    /// A server-side app with a secret (`client_secret_hash`).
+    #[default]
+    Confidential,
+}
+
+/// A grant type a client may use at `/oauth2/token`.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Grant {
+    AuthorizationCode,
+    ClientCredentials,
+    Password,
+}
+
+impl Grant {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Grant::AuthorizationCode => "authorization_code",
+            Grant::ClientCredentials => "client_credentials",
+            Grant::Password => "password",
+        }
+    }
+}
+
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientConfig {
     pub client_id: String,
-    /// An argon2id PHC string of the client secret.
-    pub client_secret_hash: String,
+    /// `public` or `confidential` (the default).
+    #[serde(default, rename = "type")]
+    pub client_type: ClientType,
+    /// An argon2id PHC string of the client secret; confidential clients only.
+    #[serde(default)]
+    pub client_secret_hash: Option<String>,
+    /// Where `/oauth2/authorize` may send people back: compared exactly, character for character.
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    /// Where `/oauth2/logout` may send people after signing out (exact match too).
+    #[serde(default)]
+    pub post_logout_redirect_uris: Vec<String>,
+    /// Grants this client may use. Empty: `authorization_code` for a public client,
+    /// `client_credentials` for a confidential one. `password` is never on by default.
+    #[serde(default)]
+    pub grants: Vec<Grant>,
+    /// The roles of the client itself, for `client_credentials`.
     #[serde(default)]
     pub roles: Vec<String>,
+}
+
+impl ClientConfig {
+    /// A public client (no secret) that may use `grants`.
+    pub fn public(client_id: &str, grants: &[Grant], redirect_uris: &[&str]) -> Self {
+        ClientConfig {
+            client_id: client_id.to_owned(),
+            client_type: ClientType::Public,
+            client_secret_hash: None,
+            redirect_uris: redirect_uris.iter().map(|u| (*u).to_owned()).collect(),
+            post_logout_redirect_uris: Vec::new(),
+            grants: grants.to_vec(),
+            roles: Vec::new(),
+        }
+    }
+
+    /// A confidential client whose secret hashes to `secret_hash` (argon2id).
+    pub fn confidential(client_id: &str, secret_hash: String, grants: &[Grant]) -> Self {
+        ClientConfig {
+            client_type: ClientType::Confidential,
+            client_secret_hash: Some(secret_hash),
+            ..Self::public(client_id, grants, &[])
+        }
+    }
+
+    /// The grants this client may use, with the type's default when none are listed.
+    pub fn grants(&self) -> Vec<Grant> {
+        match (self.grants.is_empty(), self.client_type) {
+            (false, _) => self.grants.clone(),
+            (true, ClientType::Public) => vec![Grant::AuthorizationCode],
+            (true, ClientType::Confidential) => vec![Grant::ClientCredentials],
+        }
+    }
 }
 
 impl std::fmt::Debug for ClientConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientConfig")
             .field("client_id", &self.client_id)
+            .field("client_type", &self.client_type)
             .field("client_secret_hash", &"<redacted>")
+            .field("redirect_uris", &self.redirect_uris)
+            .field("grants", &self.grants)
             .field("roles", &self.roles)
-            .finish()
+            .finish_non_exhaustive()
     }
+}
+
+/// Longest redirect URI accepted.
+pub const MAX_URI_LEN: usize = 2048;
+
+/// Why a redirect URI cannot be registered, if it cannot: an absolute `http(s)` URL without a
+/// fragment (RFC 6749 §3.1.2), of bounded length.
+pub fn check_redirect_uri(uri: &str) -> Result<(), &'static str> {
+    if uri.len() > MAX_URI_LEN {
+        return Err("must be at most 2048 bytes");
+    }
+    let parsed: http::Uri = uri
+        .parse()
+        .map_err(|_| "must be an absolute http or https URL")?;
+    let scheme_ok = matches!(parsed.scheme_str(), Some("http" | "https"));
+    if !scheme_ok || parsed.authority().is_none() {
+        return Err("must be an absolute http or https URL");
+    }
+    if uri.contains('#') {
+        return Err("must not contain a fragment");
+    }
+    Ok(())
 }
 
 mod defaults {
@@ -359,18 +463,68 @@ impl IdpConfig {
             )
         });
         check_principals(users, ["users", "username", "password_hash"], &invalid)?;
-        let clients = self.clients.iter().map(|c| {
-            (
-                c.client_id.as_str(),
-                c.client_secret_hash.as_str(),
-                c.roles.as_slice(),
-            )
-        });
-        check_principals(
-            clients,
-            ["clients", "client_id", "client_secret_hash"],
-            &invalid,
-        )?;
+        self.validate_clients(&invalid)?;
+        Ok(())
+    }
+
+    /// Clients: unique valid ids; a secret exactly when confidential; grants the type can use;
+    /// registered URIs that can be compared exactly.
+    fn validate_clients(
+        &self,
+        invalid: &dyn Fn(&str, &str) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        let mut seen = std::collections::HashSet::new();
+        for (i, c) in self.clients.iter().enumerate() {
+            let key = |field: &str| format!("clients[{i}].{field}");
+            check_subject(&c.client_id).map_err(|m| invalid(&key("client_id"), m))?;
+            if !seen.insert(c.client_id.as_str()) {
+                return Err(invalid(&key("client_id"), "appears twice"));
+            }
+            match (c.client_type, &c.client_secret_hash) {
+                (ClientType::Confidential, None) => {
+                    return Err(invalid(
+                        &key("client_secret_hash"),
+                        "a confidential client needs one (tokengate hash-password prints one), or set type = \"public\"",
+                    ));
+                }
+                (ClientType::Confidential, Some(hash)) if !hash.starts_with("$argon2id$") => {
+                    return Err(invalid(
+                        &key("client_secret_hash"),
+                        "must be an argon2id hash (tokengate hash-password prints one)",
+                    ));
+                }
+                (ClientType::Public, Some(_)) => {
+                    return Err(invalid(
+                        &key("client_secret_hash"),
+                        "a public client has no secret (it could not keep one)",
+                    ));
+                }
+                _ => {}
+            }
+            let grants = c.grants();
+            if c.client_type == ClientType::Public && grants.contains(&Grant::ClientCredentials) {
+                return Err(invalid(
+                    &key("grants"),
+                    "client_credentials needs a confidential client",
+                ));
+            }
+            if grants.contains(&Grant::AuthorizationCode) && c.redirect_uris.is_empty() {
+                return Err(invalid(
+                    &key("redirect_uris"),
+                    "authorization_code needs at least one redirect URI",
+                ));
+            }
+            for (field, uris) in [
+                ("redirect_uris", &c.redirect_uris),
+                ("post_logout_redirect_uris", &c.post_logout_redirect_uris),
+            ] {
+                for (j, uri) in uris.iter().enumerate() {
+                    check_redirect_uri(uri)
+                        .map_err(|m| invalid(&key(&format!("{field}[{j}]")), m))?;
+                }
+            }
+            check_roles(&c.roles).map_err(|m| invalid(&key("roles"), &m))?;
+        }
         Ok(())
     }
 
@@ -430,6 +584,33 @@ password_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA"
         assert_eq!(error_of("[tokens]\nvalue_token_ttl = \"30s\"\n"), "");
         let mode = error_of("[store]\nmode = \"cluster\"\n");
         assert!(mode.contains("store.nodes"), "{mode}");
+        let public_secret = error_of(
+            "[[clients]]\nclient_id = \"web\"\ntype = \"public\"\nclient_secret_hash = \"$argon2id$x\"\nredirect_uris = [\"http://a/cb\"]\n",
+        );
+        assert!(
+            public_secret.contains("clients[0].client_secret_hash"),
+            "{public_secret}"
+        );
+        let no_redirect = error_of("[[clients]]\nclient_id = \"web\"\ntype = \"public\"\n");
+        assert!(
+            no_redirect.contains("clients[0].redirect_uris"),
+            "{no_redirect}"
+        );
+        let fragment = error_of(
+            "[[clients]]\nclient_id = \"web\"\ntype = \"public\"\nredirect_uris = [\"http://a/cb#x\"]\n",
+        );
+        assert!(
+            fragment.contains("clients[0].redirect_uris[0]"),
+            "{fragment}"
+        );
+        let relative = error_of(
+            "[[clients]]\nclient_id = \"web\"\ntype = \"public\"\nredirect_uris = [\"/cb\"]\n",
+        );
+        assert!(relative.contains("absolute"), "{relative}");
+        let public_cc = error_of(
+            "[[clients]]\nclient_id = \"web\"\ntype = \"public\"\ngrants = [\"client_credentials\"]\n",
+        );
+        assert!(public_cc.contains("clients[0].grants"), "{public_cc}");
         let unknown = error_of("[server2]\n");
         assert!(
             unknown.contains("conf/idp.toml") && unknown.contains("server2"),

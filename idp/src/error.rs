@@ -15,6 +15,12 @@ pub enum ApiError {
     InvalidClient,
     #[error("unsupported grant type")]
     UnsupportedGrantType,
+    /// The client may not use this grant type (its `grants`).
+    #[error("unauthorized client")]
+    UnauthorizedClient,
+    /// A `scope` that is malformed or grants nothing the subject holds.
+    #[error("invalid scope: {0}")]
+    InvalidScope(&'static str),
     #[error("request body too large")]
     BodyTooLarge,
     /// No bearer token where one is needed.
@@ -30,6 +36,9 @@ pub enum ApiError {
     AdminUnauthorized,
     #[error("not found")]
     NotFound,
+    /// What the request would create exists already.
+    #[error("conflict")]
+    Conflict,
     /// Too many failed logins for this name or address; try again after the given time.
     #[error("too many failed attempts")]
     Locked(std::time::Duration),
@@ -73,6 +82,19 @@ impl IntoResponse for ApiError {
                 body("unsupported_grant_type", None),
                 None,
             ),
+            ApiError::UnauthorizedClient => (
+                StatusCode::BAD_REQUEST,
+                body(
+                    "unauthorized_client",
+                    Some("this client may not use this grant type"),
+                ),
+                None,
+            ),
+            ApiError::InvalidScope(d) => (
+                StatusCode::BAD_REQUEST,
+                body("invalid_scope", Some(d)),
+                None,
+            ),
             ApiError::BodyTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 body("invalid_request", Some("request body too large")),
@@ -99,6 +121,7 @@ impl IntoResponse for ApiError {
                 Some(r#"Bearer realm="tokengate-admin""#),
             ),
             ApiError::NotFound => (StatusCode::NOT_FOUND, body("not_found", None), None),
+            ApiError::Conflict => (StatusCode::CONFLICT, body("conflict", None), None),
             ApiError::Locked(_) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 body(

@@ -3,7 +3,12 @@
 //!
 //! * `config`: the typed configuration, validated on load.
 //! * `keys`: signing keys and the published JWKS.
-//! * `credentials`: users and clients, argon2id checks without user enumeration.
+//! * `password`: argon2id hashing, bounded in concurrency, with the decoy hash that keeps
+//!   checks from telling which names exist.
+//! * `credentials`: confidential clients' secret checks.
+//! * `clients`: registered clients: grants, redirect URIs, public or confidential.
+//! * `scope`: a requested scope narrows a session's roles.
+//! * `users`: the user directory in the token store, seeded from the configuration.
 //! * `sessions`: creating sessions and (re)signing their value tokens.
 //! * `renewal`: the background task that renews value tokens before they expire.
 //! * `oauth`: the public listener (token, revoke, introspect, JWKS, forward-auth).
@@ -11,6 +16,7 @@
 //! * `extract`, `error`: request parsing and the one place errors become responses.
 
 pub mod admin;
+pub mod clients;
 pub mod config;
 pub mod credentials;
 pub mod error;
@@ -18,9 +24,12 @@ pub mod extract;
 pub mod keys;
 pub mod metrics;
 pub mod oauth;
+pub mod password;
 pub mod renewal;
+pub mod scope;
 pub mod sessions;
 pub mod throttle;
+pub mod users;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -40,15 +49,18 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::clients::{Client, Clients};
 use crate::config::IdpConfig;
 use crate::credentials::{Credentials, Kind};
 use crate::error::ApiError;
 use crate::extract::{ClientAddr, FormBody};
 use crate::keys::KeySet;
 use crate::metrics::{Metrics, RequestLabels, RouteLabels};
+use crate::password::Hasher;
 use crate::renewal::RenewalTask;
 use crate::sessions::{IssueError, Issuer};
 use crate::throttle::Throttle;
+use crate::users::Users;
 
 /// Largest request body accepted (forms and admin JSON are small).
 const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -60,7 +72,7 @@ pub enum IdpError {
     #[error("signing keys: {0}")]
     Keys(#[from] keys::KeyError),
     #[error("credentials: {0}")]
-    Credentials(#[from] credentials::HashError),
+    Credentials(#[from] password::HashError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -80,6 +92,8 @@ pub struct Shared {
     pub issuer_name: String,
     pub keys: Arc<KeySet>,
     pub credentials: Credentials,
+    pub clients: Clients,
+    pub users: Users,
     pub metrics: Metrics,
     pub usage: UsageLog,
     pub throttle: Throttle,
@@ -133,7 +147,15 @@ impl AppState {
             tracing::info!(name, address = ?address, "attempt refused during a lockout");
             return Err(ApiError::Locked(wait));
         }
-        let roles = self.credentials.check(kind, name, secret).await;
+        let roles = match kind {
+            Kind::User => self
+                .users
+                .check_password(name, secret)
+                .await
+                .map_err(|e| self.store_error(e))?
+                .map(|user| user.roles),
+            Kind::Client => self.credentials.check(name, secret).await,
+        };
         if roles.is_some() {
             self.throttle
                 .succeeded(&key)
@@ -151,28 +173,48 @@ impl AppState {
         Ok(roles)
     }
 
-    /// Client credentials from HTTP Basic or the form (not both): `Ok(None)` when absent or wrong.
-    pub async fn authenticate_client(
+    /// The client a token-endpoint request comes from (RFC 6749 §2.3): a confidential client
+    /// by its secret (HTTP Basic or the form, not both), a public client by `client_id` alone.
+    /// Credentials that are presented are always checked: wrong ones, an unknown client, or a
+    /// confidential client without its secret are `invalid_client`, never ignored. `Ok(None)`
+    /// when the request names no client at all.
+    pub async fn client(
         &self,
         headers: &HeaderMap,
         form: &FormBody,
         address: Option<IpAddr>,
-    ) -> Result<Option<(String, Vec<String>)>, ApiError> {
-        let from_form = match (form.get("client_id")?, form.get("client_secret")?) {
-            (Some(id), Some(secret)) => Some((id.to_owned(), secret.to_owned())),
-            _ => None,
-        };
-        let (id, secret) = match (extract::basic(headers)?, from_form) {
-            (Some(_), Some(_)) => {
+    ) -> Result<Option<Arc<Client>>, ApiError> {
+        let (form_id, form_secret) = (form.get("client_id")?, form.get("client_secret")?);
+        let (id, secret) = match (extract::basic(headers)?, form_id, form_secret) {
+            (Some(_), _, Some(_)) => {
                 return Err(ApiError::InvalidRequest("client credentials sent twice"));
             }
-            (Some(c), None) | (None, Some(c)) => c,
-            (None, None) => return Ok(None),
+            (Some((id, _)), Some(named), None) if named != id => {
+                return Err(ApiError::InvalidRequest(
+                    "client_id differs from the authenticated client",
+                ));
+            }
+            (Some((id, secret)), _, None) => (id, Some(secret)),
+            (None, Some(id), secret) => (id.to_owned(), secret.map(str::to_owned)),
+            (None, None, Some(_)) => {
+                return Err(ApiError::InvalidRequest("client_secret without client_id"));
+            }
+            (None, None, None) => return Ok(None),
         };
-        Ok(self
-            .check_credentials(Kind::Client, &id, &secret, address)
-            .await?
-            .map(|roles| (id, roles)))
+        let client = match secret {
+            Some(secret) => self
+                .check_credentials(Kind::Client, &id, &secret, address)
+                .await?
+                .and_then(|_| self.clients.get(&id)),
+            None => self.clients.get(&id).filter(|c| c.is_public()),
+        };
+        match client {
+            Some(client) => Ok(Some(client.clone())),
+            None => {
+                tracing::info!(client_id = %id, "client authentication failed");
+                Err(ApiError::InvalidClient)
+            }
+        }
     }
 
     /// Counts and logs a store failure; the client sees 503.
@@ -249,6 +291,9 @@ async fn healthz() -> Json<serde_json::Value> {
 
 async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     state.store.ping().await.map_err(|e| state.store_error(e))?;
+    if !state.users.seeded() {
+        return Err(ApiError::Unavailable);
+    }
     Ok(Json(serde_json::json!({ "status": "ready" })))
 }
 
@@ -298,11 +343,14 @@ impl Idp {
     pub fn new(config: IdpConfig, store: AnyStore, keys: KeySet) -> Result<Self, IdpError> {
         let keys = Arc::new(keys);
         let issuer = Arc::new(Issuer::new(store.clone(), keys.clone(), &config.tokens)?);
+        let hasher = Hasher::new()?;
         let state = AppState(Arc::new(Shared {
             issuer,
             issuer_name: config.tokens.issuer.clone(),
             keys,
-            credentials: Credentials::new(&config.users, &config.clients)?,
+            credentials: Credentials::new(&config.clients, hasher.clone()),
+            clients: Clients::new(&config.clients),
+            users: Users::new(store.clone(), hasher),
             metrics: Metrics::new(),
             usage: UsageLog::new(),
             throttle: Throttle::new(store.clone(), &config.login),
@@ -375,6 +423,13 @@ impl BoundIdp {
         let limits =
             tokengate_server::Limits::new(s.max_connections, s.header_timeout, s.drain_timeout);
         let state = idp.state.clone();
+        // Seed users before the first request is served (connections wait in the backlog
+        // meanwhile), so a seed user can sign in as soon as the IdP answers; with the store
+        // down, keep trying while serving.
+        let seeds = &idp.config.users;
+        if let Err(e) = idp.state.users.seed(seeds).await {
+            tracing::warn!(error = %e, "writing the seed users failed; will retry");
+        }
         let flusher = {
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
@@ -403,6 +458,7 @@ impl BoundIdp {
         tokio::join!(
             serve(self.public, public_app, limits, shutdown.clone()),
             serve(self.admin, admin_app, limits, shutdown.clone()),
+            idp.state.users.keep_seeding(seeds, &shutdown),
         );
         let _ = flusher.await;
         let _ = renewal.await;

@@ -6,15 +6,16 @@ use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
-use tokengate_store::{ReferenceToken, Session, TokenStore, now_unix};
+use tokengate_store::{ReferenceToken, Session, SessionKind, TokenStore, now_unix};
 
 use crate::AppState;
-use crate::config::check_subject;
+use crate::config::{Grant, check_subject};
 use crate::credentials::Kind;
 use crate::error::ApiError;
 use crate::extract::{ClientAddr, FormBody, bearer};
 use crate::metrics::{GrantLabels, KindLabels};
-use crate::sessions::Issued;
+use crate::scope::Scope;
+use crate::sessions::{Issued, NewSession};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -25,14 +26,28 @@ pub fn routes() -> Router<AppState> {
         .route("/auth/verify", any(verify))
 }
 
-/// The RFC 6749 §5.1 answer for a new session (also used by the admin API).
-pub fn token_response(issued: &Issued) -> Response {
+/// The RFC 6749 §5.1 answer for a new session (also used by the admin API); `scope` when it
+/// differs from the one asked for.
+pub fn token_response(issued: &Issued, scope: Option<&str>) -> Response {
+    token_reply(token_body(issued, scope))
+}
+
+/// The fields of a token answer, for a grant that adds some (the ID token).
+pub fn token_body(issued: &Issued, scope: Option<&str>) -> serde_json::Value {
     let expires_in = issued.session.expires_at().saturating_sub(now_unix());
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "access_token": issued.token.expose(),
         "token_type": "Bearer",
         "expires_in": expires_in,
     });
+    if let Some(scope) = scope {
+        body["scope"] = scope.into();
+    }
+    body
+}
+
+/// A token answer: never cached (RFC 6749 §5.1).
+pub fn token_reply(body: serde_json::Value) -> Response {
     let mut response = Json(body).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -40,73 +55,107 @@ pub fn token_response(issued: &Issued) -> Response {
     response
 }
 
+fn grant_type(name: &str) -> Result<Grant, ApiError> {
+    match name {
+        "password" => Ok(Grant::Password),
+        "client_credentials" => Ok(Grant::ClientCredentials),
+        "authorization_code" => Ok(Grant::AuthorizationCode),
+        _ => Err(ApiError::UnsupportedGrantType),
+    }
+}
+
+/// Every grant comes from a client that may use it: a confidential client authenticated by its
+/// secret, or a public client by its id (RFC 6749 §3.2.1).
 async fn token(
     State(state): State<AppState>,
     ClientAddr(address): ClientAddr,
     headers: HeaderMap,
     form: FormBody,
 ) -> Result<Response, ApiError> {
-    let grant = form.require("grant_type", "grant_type is required")?;
-    let (grant, subject, roles) = match grant {
-        "password" => {
+    let grant = grant_type(form.require("grant_type", "grant_type is required")?)?;
+    let failed = || {
+        state
+            .metrics
+            .logins_failed
+            .get_or_create(&GrantLabels {
+                grant: grant.as_str(),
+            })
+            .inc();
+    };
+    let client = state
+        .client(&headers, &form, address)
+        .await
+        .inspect_err(|e| {
+            if matches!(e, ApiError::InvalidClient) {
+                failed();
+            }
+        })?
+        .ok_or(ApiError::InvalidClient)
+        .inspect_err(|_| failed())?;
+    if !client.may_use(grant) {
+        tracing::info!(client_id = %client.id, grant = grant.as_str(), "grant not allowed for this client");
+        return Err(ApiError::UnauthorizedClient);
+    }
+    let scope = Scope::parse(form.get("scope")?)?;
+    let (subject, held) = match grant {
+        Grant::Password => {
             let username = form.require("username", "username is required")?;
             let password = form.require("password", "password is required")?;
-            if check_subject(username).is_err() {
-                state
-                    .metrics
-                    .logins_failed
-                    .get_or_create(&GrantLabels { grant: "password" })
-                    .inc();
-                return Err(ApiError::InvalidGrant);
-            }
-            let Some(configured) = state
-                .check_credentials(Kind::User, username, password, address)
-                .await?
-            else {
-                state
-                    .metrics
-                    .logins_failed
-                    .get_or_create(&GrantLabels { grant: "password" })
-                    .inc();
+            let roles = match check_subject(username) {
+                Ok(()) => {
+                    state
+                        .check_credentials(Kind::User, username, password, address)
+                        .await?
+                }
+                Err(_) => None,
+            };
+            let Some(roles) = roles else {
+                failed();
                 tracing::info!(username, "login failed");
                 return Err(ApiError::InvalidGrant);
             };
-            ("password", username.to_owned(), configured)
+            (username.to_owned(), roles)
         }
-        "client_credentials" => {
-            let Some((id, configured)) =
-                state.authenticate_client(&headers, &form, address).await?
-            else {
-                state
-                    .metrics
-                    .logins_failed
-                    .get_or_create(&GrantLabels {
-                        grant: "client_credentials",
-                    })
-                    .inc();
-                return Err(ApiError::InvalidClient);
-            };
-            ("client_credentials", id, configured)
+        Grant::ClientCredentials => {
+            let roles = state
+                .issuer
+                .roles_of(&client.id, &client.roles)
+                .await
+                .map_err(|e| state.store_error(e))?;
+            (client.id.clone(), roles)
         }
-        _ => return Err(ApiError::UnsupportedGrantType),
+        // The code flow arrives with `/oauth2/authorize`.
+        Grant::AuthorizationCode => return Err(ApiError::UnsupportedGrantType),
     };
-    let roles = state
-        .issuer
-        .roles_of(&subject, &roles)
-        .await
-        .map_err(|e| state.store_error(e))?;
+    let granted = scope.grant(&held)?;
+    let new =
+        NewSession::access(&subject, granted.roles.clone(), grant.as_str()).for_client(&client.id);
     let issued = state
         .issuer
-        .issue(&subject, roles)
+        .issue(new)
         .await
         .map_err(|e| state.issue_error(e))?;
+    if grant == Grant::Password
+        && !state
+            .users
+            .admit(&issued.session)
+            .await
+            .map_err(|e| state.store_error(e))?
+    {
+        return Err(ApiError::InvalidGrant);
+    }
     state
         .metrics
         .tokens_issued
-        .get_or_create(&GrantLabels { grant })
+        .get_or_create(&GrantLabels {
+            grant: grant.as_str(),
+        })
         .inc();
-    tracing::info!(subject = %subject, session = %issued.session.id, grant, "session issued");
-    Ok(token_response(&issued))
+    tracing::info!(subject = %subject, client_id = %client.id, session = %issued.session.id, grant = grant.as_str(), "session issued");
+    Ok(token_response(
+        &issued,
+        granted.differs.then_some(granted.scope.as_str()),
+    ))
 }
 
 /// RFC 7009: 200 whether or not the token existed, so the answer tells nothing.
@@ -131,7 +180,7 @@ async fn revoke(State(state): State<AppState>, form: FormBody) -> Result<StatusC
     Ok(StatusCode::OK)
 }
 
-/// RFC 7662; the caller authenticates with the admin token or as a configured client.
+/// RFC 7662; the caller authenticates with the admin token or as a confidential client.
 async fn introspect(
     State(state): State<AppState>,
     ClientAddr(address): ClientAddr,
@@ -139,18 +188,16 @@ async fn introspect(
     form: FormBody,
 ) -> Result<Response, ApiError> {
     let admin = bearer(&headers)?.is_some_and(|t| state.is_admin_token(t));
-    if !admin
-        && state
-            .authenticate_client(&headers, &form, address)
-            .await?
-            .is_none()
-    {
-        return Err(ApiError::InvalidClient);
+    if !admin {
+        let client = state.client(&headers, &form, address).await?;
+        if client.is_none_or(|c| c.is_public()) {
+            return Err(ApiError::InvalidClient);
+        }
     }
     let token = form.require("token", "token is required")?;
     let body = match state
         .issuer
-        .resolve(token)
+        .resolve(token, SessionKind::Access)
         .await
         .map_err(|e| state.store_error(e))?
     {
@@ -227,7 +274,7 @@ async fn verify(
     };
     let session: Session = state
         .issuer
-        .resolve(token)
+        .resolve(token, SessionKind::Access)
         .await
         .map_err(|e| state.store_error(e))?
         .ok_or(ApiError::InvalidToken)?;

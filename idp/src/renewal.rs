@@ -153,6 +153,7 @@ mod tests {
     use super::*;
     use crate::config::TokensConfig;
     use crate::keys::KeySet;
+    use crate::sessions::NewSession;
     use crate::sessions::tests::{age, issuer, token_exp};
 
     #[test]
@@ -170,10 +171,16 @@ mod tests {
     async fn a_round_renews_what_is_due_and_passes_over_what_it_cannot() {
         let (issuer, store) = issuer(60);
         let issuer = Arc::new(issuer);
-        let fresh = issuer.issue("alice", Vec::new()).await.unwrap();
+        let fresh = issuer
+            .issue(NewSession::access("alice", Vec::new(), "password"))
+            .await
+            .unwrap();
         let mut due = Vec::new();
         for user in ["bob", "carol", "dave"] {
-            let issued = issuer.issue(user, Vec::new()).await.unwrap();
+            let issued = issuer
+                .issue(NewSession::access(user, Vec::new(), "password"))
+                .await
+                .unwrap();
             age(&issuer, &store, &issued, 40).await; // 20 s left, less than half of 60
             due.push(issued);
         }
@@ -184,7 +191,10 @@ mod tests {
         };
         let other_keys = Arc::new(KeySet::ephemeral().unwrap());
         let other = Issuer::new(store.clone(), other_keys, &other_tokens).unwrap();
-        let forged = other.issue("mallory", Vec::new()).await.unwrap();
+        let forged = other
+            .issue(NewSession::access("mallory", Vec::new(), "password"))
+            .await
+            .unwrap();
         age(&other, &store, &forged, 40).await;
 
         let metrics = Metrics::new();

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use tokengate_store::{
-    AnyStore, Claims, EXPIRY_MARGIN, ReferenceToken, Renewal, Session, StoreError, TokenStore,
-    ValueToken, Verifier, VerifyError, now_unix,
+    AnyStore, Claims, EXPIRY_MARGIN, ReferenceToken, Renewal, Session, SessionKind, StoreError,
+    TokenStore, ValueToken, Verifier, VerifyError, now_unix,
 };
 
 use crate::config::TokensConfig;
@@ -51,6 +51,46 @@ impl RenewError {
 pub struct Issued {
     pub token: ReferenceToken,
     pub session: Session,
+}
+
+/// What a new session is: whose, with which roles, how it was obtained, for which client.
+#[derive(Clone, Debug)]
+pub struct NewSession {
+    pub subject: String,
+    pub roles: Vec<String>,
+    /// `password`, `client_credentials`, `authorization_code`, `admin`, `upstream:NAME`.
+    pub method: String,
+    pub client_id: Option<String>,
+    pub kind: SessionKind,
+}
+
+impl NewSession {
+    /// An API session: its reference token is a bearer token.
+    pub fn access(subject: &str, roles: Vec<String>, method: &str) -> Self {
+        NewSession {
+            subject: subject.to_owned(),
+            roles,
+            method: method.to_owned(),
+            client_id: None,
+            kind: SessionKind::Access,
+        }
+    }
+
+    /// The IdP's single-sign-on browser session, whose cookie is never a bearer token.
+    pub fn browser(subject: &str, roles: Vec<String>, method: &str) -> Self {
+        NewSession {
+            kind: SessionKind::Browser,
+            ..Self::access(subject, roles, method)
+        }
+    }
+
+    /// Issued to `client_id`.
+    pub fn for_client(self, client_id: &str) -> Self {
+        NewSession {
+            client_id: Some(client_id.to_owned()),
+            ..self
+        }
+    }
 }
 
 /// Creates sessions and (re)signs their value tokens.
@@ -139,19 +179,22 @@ impl Issuer {
         self.value_token_ttl
     }
 
-    /// A new session for `subject` with `roles`, stored before the token is returned.
-    pub async fn issue(&self, subject: &str, roles: Vec<String>) -> Result<Issued, IssueError> {
+    /// A new session, stored before the token is returned.
+    pub async fn issue(&self, new: NewSession) -> Result<Issued, IssueError> {
         let token = ReferenceToken::generate();
         let now = now_unix();
         let mut session = Session {
             id: token.session_id(),
-            subject: subject.to_owned(),
-            roles,
+            subject: new.subject,
+            roles: new.roles,
             value_token: ValueToken(String::new()),
             created_at: now,
             last_used_at: now,
             idle_timeout: self.idle_timeout,
             max_expires_at: now + self.max_lifetime,
+            client_id: new.client_id,
+            method: new.method,
+            kind: new.kind,
         };
         session.value_token = self.sign_session(&session)?;
         self.store.create(&session).await?;
@@ -184,16 +227,24 @@ impl Issuer {
         Ok(self.store.update_sessions(&updates).await?)
     }
 
-    /// The live session a reference token opens, with its value token verified: a record
-    /// written into the store by anyone but the IdP does not pass. A value token about to
+    /// The live session of `kind` a reference token opens, with its value token verified: a
+    /// record written into the store by anyone but the IdP does not pass, nor does a session of
+    /// another kind (a browser session's cookie is no bearer token). A value token about to
     /// expire (the renewal task fell behind, e.g. while the IdP was down) is renewed first.
-    pub async fn resolve(&self, token: &str) -> Result<Option<Session>, StoreError> {
+    pub async fn resolve(
+        &self,
+        token: &str,
+        kind: SessionKind,
+    ) -> Result<Option<Session>, StoreError> {
         let Ok(token) = ReferenceToken::parse(token) else {
             return Ok(None);
         };
         let Some(session) = self.store.lookup(&token.session_id()).await? else {
             return Ok(None);
         };
+        if session.kind != kind {
+            return Ok(None);
+        }
         let claims = match self.verified(&session) {
             Ok(claims) => claims,
             Err(e) => {
@@ -299,7 +350,10 @@ pub(crate) mod tests {
     async fn a_value_token_lasts_its_ttl_and_is_renewed_from_its_own_claims() {
         let (issuer, store) = issuer(60);
         let roles = vec!["orders:read".to_owned()];
-        let issued = issuer.issue("alice", roles.clone()).await.unwrap();
+        let issued = issuer
+            .issue(NewSession::access("alice", roles.clone(), "password"))
+            .await
+            .unwrap();
         let claims = claims_of(&issuer, &issued.session.value_token);
         assert_eq!(claims.exp, claims.iat + 60);
         // Someone with write access to the store gives the session more roles: a renewal signs
@@ -323,7 +377,11 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_token_is_renewed_to_the_session_end_at_the_latest() {
         let (issuer, _store) = issuer(60);
-        let mut session = issuer.issue("alice", Vec::new()).await.unwrap().session;
+        let mut session = issuer
+            .issue(NewSession::access("alice", Vec::new(), "password"))
+            .await
+            .unwrap()
+            .session;
         // Half a minute of its absolute lifetime left, less than a value token lasts.
         session.max_expires_at = now_unix() + 30;
         let renewed = issuer.renewed(&session, now_unix()).unwrap();
@@ -333,20 +391,37 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn tokens_not_our_own_or_expired_too_long_ago_are_not_renewed() {
         let (issuer, store) = issuer(60);
-        let issued = issuer.issue("alice", Vec::new()).await.unwrap();
+        let issued = issuer
+            .issue(NewSession::access("alice", Vec::new(), "password"))
+            .await
+            .unwrap();
         // Expired longer ago than the idle timeout (30 min): written back, not fallen behind.
         age(&issuer, &store, &issued, 60 + 1800 + 1).await;
         let session = store.lookup(&issued.session.id).await.unwrap().unwrap();
         let e = issuer.renewed(&session, now_unix()).unwrap_err();
         assert!(matches!(e, RenewError::Outlived), "{e:?}");
-        assert_eq!(issuer.resolve(issued.token.expose()).await.unwrap(), None);
+        assert_eq!(
+            issuer
+                .resolve(issued.token.expose(), SessionKind::Access)
+                .await
+                .unwrap(),
+            None
+        );
         // Signed by another IdP's key.
         let (other, _) = self::issuer(60);
-        let forged = other.issue("alice", Vec::new()).await.unwrap().session;
+        let forged = other
+            .issue(NewSession::access("alice", Vec::new(), "password"))
+            .await
+            .unwrap()
+            .session;
         let e = issuer.renewed(&forged, now_unix()).unwrap_err();
         assert!(matches!(e, RenewError::Unverifiable(_)), "{e:?}");
         // Another session's token.
-        let mut swapped = issuer.issue("bob", Vec::new()).await.unwrap().session;
+        let mut swapped = issuer
+            .issue(NewSession::access("bob", Vec::new(), "password"))
+            .await
+            .unwrap()
+            .session;
         swapped.value_token = session.value_token;
         let e = issuer.renewed(&swapped, now_unix()).unwrap_err();
         assert!(matches!(e, RenewError::Mismatch), "{e:?}");
@@ -355,10 +430,13 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn resolve_renews_an_expired_value_token_on_the_spot() {
         let (issuer, store) = issuer(60);
-        let issued = issuer.issue("alice", Vec::new()).await.unwrap();
+        let issued = issuer
+            .issue(NewSession::access("alice", Vec::new(), "password"))
+            .await
+            .unwrap();
         age(&issuer, &store, &issued, 100).await; // expired 40 s ago: the IdP was down
         let session = issuer
-            .resolve(issued.token.expose())
+            .resolve(issued.token.expose(), SessionKind::Access)
             .await
             .unwrap()
             .expect("the session lives on");
@@ -369,5 +447,34 @@ pub(crate) mod tests {
         assert!(claims.exp > now_unix() + 50);
         let stored = store.lookup(&session.id).await.unwrap().unwrap();
         assert_eq!(stored.value_token, session.value_token);
+    }
+
+    #[tokio::test]
+    async fn a_session_is_resolved_only_as_its_own_kind() {
+        let (issuer, _store) = issuer(600);
+        let roles = vec!["r".to_owned()];
+        let access = issuer
+            .issue(NewSession::access("alice", roles.clone(), "password").for_client("cli"))
+            .await
+            .expect("issue");
+        assert_eq!(access.session.client_id.as_deref(), Some("cli"));
+        assert_eq!(access.session.method, "password");
+        let browser = issuer
+            .issue(NewSession::browser("alice", roles, "password"))
+            .await
+            .expect("issue");
+        let resolve = |token: &Issued, kind| {
+            let text = token.token.expose().to_owned();
+            let issuer = &issuer;
+            async move { issuer.resolve(&text, kind).await.expect("resolve") }
+        };
+        assert!(resolve(&access, SessionKind::Access).await.is_some());
+        assert!(resolve(&access, SessionKind::Browser).await.is_none());
+        assert!(
+            resolve(&browser, SessionKind::Access).await.is_none(),
+            "a browser session's cookie is no bearer token"
+        );
+        let found = resolve(&browser, SessionKind::Browser).await.expect("live");
+        assert_eq!(found.kind, SessionKind::Browser);
     }
 }

@@ -10,6 +10,10 @@ pub enum StoreError {
     /// A record or event in the store does not have the shape this version writes.
     #[error("malformed {what} in the token store")]
     Corrupt { what: &'static str },
+    /// The caller asked for something outside the store's bounds (a name too long): a bug in
+    /// the caller, which checks its input first.
+    #[error("refused by the token store: {what} out of bounds")]
+    Invalid { what: &'static str },
     /// The store's address or options are wrong (reported at start-up).
     #[error("invalid store configuration: {0}")]
     Config(String),

@@ -3,6 +3,8 @@
 //! * `token`: reference tokens and the session ids derived from their hash (the store never sees
 //!   a reference token in clear).
 //! * `record`: what a session holds and when it expires; a value token's renewal.
+//! * `user`: users kept in the store (the IdP's directory), listed in pages by name.
+//! * `code`: authorization codes, kept under their hash and redeemed once.
 //! * `claims`: the value token's claims and their verification (the store alone cannot mint).
 //! * `event`: revocations and role changes, delivered at least once, with gap detection.
 //! * `redis`: the Redis implementation: its key schema and scripts (`redis/schema.rs`, the only
@@ -17,6 +19,7 @@
 //! Both implementations pass one contract suite (`testing::suite`).
 
 mod claims;
+mod code;
 mod config;
 mod error;
 mod event;
@@ -25,6 +28,7 @@ mod record;
 mod redis;
 mod token;
 mod usage;
+mod user;
 
 #[cfg(any(test, feature = "testing"))]
 #[allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
@@ -34,14 +38,16 @@ use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use claims::{Claims, EXPIRY_MARGIN, Verifier, VerifyError};
+pub use code::{AuthCode, Redeemed};
 pub use config::{StoreConfig, StoreConfigError, StoreMode};
 pub use error::{DriverError, StoreError};
 pub use event::{Event, EventBatch, EventCursor};
 pub use memory::MemoryStore;
-pub use record::{Renewal, Session, ValueToken};
+pub use record::{Renewal, Session, SessionKind, ValueToken};
 pub use redis::{RedisOptions, RedisStore};
-pub use token::{ReferenceToken, SessionId, TokenFormatError, bearer_credentials};
+pub use token::{CodeId, ReferenceToken, SessionId, TokenFormatError, bearer_credentials};
 pub use usage::UsageLog;
+pub use user::{MAX_USERNAME_LEN, MAX_USERS_PAGE, User, UserPage};
 
 /// Store operations. The IdP uses all of them; a gateway only `lookup`, `touch`, `events_head`
 /// and `read_events`.
@@ -168,6 +174,48 @@ pub trait TokenStore: Clone + Send + Sync + 'static {
 
     /// Forgets the failures counted against `key` (a lockout in force stays).
     fn login_succeeded(&self, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Stores a new user: `false`, and nothing written, if the name is taken. A name longer than
+    /// [`MAX_USERNAME_LEN`] is refused with [`StoreError::Invalid`].
+    fn create_user(&self, user: &User) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The user with this name, if any.
+    fn user(&self, username: &str)
+    -> impl Future<Output = Result<Option<User>, StoreError>> + Send;
+
+    /// Replaces a user's record (every field as given): `false` if there is no such user.
+    fn update_user(&self, user: &User) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Deletes a user (not its sessions): `false` if there was none.
+    fn delete_user(&self, username: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Users whose name starts with `prefix`, ordered by name (bytewise), after the name `after`
+    /// (the previous page's `next`), at most `limit` (1 to [`MAX_USERS_PAGE`]; clamped).
+    fn list_users(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<UserPage, StoreError>> + Send;
+
+    /// Stores an authorization code's record under its id for `ttl`: `false`, and nothing
+    /// written, if that id is taken (a code must be generated again).
+    fn create_code(
+        &self,
+        id: &CodeId,
+        code: &AuthCode,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Redeems a code, atomically: the first call spends it, remembers `session` (the session
+    /// the caller is about to create) and answers [`Redeemed::Fresh`]; every later call answers
+    /// [`Redeemed::Replayed`] with that session, until the code's TTL ends; then, or for a code
+    /// never issued, [`Redeemed::Unknown`].
+    fn redeem_code(
+        &self,
+        id: &CodeId,
+        session: &SessionId,
+    ) -> impl Future<Output = Result<Redeemed, StoreError>> + Send;
 }
 
 /// One of the two implementations, chosen at start-up from the configuration.
@@ -258,6 +306,37 @@ impl TokenStore for AnyStore {
     }
     async fn login_succeeded(&self, key: &str) -> Result<(), StoreError> {
         dispatch!(self, s => s.login_succeeded(key).await)
+    }
+    async fn create_user(&self, user: &User) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.create_user(user).await)
+    }
+    async fn user(&self, username: &str) -> Result<Option<User>, StoreError> {
+        dispatch!(self, s => s.user(username).await)
+    }
+    async fn update_user(&self, user: &User) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.update_user(user).await)
+    }
+    async fn delete_user(&self, username: &str) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.delete_user(username).await)
+    }
+    async fn list_users(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<UserPage, StoreError> {
+        dispatch!(self, s => s.list_users(prefix, after, limit).await)
+    }
+    async fn create_code(
+        &self,
+        id: &CodeId,
+        code: &AuthCode,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.create_code(id, code, ttl).await)
+    }
+    async fn redeem_code(&self, id: &CodeId, session: &SessionId) -> Result<Redeemed, StoreError> {
+        dispatch!(self, s => s.redeem_code(id, session).await)
     }
 }
 
@@ -398,6 +477,30 @@ mod redis_specific {
         let due = store.value_tokens_due(now + 200, 0, 10).await.expect("due");
         assert!(due.is_empty());
         assert_eq!(count(), 0, "an ended session's entry must not stay");
+    }
+
+    #[tokio::test]
+    async fn a_session_written_before_kinds_existed_is_an_access_session() {
+        let redis = TestRedis::start();
+        let store = connect(&redis);
+        let s = suite::session("alice");
+        let key = format!("tg:s:{{{}}}", s.id);
+        let (created, idle, max_exp) = (
+            s.created_at.to_string(),
+            s.idle_timeout.to_string(),
+            s.max_expires_at.to_string(),
+        );
+        // The fields the previous version wrote, and no others.
+        let mut old = vec!["HSET", &key, "sub", "alice", "roles", r#"["orders:read"]"#];
+        old.extend(["vt", s.value_token.expose(), "created", &created]);
+        old.extend(["last_used", &created, "idle", &idle, "max_exp", &max_exp]);
+        redis.query(&old).expect("HSET");
+        let got = store.lookup(&s.id).await.expect("lookup").expect("live");
+        assert_eq!(
+            (got.client_id, got.method.as_str(), got.kind),
+            (None, "", crate::SessionKind::Access)
+        );
+        assert_eq!((got.subject, got.roles), (s.subject, s.roles));
     }
 
     #[tokio::test]

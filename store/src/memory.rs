@@ -1,14 +1,16 @@
 //! The in-memory store: the embedded default of `tokengate dev`, one process only.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::user::{cut_page, username_fits};
 use crate::{
-    Event, EventBatch, EventCursor, Renewal, Session, SessionId, StoreError, TokenStore,
-    ValueToken, now_unix,
+    AuthCode, CodeId, Event, EventBatch, EventCursor, MAX_USERS_PAGE, Redeemed, Renewal, Session,
+    SessionId, StoreError, TokenStore, User, UserPage, ValueToken, now_unix,
 };
 
 /// How many events are kept for readers that fall behind.
@@ -43,10 +45,15 @@ struct State {
     scheduled: HashMap<SessionId, u64>,
     /// The renewal lease: its holder and when it runs out.
     lease: Option<(String, std::time::Instant)>,
+    users: BTreeMap<String, User>,
+    /// Authorization codes: the record, the session its first use made, when it expires.
+    codes: HashMap<CodeId, (AuthCode, Option<SessionId>, std::time::Instant)>,
 }
 
 /// Most login keys kept; past it, the ones whose window and lockout are over go first.
 const MAX_LOGIN_KEYS: usize = 100_000;
+/// Codes kept before the expired ones are swept out.
+const MAX_CODES: usize = 100_000;
 
 impl std::fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -418,5 +425,95 @@ impl TokenStore for MemoryStore {
             entry.0 = 0;
         }
         Ok(())
+    }
+
+    async fn create_user(&self, user: &User) -> Result<bool, StoreError> {
+        if !username_fits(&user.username) {
+            return Err(StoreError::Invalid { what: "username" });
+        }
+        let mut state = self.state();
+        if state.users.contains_key(&user.username) {
+            return Ok(false);
+        }
+        state.users.insert(user.username.clone(), user.clone());
+        Ok(true)
+    }
+
+    async fn user(&self, username: &str) -> Result<Option<User>, StoreError> {
+        Ok(self.state().users.get(username).cloned())
+    }
+
+    async fn update_user(&self, user: &User) -> Result<bool, StoreError> {
+        Ok(match self.state().users.get_mut(&user.username) {
+            Some(stored) => {
+                *stored = user.clone();
+                true
+            }
+            None => false,
+        })
+    }
+
+    async fn delete_user(&self, username: &str) -> Result<bool, StoreError> {
+        Ok(self.state().users.remove(username).is_some())
+    }
+
+    async fn list_users(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<UserPage, StoreError> {
+        let limit = limit.clamp(1, MAX_USERS_PAGE);
+        let start = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after.to_owned()),
+            _ => Bound::Included(prefix.to_owned()),
+        };
+        let state = self.state();
+        let mut users: Vec<User> = state
+            .users
+            .range((start, Bound::Unbounded))
+            .take_while(|(name, _)| name.starts_with(prefix))
+            .take(limit + 1)
+            .map(|(_, user)| user.clone())
+            .collect();
+        let next = cut_page(&mut users, limit, |u| &u.username);
+        Ok(UserPage { users, next })
+    }
+
+    async fn create_code(
+        &self,
+        id: &CodeId,
+        code: &AuthCode,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let now = std::time::Instant::now();
+        let mut state = self.state();
+        if state.codes.len() >= MAX_CODES {
+            state.codes.retain(|_, (_, _, expires)| *expires > now);
+        }
+        if state.codes.get(id).is_some_and(|(_, _, e)| *e > now) {
+            return Ok(false);
+        }
+        state
+            .codes
+            .insert(id.clone(), (code.clone(), None, now + ttl));
+        Ok(true)
+    }
+
+    async fn redeem_code(&self, id: &CodeId, session: &SessionId) -> Result<Redeemed, StoreError> {
+        let now = std::time::Instant::now();
+        let mut state = self.state();
+        Ok(match state.codes.get_mut(id) {
+            Some((_, _, expires)) if *expires <= now => {
+                state.codes.remove(id);
+                Redeemed::Unknown
+            }
+            Some((_, Some(first), _)) => Redeemed::Replayed(Some(first.clone())),
+            Some((code, used, _)) => {
+                *used = Some(session.clone());
+                Redeemed::Fresh(code.clone())
+            }
+            None => Redeemed::Unknown,
+        })
     }
 }

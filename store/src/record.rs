@@ -50,6 +50,38 @@ impl fmt::Debug for ValueToken {
     }
 }
 
+/// What a session is for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum SessionKind {
+    /// An API session: its reference token is a bearer token (the default, and what every record
+    /// written before kinds existed is).
+    #[default]
+    Access,
+    /// The IdP's own single-sign-on browser session. Its cookie must never work as a bearer
+    /// token: the gateway and the IdP's `/auth/verify` and introspection refuse it.
+    Browser,
+}
+
+impl SessionKind {
+    /// The name the store writes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionKind::Access => "access",
+            SessionKind::Browser => "browser",
+        }
+    }
+
+    /// The kind a stored name stands for; `None` for a name this version does not know (such a
+    /// record is not used at all, rather than taken for an access session).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "access" => Some(SessionKind::Access),
+            "browser" => Some(SessionKind::Browser),
+            _ => None,
+        }
+    }
+}
+
 /// A session as the store holds it. Times are Unix seconds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Session {
@@ -63,6 +95,12 @@ pub struct Session {
     pub idle_timeout: u64,
     /// `created_at + max_lifetime`: no use extends the session past this.
     pub max_expires_at: u64,
+    /// The client the session was issued to, if one was named.
+    pub client_id: Option<String>,
+    /// How it was obtained: `password`, `client_credentials`, `authorization_code`, `admin`,
+    /// `upstream:NAME`; empty in records written before methods were recorded.
+    pub method: String,
+    pub kind: SessionKind,
 }
 
 impl Session {

@@ -448,7 +448,8 @@ pub mod suite {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
     use crate::{
-        Event, ReferenceToken, Renewal, Session, SessionId, TokenStore, ValueToken, now_unix,
+        AuthCode, CodeId, Event, MAX_USERNAME_LEN, Redeemed, ReferenceToken, Renewal, Session,
+        SessionId, SessionKind, StoreError, TokenStore, User, ValueToken, now_unix,
     };
 
     /// A session that is live now, for `subject`.
@@ -463,6 +464,38 @@ pub mod suite {
             last_used_at: now,
             idle_timeout: 600,
             max_expires_at: now + 3600,
+            client_id: None,
+            method: "password".to_owned(),
+            kind: SessionKind::Access,
+        }
+    }
+
+    /// A user with a password, created now.
+    pub fn user(username: &str) -> User {
+        let now = now_unix();
+        User {
+            username: username.to_owned(),
+            password_hash: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned()),
+            roles: vec!["orders:read".to_owned()],
+            disabled: false,
+            upstream: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// What a code for `subject` stands for.
+    pub fn auth_code(subject: &str) -> AuthCode {
+        AuthCode {
+            client_id: "web".to_owned(),
+            redirect_uri: "http://127.0.0.1:3000/callback".to_owned(),
+            code_challenge: Some("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".to_owned()),
+            nonce: Some("n-0S6_WzA2Mj".to_owned()),
+            scope: Some("openid orders:read".to_owned()),
+            subject: subject.to_owned(),
+            roles: vec!["orders:read".to_owned()],
+            auth_time: now_unix(),
+            method: "password".to_owned(),
         }
     }
 
@@ -948,6 +981,245 @@ pub mod suite {
         assert!(batch.gap, "a reader behind the trimmed stream must be told");
     }
 
+    pub async fn sessions_keep_client_method_and_kind<S: TokenStore>(store: &S) {
+        let mut browser = session("alice");
+        browser.client_id = Some("web".to_owned());
+        browser.method = "upstream:corp".to_owned();
+        browser.kind = SessionKind::Browser;
+        store.create(&browser).await.expect("create");
+        assert_eq!(
+            store.lookup(&browser.id).await.expect("lookup"),
+            Some(browser.clone())
+        );
+        let mut plain = session("alice");
+        plain.method = String::new();
+        store.create(&plain).await.expect("create");
+        assert_eq!(
+            store.lookup(&plain.id).await.expect("lookup"),
+            Some(plain.clone())
+        );
+        // A role change keeps what the session is and where it came from.
+        let roles = vec!["admin".to_owned()];
+        let token = ValueToken("re.signed.token".to_owned());
+        store
+            .update_sessions(&[(browser.id.clone(), roles.clone(), token.clone())])
+            .await
+            .expect("update");
+        let got = store
+            .lookup(&browser.id)
+            .await
+            .expect("lookup")
+            .expect("live");
+        assert_eq!(
+            (got.client_id, got.method, got.kind),
+            (browser.client_id, browser.method, SessionKind::Browser)
+        );
+    }
+
+    pub async fn users_are_created_once_read_updated_and_deleted<S: TokenStore>(store: &S) {
+        assert_eq!(store.user("alice").await.expect("get"), None);
+        let alice = user("alice");
+        assert!(store.create_user(&alice).await.expect("create"));
+        let mut other = user("alice");
+        other.roles = vec!["admin".to_owned()];
+        assert!(
+            !store.create_user(&other).await.expect("create again"),
+            "a name is taken once"
+        );
+        assert_eq!(store.user("alice").await.expect("get"), Some(alice.clone()));
+
+        let mut changed = alice.clone();
+        changed.password_hash = None;
+        changed.roles = vec!["a".to_owned(), "b".to_owned()];
+        changed.disabled = true;
+        changed.upstream = Some("corp".to_owned());
+        changed.updated_at += 5;
+        assert!(store.update_user(&changed).await.expect("update"));
+        assert_eq!(
+            store.user("alice").await.expect("get"),
+            Some(changed.clone())
+        );
+        // And back: optional fields come back too.
+        assert!(store.update_user(&alice).await.expect("update"));
+        assert_eq!(store.user("alice").await.expect("get"), Some(alice.clone()));
+        assert!(!store.update_user(&user("nobody")).await.expect("update"));
+        assert_eq!(store.user("nobody").await.expect("get"), None);
+
+        assert!(store.delete_user("alice").await.expect("delete"));
+        assert_eq!(store.user("alice").await.expect("get"), None);
+        assert!(!store.delete_user("alice").await.expect("delete again"));
+        assert!(
+            store
+                .create_user(&other)
+                .await
+                .expect("create after delete")
+        );
+        assert_eq!(store.user("alice").await.expect("get"), Some(other));
+
+        // Names with characters that mean something to Redis are kept apart.
+        let odd = user("x}{y:*");
+        assert!(store.create_user(&odd).await.expect("create"));
+        assert_eq!(store.user("x}{y:*").await.expect("get"), Some(odd));
+        assert_eq!(store.user("x}{y").await.expect("get"), None);
+        // Names past the bound are refused, and never found.
+        let long = "a".repeat(MAX_USERNAME_LEN + 1);
+        assert!(matches!(
+            store.create_user(&user(&long)).await,
+            Err(StoreError::Invalid { .. })
+        ));
+        assert_eq!(store.user(&long).await.expect("get"), None);
+        assert!(
+            store
+                .create_user(&user(&"a".repeat(MAX_USERNAME_LEN)))
+                .await
+                .expect("create at the bound")
+        );
+    }
+
+    pub async fn users_are_listed_by_name_in_pages<S: TokenStore>(store: &S) {
+        let mut created: Vec<User> = [
+            "al", "alice", "alicia", "albert", "al}{x", "al:*", "bob", "zed", "ålice", "Alice",
+        ]
+        .into_iter()
+        .map(user)
+        .collect();
+        for u in &created {
+            assert!(store.create_user(u).await.expect("create"));
+        }
+        // Bytewise order, as Rust orders strings.
+        created.sort_by(|a, b| a.username.cmp(&b.username));
+        let names: Vec<&str> = created.iter().map(|u| u.username.as_str()).collect();
+        let all = store.list_users("", None, 1000).await.expect("list");
+        assert_eq!(all.users, created);
+        assert_eq!(all.next, None);
+
+        // Paging through a prefix, two at a time, gives every match once, in order.
+        let wanted: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| n.starts_with("al"))
+            .collect();
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = store
+                .list_users("al", after.as_deref(), 2)
+                .await
+                .expect("list");
+            assert!(page.users.len() <= 2);
+            seen.extend(page.users.iter().map(|u| u.username.clone()));
+            match page.next {
+                Some(next) => {
+                    assert_eq!(
+                        Some(&next),
+                        seen.last(),
+                        "the cursor is the page's last name"
+                    );
+                    after = Some(next);
+                }
+                None => break,
+            }
+        }
+        assert_eq!(seen, wanted);
+
+        // An exact last page says there is no next one.
+        let exact = store.list_users("b", None, 1).await.expect("list");
+        assert_eq!((exact.users.len(), exact.next), (1, None));
+        assert!(
+            store
+                .list_users("nobody", None, 10)
+                .await
+                .expect("list")
+                .users
+                .is_empty()
+        );
+        // A limit of 0 is taken as 1; a deleted user is no longer listed.
+        assert_eq!(
+            store
+                .list_users("", None, 0)
+                .await
+                .expect("list")
+                .users
+                .len(),
+            1
+        );
+        assert!(store.delete_user("alice").await.expect("delete"));
+        let after_delete = store.list_users("alic", None, 10).await.expect("list");
+        let listed: Vec<&str> = after_delete
+            .users
+            .iter()
+            .map(|u| u.username.as_str())
+            .collect();
+        assert_eq!(listed, ["alicia"]);
+    }
+
+    pub async fn codes_are_redeemed_once_then_replayed_then_forgotten<S: TokenStore>(store: &S) {
+        let code = ReferenceToken::generate();
+        let id = CodeId::of_code(code.expose());
+        let record = auth_code("alice");
+        let ttl = Duration::from_secs(60);
+        assert!(store.create_code(&id, &record, ttl).await.expect("create"));
+        assert!(
+            !store
+                .create_code(&id, &auth_code("mallory"), ttl)
+                .await
+                .expect("create again"),
+            "a code is never overwritten"
+        );
+        let (first, second) = (session("alice").id, session("alice").id);
+        assert_eq!(
+            store.redeem_code(&id, &first).await.expect("redeem"),
+            Redeemed::Fresh(record)
+        );
+        for _ in 0..2 {
+            assert_eq!(
+                store.redeem_code(&id, &second).await.expect("replay"),
+                Redeemed::Replayed(Some(first.clone())),
+                "a replay names the session the first use made"
+            );
+        }
+        let unknown = CodeId::of_code(ReferenceToken::generate().expose());
+        assert_eq!(
+            store.redeem_code(&unknown, &first).await.expect("redeem"),
+            Redeemed::Unknown
+        );
+
+        // A spent code is remembered until its TTL ends, then forgotten; so is an unused one.
+        let short = Duration::from_millis(300);
+        let spent = CodeId::of_code(ReferenceToken::generate().expose());
+        let unused = CodeId::of_code(ReferenceToken::generate().expose());
+        assert!(
+            store
+                .create_code(&spent, &auth_code("bob"), short)
+                .await
+                .expect("create")
+        );
+        assert!(
+            store
+                .create_code(&unused, &auth_code("bob"), short)
+                .await
+                .expect("create")
+        );
+        assert!(matches!(
+            store.redeem_code(&spent, &first).await.expect("redeem"),
+            Redeemed::Fresh(_)
+        ));
+        assert_eq!(
+            store.redeem_code(&spent, &second).await.expect("replay"),
+            Redeemed::Replayed(Some(first.clone()))
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        for id in [&spent, &unused] {
+            while store.redeem_code(id, &second).await.expect("redeem") != Redeemed::Unknown {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "a code outlived its TTL"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
     /// Generates one `#[tokio::test]` per contract behaviour. `$make` is a closure from the
     /// maximum event count to `(store, guard)`; the guard lives as long as the test.
     #[macro_export]
@@ -967,7 +1239,11 @@ pub mod suite {
                 subject_roles_round_trip,
                 events_resume_from_cursor_at_least_once,
                 blocked_reader_wakes_on_event,
-                login_failures_lock_out_per_key
+                login_failures_lock_out_per_key,
+                sessions_keep_client_method_and_kind,
+                users_are_created_once_read_updated_and_deleted,
+                users_are_listed_by_name_in_pages,
+                codes_are_redeemed_once_then_replayed_then_forgotten
             );
             #[tokio::test]
             async fn trimmed_stream_is_reported_as_gap() {

@@ -81,8 +81,7 @@ impl SessionId {
     /// The session id of a token given as text, without checking the token's shape first (a
     /// gateway calls [`ReferenceToken::parse`] before, so garbage never reaches the store).
     pub fn of_token_text(token: &str) -> Self {
-        let hash = digest(&SHA256, token.as_bytes());
-        SessionId(URL_SAFE_NO_PAD.encode(&hash.as_ref()[..SESSION_ID_BYTES]))
+        SessionId(hash_id(token))
     }
 
     /// A session id received from outside (admin API, event stream).
@@ -108,6 +107,42 @@ impl fmt::Display for SessionId {
 impl fmt::Debug for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SessionId({})", self.0)
+    }
+}
+
+/// 128 bits of the SHA-256 of a secret, as base64url: what the store keys a secret by.
+fn hash_id(secret: &str) -> String {
+    let hash = digest(&SHA256, secret.as_bytes());
+    URL_SAFE_NO_PAD.encode(&hash.as_ref()[..SESSION_ID_BYTES])
+}
+
+/// The id an authorization code is stored under: derived from the code exactly as a session id
+/// is from its reference token (128 bits of its SHA-256), so a Redis dump holds no usable code.
+/// A code is made like a reference token ([`ReferenceToken::generate`]: 256 random bits); its
+/// own type keeps a code id from ever being taken for a session id.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CodeId(String);
+
+impl CodeId {
+    /// The id of a code as presented by a client (any text: an unknown code simply is not found).
+    pub fn of_code(code: &str) -> Self {
+        CodeId(hash_id(code))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for CodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CodeId({})", self.0)
     }
 }
 
@@ -172,6 +207,16 @@ mod tests {
         assert_eq!(a.session_id().as_str().len(), SESSION_ID_LEN);
         assert_eq!(a.session_id(), a.session_id());
         assert_ne!(a.session_id(), b.session_id());
+    }
+
+    #[test]
+    fn a_code_is_keyed_by_its_hash_as_a_token_is() {
+        let code = ReferenceToken::generate();
+        let id = CodeId::of_code(code.expose());
+        assert_eq!(id, CodeId::of_code(code.expose()));
+        assert_eq!(id.as_str(), code.session_id().as_str());
+        assert!(!id.as_str().contains(code.expose()));
+        assert_ne!(id, CodeId::of_code(ReferenceToken::generate().expose()));
     }
 
     #[test]

@@ -11,10 +11,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokengate_idp::Idp;
 use tokengate_idp::config::{
-    AdminConfig, ClientConfig, IdpConfig, ServerConfig, TokensConfig, UserConfig,
+    AdminConfig, ClientConfig, Grant, IdpConfig, ServerConfig, TokensConfig, UserConfig,
 };
-use tokengate_idp::credentials::hash_password;
 use tokengate_idp::keys::KeySet;
+use tokengate_idp::password::hash_password;
 #[allow(unused_imports)]
 pub use tokengate_store::testing::TestRedis;
 use tokengate_store::{AnyStore, StoreConfig};
@@ -25,8 +25,11 @@ pub mod stack;
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 pub const PASSWORD: &str = "wonderland";
 pub const CLIENT_SECRET: &str = "reports-secret";
+/// The public client allowed the password grant.
+pub const CLI_CLIENT: &str = "cli";
 
-/// A config with users alice and bob, client `reports`, listening on free ports.
+/// A config with users alice and bob, confidential client `reports`, public client `cli` (the
+/// password grant), listening on free ports.
 pub fn idp_config(redis_url: &str) -> IdpConfig {
     let hash = hash_password(PASSWORD).unwrap();
     let user = |name: &str| UserConfig {
@@ -50,11 +53,17 @@ pub fn idp_config(redis_url: &str) -> IdpConfig {
         tokens: TokensConfig::default(),
         login: Default::default(),
         users: vec![user("alice"), user("bob")],
-        clients: vec![ClientConfig {
-            client_id: "reports".to_owned(),
-            client_secret_hash: hash_password(CLIENT_SECRET).unwrap(),
-            roles: vec!["reports:write".to_owned()],
-        }],
+        clients: vec![
+            ClientConfig {
+                roles: vec!["reports:write".to_owned()],
+                ..ClientConfig::confidential(
+                    "reports",
+                    hash_password(CLIENT_SECRET).unwrap(),
+                    &[Grant::ClientCredentials],
+                )
+            },
+            ClientConfig::public(CLI_CLIENT, &[Grant::Password], &[]),
+        ],
         base_dir: ".".into(),
     }
 }
@@ -98,7 +107,9 @@ impl TestIdp {
         let r = post_form(
             &self.url("/oauth2/token"),
             &[],
-            &format!("grant_type=password&username={user}&password={PASSWORD}"),
+            &format!(
+                "grant_type=password&client_id={CLI_CLIENT}&username={user}&password={PASSWORD}"
+            ),
         )
         .await;
         assert_eq!(r.status, 200, "login failed: {}", r.body);

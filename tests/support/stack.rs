@@ -19,7 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokengate_store::testing::free_port;
 use tokio_util::sync::CancellationToken;
 
-use super::{ADMIN_TOKEN, CLIENT_SECRET, PASSWORD, Reply, TestRedis, post_form, send};
+use super::{ADMIN_TOKEN, CLI_CLIENT, CLIENT_SECRET, PASSWORD, Reply, TestRedis, post_form, send};
 
 /// What differs between stacks.
 #[derive(Clone, Debug)]
@@ -318,8 +318,8 @@ impl Stack {
             .output()
             .unwrap();
         assert!(made.status.success(), "gen-key: {made:?}");
-        let hash = tokengate_idp::credentials::hash_password(PASSWORD).unwrap();
-        let client_hash = tokengate_idp::credentials::hash_password(CLIENT_SECRET).unwrap();
+        let hash = tokengate_idp::password::hash_password(PASSWORD).unwrap();
+        let client_hash = tokengate_idp::password::hash_password(CLIENT_SECRET).unwrap();
         let (idp_public, idp_admin) = (addr(), addr());
         let users: String = ["alice", "bob", "carol"]
             .iter()
@@ -346,6 +346,10 @@ signing_keys = ["signing.pem"]
 client_id = "reports"
 client_secret_hash = "{client_hash}"
 roles = ["reports:write"]
+[[clients]]
+client_id = "{CLI_CLIENT}"
+type = "public"
+grants = ["password"]
 "#,
             redis = redis.url(),
             extra = options.idp_extra,
@@ -461,7 +465,9 @@ auth = false
         post_form(
             &self.idp.url("/oauth2/token"),
             &[],
-            &format!("grant_type=password&username={user}&password={PASSWORD}"),
+            &format!(
+                "grant_type=password&client_id={CLI_CLIENT}&username={user}&password={PASSWORD}"
+            ),
         )
         .await
     }

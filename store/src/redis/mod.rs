@@ -18,10 +18,11 @@ use redis::{Cmd, ErrorKind, Script, ServerErrorKind, Value};
 use self::connection::Con;
 pub use self::connection::RedisOptions;
 use self::events::EventReader;
-use self::schema::{Keys, Scripts, decode_session};
+use self::schema::{Keys, Scripts, decode_session, decode_user, session_fields, user_fields};
+use crate::user::{cut_page, username_fits};
 use crate::{
-    Event, EventBatch, EventCursor, Renewal, Session, SessionId, StoreError, TokenStore,
-    ValueToken, now_unix,
+    AuthCode, CodeId, Event, EventBatch, EventCursor, MAX_USERS_PAGE, Redeemed, Renewal, Session,
+    SessionId, StoreError, TokenStore, User, UserPage, ValueToken, now_unix,
 };
 
 /// Sessions, indexes and events in Redis.
@@ -158,8 +159,7 @@ impl RedisStore {
 
 impl TokenStore for RedisStore {
     async fn create(&self, s: &Session) -> Result<(), StoreError> {
-        let roles =
-            serde_json::to_string(&s.roles).map_err(|_| StoreError::Corrupt { what: "roles" })?;
+        let fields = session_fields(s).map_err(|_| StoreError::Corrupt { what: "roles" })?;
         let mut con = self.con.clone();
         // Indexes first: a session that exists is always reachable by a forced logout, and
         // always in the renewal schedule.
@@ -178,14 +178,8 @@ impl TokenStore for RedisStore {
             .scripts
             .create
             .key(self.shared.keys.session(&s.id))
-            .arg(&s.subject)
-            .arg(roles)
-            .arg(s.value_token.expose())
-            .arg(s.created_at)
-            .arg(s.last_used_at)
-            .arg(s.idle_timeout)
-            .arg(s.max_expires_at)
             .arg(s.expires_at())
+            .arg(fields)
             .invoke_async::<Value>(&mut con)
             .await
             .map_err(StoreError::unavailable)?;
@@ -615,5 +609,233 @@ impl TokenStore for RedisStore {
             .await
             .map_err(StoreError::unavailable)?;
         Ok(())
+    }
+
+    async fn create_user(&self, user: &User) -> Result<bool, StoreError> {
+        if !username_fits(&user.username) {
+            return Err(StoreError::Invalid { what: "username" });
+        }
+        self.put_user(user, false).await
+    }
+
+    async fn user(&self, username: &str) -> Result<Option<User>, StoreError> {
+        if !username_fits(username) {
+            return Ok(None);
+        }
+        let mut con = self.con.clone();
+        let fields: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(self.shared.keys.subject(username, "user"))
+            .query_async(&mut con)
+            .await
+            .map_err(StoreError::unavailable)?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        decode_user(fields)
+            .map(Some)
+            .ok_or(StoreError::Corrupt { what: "user" })
+    }
+
+    async fn update_user(&self, user: &User) -> Result<bool, StoreError> {
+        if !username_fits(&user.username) {
+            return Ok(false);
+        }
+        self.put_user(user, true).await
+    }
+
+    async fn delete_user(&self, username: &str) -> Result<bool, StoreError> {
+        if !username_fits(username) {
+            return Ok(false);
+        }
+        let mut con = self.con.clone();
+        // Record first, index after: a retry after a failure in between finds the name still
+        // indexed and removes it.
+        let deleted: i64 = redis::cmd("DEL")
+            .arg(self.shared.keys.subject(username, "user"))
+            .query_async(&mut con)
+            .await
+            .map_err(StoreError::unavailable)?;
+        let _: Value = redis::cmd("ZREM")
+            .arg(&self.shared.keys.users)
+            .arg(username)
+            .query_async(&mut con)
+            .await
+            .map_err(StoreError::unavailable)?;
+        Ok(deleted == 1)
+    }
+
+    async fn list_users(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<UserPage, StoreError> {
+        let limit = limit.clamp(1, MAX_USERS_PAGE);
+        let (min, max) = lex_range(prefix, after);
+        let mut con = self.con.clone();
+        // One more than asked: whether it is there says whether there is a next page.
+        let mut names: Vec<String> = redis::cmd("ZRANGEBYLEX")
+            .arg(&self.shared.keys.users)
+            .arg(min)
+            .arg(max)
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit + 1)
+            .query_async(&mut con)
+            .await
+            .map_err(StoreError::unavailable)?;
+        let next = cut_page(&mut names, limit, String::as_str);
+        if names.is_empty() {
+            return Ok(UserPage {
+                users: Vec::new(),
+                next,
+            });
+        }
+        let reads: Vec<Cmd> = names
+            .iter()
+            .map(|name| {
+                let mut cmd = redis::cmd("HGETALL");
+                cmd.arg(self.shared.keys.subject(name, "user"));
+                cmd
+            })
+            .collect();
+        let records: Vec<Vec<(String, String)>> = self
+            .con
+            .query_each(&reads)
+            .await
+            .map_err(StoreError::unavailable)?;
+        let mut users = Vec::with_capacity(records.len());
+        // A name without a record is one whose create or delete is under way (or was cut
+        // short): not a user (yet).
+        for fields in records.into_iter().filter(|f| !f.is_empty()) {
+            users.push(decode_user(fields).ok_or(StoreError::Corrupt { what: "user" })?);
+        }
+        Ok(UserPage { users, next })
+    }
+
+    async fn create_code(
+        &self,
+        id: &CodeId,
+        code: &AuthCode,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let record = serde_json::to_string(code).map_err(|_| StoreError::Corrupt {
+            what: "authorization code",
+        })?;
+        let mut con = self.con.clone();
+        let created: i64 = self
+            .shared
+            .scripts
+            .create_code
+            .key(self.shared.keys.code(id))
+            .arg(ttl.as_millis().max(1) as u64)
+            .arg(record)
+            .invoke_async(&mut con)
+            .await
+            .map_err(StoreError::unavailable)?;
+        Ok(created == 1)
+    }
+
+    async fn redeem_code(&self, id: &CodeId, session: &SessionId) -> Result<Redeemed, StoreError> {
+        let mut con = self.con.clone();
+        let (outcome, value): (i64, Option<String>) = self
+            .shared
+            .scripts
+            .redeem_code
+            .key(self.shared.keys.code(id))
+            .arg(session.as_str())
+            .invoke_async(&mut con)
+            .await
+            .map_err(StoreError::unavailable)?;
+        let corrupt = StoreError::Corrupt {
+            what: "authorization code",
+        };
+        Ok(match (outcome, value) {
+            (1, Some(record)) => {
+                Redeemed::Fresh(serde_json::from_str(&record).map_err(|_| corrupt)?)
+            }
+            (2, first) => Redeemed::Replayed(first.as_deref().and_then(SessionId::parse)),
+            (0, _) => Redeemed::Unknown,
+            _ => return Err(corrupt),
+        })
+    }
+}
+
+impl RedisStore {
+    /// Writes a user's record whole: a new one (`replace` false) or over an existing one. A new
+    /// name is indexed before its record is written, so a record is never missing from the
+    /// index (a retry after a failure in between is harmless); a replaced one is indexed again
+    /// after, which sets right an index entry lost to a create and a delete of the name racing.
+    async fn put_user(&self, user: &User, replace: bool) -> Result<bool, StoreError> {
+        let fields = user_fields(user).map_err(|_| StoreError::Corrupt { what: "roles" })?;
+        if !replace {
+            self.index_user(&user.username).await?;
+        }
+        let mut con = self.con.clone();
+        let written: i64 = self
+            .shared
+            .scripts
+            .put_user
+            .key(self.shared.keys.subject(&user.username, "user"))
+            .arg(if replace { "1" } else { "0" })
+            .arg(fields)
+            .invoke_async(&mut con)
+            .await
+            .map_err(StoreError::unavailable)?;
+        if replace && written == 1 {
+            self.index_user(&user.username).await?;
+        }
+        Ok(written == 1)
+    }
+
+    async fn index_user(&self, username: &str) -> Result<(), StoreError> {
+        let mut con = self.con.clone();
+        let _: Value = redis::cmd("ZADD")
+            .arg(&self.shared.keys.users)
+            .arg(0)
+            .arg(username)
+            .query_async(&mut con)
+            .await
+            .map_err(StoreError::unavailable)?;
+        Ok(())
+    }
+}
+
+/// The `ZRANGEBYLEX` bounds of the names that start with `prefix` and sort after `after`.
+/// Names are UTF-8, which never holds the byte 0xFF: every name with the prefix sorts before
+/// the prefix followed by it.
+fn lex_range(prefix: &str, after: Option<&str>) -> (Vec<u8>, Vec<u8>) {
+    let bound = |mark: u8, text: &[u8], tail: &[u8]| [&[mark], text, tail].concat();
+    let min = match after {
+        Some(after) if after >= prefix => bound(b'(', after.as_bytes(), b""),
+        _ if prefix.is_empty() => b"-".to_vec(),
+        _ => bound(b'[', prefix.as_bytes(), b""),
+    };
+    let max = if prefix.is_empty() {
+        b"+".to_vec()
+    } else {
+        bound(b'(', prefix.as_bytes(), &[0xFF])
+    };
+    (min, max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lex_range;
+
+    #[test]
+    fn lex_ranges_cover_the_prefix_after_the_cursor() {
+        assert_eq!(lex_range("", None), (b"-".to_vec(), b"+".to_vec()));
+        assert_eq!(
+            lex_range("al", None),
+            (b"[al".to_vec(), b"(al\xff".to_vec())
+        );
+        assert_eq!(
+            lex_range("al", Some("alice")),
+            (b"(alice".to_vec(), b"(al\xff".to_vec())
+        );
+        // A cursor before the prefix does not widen the range.
+        assert_eq!(lex_range("bo", Some("alice")).0, b"[bo".to_vec());
+        assert_eq!(lex_range("", Some("bob")).0, b"(bob".to_vec());
     }
 }

@@ -7,6 +7,9 @@
 //! | `tg:s:{<session id>}`        | hash   | one session; expires with the session              |
 //! | `tg:u:{<subject>}:sessions`  | zset   | the subject's session ids, scored by max expiry    |
 //! | `tg:u:{<subject>}:roles`     | string | roles an administrator set (JSON array)            |
+//! | `tg:u:{<subject>}:user`      | hash   | the user of that name (no expiry)                  |
+//! | `tg:{users}`                 | zset   | every username (score 0, ordered by name: BYLEX)   |
+//! | `tg:c:{<code id>}`           | hash   | one authorization code: `rec`, then `used`; expires |
 //! | `tg:{events}`                | stream | revocations and role changes, bounded length       |
 //! | `tg:{events}:seq`            | string | the sequence number of the newest event            |
 //! | `tg:{events}:epoch`          | string | made once per data set: a new one means data loss  |
@@ -17,7 +20,10 @@
 //!
 //! `<subject>` and `<login key>` are base64url-encoded so that braces in a username cannot move the hash tag.
 //! Every script touches one key or keys of one hash tag; steps that span slots are ordered so
-//! that repeating them after a failure is safe.
+//! that repeating them after a failure is safe. A user spans two slots (its record and the
+//! index): it is indexed before its record is written and unindexed after its record is
+//! deleted, so a listed name may have no record (skipped when listing, set right by the next
+//! create or delete of that name) but a record is never missing from the index.
 //!
 //! The renewal schedule is written before a session (so no live session is missing from it)
 //! and after each new value token; an entry whose session has ended stays until the scan for
@@ -29,7 +35,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use redis::Script;
 
-use crate::{Session, SessionId, ValueToken};
+use crate::{CodeId, Session, SessionId, SessionKind, User, ValueToken};
 
 /// The names of the keys, as the table above lays them out.
 #[derive(Clone, Debug)]
@@ -40,6 +46,7 @@ pub(super) struct Keys {
     pub events_epoch: String,
     pub renewal: String,
     pub renewal_lease: String,
+    pub users: String,
 }
 
 impl Keys {
@@ -51,10 +58,14 @@ impl Keys {
             events_epoch: format!("{prefix}:{{events}}:epoch"),
             renewal: format!("{prefix}:{{renewal}}"),
             renewal_lease: format!("{prefix}:{{renewal}}:lease"),
+            users: format!("{prefix}:{{users}}"),
         }
     }
     pub fn session(&self, id: &SessionId) -> String {
         format!("{}:s:{{{}}}", self.prefix, id.as_str())
+    }
+    pub fn code(&self, id: &CodeId) -> String {
+        format!("{}:c:{{{}}}", self.prefix, id.as_str())
     }
     pub fn login(&self, key: &str, what: &str) -> String {
         format!(
@@ -84,16 +95,18 @@ pub(super) struct Scripts {
     pub publish: Script,
     pub head: Script,
     pub login_failed: Script,
+    pub put_user: Script,
+    pub create_code: Script,
+    pub redeem_code: Script,
 }
 
 impl Scripts {
     pub fn new() -> Self {
         Scripts {
-            // KEYS[1] session; ARGV sub, roles, vt, created, last_used, idle, max_exp, expire_at
+            // KEYS[1] session; ARGV expire_at, then field/value pairs (`session_fields`).
             create: Script::new(
-                r"redis.call('HSET', KEYS[1], 'sub', ARGV[1], 'roles', ARGV[2], 'vt', ARGV[3],
-                  'created', ARGV[4], 'last_used', ARGV[5], 'idle', ARGV[6], 'max_exp', ARGV[7])
-                  redis.call('EXPIREAT', KEYS[1], ARGV[8])
+                r"redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+                  redis.call('EXPIREAT', KEYS[1], ARGV[1])
                   return 1",
             ),
             // KEYS[1] subject index; ARGV sid, max_exp, now. Prunes ended sessions and keeps the
@@ -164,6 +177,30 @@ impl Scripts {
                   end
                   return 0",
             ),
+            // KEYS[1] user; ARGV '0' (create: must not exist) or '1' (replace: must exist),
+            // then field/value pairs (`user_fields`). The record is replaced whole.
+            put_user: Script::new(
+                r"if redis.call('EXISTS', KEYS[1]) ~= tonumber(ARGV[1]) then return 0 end
+                  redis.call('DEL', KEYS[1])
+                  redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+                  return 1",
+            ),
+            // KEYS[1] code; ARGV ttl ms, record. Never overwrites a code.
+            create_code: Script::new(
+                r"if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+                  redis.call('HSET', KEYS[1], 'rec', ARGV[2])
+                  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+                  return 1",
+            ),
+            // KEYS[1] code; ARGV session id. {0, nil} unknown, {1, record} first use (now spent,
+            // remembering the session), {2, session} a replay. The expiry stays as it was.
+            redeem_code: Script::new(
+                r"local h = redis.call('HMGET', KEYS[1], 'rec', 'used')
+                  if not h[1] then return {0, false} end
+                  if h[2] then return {2, h[2]} end
+                  redis.call('HSET', KEYS[1], 'used', ARGV[1])
+                  return {1, h[1]}",
+            ),
             // KEYS[1] seq, KEYS[2] stream, KEYS[3] epoch. The epoch (made on first use: a
             // Redis that lost its data makes a new one), the newest event's id and number.
             head: Script::new(
@@ -179,7 +216,30 @@ impl Scripts {
     }
 }
 
-/// A session from the fields of its hash; `None` unless every field is there and well-formed.
+/// The fields of a session's hash (without its id, which is in the key).
+pub(crate) fn session_fields(
+    s: &Session,
+) -> Result<Vec<(&'static str, String)>, serde_json::Error> {
+    let mut fields = vec![
+        ("sub", s.subject.clone()),
+        ("roles", serde_json::to_string(&s.roles)?),
+        ("vt", s.value_token.expose().to_owned()),
+        ("created", s.created_at.to_string()),
+        ("last_used", s.last_used_at.to_string()),
+        ("idle", s.idle_timeout.to_string()),
+        ("max_exp", s.max_expires_at.to_string()),
+        ("method", s.method.clone()),
+        ("kind", s.kind.as_str().to_owned()),
+    ];
+    if let Some(client) = &s.client_id {
+        fields.push(("client", client.clone()));
+    }
+    Ok(fields)
+}
+
+/// A session from the fields of its hash; `None` unless every required field is there and
+/// every field is well-formed. `client`, `method` and `kind` came later: a record without them
+/// is an access session with no client and an empty method.
 pub(crate) fn decode_session(id: SessionId, fields: Vec<(String, String)>) -> Option<Session> {
     let mut s = Session {
         id,
@@ -190,6 +250,9 @@ pub(crate) fn decode_session(id: SessionId, fields: Vec<(String, String)>) -> Op
         last_used_at: 0,
         idle_timeout: 0,
         max_expires_at: 0,
+        client_id: None,
+        method: String::new(),
+        kind: SessionKind::Access,
     };
     let mut seen = 0u8;
     for (name, value) in fields {
@@ -222,11 +285,95 @@ pub(crate) fn decode_session(id: SessionId, fields: Vec<(String, String)>) -> Op
                 s.max_expires_at = value.parse().ok()?;
                 64
             }
+            "client" => {
+                s.client_id = Some(value);
+                0
+            }
+            "method" => {
+                s.method = value;
+                0
+            }
+            "kind" => {
+                s.kind = SessionKind::parse(&value)?;
+                0
+            }
             _ => 0,
         };
         seen |= bit;
     }
     (seen == 127).then_some(s)
+}
+
+/// The fields of a user's hash.
+pub(crate) fn user_fields(u: &User) -> Result<Vec<(&'static str, String)>, serde_json::Error> {
+    let mut fields = vec![
+        ("name", u.username.clone()),
+        ("roles", serde_json::to_string(&u.roles)?),
+        ("disabled", if u.disabled { "1" } else { "0" }.to_owned()),
+        ("created", u.created_at.to_string()),
+        ("updated", u.updated_at.to_string()),
+    ];
+    if let Some(hash) = &u.password_hash {
+        fields.push(("hash", hash.clone()));
+    }
+    if let Some(upstream) = &u.upstream {
+        fields.push(("upstream", upstream.clone()));
+    }
+    Ok(fields)
+}
+
+/// A user from the fields of its hash; `None` unless every required field is there and
+/// well-formed.
+pub(crate) fn decode_user(fields: Vec<(String, String)>) -> Option<User> {
+    let mut u = User {
+        username: String::new(),
+        password_hash: None,
+        roles: Vec::new(),
+        disabled: false,
+        upstream: None,
+        created_at: 0,
+        updated_at: 0,
+    };
+    let mut seen = 0u8;
+    for (name, value) in fields {
+        let bit = match name.as_str() {
+            "name" => {
+                u.username = value;
+                1
+            }
+            "roles" => {
+                u.roles = serde_json::from_str(&value).ok()?;
+                2
+            }
+            "disabled" => {
+                u.disabled = match value.as_str() {
+                    "0" => false,
+                    "1" => true,
+                    _ => return None,
+                };
+                4
+            }
+            "created" => {
+                u.created_at = value.parse().ok()?;
+                8
+            }
+            "updated" => {
+                u.updated_at = value.parse().ok()?;
+                16
+            }
+            "hash" => {
+                u.password_hash = Some(value);
+                0
+            }
+            "upstream" => {
+                u.upstream = Some(value);
+                0
+            }
+            _ => 0,
+        };
+        seen |= bit;
+    }
+    (seen == 31).then_some(u)
 }
 
 #[cfg(test)]
@@ -255,6 +402,10 @@ mod tests {
         assert_eq!(keys.events_epoch, "tg:{events}:epoch");
         assert_eq!(keys.renewal, "tg:{renewal}");
         assert_eq!(keys.renewal_lease, "tg:{renewal}:lease");
+        assert_eq!(keys.subject("alice", "user"), "tg:u:{YWxpY2U}:user");
+        assert_eq!(keys.users, "tg:{users}");
+        let code = crate::CodeId::of_code("a code");
+        assert_eq!(keys.code(&code), format!("tg:c:{{{code}}}"));
         assert_eq!(Keys::new("prod").session(&id), format!("prod:s:{{{id}}}"));
     }
 
@@ -264,6 +415,11 @@ mod tests {
         // publish and head: sequence number, stream and epoch.
         assert_eq!(hash_tag(&keys.events), hash_tag(&keys.events_seq));
         assert_eq!(hash_tag(&keys.events), hash_tag(&keys.events_epoch));
+        // A user's record sits with its sessions' index and roles (one slot per subject).
+        assert_eq!(
+            hash_tag(&keys.subject("alice", "user")),
+            hash_tag(&keys.subject("alice", "sessions"))
+        );
         // login_failed: the count and the lock.
         assert_eq!(
             hash_tag(&keys.login("10.0.0.1", "n")),
@@ -277,6 +433,7 @@ mod tests {
         for name in ["a}b", "{x}", "}{", "al{ice"] {
             let encoded = URL_SAFE_NO_PAD.encode(name);
             assert_eq!(hash_tag(&keys.subject(name, "sessions")), encoded);
+            assert_eq!(hash_tag(&keys.subject(name, "user")), encoded);
             assert_eq!(hash_tag(&keys.login(name, "lock")), encoded);
         }
     }
@@ -313,10 +470,78 @@ mod tests {
             ),
             (100, 150, 600, 43300)
         );
+        // A record from before clients, methods and kinds were kept is an access session.
+        assert_eq!(
+            (s.client_id, s.method.as_str(), s.kind),
+            (None, "", SessionKind::Access)
+        );
         // A field this version does not know is left alone.
         let mut more = fields();
         more.push(("later".to_owned(), "x".to_owned()));
         assert!(decode_session(id, more).is_some());
+    }
+
+    #[test]
+    fn a_session_round_trips_through_its_fields() {
+        let id = ReferenceToken::generate().session_id();
+        let mut s = decode_session(id.clone(), fields()).expect("decodes");
+        s.client_id = Some("web".to_owned());
+        s.method = "authorization_code".to_owned();
+        s.kind = SessionKind::Browser;
+        let written = session_fields(&s).expect("fields");
+        let read = written
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        assert_eq!(decode_session(id.clone(), read), Some(s));
+        // A kind this version does not know makes no session at all, never an access one.
+        let mut unknown = fields();
+        unknown.push(("kind".to_owned(), "refresh".to_owned()));
+        assert!(decode_session(id, unknown).is_none());
+    }
+
+    #[test]
+    fn a_user_round_trips_and_a_malformed_one_does_not_decode() {
+        let mut user = User {
+            username: "alice".to_owned(),
+            password_hash: Some("$argon2id$hash".to_owned()),
+            roles: vec!["r".to_owned()],
+            disabled: true,
+            upstream: Some("corp".to_owned()),
+            created_at: 100,
+            updated_at: 200,
+        };
+        let decode = |u: &User| {
+            let fields = user_fields(u).expect("fields");
+            decode_user(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+        };
+        assert_eq!(decode(&user), Some(user.clone()));
+        user.password_hash = None;
+        user.upstream = None;
+        user.disabled = false;
+        assert_eq!(decode(&user), Some(user.clone()));
+        let good: Vec<(String, String)> = user_fields(&user)
+            .expect("fields")
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        for i in 0..good.len() {
+            let mut missing = good.clone();
+            let (name, _) = missing.remove(i);
+            assert!(decode_user(missing).is_none(), "without {name}");
+        }
+        for (name, bad) in [("disabled", "yes"), ("roles", "r"), ("updated", "soon")] {
+            let malformed = good
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        if k == name { bad.to_owned() } else { v.clone() },
+                    )
+                })
+                .collect();
+            assert!(decode_user(malformed).is_none(), "{name} = {bad}");
+        }
     }
 
     #[test]

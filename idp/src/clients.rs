@@ -1,0 +1,75 @@
+//! Registered clients: what each may do (its grants), where it may send people back (its
+//! redirect URIs, compared exactly), and whether it can prove who it is (a confidential client's
+//! secret is checked in `credentials`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::{ClientConfig, ClientType, Grant};
+
+#[derive(Debug)]
+pub struct Client {
+    pub id: String,
+    pub client_type: ClientType,
+    pub redirect_uris: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
+    pub grants: Vec<Grant>,
+    /// The roles of the client itself, for `client_credentials`.
+    pub roles: Vec<String>,
+}
+
+impl Client {
+    pub fn may_use(&self, grant: Grant) -> bool {
+        self.grants.contains(&grant)
+    }
+
+    pub fn is_public(&self) -> bool {
+        self.client_type == ClientType::Public
+    }
+
+    /// Whether `uri` is one of the registered redirect URIs, character for character.
+    pub fn has_redirect_uri(&self, uri: &str) -> bool {
+        self.redirect_uris.iter().any(|r| r == uri)
+    }
+
+    /// Whether `uri` is one of the registered post-logout redirect URIs, character for character.
+    pub fn has_post_logout_redirect_uri(&self, uri: &str) -> bool {
+        self.post_logout_redirect_uris.iter().any(|r| r == uri)
+    }
+}
+
+/// Every registered client by id.
+#[derive(Debug, Default)]
+pub struct Clients(HashMap<String, Arc<Client>>);
+
+impl Clients {
+    pub fn new(configs: &[ClientConfig]) -> Self {
+        Clients(
+            configs
+                .iter()
+                .map(|c| {
+                    let client = Client {
+                        id: c.client_id.clone(),
+                        client_type: c.client_type,
+                        redirect_uris: c.redirect_uris.clone(),
+                        post_logout_redirect_uris: c.post_logout_redirect_uris.clone(),
+                        grants: c.grants(),
+                        roles: c.roles.clone(),
+                    };
+                    (c.client_id.clone(), Arc::new(client))
+                })
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Arc<Client>> {
+        self.0.get(id)
+    }
+
+    /// Every client, ordered by id.
+    pub fn all(&self) -> Vec<&Arc<Client>> {
+        let mut all: Vec<_> = self.0.values().collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all
+    }
+}

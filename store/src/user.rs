@@ -1,0 +1,89 @@
+//! Users kept in the store, shared by every IdP replica: who may sign in, with which roles.
+
+use std::fmt;
+
+/// Longest username the store keeps (bytes).
+pub const MAX_USERNAME_LEN: usize = 256;
+/// Most users one page of [`crate::TokenStore::list_users`] returns.
+pub const MAX_USERS_PAGE: usize = 1000;
+
+/// A user. Times are Unix seconds.
+#[derive(Clone, PartialEq, Eq)]
+pub struct User {
+    pub username: String,
+    /// An argon2id hash in PHC format; `None` for a user who signs in only through an upstream
+    /// provider.
+    pub password_hash: Option<String>,
+    pub roles: Vec<String>,
+    /// A disabled user cannot sign in and has no live session.
+    pub disabled: bool,
+    /// The federation provider that created the user, if one did.
+    pub upstream: Option<String>,
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
+impl fmt::Debug for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("User")
+            .field("username", &self.username)
+            .field(
+                "password_hash",
+                &self.password_hash.as_ref().map(|_| "<redacted>"),
+            )
+            .field("roles", &self.roles)
+            .field("disabled", &self.disabled)
+            .field("upstream", &self.upstream)
+            .field("created_at", &self.created_at)
+            .field("updated_at", &self.updated_at)
+            .finish()
+    }
+}
+
+/// One page of users, ordered by username.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserPage {
+    pub users: Vec<User>,
+    /// Where the next page starts (pass it as `after`); `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// Whether a username fits the store's bounds (the IdP checks its own rules before).
+pub(crate) fn username_fits(username: &str) -> bool {
+    !username.is_empty() && username.len() <= MAX_USERNAME_LEN
+}
+
+/// Cuts `items`, fetched one more than `limit`, to `limit`, and answers the cursor of the next
+/// page: the last name kept, if there was more.
+pub(crate) fn cut_page<T>(
+    items: &mut Vec<T>,
+    limit: usize,
+    name: impl Fn(&T) -> &str,
+) -> Option<String> {
+    if items.len() <= limit {
+        return None;
+    }
+    items.truncate(limit);
+    items.last().map(|last| name(last).to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_prints_the_hash() {
+        let user = User {
+            username: "alice".into(),
+            password_hash: Some("$argon2id$v=19$secret-hash".into()),
+            roles: vec![],
+            disabled: false,
+            upstream: None,
+            created_at: 1,
+            updated_at: 1,
+        };
+        let debug = format!("{user:?}");
+        assert!(debug.contains("alice") && debug.contains("<redacted>"));
+        assert!(!debug.contains("secret-hash"), "{debug}");
+    }
+}
