@@ -347,20 +347,8 @@ mod tests {
             metrics,
         );
         let token = ReferenceToken::generate();
-        let now = now_unix();
-        let mut session = Session {
-            id: token.session_id(),
-            subject: "alice".to_owned(),
-            roles: vec!["orders:read".to_owned()],
-            value_token: ValueToken(String::new()),
-            created_at: now,
-            last_used_at: now,
-            idle_timeout: 600,
-            max_expires_at: now + 3600,
-            client_id: None,
-            method: "password".to_owned(),
-            kind: SessionKind::Access,
-        };
+        let mut session = tokengate_store::testing::suite::session("alice"); // idle timeout 600 s
+        session.id = token.session_id();
         session.value_token = sign(signer, &session, exp);
         store.create(&session).await.unwrap();
         (cache, format!("Bearer {}", token.expose()))
