@@ -1,5 +1,7 @@
 //! The `tokengate` binary: parses the command line and starts what it names.
 
+mod demo;
+
 use std::io::Read;
 use std::path::PathBuf;
 
@@ -58,6 +60,9 @@ enum Command {
         /// The echo backend.
         #[arg(long, default_value = "127.0.0.1:9001")]
         backend_listen: std::net::SocketAddr,
+        /// The demo web application that signs in through the IdP (code flow with PKCE).
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        demo_listen: std::net::SocketAddr,
     },
     /// Reads a password from standard input and prints its argon2id hash for a config file.
     HashPassword,
@@ -148,6 +153,7 @@ async fn run(cli: Cli) -> Result<()> {
             gateway_listen,
             gateway_admin_listen,
             backend_listen,
+            demo_listen,
         } => {
             let listen = DevListen {
                 idp: idp_listen,
@@ -155,6 +161,7 @@ async fn run(cli: Cli) -> Result<()> {
                 gateway: gateway_listen,
                 gateway_admin: gateway_admin_listen,
                 backend: backend_listen,
+                demo: demo_listen,
             };
             run_dev(redis_url, listen).await
         }
@@ -239,6 +246,7 @@ struct DevListen {
     gateway: std::net::SocketAddr,
     gateway_admin: std::net::SocketAddr,
     backend: std::net::SocketAddr,
+    demo: std::net::SocketAddr,
 }
 
 async fn run_dev(redis_url: Option<String>, listen: DevListen) -> Result<()> {
@@ -253,6 +261,10 @@ async fn run_dev(redis_url: Option<String>, listen: DevListen) -> Result<()> {
         }
         None => AnyStore::Memory(MemoryStore::new()),
     };
+    let demo_listener = tokio::net::TcpListener::bind(listen.demo)
+        .await
+        .with_context(|| format!("cannot listen on {}", listen.demo))?;
+    let demo_url = format!("http://{}", demo_listener.local_addr()?);
     // A fresh admin token each run, printed below: dev never has a guessable one.
     let admin_token = ReferenceToken::generate().expose().to_owned();
     let (user, password) = ("alice", "wonderland");
@@ -278,7 +290,13 @@ async fn run_dev(redis_url: Option<String>, listen: DevListen) -> Result<()> {
         }],
         // The walkthrough's curl commands use the password grant, which only a client that
         // lists it may use (RFC 9700 advises against it anywhere else).
-        clients: vec![ClientConfig::public("cli", &[Grant::Password], &[])],
+        clients: vec![ClientConfig::public("cli", &[Grant::Password], &[]), {
+            let redirect = demo::DemoApp::redirect_uri(&demo_url);
+            let mut app =
+                ClientConfig::public(demo::CLIENT_ID, &[Grant::AuthorizationCode], &[&redirect]);
+            app.post_logout_redirect_uris = vec![format!("{demo_url}/")];
+            app
+        }],
         base_dir: PathBuf::from("."),
     };
     let idp_bound = Idp::new(config, store.clone(), KeySet::ephemeral()?)?
@@ -315,6 +333,7 @@ auth = false
     let gateway = tokengate_gateway::Gateway::bind(gateway_config, store).await?;
     let gw = gateway.public_addr();
     let gw_admin = gateway.admin_addr();
+    let demo_app = demo::DemoApp::new(idp_bound.issuer(), &format!("http://{gw}"), &demo_url);
     println!(
         r#"tokengate dev ({store}):
   gateway  http://{gw}   (/api/ needs role orders:read, /public/ is open; admin: http://{gw_admin})
@@ -322,6 +341,9 @@ auth = false
   backend  http://{backend}   (echoes what it receives)
 
 Demo user: {user} / {password}   Admin token: {admin_token}
+
+In a browser: {demo_url}/ is a small web app that signs you in through the IdP (authorization
+code flow with PKCE, then single sign-on) and calls /api/ through the gateway with its token.
 
   # log in: the answer's access_token is an opaque reference token
   TOKEN=$(curl -s -d grant_type=password -d client_id=cli -d username={user} -d password={password} http://{idp}/oauth2/token | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
@@ -340,11 +362,15 @@ Demo user: {user} / {password}   Admin token: {admin_token}
     );
     let shutdown = CancellationToken::new();
     stop_on_signal(shutdown.clone());
-    let (_, gateway_result, _) = tokio::join!(
+    let demo = axum::serve(demo_listener, demo_app.router())
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let (_, gateway_result, _, demo_result) = tokio::join!(
         idp_bound.serve(shutdown.clone()),
         gateway.serve(shutdown.clone()),
         tokengate_gateway::echo::serve(backend_listener, shutdown.clone()),
+        demo,
     );
     gateway_result?;
+    demo_result.context("the demo app")?;
     Ok(())
 }

@@ -152,6 +152,8 @@ async fn value_tokens_tampered_in_redis_are_refused() {
         URL_SAFE_NO_PAD.decode(token).unwrap()
     };
     let now = tokengate_store::now_unix();
+    // The IdP's issuer: its public URL (the default, from its listener).
+    let issuer = stack.idp.url("");
     let claims = |sid: &str, iss: &str, exp: u64| {
         serde_json::json!({
             "iss": iss, "sub": "alice", "sid": sid, "roles": ["admin"], "iat": now, "exp": exp,
@@ -166,7 +168,7 @@ async fn value_tokens_tampered_in_redis_are_refused() {
             Box::new(|sid: &str| {
                 jwt(
                     header("EdDSA", &kid),
-                    &claims(sid, "tokengate", now + 600),
+                    &claims(sid, &issuer, now + 600),
                     &other,
                 )
             }),
@@ -176,7 +178,7 @@ async fn value_tokens_tampered_in_redis_are_refused() {
             Box::new(|sid: &str| {
                 jwt(
                     header("EdDSA", "attacker-key"),
-                    &claims(sid, "tokengate", now + 600),
+                    &claims(sid, &issuer, now + 600),
                     &other,
                 )
             }),
@@ -186,7 +188,7 @@ async fn value_tokens_tampered_in_redis_are_refused() {
             Box::new(|sid: &str| {
                 jwt(
                     header("none", &kid),
-                    &claims(sid, "tokengate", now + 600),
+                    &claims(sid, &issuer, now + 600),
                     |_| Vec::new(),
                 )
             }),
@@ -196,7 +198,7 @@ async fn value_tokens_tampered_in_redis_are_refused() {
             Box::new(|sid: &str| {
                 jwt(
                     header("HS256", &kid),
-                    &claims(sid, "tokengate", now + 600),
+                    &claims(sid, &issuer, now + 600),
                     hs256_with_public_key,
                 )
             }),
@@ -206,7 +208,7 @@ async fn value_tokens_tampered_in_redis_are_refused() {
             Box::new(|sid: &str| {
                 jwt(
                     header("EdDSA", &kid),
-                    &claims(sid, "tokengate", now - 3600),
+                    &claims(sid, &issuer, now - 3600),
                     &real,
                 )
             }),
@@ -226,7 +228,7 @@ async fn value_tokens_tampered_in_redis_are_refused() {
             Box::new(|_: &str| {
                 jwt(
                     header("EdDSA", &kid),
-                    &claims("AAAAAAAAAAAAAAAAAAAAAA", "tokengate", now + 600),
+                    &claims("AAAAAAAAAAAAAAAAAAAAAA", &issuer, now + 600),
                     &real,
                 )
             }),
@@ -255,7 +257,7 @@ async fn value_tokens_tampered_in_redis_are_refused() {
         &token,
         &jwt(
             header("EdDSA", &kid),
-            &claims(&sid, "tokengate", now - 10),
+            &claims(&sid, &issuer, now - 10),
             &real,
         ),
     );
@@ -272,7 +274,7 @@ async fn value_tokens_tampered_in_redis_are_refused() {
         &token,
         &jwt(
             header("EdDSA", &kid),
-            &claims(&Stack::session_id(&token), "tokengate", now + 600),
+            &claims(&Stack::session_id(&token), &issuer, now + 600),
             &real,
         ),
     );

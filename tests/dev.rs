@@ -26,7 +26,7 @@ async fn dev_walkthrough_works_and_no_secret_reaches_the_log() {
     // The first lines name the listeners and the admin token.
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let (mut banner, mut line) = (String::new(), String::new());
-    while !banner.contains("Admin token:") {
+    while !banner.contains("In a browser:") {
         line.clear();
         assert!(
             stdout.read_line(&mut line).unwrap() > 0,
@@ -46,6 +46,8 @@ async fn dev_walkthrough_works_and_no_secret_reaches_the_log() {
     let admin = word_after("admin API on ");
     let gateway = word_after("gateway ");
     let admin_token = word_after("Admin token: ");
+    let demo = word_after("In a browser: ");
+    let demo = demo.trim_end_matches('/');
 
     let login = post_form(
         &format!("{idp}/oauth2/token"),
@@ -95,6 +97,33 @@ async fn dev_walkthrough_works_and_no_secret_reaches_the_log() {
     )
     .await;
     assert_eq!(failed.status, 400);
+    // The demo app signs in through the IdP's page (code flow with PKCE) and calls the API
+    // through the gateway with the token it got.
+    let browser = support::oidc::Browser::new();
+    let start = browser.get(&format!("{demo}/login")).await;
+    assert_eq!(start.status, 303, "{}", start.body);
+    let authorize = start.header("location").unwrap().to_owned();
+    assert!(
+        authorize.starts_with(&format!("{idp}/oauth2/authorize?")),
+        "{authorize}"
+    );
+    let back = browser.sign_in(&authorize, "alice", "wonderland").await;
+    assert_eq!(back.status, 302, "{}", back.body);
+    let callback = back.header("location").unwrap().to_owned();
+    assert!(
+        callback.starts_with(&format!("{demo}/callback?")),
+        "{callback}"
+    );
+    let code = support::oidc::location_query(&back)["code"].clone();
+    let home = browser.get(&callback).await;
+    assert_eq!(home.status, 303, "{}", home.body);
+    let page = browser.get(&format!("{demo}/")).await;
+    assert!(page.body.contains("Hello, alice"), "{}", page.body);
+    let called = browser.get(&format!("{demo}/call")).await;
+    assert!(called.body.contains("200 from"), "{}", called.body);
+    assert!(called.body.contains("x-auth-subject"), "{}", called.body);
+    let sso = browser.cookie("tokengate_idp").unwrap();
+
     let admin_auth = format!("Bearer {admin_token}");
     let logout = send(
         "DELETE",
@@ -103,7 +132,8 @@ async fn dev_walkthrough_works_and_no_secret_reaches_the_log() {
         String::new(),
     )
     .await;
-    assert_eq!(logout.json()["revoked"], 1);
+    // The password grant's session, the browser's IdP session and the demo app's session.
+    assert_eq!(logout.json()["revoked"], 3);
     let after = send(
         "GET",
         &format!("{idp}/auth/verify"),
@@ -151,6 +181,8 @@ async fn dev_walkthrough_works_and_no_secret_reaches_the_log() {
         &admin_token,
         "wonderland",
         "guess-123",
+        &code,
+        &sso,
     ] {
         assert!(!log.contains(secret), "a secret reached the log: {secret}");
     }

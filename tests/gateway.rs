@@ -84,7 +84,7 @@ async fn a_valid_token_reaches_the_backend_as_a_verified_value_token_with_role_h
         String::new(),
     )
     .await;
-    let claims = Verifier::new(&serde_json::from_str(&jwks.body).unwrap(), "tokengate")
+    let claims = Verifier::new(&serde_json::from_str(&jwks.body).unwrap(), &w.idp.url(""))
         .verify(value)
         .unwrap();
     assert_eq!(claims.sub, "alice");
@@ -897,7 +897,7 @@ async fn value_tokens_are_short_lived_and_renewed_without_an_event() {
     let (idp, gw, _backend) = short_lived_value_tokens(&redis, KeySet::ephemeral().unwrap()).await;
     let verifier = Verifier::new(
         &serde_json::from_value(idp.jwks().await).unwrap(),
-        "tokengate",
+        &idp.url(""),
     );
     let alice = idp.login("alice").await;
     let bob = idp.login("bob").await;

@@ -21,7 +21,7 @@ fn basic(id: &str, secret: &str) -> String {
 async fn verifier(idp: &TestIdp) -> Verifier {
     Verifier::new(
         &serde_json::from_value(idp.jwks().await).unwrap(),
-        "tokengate",
+        &idp.url(""),
     )
 }
 
@@ -60,7 +60,7 @@ async fn login_gives_an_opaque_token_that_verifies_to_a_signed_value_token() {
             claims.sid.as_str(),
             claims.iss.as_str()
         ),
-        ("alice", sid.as_str(), "tokengate")
+        ("alice", sid.as_str(), idp.url("").as_str())
     );
     assert_eq!(claims.roles, vec!["orders:read"]);
 
@@ -346,12 +346,38 @@ async fn malformed_requests_get_oauth_errors() {
 async fn revoking_a_token_ends_its_session() {
     let (_redis, idp) = setup().await;
     let token = idp.login("alice").await;
-    let r = post_form(&idp.url("/oauth2/revoke"), &[], &format!("token={token}")).await;
+    let url = idp.url("/oauth2/revoke");
+    // RFC 7009 §2.1: the client identifies itself, and only its own tokens go.
+    let anonymous = post_form(&url, &[], &format!("token={token}")).await;
+    assert_eq!(anonymous.status, 401);
+    let other = post_form(
+        &url,
+        &[("authorization", &basic("reports", CLIENT_SECRET))],
+        &format!("token={token}"),
+    )
+    .await;
+    assert_eq!(
+        (other.status, other.json()["error"].as_str()),
+        (400, Some("unauthorized_client"))
+    );
+    assert_eq!(
+        idp.verify(&token).await.status,
+        200,
+        "another client's revocation changed nothing"
+    );
+    let wrong_secret = post_form(
+        &url,
+        &[("authorization", &basic("reports", "wrong"))],
+        &format!("token={token}"),
+    )
+    .await;
+    assert_eq!(wrong_secret.status, 401);
+    let r = post_form(&url, &[], &format!("token={token}&client_id=cli")).await;
     assert_eq!(r.status, 200);
     assert_eq!(idp.verify(&token).await.status, 401);
     // Unknown and malformed tokens: 200 as well (RFC 7009).
     assert_eq!(
-        post_form(&idp.url("/oauth2/revoke"), &[], "token=whatever")
+        post_form(&url, &[], "token=whatever&client_id=cli")
             .await
             .status,
         200
@@ -628,6 +654,8 @@ async fn keys_rotate_without_logging_anyone_out() {
     let start = |paths: Vec<std::path::PathBuf>| {
         let mut config = idp_config(&redis.url());
         config.tokens.signing_keys = paths;
+        // One issuer for both IdPs (each listens on a port of its own).
+        config.tokens.issuer = "https://idp.example".into();
         let keys = tokengate_idp::keys::KeySet::load(&config.signing_key_paths()).unwrap();
         TestIdp::spawn_with_keys(config, keys)
     };

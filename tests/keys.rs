@@ -204,7 +204,7 @@ async fn the_idp_signs_with_keys_openssl_made() {
         let verified = idp.verify(&token).await;
         assert_eq!(verified.status, 200, "{name}");
         let jwt = verified.header("x-auth-value-token").unwrap().to_owned();
-        let claims = Verifier::new(&serde_json::from_value(jwks).unwrap(), "tokengate")
+        let claims = Verifier::new(&serde_json::from_value(jwks).unwrap(), &idp.url(""))
             .verify(&jwt)
             .unwrap_or_else(|e| panic!("{name}: the JWKS does not verify it: {e}"));
         assert_eq!(claims.sub, "alice");

@@ -485,6 +485,7 @@ async fn a_browser_session_is_never_a_bearer_token() {
     let issuer = Issuer::new(
         config.store.connect().unwrap(),
         Arc::new(keys()),
+        &idp.url(""),
         &config.tokens,
     )
     .unwrap();

@@ -35,7 +35,13 @@ fn cache_hit(c: &mut Criterion) {
         .unwrap();
     let store = AnyStore::Memory(MemoryStore::new());
     let keys = Arc::new(KeySet::ephemeral().unwrap());
-    let issuer = Issuer::new(store.clone(), keys.clone(), &TokensConfig::default()).unwrap();
+    let issuer = Issuer::new(
+        store.clone(),
+        keys.clone(),
+        "tokengate",
+        &TokensConfig::default(),
+    )
+    .unwrap();
     let issued = rt
         .block_on(issuer.issue(NewSession::access(
             "alice",

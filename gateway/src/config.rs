@@ -62,12 +62,29 @@ pub struct AdminConfig {
 #[serde(deny_unknown_fields)]
 pub struct IdpConfig {
     pub jwks_url: String,
-    /// The `iss` every value token must carry.
+    /// The `iss` every value token must carry: the IdP's `tokens.issuer`. Empty (the default):
+    /// the scheme, host and port of `jwks_url`, which is the IdP's own default.
     #[serde(default = "d::issuer")]
     pub issuer: String,
     /// How often the JWKS is re-fetched (conditionally: unchanged keys cost a 304).
     #[serde(default = "d::jwks_refresh", with = "humantime_serde")]
     pub jwks_refresh: Duration,
+}
+
+impl IdpConfig {
+    /// The issuer value tokens must name.
+    pub fn issuer(&self) -> String {
+        if !self.issuer.is_empty() {
+            return self.issuer.clone();
+        }
+        match self.jwks_url.parse::<http::Uri>() {
+            Ok(uri) => match (uri.scheme_str(), uri.authority()) {
+                (Some(scheme), Some(authority)) => format!("{scheme}://{authority}"),
+                _ => self.jwks_url.clone(),
+            },
+            Err(_) => self.jwks_url.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -169,8 +186,9 @@ mod d {
     pub fn max_body_bytes() -> u64 {
         10 * 1024 * 1024
     }
+    /// Empty: the IdP's URL as the JWKS URL gives it (see [`super::IdpConfig::issuer`]).
     pub fn issuer() -> String {
-        "tokengate".to_owned()
+        String::new()
     }
     pub fn jwks_refresh() -> Duration {
         Duration::from_secs(60)

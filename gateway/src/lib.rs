@@ -115,7 +115,7 @@ impl Gateway {
         let metrics = Arc::new(Metrics::default());
         let keys = Arc::new(Keys::new(Jwks::new(
             &config.idp.jwks_url,
-            &config.idp.issuer,
+            &config.idp.issuer(),
         )?));
         let tokens = Arc::new(TokenCache::new(
             store,

@@ -56,7 +56,7 @@ fn signing(c: &mut Criterion) {
     for (alg, pem) in key_sets() {
         let keys = Arc::new(load(&pem, &dir));
         let store = AnyStore::Memory(MemoryStore::new());
-        let issuer = Issuer::new(store, keys.clone(), &tokens(300)).unwrap();
+        let issuer = Issuer::new(store, keys.clone(), "tokengate", &tokens(300)).unwrap();
         let issued = rt
             .block_on(issuer.issue(NewSession::access("alice", roles(), "password")))
             .unwrap();
@@ -155,8 +155,8 @@ fn bench_rounds(
     let _ = std::fs::remove_dir_all(&dir);
     // Sessions are issued with tokens that are due at once, and renewed for an hour: each
     // leaves the schedule's due range, so every round renews exactly the sessions it is given.
-    let short = Issuer::new(store.clone(), keys.clone(), &tokens(60)).unwrap();
-    let long = Arc::new(Issuer::new(store.clone(), keys, &tokens(3600)).unwrap());
+    let short = Issuer::new(store.clone(), keys.clone(), "tokengate", &tokens(60)).unwrap();
+    let long = Arc::new(Issuer::new(store.clone(), keys, "tokengate", &tokens(3600)).unwrap());
     let metrics = Metrics::new();
     let task = RenewalTask::new(store, long, &metrics);
     let mut counters = RedisCounters::default();

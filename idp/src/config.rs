@@ -244,6 +244,22 @@ impl std::fmt::Debug for ClientConfig {
     }
 }
 
+/// Why an issuer cannot be used, if it cannot: OpenID Connect needs the IdP's public URL,
+/// `http(s)://host[:port][/path]` without query, fragment or trailing slash (it is compared
+/// character for character with `iss`).
+pub fn check_issuer(issuer: &str) -> Result<(), &'static str> {
+    let uri: http::Uri = issuer
+        .parse()
+        .map_err(|_| "must be the IdP's public URL, e.g. https://sso.example.com")?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
+        return Err("must be the IdP's public URL, e.g. https://sso.example.com");
+    }
+    if uri.query().is_some() || issuer.contains('#') || issuer.ends_with('/') {
+        return Err("must not end in a slash or carry a query or fragment");
+    }
+    Ok(())
+}
+
 /// Longest redirect URI accepted.
 pub const MAX_URI_LEN: usize = 2048;
 
@@ -292,8 +308,9 @@ mod defaults {
     pub fn drain_timeout() -> Duration {
         Duration::from_secs(10)
     }
+    /// Empty: `http://` and the public listener's address, found when it is bound.
     pub fn issuer() -> String {
-        "tokengate".to_owned()
+        String::new()
     }
     pub fn idle_timeout() -> Duration {
         Duration::from_secs(30 * 60)
@@ -428,8 +445,8 @@ impl IdpConfig {
             .validate()
             .map_err(|e| invalid(&format!("store.{}", e.key), &e.message))?;
         let t = &self.tokens;
-        if t.issuer.is_empty() {
-            return Err(invalid("tokens.issuer", "must not be empty"));
+        if !t.issuer.is_empty() {
+            check_issuer(&t.issuer).map_err(|m| invalid("tokens.issuer", m))?;
         }
         if t.idle_timeout.as_secs() == 0 {
             return Err(invalid("tokens.idle_timeout", "must be at least 1s"));

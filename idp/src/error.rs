@@ -16,8 +16,8 @@ pub enum ApiError {
     #[error("unsupported grant type")]
     UnsupportedGrantType,
     /// The client may not use this grant type (its `grants`).
-    #[error("unauthorized client")]
-    UnauthorizedClient,
+    #[error("unauthorized client: {0}")]
+    UnauthorizedClient(&'static str),
     /// A `scope` that is malformed or grants nothing the subject holds.
     #[error("invalid scope: {0}")]
     InvalidScope(&'static str),
@@ -82,12 +82,9 @@ impl IntoResponse for ApiError {
                 body("unsupported_grant_type", None),
                 None,
             ),
-            ApiError::UnauthorizedClient => (
+            ApiError::UnauthorizedClient(d) => (
                 StatusCode::BAD_REQUEST,
-                body(
-                    "unauthorized_client",
-                    Some("this client may not use this grant type"),
-                ),
+                body("unauthorized_client", Some(d)),
                 None,
             ),
             ApiError::InvalidScope(d) => (

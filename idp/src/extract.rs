@@ -12,6 +12,9 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
+/// Longest query string read.
+const MAX_QUERY_BYTES: usize = 8 * 1024;
+
 /// An `application/x-www-form-urlencoded` body, each parameter at most once (RFC 6749 §3.2).
 #[derive(Debug)]
 pub struct FormBody(Vec<(String, String)>);
@@ -29,6 +32,17 @@ impl FormBody {
             return Err(ApiError::InvalidRequest("a parameter is repeated"));
         }
         Ok(first.filter(|v| !v.is_empty()))
+    }
+
+    /// The parameters of a query string (`/oauth2/authorize`, `/oauth2/logout`).
+    pub fn from_query(query: Option<&str>) -> Result<Self, ApiError> {
+        let query = query.unwrap_or("");
+        if query.len() > MAX_QUERY_BYTES {
+            return Err(ApiError::InvalidRequest("query too long"));
+        }
+        serde_urlencoded::from_str(query)
+            .map(FormBody)
+            .map_err(|_| ApiError::InvalidRequest("malformed query"))
     }
 
     pub fn require(&self, name: &str, missing: &'static str) -> Result<&str, ApiError> {

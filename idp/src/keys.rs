@@ -45,6 +45,14 @@ impl Alg {
             Alg::Es256 => "ES256",
         }
     }
+
+    /// The algorithm as jsonwebtoken names it.
+    pub fn jwt(self) -> jsonwebtoken::Algorithm {
+        match self {
+            Alg::EdDsa => jsonwebtoken::Algorithm::EdDSA,
+            Alg::Es256 => jsonwebtoken::Algorithm::ES256,
+        }
+    }
 }
 
 enum Pair {
@@ -251,6 +259,17 @@ impl KeySet {
 
     pub fn find(&self, kid: &str) -> Option<&SigningKey> {
         self.keys.iter().find(|k| k.kid == kid)
+    }
+
+    /// The algorithms of the published keys, the signing key's first.
+    pub fn algorithms(&self) -> Vec<&'static str> {
+        let mut algs: Vec<&'static str> = Vec::new();
+        for key in &self.keys {
+            if !algs.contains(&key.alg().name()) {
+                algs.push(key.alg().name());
+            }
+        }
+        algs
     }
 
     pub fn jwks(&self) -> &bytes::Bytes {

@@ -12,18 +12,25 @@
 //! * `sessions`: creating sessions and (re)signing their value tokens.
 //! * `renewal`: the background task that renews value tokens before they expire.
 //! * `oauth`: the public listener (token, revoke, introspect, JWKS, forward-auth).
+//! * `authorize`: the authorization code flow with PKCE: sign-in page, single sign-on, codes.
+//! * `oidc`: OpenID Connect: discovery, ID tokens, userinfo, RP-initiated logout.
+//! * `pages`, `cookies`: the HTML pages (askama templates, CSP) and the IdP's browser cookies.
 //! * `admin`: the admin listener, behind the admin token.
 //! * `extract`, `error`: request parsing and the one place errors become responses.
 
 pub mod admin;
+pub mod authorize;
 pub mod clients;
 pub mod config;
+pub mod cookies;
 pub mod credentials;
 pub mod error;
 pub mod extract;
 pub mod keys;
 pub mod metrics;
 pub mod oauth;
+pub mod oidc;
+pub mod pages;
 pub mod password;
 pub mod renewal;
 pub mod scope;
@@ -117,6 +124,11 @@ fn sha256(data: &[u8]) -> [u8; 32] {
 impl AppState {
     /// Whether `token` is the admin token. Both sides are hashed first, so the comparison takes
     /// the same time whatever the length or content of the guess.
+    /// Whether cookies get `Secure`: the IdP is reached over HTTPS (its issuer URL says so).
+    pub fn secure_cookies(&self) -> bool {
+        self.issuer_name.starts_with("https://")
+    }
+
     pub fn is_admin_token(&self, token: &str) -> bool {
         sha256(token.as_bytes())
             .ct_eq(&self.admin_token_digest)
@@ -334,19 +346,60 @@ async fn serve(
 
 /// An IdP ready to bind its listeners.
 pub struct Idp {
-    state: AppState,
     config: IdpConfig,
+    store: AnyStore,
+    keys: Arc<KeySet>,
+    hasher: Hasher,
 }
 
 impl Idp {
     /// Builds the IdP from a validated configuration, a store and its signing keys.
     pub fn new(config: IdpConfig, store: AnyStore, keys: KeySet) -> Result<Self, IdpError> {
-        let keys = Arc::new(keys);
-        let issuer = Arc::new(Issuer::new(store.clone(), keys.clone(), &config.tokens)?);
-        let hasher = Hasher::new()?;
+        // A key set that cannot publish itself fails here, before any port is bound.
+        keys.public_jwks()?;
+        Ok(Idp {
+            config,
+            store,
+            keys: Arc::new(keys),
+            hasher: Hasher::new()?,
+        })
+    }
+
+    /// Binds both listeners; nothing is served until [`BoundIdp::serve`]. Without
+    /// `tokens.issuer`, the issuer is `http://` and the public listener's address.
+    pub async fn bind(self) -> Result<BoundIdp, IdpError> {
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| IdpError::Bind { addr, source })
+        };
+        let public = bind(self.config.server.listen).await?;
+        let admin = bind(self.config.admin.listen).await?;
+        let issuer = match self.config.tokens.issuer.as_str() {
+            "" => {
+                let addr = public.local_addr().unwrap_or(self.config.server.listen);
+                if addr.ip().is_unspecified() {
+                    tracing::warn!(listen = %addr, "tokens.issuer is not set and the IdP listens on every address: set it to the URL clients reach the IdP at");
+                }
+                format!("http://{addr}")
+            }
+            configured => configured.to_owned(),
+        };
+        let Idp {
+            config,
+            store,
+            keys,
+            hasher,
+        } = self;
+        let sessions = Arc::new(Issuer::new(
+            store.clone(),
+            keys.clone(),
+            &issuer,
+            &config.tokens,
+        )?);
         let state = AppState(Arc::new(Shared {
-            issuer,
-            issuer_name: config.tokens.issuer.clone(),
+            issuer: sessions,
+            issuer_name: issuer,
             keys,
             credentials: Credentials::new(&config.clients, hasher.clone()),
             clients: Clients::new(&config.clients),
@@ -358,7 +411,37 @@ impl Idp {
             admin_token_digest: sha256(config.admin.token.as_bytes()),
             request_timeout: config.server.request_timeout,
         }));
-        Ok(Idp { state, config })
+        Ok(BoundIdp {
+            state,
+            config,
+            public,
+            admin,
+        })
+    }
+}
+
+/// An IdP with its listeners bound.
+pub struct BoundIdp {
+    state: AppState,
+    config: IdpConfig,
+    public: TcpListener,
+    admin: TcpListener,
+}
+
+impl BoundIdp {
+    pub fn public_addr(&self) -> SocketAddr {
+        self.public
+            .local_addr()
+            .unwrap_or(self.config.server.listen)
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr().unwrap_or(self.config.admin.listen)
+    }
+
+    /// The issuer URL: `iss` of every token, base of every OpenID Connect endpoint.
+    pub fn issuer(&self) -> &str {
+        &self.state.issuer_name
     }
 
     fn router(&self, listener: &'static str, routes: Router<AppState>) -> Router {
@@ -374,47 +457,15 @@ impl Idp {
             .with_state(self.state.clone())
     }
 
-    /// Binds both listeners; nothing is served until [`BoundIdp::serve`].
-    pub async fn bind(self) -> Result<BoundIdp, IdpError> {
-        let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| IdpError::Bind { addr, source })
-        };
-        let public = bind(self.config.server.listen).await?;
-        let admin = bind(self.config.admin.listen).await?;
-        Ok(BoundIdp {
-            idp: self,
-            public,
-            admin,
-        })
-    }
-}
-
-/// An IdP with its listeners bound.
-pub struct BoundIdp {
-    idp: Idp,
-    public: TcpListener,
-    admin: TcpListener,
-}
-
-impl BoundIdp {
-    pub fn public_addr(&self) -> SocketAddr {
-        self.public
-            .local_addr()
-            .unwrap_or(self.idp.config.server.listen)
-    }
-
-    pub fn admin_addr(&self) -> SocketAddr {
-        self.admin
-            .local_addr()
-            .unwrap_or(self.idp.config.admin.listen)
-    }
-
     /// Serves until `shutdown`, then drains connections and writes pending last-use reports.
     pub async fn serve(self, shutdown: CancellationToken) {
-        let idp = self.idp;
-        let public_app = idp.router("public", oauth::routes());
+        let idp = self;
+        let public_app = idp.router(
+            "public",
+            oauth::routes()
+                .merge(authorize::routes())
+                .merge(oidc::routes()),
+        );
         let admin_app = idp.router(
             "admin",
             admin::routes(idp.state.clone()).route("/readyz", get(readyz)),
@@ -456,8 +507,8 @@ impl BoundIdp {
                 .instrument(tracing::info_span!("renewal")),
         );
         tokio::join!(
-            serve(self.public, public_app, limits, shutdown.clone()),
-            serve(self.admin, admin_app, limits, shutdown.clone()),
+            serve(idp.public, public_app, limits, shutdown.clone()),
+            serve(idp.admin, admin_app, limits, shutdown.clone()),
             idp.state.users.keep_seeding(seeds, &shutdown),
         );
         let _ = flusher.await;

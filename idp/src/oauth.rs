@@ -9,6 +9,7 @@ use serde::Deserialize;
 use tokengate_store::{ReferenceToken, Session, SessionKind, TokenStore, now_unix};
 
 use crate::AppState;
+use crate::authorize;
 use crate::config::{Grant, check_subject};
 use crate::credentials::Kind;
 use crate::error::ApiError;
@@ -94,7 +95,9 @@ async fn token(
         .inspect_err(|_| failed())?;
     if !client.may_use(grant) {
         tracing::info!(client_id = %client.id, grant = grant.as_str(), "grant not allowed for this client");
-        return Err(ApiError::UnauthorizedClient);
+        return Err(ApiError::UnauthorizedClient(
+            "this client may not use this grant type",
+        ));
     }
     let scope = Scope::parse(form.get("scope")?)?;
     let (subject, held) = match grant {
@@ -124,8 +127,7 @@ async fn token(
                 .map_err(|e| state.store_error(e))?;
             (client.id.clone(), roles)
         }
-        // The code flow arrives with `/oauth2/authorize`.
-        Grant::AuthorizationCode => return Err(ApiError::UnsupportedGrantType),
+        Grant::AuthorizationCode => return authorize::exchange(&state, &client, &form).await,
     };
     let granted = scope.grant(&held)?;
     let new =
@@ -158,16 +160,41 @@ async fn token(
     ))
 }
 
-/// RFC 7009: 200 whether or not the token existed, so the answer tells nothing.
-async fn revoke(State(state): State<AppState>, form: FormBody) -> Result<StatusCode, ApiError> {
+/// RFC 7009: the client authenticates (a public client names itself) and may revoke only
+/// tokens issued to it (§2.1). Unknown tokens get 200 too, so the answer tells nothing.
+async fn revoke(
+    State(state): State<AppState>,
+    ClientAddr(address): ClientAddr,
+    headers: HeaderMap,
+    form: FormBody,
+) -> Result<StatusCode, ApiError> {
+    let client = state
+        .client(&headers, &form, address)
+        .await?
+        .ok_or(ApiError::InvalidClient)?;
     let token = form.require("token", "token is required")?;
     if let Ok(token) = ReferenceToken::parse(token) {
         let id = token.session_id();
-        if state
+        let session = state
             .store
-            .revoke(&id)
+            .lookup(&id)
             .await
-            .map_err(|e| state.store_error(e))?
+            .map_err(|e| state.store_error(e))?;
+        if session
+            .as_ref()
+            .is_some_and(|s| s.client_id.as_deref() != Some(client.id.as_str()))
+        {
+            tracing::info!(client_id = %client.id, session = %id, "revocation of another client's token refused");
+            return Err(ApiError::UnauthorizedClient(
+                "the token was issued to another client",
+            ));
+        }
+        if session.is_some()
+            && state
+                .store
+                .revoke(&id)
+                .await
+                .map_err(|e| state.store_error(e))?
         {
             state
                 .metrics

@@ -190,7 +190,7 @@ mod tests {
             ..TokensConfig::default()
         };
         let other_keys = Arc::new(KeySet::ephemeral().unwrap());
-        let other = Issuer::new(store.clone(), other_keys, &other_tokens).unwrap();
+        let other = Issuer::new(store.clone(), other_keys, "tokengate", &other_tokens).unwrap();
         let forged = other
             .issue(NewSession::access("mallory", Vec::new(), "password"))
             .await

@@ -106,17 +106,20 @@ pub struct Issuer {
 }
 
 impl Issuer {
+    /// Sessions signed as `issuer` (`tokens.issuer`, or its default) with the lifetimes of
+    /// `tokens`.
     pub fn new(
         store: AnyStore,
         keys: Arc<KeySet>,
+        issuer: &str,
         tokens: &TokensConfig,
     ) -> Result<Self, KeyError> {
-        let verifier = Verifier::new(&keys.public_jwks()?, &tokens.issuer);
+        let verifier = Verifier::new(&keys.public_jwks()?, issuer);
         Ok(Issuer {
             store,
             keys,
             verifier,
-            issuer: tokens.issuer.clone(),
+            issuer: issuer.to_owned(),
             idle_timeout: tokens.idle_timeout.as_secs(),
             max_lifetime: tokens.max_lifetime.as_secs(),
             value_token_ttl: tokens.value_token_ttl.as_secs(),
@@ -181,7 +184,16 @@ impl Issuer {
 
     /// A new session, stored before the token is returned.
     pub async fn issue(&self, new: NewSession) -> Result<Issued, IssueError> {
-        let token = ReferenceToken::generate();
+        self.issue_as(ReferenceToken::generate(), new).await
+    }
+
+    /// A new session behind a token made beforehand (a code redemption names the session it
+    /// makes before making it, so that a replay can end it).
+    pub async fn issue_as(
+        &self,
+        token: ReferenceToken,
+        new: NewSession,
+    ) -> Result<Issued, IssueError> {
         let now = now_unix();
         let mut session = Session {
             id: token.session_id(),
@@ -309,7 +321,8 @@ pub(crate) mod tests {
             ..TokensConfig::default()
         };
         let keys = Arc::new(KeySet::ephemeral().unwrap());
-        (Issuer::new(store.clone(), keys, &tokens).unwrap(), store)
+        let issuer = Issuer::new(store.clone(), keys, "tokengate", &tokens).unwrap();
+        (issuer, store)
     }
 
     /// Puts a value token signed `ago` seconds back into the session of `issued`.

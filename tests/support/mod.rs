@@ -20,6 +20,8 @@ pub use tokengate_store::testing::TestRedis;
 use tokengate_store::{AnyStore, StoreConfig};
 use tokio_util::sync::CancellationToken;
 
+pub mod browser;
+pub mod oidc;
 pub mod stack;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
@@ -181,23 +183,37 @@ impl Reply {
 }
 
 pub async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: String) -> Reply {
+    try_send(method, url, headers, body)
+        .await
+        .unwrap_or_else(|e| panic!("request failed: {e}"))
+}
+
+/// [`send`] for a server that may not be listening yet.
+pub async fn try_send(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: String,
+) -> Result<Reply, String> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut req = http::Request::builder().method(method).uri(url);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let req = req.body(Full::new(Bytes::from(body))).unwrap();
+    let req = req
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
     let resp = tokio::time::timeout(Duration::from_secs(20), client.request(req))
         .await
-        .expect("request timed out")
-        .expect("request failed");
+        .map_err(|_| "request timed out".to_owned())?
+        .map_err(|e| format!("{e:?}"))?;
     let (parts, body) = resp.into_parts();
-    let body = body.collect().await.expect("body").to_bytes();
-    Reply {
+    let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok(Reply {
         status: parts.status.as_u16(),
         headers: parts.headers,
         body: String::from_utf8_lossy(&body).into_owned(),
-    }
+    })
 }
 
 pub async fn post_form(url: &str, headers: &[(&str, &str)], form: &str) -> Reply {

@@ -1,0 +1,650 @@
+//! `/oauth2/authorize`: the authorization code flow (RFC 6749 §4.1) with PKCE (RFC 7636, `S256`
+//! only) under OAuth 2.1's rules. A person signs in on the IdP's own page, or not at all when
+//! the browser holds a live IdP session (single sign-on); the client gets a code bound to itself,
+//! its redirect URI, its PKCE challenge and its nonce, good once for a minute.
+//!
+//! A request whose client or redirect URI cannot be trusted gets an error page and never a
+//! redirect (RFC 6749 §4.1.2.1); every other error goes back to the client with `state`.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use subtle::ConstantTimeEq;
+use tokengate_store::{
+    AuthCode, CodeId, Redeemed, ReferenceToken, Session, SessionKind, TokenStore, User, now_unix,
+};
+
+use crate::AppState;
+use crate::clients::Client;
+use crate::config::Grant;
+use crate::cookies;
+use crate::credentials::Kind;
+use crate::error::ApiError;
+use crate::extract::{ClientAddr, FormBody};
+use crate::metrics::{GrantLabels, KindLabels};
+use crate::oauth::{token_body, token_reply};
+use crate::pages::{self, SignIn};
+use crate::scope::Scope;
+use crate::sessions::NewSession;
+
+/// How long an authorization code may wait for its redemption.
+pub const CODE_TTL: Duration = Duration::from_secs(60);
+const MAX_STATE: usize = 1024;
+const MAX_NONCE: usize = 512;
+const MAX_USERNAME: usize = 256;
+const MAX_PASSWORD: usize = 1024;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/oauth2/authorize", get(show).post(sign_in))
+        .route("/oauth2/assets/style.css", get(pages::style))
+}
+
+/// An authorization request, checked.
+pub struct AuthorizeRequest {
+    pub client: Arc<Client>,
+    pub redirect_uri: String,
+    pub state: Option<String>,
+    pub scope: Scope,
+    pub code_challenge: Option<String>,
+    pub nonce: Option<String>,
+    pub prompt: Option<String>,
+}
+
+/// Why an authorization request goes no further.
+#[derive(Debug)]
+pub enum Refusal {
+    /// The client or its redirect URI cannot be trusted: a page, never a redirect.
+    Page(&'static str),
+    /// Back to the client with `error` (and `state`), RFC 6749 §4.1.2.1.
+    Redirect {
+        to: String,
+        state: Option<String>,
+        error: &'static str,
+        description: &'static str,
+    },
+}
+
+/// Whether `s` is 43 to 128 characters of RFC 7636's `unreserved` set.
+pub fn is_pkce_text(s: &str) -> bool {
+    (43..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}
+
+/// The `S256` challenge of a verifier: `BASE64URL(SHA256(verifier))`.
+pub fn pkce_challenge(verifier: &str) -> String {
+    use base64::Engine;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
+}
+
+/// Whether `verifier` is well formed and its `S256` challenge is `challenge` (constant time).
+pub fn pkce_matches(verifier: &str, challenge: &str) -> bool {
+    let computed = pkce_challenge(verifier);
+    is_pkce_text(verifier) && bool::from(computed.as_bytes().ct_eq(challenge.as_bytes()))
+}
+
+impl AuthorizeRequest {
+    /// The request's parameters, from the query (GET) or the sign-in form (POST).
+    pub fn parse(params: &FormBody, state: &AppState) -> Result<Self, Refusal> {
+        let page = |message| move |_| Refusal::Page(message);
+        let client_id = params
+            .get("client_id")
+            .map_err(page("The request names its application more than once."))?
+            .ok_or(Refusal::Page(
+                "The request does not name its application (client_id).",
+            ))?;
+        let client = state
+            .clients
+            .get(client_id)
+            .ok_or(Refusal::Page(
+                "The application is not registered with this sign-in service.",
+            ))?
+            .clone();
+        let redirect_uri = params
+            .get("redirect_uri")
+            .map_err(page("The request names its redirect URI more than once."))?
+            .ok_or(Refusal::Page(
+                "The request does not say where to return (redirect_uri).",
+            ))?;
+        if !client.has_redirect_uri(redirect_uri) {
+            return Err(Refusal::Page(
+                "The redirect URI is not registered for this application.",
+            ));
+        }
+        let redirect_uri = redirect_uri.to_owned();
+        // From here on, errors go back to the client.
+        let state_param = params.get("state").ok().flatten();
+        let refuse = |error: &'static str, description: &'static str| Refusal::Redirect {
+            to: redirect_uri.clone(),
+            state: state_param
+                .filter(|s| s.len() <= MAX_STATE)
+                .map(str::to_owned),
+            error,
+            description,
+        };
+        let one = |name: &str| {
+            params
+                .get(name)
+                .map_err(|_| refuse("invalid_request", "a parameter is repeated"))
+        };
+        if state_param.is_some_and(|s| s.len() > MAX_STATE) {
+            return Err(refuse("invalid_request", "state is too long"));
+        }
+        let state_value = one("state")?.map(str::to_owned);
+        if !client.may_use(Grant::AuthorizationCode) {
+            return Err(refuse(
+                "unauthorized_client",
+                "this client may not use the authorization code flow",
+            ));
+        }
+        match one("response_type")? {
+            Some("code") => {}
+            Some(_) => {
+                return Err(refuse(
+                    "unsupported_response_type",
+                    "only response_type=code is supported",
+                ));
+            }
+            None => return Err(refuse("invalid_request", "response_type is required")),
+        }
+        let scope = Scope::parse(one("scope")?)
+            .map_err(|_| refuse("invalid_scope", "the scope is malformed"))?;
+        let code_challenge = match (one("code_challenge")?, one("code_challenge_method")?) {
+            (Some(challenge), Some("S256")) if is_pkce_text(challenge) => {
+                Some(challenge.to_owned())
+            }
+            (Some(_), Some("S256")) => {
+                return Err(refuse("invalid_request", "code_challenge is malformed"));
+            }
+            (Some(_), _) => {
+                return Err(refuse(
+                    "invalid_request",
+                    "code_challenge_method must be S256",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(refuse(
+                    "invalid_request",
+                    "code_challenge_method without code_challenge",
+                ));
+            }
+            (None, None) if client.is_public() => {
+                return Err(refuse(
+                    "invalid_request",
+                    "PKCE is required: send code_challenge with code_challenge_method=S256",
+                ));
+            }
+            (None, None) => None,
+        };
+        let nonce = one("nonce")?;
+        if nonce.is_some_and(|n| n.len() > MAX_NONCE) {
+            return Err(refuse("invalid_request", "nonce is too long"));
+        }
+        let prompt = one("prompt")?.map(str::to_owned);
+        Ok(AuthorizeRequest {
+            client,
+            redirect_uri,
+            state: state_value,
+            scope,
+            code_challenge,
+            nonce: nonce.map(str::to_owned),
+            prompt,
+        })
+    }
+
+    fn refuse(&self, error: &'static str, description: &'static str) -> Refusal {
+        Refusal::Redirect {
+            to: self.redirect_uri.clone(),
+            state: self.state.clone(),
+            error,
+            description,
+        }
+    }
+
+    /// The parameters the sign-in form carries back.
+    fn hidden(&self) -> Vec<(&'static str, String)> {
+        let mut fields = vec![
+            ("client_id", self.client.id.clone()),
+            ("redirect_uri", self.redirect_uri.clone()),
+            ("response_type", "code".to_owned()),
+        ];
+        let optional = [
+            ("state", self.state.clone()),
+            ("scope", self.scope.requested()),
+            ("code_challenge", self.code_challenge.clone()),
+            (
+                "code_challenge_method",
+                self.code_challenge.as_ref().map(|_| "S256".to_owned()),
+            ),
+            ("nonce", self.nonce.clone()),
+        ];
+        fields.extend(optional.into_iter().filter_map(|(k, v)| Some((k, v?))));
+        fields
+    }
+}
+
+/// `to` with `params` added to its query.
+pub fn redirect(to: &str, params: &[(&str, &str)]) -> Response {
+    let query = serde_urlencoded::to_string(params).unwrap_or_default();
+    let sep = if to.contains('?') { '&' } else { '?' };
+    let location = format!("{to}{sep}{query}");
+    let mut response = StatusCode::FOUND.into_response();
+    let h = response.headers_mut();
+    match HeaderValue::from_str(&location) {
+        Ok(location) => {
+            h.insert(header::LOCATION, location);
+        }
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+impl Refusal {
+    fn into_response(self, issuer: &str) -> Response {
+        match self {
+            Refusal::Page(message) => pages::message(
+                StatusCode::BAD_REQUEST,
+                "This sign-in link does not work",
+                message,
+            ),
+            Refusal::Redirect {
+                to,
+                state,
+                error,
+                description,
+            } => {
+                let mut params = vec![("error", error), ("error_description", description)];
+                if let Some(state) = state.as_deref() {
+                    params.push(("state", state));
+                }
+                params.push(("iss", issuer));
+                redirect(&to, &params)
+            }
+        }
+    }
+}
+
+/// `GET /oauth2/authorize`: a code at once with a live IdP session, else the sign-in page.
+async fn show(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let params = match FormBody::from_query(query.as_deref()) {
+        Ok(params) => params,
+        Err(_) => {
+            return Refusal::Page("The sign-in link is malformed.")
+                .into_response(&state.issuer_name);
+        }
+    };
+    let request = match AuthorizeRequest::parse(&params, &state) {
+        Ok(request) => request,
+        Err(refusal) => return refusal.into_response(&state.issuer_name),
+    };
+    if request.prompt.as_deref() != Some("login") {
+        match signed_in(&state, &headers).await {
+            Ok(Some((session, user))) => {
+                return issue_code(
+                    &state,
+                    &request,
+                    &user.username,
+                    &user.roles,
+                    session.created_at,
+                    None,
+                )
+                .await;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let _ = state.store_error(e);
+                return request
+                    .refuse("temporarily_unavailable", "the token store is unreachable")
+                    .into_response(&state.issuer_name);
+            }
+        }
+    }
+    if request.prompt.as_deref() == Some("none") {
+        return request
+            .refuse("login_required", "no one is signed in")
+            .into_response(&state.issuer_name);
+    }
+    sign_in_page(&state, &headers, &request, None, "", StatusCode::OK)
+}
+
+/// `POST /oauth2/authorize`: the sign-in form.
+async fn sign_in(
+    State(state): State<AppState>,
+    ClientAddr(address): ClientAddr,
+    headers: HeaderMap,
+    form: FormBody,
+) -> Response {
+    let request = match AuthorizeRequest::parse(&form, &state) {
+        Ok(request) => request,
+        Err(refusal) => return refusal.into_response(&state.issuer_name),
+    };
+    let sent = form.get("csrf").ok().flatten().unwrap_or("");
+    let expected = cookies::get(&headers, cookies::CSRF).unwrap_or("");
+    if expected.is_empty() || !bool::from(sent.as_bytes().ct_eq(expected.as_bytes())) {
+        return sign_in_page(
+            &state,
+            &headers,
+            &request,
+            Some("This sign-in form expired or did not come from this site. Please sign in again."),
+            "",
+            StatusCode::FORBIDDEN,
+        );
+    }
+    let username = form.get("username").ok().flatten().unwrap_or("");
+    let password = form.get("password").ok().flatten().unwrap_or("");
+    if username.len() > MAX_USERNAME || password.len() > MAX_PASSWORD {
+        return sign_in_page(
+            &state,
+            &headers,
+            &request,
+            Some("Wrong username or password."),
+            "",
+            StatusCode::BAD_REQUEST,
+        );
+    }
+    match check_password(&state, username, password, address).await {
+        Ok(Some(roles)) => {
+            let browser = NewSession::browser(username, Vec::new(), "password");
+            let sso = match state.issuer.issue(browser).await {
+                Ok(issued) => issued,
+                Err(e) => {
+                    let _ = state.issue_error(e);
+                    return request
+                        .refuse("temporarily_unavailable", "the token store is unreachable")
+                        .into_response(&state.issuer_name);
+                }
+            };
+            let cookie = cookies::set(
+                cookies::SSO,
+                sso.token.expose(),
+                "Lax",
+                state.secure_cookies(),
+                Some(sso.session.max_expires_at.saturating_sub(now_unix())),
+            );
+            tracing::info!(subject = %username, session = %sso.session.id, "signed in on the sign-in page");
+            issue_code(&state, &request, username, &roles, now_unix(), Some(cookie)).await
+        }
+        Ok(None) => sign_in_page(
+            &state,
+            &headers,
+            &request,
+            Some("Wrong username or password."),
+            username,
+            StatusCode::OK,
+        ),
+        Err(ApiError::Locked(wait)) => {
+            let mut response = pages::message(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many attempts",
+                "Too many failed sign-ins for this name or from this address. Wait a few minutes and try again.",
+            );
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(wait.as_secs().max(1)),
+            );
+            response
+        }
+        Err(_) => pages::message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Try again",
+            "Signing in is not possible right now. Please try again in a moment.",
+        ),
+    }
+}
+
+/// The roles of the user behind a password, through the login throttle (the same lockout as
+/// the password grant); wrong or unknown names are counted.
+async fn check_password(
+    state: &AppState,
+    username: &str,
+    password: &str,
+    address: Option<IpAddr>,
+) -> Result<Option<Vec<String>>, ApiError> {
+    if username.is_empty() || password.is_empty() || crate::config::check_subject(username).is_err()
+    {
+        return Ok(None);
+    }
+    state
+        .check_credentials(Kind::User, username, password, address)
+        .await
+}
+
+/// The browser's live IdP session and its user, if it has one and the user may still sign in.
+async fn signed_in(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<(Session, User)>, tokengate_store::StoreError> {
+    let Some(token) = cookies::get(headers, cookies::SSO) else {
+        return Ok(None);
+    };
+    let Some(session) = state.issuer.resolve(token, SessionKind::Browser).await? else {
+        return Ok(None);
+    };
+    let user = state.store.user(&session.subject).await?;
+    let Some(user) = user.filter(|u| !u.disabled) else {
+        return Ok(None);
+    };
+    state.usage.record(&session.id, now_unix());
+    Ok(Some((session, user)))
+}
+
+/// The sign-in page, with the CSRF cookie its form needs.
+fn sign_in_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    request: &AuthorizeRequest,
+    error: Option<&str>,
+    username: &str,
+    status: StatusCode,
+) -> Response {
+    let csrf = cookies::get(headers, cookies::CSRF)
+        .filter(|c| ReferenceToken::parse(c).is_ok())
+        .map(str::to_owned)
+        .unwrap_or_else(|| ReferenceToken::generate().expose().to_owned());
+    let targets: Vec<String> = pages::origin(&request.redirect_uri).into_iter().collect();
+    let page = SignIn {
+        client_id: &request.client.id,
+        error,
+        hidden: request.hidden(),
+        csrf: &csrf,
+        username,
+    };
+    let mut response = pages::page(status, &page, &targets);
+    let cookie = cookies::set(cookies::CSRF, &csrf, "Strict", state.secure_cookies(), None);
+    if let Ok(cookie) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// A code for `subject`, sent back to the client (with the new SSO cookie, after a sign-in).
+async fn issue_code(
+    state: &AppState,
+    request: &AuthorizeRequest,
+    subject: &str,
+    roles: &[String],
+    auth_time: u64,
+    sso_cookie: Option<String>,
+) -> Response {
+    let granted = match request.scope.grant(roles) {
+        Ok(granted) => granted,
+        Err(_) => {
+            return request
+                .refuse("invalid_scope", "none of the roles asked for is held")
+                .into_response(&state.issuer_name);
+        }
+    };
+    let code = ReferenceToken::generate();
+    let record = AuthCode {
+        client_id: request.client.id.clone(),
+        redirect_uri: request.redirect_uri.clone(),
+        code_challenge: request.code_challenge.clone(),
+        nonce: request.nonce.clone(),
+        scope: (!granted.scope.is_empty()).then(|| granted.scope.clone()),
+        subject: subject.to_owned(),
+        roles: granted.roles,
+        auth_time,
+        method: "authorization_code".to_owned(),
+    };
+    if let Err(e) = state
+        .store
+        .create_code(&CodeId::of_code(code.expose()), &record, CODE_TTL)
+        .await
+    {
+        let _ = state.store_error(e);
+        return request
+            .refuse("temporarily_unavailable", "the token store is unreachable")
+            .into_response(&state.issuer_name);
+    }
+    let how = if sso_cookie.is_some() {
+        "sign-in form"
+    } else {
+        "single sign-on"
+    };
+    tracing::info!(subject = %subject, client_id = %request.client.id, how, "authorization code issued");
+    let mut params = vec![("code", code.expose())];
+    if let Some(s) = request.state.as_deref() {
+        params.push(("state", s));
+    }
+    params.push(("iss", &state.issuer_name));
+    let mut response = redirect(&request.redirect_uri, &params);
+    if let Some(cookie) = sso_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// `grant_type=authorization_code` at `/oauth2/token`: the code once, by the client it was
+/// issued to, with the same redirect URI and the PKCE verifier of its challenge. A second use
+/// of a code ends the session its first use made (RFC 6749 §4.1.2).
+pub async fn exchange(
+    state: &AppState,
+    client: &Client,
+    form: &FormBody,
+) -> Result<Response, ApiError> {
+    let code = form.require("code", "code is required")?;
+    let redirect_uri = form.require("redirect_uri", "redirect_uri is required")?;
+    let verifier = form.get("code_verifier")?;
+    let token = ReferenceToken::generate();
+    let redeemed = state
+        .store
+        .redeem_code(&CodeId::of_code(code), &token.session_id())
+        .await
+        .map_err(|e| state.store_error(e))?;
+    let record = match redeemed {
+        Redeemed::Fresh(record) => record,
+        Redeemed::Replayed(first) => {
+            tracing::warn!(client_id = %client.id, "an authorization code was used twice; ending the session it made");
+            if let Some(first) = first
+                && state
+                    .store
+                    .revoke(&first)
+                    .await
+                    .map_err(|e| state.store_error(e))?
+            {
+                state
+                    .metrics
+                    .revocations
+                    .get_or_create(&KindLabels {
+                        kind: "code_replay",
+                    })
+                    .inc();
+            }
+            return Err(ApiError::InvalidGrant);
+        }
+        Redeemed::Unknown => return Err(ApiError::InvalidGrant),
+    };
+    let pkce = match (&record.code_challenge, verifier) {
+        (Some(challenge), Some(verifier)) => pkce_matches(verifier, challenge),
+        (Some(_), None) | (None, Some(_)) => false,
+        (None, None) => !client.is_public(),
+    };
+    if record.client_id != client.id || record.redirect_uri != redirect_uri || !pkce {
+        tracing::info!(client_id = %client.id, "authorization code refused (client, redirect URI or PKCE verifier)");
+        return Err(ApiError::InvalidGrant);
+    }
+    let new = NewSession::access(&record.subject, record.roles.clone(), &record.method)
+        .for_client(&client.id);
+    let issued = state
+        .issuer
+        .issue_as(token, new)
+        .await
+        .map_err(|e| state.issue_error(e))?;
+    if !state
+        .users
+        .admit(&issued.session)
+        .await
+        .map_err(|e| state.store_error(e))?
+    {
+        return Err(ApiError::InvalidGrant);
+    }
+    state
+        .metrics
+        .tokens_issued
+        .get_or_create(&GrantLabels {
+            grant: "authorization_code",
+        })
+        .inc();
+    tracing::info!(subject = %record.subject, client_id = %client.id, session = %issued.session.id, "session issued for an authorization code");
+    let openid = record
+        .scope
+        .as_deref()
+        .is_some_and(|s| s.split(' ').any(|t| t == "openid"));
+    let mut body = token_body(&issued, record.scope.as_deref());
+    if openid {
+        let id_token = crate::oidc::id_token(
+            state,
+            &issued.session,
+            &client.id,
+            record.nonce.clone(),
+            record.auth_time,
+        )
+        .map_err(|e| {
+            tracing::error!(error = %e, "signing an ID token failed");
+            ApiError::Internal
+        })?;
+        body["id_token"] = id_token.into();
+    }
+    Ok(token_reply(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pkce_s256_matches_rfc_7636_appendix_b() {
+        let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+        assert!(pkce_matches(verifier, challenge));
+        assert!(!pkce_matches(
+            verifier,
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cN"
+        ));
+        assert!(!pkce_matches("short", challenge));
+        assert!(!is_pkce_text(&"a".repeat(129)));
+        assert!(!is_pkce_text(&format!("{}!", "a".repeat(43))));
+    }
+
+    #[test]
+    fn redirects_add_to_an_existing_query() {
+        let r = redirect("http://app/cb?x=1", &[("code", "c d"), ("state", "s&t")]);
+        assert_eq!(
+            r.headers()[header::LOCATION],
+            "http://app/cb?x=1&code=c+d&state=s%26t"
+        );
+    }
+}

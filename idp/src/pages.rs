@@ -1,0 +1,148 @@
+//! Pages for people: compile-time checked, auto-escaping templates (askama) on one layout, no
+//! script, a CSRF token in every form, the stylesheet served by the IdP itself, and headers that
+//! keep the pages to themselves (`Content-Security-Policy`, no framing, no sniffing, no caching).
+
+use askama::Template;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+
+#[derive(Template)]
+#[template(path = "signin.html")]
+pub struct SignIn<'a> {
+    pub client_id: &'a str,
+    pub error: Option<&'a str>,
+    /// The authorization request's parameters, carried through the form.
+    pub hidden: Vec<(&'static str, String)>,
+    pub csrf: &'a str,
+    pub username: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+pub struct Message<'a> {
+    pub title: &'a str,
+    pub message: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "logout.html")]
+pub struct LogoutConfirm<'a> {
+    pub hidden: Vec<(&'static str, String)>,
+    pub csrf: &'a str,
+}
+
+const STYLE: &str = include_str!("../assets/style.css");
+
+/// The stylesheet of every page.
+pub async fn style() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        STYLE,
+    )
+        .into_response()
+}
+
+/// The scheme, host and port of an absolute URL, for a CSP source list.
+pub fn origin(url: &str) -> Option<String> {
+    let uri: http::Uri = url.parse().ok()?;
+    Some(format!("{}://{}", uri.scheme_str()?, uri.authority()?))
+}
+
+/// A rendered page. `form_targets` are the origins its forms may end up at (a sign-in form's
+/// answer redirects to the client, and browsers hold redirects after a form post to
+/// `form-action` too).
+pub fn page(status: StatusCode, page: &impl Template, form_targets: &[String]) -> Response {
+    let body = match page.render() {
+        Ok(body) => body,
+        Err(e) => {
+            tracing::error!(error = %e, "a page failed to render");
+            return (StatusCode::INTERNAL_SERVER_ERROR, "page failed to render").into_response();
+        }
+    };
+    let mut form_action = String::from("'self'");
+    for target in form_targets {
+        form_action.push(' ');
+        form_action.push_str(target);
+    }
+    let csp = format!(
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action {form_action}; \
+         frame-ancestors 'none'; base-uri 'none'"
+    );
+    let mut response = (status, body).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    if let Ok(csp) = HeaderValue::from_str(&csp) {
+        h.insert(header::CONTENT_SECURITY_POLICY, csp);
+    }
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// A page that only says something.
+pub fn message(status: StatusCode, title: &str, message: &str) -> Response {
+    page(status, &Message { title, message }, &[])
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_a_page_shows_is_escaped() {
+        let html = SignIn {
+            client_id: "<script>alert(1)</script>",
+            error: Some("\"quoted\" & <b>"),
+            hidden: vec![("state", "\"><script>x</script>".to_owned())],
+            csrf: "c",
+            username: "o'brien",
+        }
+        .render()
+        .unwrap();
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(html.contains("&#60;script&#62;") || html.contains("&lt;script&gt;"));
+        assert!(!html.contains("\"><"));
+        assert!(!html.contains("o'brien"));
+    }
+
+    #[test]
+    fn pages_carry_their_security_headers() {
+        let r = page(
+            StatusCode::OK,
+            &Message {
+                title: "t",
+                message: "m",
+            },
+            &["http://127.0.0.1:3000".to_owned()],
+        );
+        let csp = r.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap();
+        assert!(csp.contains("default-src 'none'"));
+        assert!(csp.contains("frame-ancestors 'none'"));
+        assert!(csp.contains("form-action 'self' http://127.0.0.1:3000"));
+        assert!(!csp.contains("script-src"));
+        assert_eq!(r.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
+        assert_eq!(
+            origin("https://app.example:8443/cb?x=1").as_deref(),
+            Some("https://app.example:8443")
+        );
+    }
+}
