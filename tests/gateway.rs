@@ -874,18 +874,28 @@ fn forwarded_value_token(reply: &Reply) -> String {
         .to_owned()
 }
 
+/// The issuer of the short-lived value tokens' IdPs: fixed, so that an IdP started again on
+/// another port still verifies (and renews) what the first one signed.
+const SHORT_LIVED_ISSUER: &str = "http://idp.tokengate.test";
+
 /// An IdP whose value tokens last 30 s (the shortest allowed), and a gateway whose cache
 /// entries could live 10 minutes: only the value token's own expiry makes the gateway read the
 /// store again.
+fn short_lived_idp_config(redis: &TestRedis) -> tokengate_idp::config::IdpConfig {
+    let mut config = idp_config(&redis.url());
+    config.tokens.issuer = SHORT_LIVED_ISSUER.to_owned();
+    config.tokens.value_token_ttl = Duration::from_secs(30);
+    config
+}
+
 async fn short_lived_value_tokens(
     redis: &TestRedis,
     keys: KeySet,
 ) -> (TestIdp, TestGateway, EchoBackend) {
-    let mut config = idp_config(&redis.url());
-    config.tokens.value_token_ttl = Duration::from_secs(30);
-    let idp = TestIdp::spawn_with_keys(config, keys).await;
+    let idp = TestIdp::spawn_with_keys(short_lived_idp_config(redis), keys).await;
     let backend = EchoBackend::start().await;
     let mut gw_config = gateway_config(&redis.url(), &idp, &backend.url());
+    gw_config.idp.issuer = SHORT_LIVED_ISSUER.to_owned();
     gw_config.cache.max_staleness = Duration::from_secs(600);
     let gw = TestGateway::spawn(gw_config).await;
     (idp, gw, backend)
@@ -897,7 +907,7 @@ async fn value_tokens_are_short_lived_and_renewed_without_an_event() {
     let (idp, gw, _backend) = short_lived_value_tokens(&redis, KeySet::ephemeral().unwrap()).await;
     let verifier = Verifier::new(
         &serde_json::from_value(idp.jwks().await).unwrap(),
-        &idp.url(""),
+        SHORT_LIVED_ISSUER,
     );
     let alice = idp.login("alice").await;
     let bob = idp.login("bob").await;
@@ -1007,10 +1017,9 @@ async fn a_value_token_that_expired_while_the_idp_was_down_gets_503_until_it_is_
             .contains("tokengate_value_tokens_expired_total 0")
     );
 
-    // The IdP comes back (same key) and renews the expired token at once; the client's
-    // reference token works again.
-    let mut config = idp_config(&redis.url());
-    config.tokens.value_token_ttl = Duration::from_secs(30);
+    // The IdP comes back (same key and issuer) and renews the expired token at once; the
+    // client's reference token works again.
+    let config = short_lived_idp_config(&redis);
     let _idp = TestIdp::spawn_with_keys(config, KeySet::load(&files).unwrap()).await;
     let back = eventually(Duration::from_secs(10), || async {
         gw.get_with_token("/api/x", &alice).await.status == 200
