@@ -920,14 +920,7 @@ async fn value_tokens_are_short_lived_and_renewed_without_an_event() {
         claims.iat
     );
     assert_eq!(gw.get_with_token("/api/x", &bob).await.status, 200);
-    let bob_sid = tokengate_store::ReferenceToken::parse(&bob)
-        .unwrap()
-        .session_id()
-        .to_string();
-    let revoked = idp
-        .admin("DELETE", &format!("/admin/sessions/{bob_sid}"), None)
-        .await;
-    assert_eq!(revoked.status, 200, "{}", revoked.body);
+    idp.revoke_session(&bob).await;
     assert!(
         eventually(Duration::from_secs(5), || async {
             gw.get_with_token("/api/x", &bob).await.status == 401
@@ -980,6 +973,10 @@ async fn value_tokens_are_short_lived_and_renewed_without_an_event() {
         "{metrics}"
     );
     assert!(!metrics.contains("tokengate_idp_value_tokens_resigned_total 0"));
+    let bob_sid = tokengate_store::ReferenceToken::parse(&bob)
+        .unwrap()
+        .session_id()
+        .to_string();
     let key = format!("tg:s:{{{bob_sid}}}");
     let exists: i64 = redis::from_redis_value(redis.query(&["EXISTS", &key]).unwrap()).unwrap();
     let scheduled = redis.query(&["ZSCORE", "tg:{renewal}", &bob_sid]).unwrap();

@@ -352,6 +352,12 @@ pub(crate) mod tests {
         claims_of(issuer, &held).exp
     }
 
+    /// A new access session of alice's, without roles.
+    async fn alice(issuer: &Issuer) -> Issued {
+        let new = NewSession::access("alice", Vec::new(), "password");
+        issuer.issue(new).await.unwrap()
+    }
+
     fn claims_of(issuer: &Issuer, token: &ValueToken) -> Claims {
         issuer
             .verifier
@@ -390,11 +396,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_token_is_renewed_to_the_session_end_at_the_latest() {
         let (issuer, _store) = issuer(60);
-        let mut session = issuer
-            .issue(NewSession::access("alice", Vec::new(), "password"))
-            .await
-            .unwrap()
-            .session;
+        let mut session = alice(&issuer).await.session;
         // Half a minute of its absolute lifetime left, less than a value token lasts.
         session.max_expires_at = now_unix() + 30;
         let renewed = issuer.renewed(&session, now_unix()).unwrap();
@@ -404,10 +406,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn tokens_not_our_own_or_expired_too_long_ago_are_not_renewed() {
         let (issuer, store) = issuer(60);
-        let issued = issuer
-            .issue(NewSession::access("alice", Vec::new(), "password"))
-            .await
-            .unwrap();
+        let issued = alice(&issuer).await;
         // Expired longer ago than the idle timeout (30 min): written back, not fallen behind.
         age(&issuer, &store, &issued, 60 + 1800 + 1).await;
         let session = store.lookup(&issued.session.id).await.unwrap().unwrap();
@@ -422,19 +421,11 @@ pub(crate) mod tests {
         );
         // Signed by another IdP's key.
         let (other, _) = self::issuer(60);
-        let forged = other
-            .issue(NewSession::access("alice", Vec::new(), "password"))
-            .await
-            .unwrap()
-            .session;
+        let forged = alice(&other).await.session;
         let e = issuer.renewed(&forged, now_unix()).unwrap_err();
         assert!(matches!(e, RenewError::Unverifiable(_)), "{e:?}");
         // Another session's token.
-        let mut swapped = issuer
-            .issue(NewSession::access("bob", Vec::new(), "password"))
-            .await
-            .unwrap()
-            .session;
+        let mut swapped = alice(&issuer).await.session;
         swapped.value_token = session.value_token;
         let e = issuer.renewed(&swapped, now_unix()).unwrap_err();
         assert!(matches!(e, RenewError::Mismatch), "{e:?}");
@@ -443,10 +434,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn resolve_renews_an_expired_value_token_on_the_spot() {
         let (issuer, store) = issuer(60);
-        let issued = issuer
-            .issue(NewSession::access("alice", Vec::new(), "password"))
-            .await
-            .unwrap();
+        let issued = alice(&issuer).await;
         age(&issuer, &store, &issued, 100).await; // expired 40 s ago: the IdP was down
         let session = issuer
             .resolve(issued.token.expose(), SessionKind::Access)

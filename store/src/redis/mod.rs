@@ -146,6 +146,21 @@ impl RedisStore {
         Ok(())
     }
 
+    /// `command` (`HGETALL`, `DEL`) on the record of each of these sessions.
+    fn on_each_session<'a>(
+        &self,
+        command: &str,
+        ids: impl IntoIterator<Item = &'a SessionId>,
+    ) -> Vec<Cmd> {
+        ids.into_iter()
+            .map(|id| {
+                let mut cmd = redis::cmd(command);
+                cmd.arg(self.shared.keys.session(id));
+                cmd
+            })
+            .collect()
+    }
+
     /// `ZREM` of session ids from an index (the subject's, or the renewal schedule).
     fn unindex<'a>(index: &str, ids: impl IntoIterator<Item = &'a str>) -> Cmd {
         let mut cmd = redis::cmd("ZREM");
@@ -268,14 +283,7 @@ impl TokenStore for RedisStore {
         }
         // Delete, then announce, then unindex: after a failure part-way, a retry finds the
         // same ids in the index and announces them again (harmless), so none is forgotten.
-        let deletes: Vec<Cmd> = ids
-            .iter()
-            .map(|id| {
-                let mut cmd = redis::cmd("DEL");
-                cmd.arg(self.shared.keys.session(id));
-                cmd
-            })
-            .collect();
+        let deletes = self.on_each_session("DEL", &ids);
         let deleted: Vec<i64> = self
             .con
             .query_each(&deletes)
@@ -317,14 +325,7 @@ impl TokenStore for RedisStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let reads: Vec<Cmd> = ids
-            .iter()
-            .map(|id| {
-                let mut cmd = redis::cmd("HGETALL");
-                cmd.arg(self.shared.keys.session(id));
-                cmd
-            })
-            .collect();
+        let reads = self.on_each_session("HGETALL", &ids);
         let records: Vec<Vec<(String, String)>> = self
             .con
             .query_each(&reads)
@@ -429,15 +430,7 @@ impl TokenStore for RedisStore {
             }
             let ids: Vec<Option<SessionId>> =
                 entries.iter().map(|(id, _)| SessionId::parse(id)).collect();
-            let reads: Vec<Cmd> = ids
-                .iter()
-                .flatten()
-                .map(|id| {
-                    let mut cmd = redis::cmd("HGETALL");
-                    cmd.arg(self.shared.keys.session(id));
-                    cmd
-                })
-                .collect();
+            let reads = self.on_each_session("HGETALL", ids.iter().flatten());
             let mut records = self
                 .con
                 .query_each::<Vec<(String, String)>>(&reads)
