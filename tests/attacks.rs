@@ -204,11 +204,11 @@ async fn value_tokens_tampered_in_redis_are_refused() {
             }),
         ),
         (
-            "expired exp",
+            "expired longer ago than its session can idle",
             Box::new(|sid: &str| {
                 jwt(
                     header("EdDSA", &kid),
-                    &claims(sid, &issuer, now - 10),
+                    &claims(sid, &issuer, now - 3600),
                     &real,
                 )
             }),
@@ -248,6 +248,21 @@ async fn value_tokens_tampered_in_redis_are_refused() {
         let r = stack.get(0, "/admin-only/x", Some(&token)).await;
         assert_eq!(r.status, 401, "{name}: {}", r.body);
     }
+    // A genuine token that expired recently is not forwarded either; the gateway cannot tell
+    // it from one the IdP has not renewed yet (the IdP down), so it answers "cannot validate
+    // now" and the client keeps its reference token.
+    let token = stack.login("alice").await;
+    let sid = Stack::session_id(&token);
+    plant(
+        &token,
+        &jwt(
+            header("EdDSA", &kid),
+            &claims(&sid, &issuer, now - 10),
+            &real,
+        ),
+    );
+    let r = stack.get(0, "/admin-only/x", Some(&token)).await;
+    assert_eq!(r.status, 503, "recently expired: {}", r.body);
     assert!(
         !stack.backend.saw("/admin-only/"),
         "a forged token was forwarded"

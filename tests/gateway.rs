@@ -6,6 +6,7 @@ mod support;
 use std::time::Duration;
 
 use support::*;
+use tokengate_idp::keys::{KeySet, SigningKey};
 use tokengate_store::Verifier;
 
 struct World {
@@ -860,4 +861,169 @@ async fn a_keep_alive_client_survives_an_upstream_that_closes_every_connection()
             .await
             .unwrap();
     }
+}
+
+/// The value token a backend received through the gateway.
+fn forwarded_value_token(reply: &Reply) -> String {
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let auth = reply.json()["headers"]["authorization"].clone();
+    auth.as_str()
+        .unwrap()
+        .strip_prefix("Bearer ")
+        .unwrap()
+        .to_owned()
+}
+
+/// The issuer of the short-lived value tokens' IdPs: fixed, so that an IdP started again on
+/// another port still verifies (and renews) what the first one signed.
+const SHORT_LIVED_ISSUER: &str = "http://idp.tokengate.test";
+
+/// An IdP whose value tokens last 30 s (the shortest allowed), and a gateway whose cache
+/// entries could live 10 minutes: only the value token's own expiry makes the gateway read the
+/// store again.
+fn short_lived_idp_config(redis: &TestRedis) -> tokengate_idp::config::IdpConfig {
+    let mut config = idp_config(&redis.url());
+    config.tokens.issuer = SHORT_LIVED_ISSUER.to_owned();
+    config.tokens.value_token_ttl = Duration::from_secs(30);
+    config
+}
+
+async fn short_lived_value_tokens(
+    redis: &TestRedis,
+    keys: KeySet,
+) -> (TestIdp, TestGateway, EchoBackend) {
+    let idp = TestIdp::spawn_with_keys(short_lived_idp_config(redis), keys).await;
+    let backend = EchoBackend::start().await;
+    let mut gw_config = gateway_config(&redis.url(), &idp, &backend.url());
+    gw_config.idp.issuer = SHORT_LIVED_ISSUER.to_owned();
+    gw_config.cache.max_staleness = Duration::from_secs(600);
+    let gw = TestGateway::spawn(gw_config).await;
+    (idp, gw, backend)
+}
+
+#[tokio::test]
+async fn value_tokens_are_short_lived_and_renewed_without_an_event() {
+    let redis = TestRedis::start();
+    let (idp, gw, _backend) = short_lived_value_tokens(&redis, KeySet::ephemeral().unwrap()).await;
+    let verifier = Verifier::new(
+        &serde_json::from_value(idp.jwks().await).unwrap(),
+        SHORT_LIVED_ISSUER,
+    );
+    let alice = idp.login("alice").await;
+    let bob = idp.login("bob").await;
+    let first = forwarded_value_token(&gw.get_with_token("/api/x", &alice).await);
+    let claims = verifier.verify(&first).unwrap();
+    assert!(
+        claims.exp > claims.iat && claims.exp <= claims.iat + 30,
+        "exp {} iat {}",
+        claims.exp,
+        claims.iat
+    );
+    assert_eq!(gw.get_with_token("/api/x", &bob).await.status, 200);
+    idp.revoke_session(&bob).await;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            gw.get_with_token("/api/x", &bob).await.status == 401
+        })
+        .await
+    );
+    let events = || -> u64 {
+        redis::from_redis_value(redis.query(&["XLEN", "tg:{events}"]).unwrap()).unwrap()
+    };
+    let events_before = events();
+
+    // The IdP renews the token once less than half is left (15 s); the gateway reads the store
+    // again before its copy expires, and forwards the renewed token. No request fails meanwhile.
+    let renewed = std::sync::Mutex::new(String::new());
+    let picked_up = eventually(Duration::from_secs(40), || async {
+        let token = forwarded_value_token(&gw.get_with_token("/api/x", &alice).await);
+        let changed = token != first;
+        *renewed.lock().unwrap() = token;
+        changed
+    })
+    .await;
+    assert!(
+        picked_up,
+        "the gateway never forwarded a renewed value token"
+    );
+    let renewed = renewed.into_inner().unwrap();
+    let now = tokengate_store::now_unix();
+    assert!(
+        now < claims.exp,
+        "picked up only after the first token expired"
+    );
+    let fresh = verifier.verify(&renewed).unwrap();
+    assert!(fresh.exp > claims.exp && fresh.exp <= fresh.iat + 30);
+    assert_eq!(
+        (fresh.sub, fresh.sid, fresh.roles),
+        (claims.sub, claims.sid, claims.roles)
+    );
+    assert_eq!(
+        events(),
+        events_before,
+        "a renewal must not publish an event"
+    );
+
+    // The revoked session was not renewed, nor brought back.
+    let metrics = send("GET", &idp.admin_url("/metrics"), &[], String::new())
+        .await
+        .body;
+    assert!(
+        metrics.contains("tokengate_idp_value_tokens_resigned_total "),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("tokengate_idp_value_tokens_resigned_total 0"));
+    let bob_sid = tokengate_store::ReferenceToken::parse(&bob)
+        .unwrap()
+        .session_id()
+        .to_string();
+    let key = format!("tg:s:{{{bob_sid}}}");
+    let exists: i64 = redis::from_redis_value(redis.query(&["EXISTS", &key]).unwrap()).unwrap();
+    let scheduled = redis.query(&["ZSCORE", "tg:{renewal}", &bob_sid]).unwrap();
+    assert_eq!((exists, scheduled), (0, redis::Value::Nil));
+    assert_eq!(gw.get_with_token("/api/x", &bob).await.status, 401);
+}
+
+#[tokio::test]
+async fn a_value_token_that_expired_while_the_idp_was_down_gets_503_until_it_is_renewed() {
+    let redis = TestRedis::start();
+    let (dir, files) = key_files("ttl-outage", &[SigningKey::generate_ed25519_pem().unwrap()]);
+    let (idp, gw, _backend) = short_lived_value_tokens(&redis, KeySet::load(&files).unwrap()).await;
+    let alice = idp.login("alice").await;
+    let first = forwarded_value_token(&gw.get_with_token("/api/x", &alice).await);
+    drop(idp);
+
+    // Served from the cache, then "cannot validate now": never 401, the session is fine.
+    let unavailable = eventually(Duration::from_secs(40), || async {
+        let status = gw.get_with_token("/api/x", &alice).await.status;
+        assert!(status == 200 || status == 503, "status {status}");
+        status == 503
+    })
+    .await;
+    assert!(unavailable, "an expired value token was still forwarded");
+    let metrics = send(
+        "GET",
+        &format!("http://{}/metrics", gw.admin),
+        &[],
+        String::new(),
+    )
+    .await;
+    assert!(
+        !metrics
+            .body
+            .contains("tokengate_value_tokens_expired_total 0")
+    );
+
+    // The IdP comes back (same key and issuer) and renews the expired token at once; the
+    // client's reference token works again.
+    let config = short_lived_idp_config(&redis);
+    let _idp = TestIdp::spawn_with_keys(config, KeySet::load(&files).unwrap()).await;
+    let back = eventually(Duration::from_secs(10), || async {
+        gw.get_with_token("/api/x", &alice).await.status == 200
+    })
+    .await;
+    assert!(back, "the session never recovered after the IdP came back");
+    let renewed = forwarded_value_token(&gw.get_with_token("/api/x", &alice).await);
+    assert_ne!(renewed, first);
+    let _ = std::fs::remove_dir_all(&dir);
 }

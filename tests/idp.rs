@@ -19,15 +19,10 @@ fn basic(id: &str, secret: &str) -> String {
 }
 
 async fn verifier(idp: &TestIdp) -> Verifier {
-    let jwks = send(
-        "GET",
-        &idp.url("/.well-known/jwks.json"),
-        &[],
-        String::new(),
+    Verifier::new(
+        &serde_json::from_value(idp.jwks().await).unwrap(),
+        &idp.url(""),
     )
-    .await;
-    assert_eq!(jwks.status, 200);
-    Verifier::new(&serde_json::from_str(&jwks.body).unwrap(), &idp.url(""))
 }
 
 #[tokio::test]
@@ -675,14 +670,7 @@ async fn keys_rotate_without_logging_anyone_out() {
         v.status, 200,
         "a session signed by the previous key must survive rotation"
     );
-    let jwks = send(
-        "GET",
-        &idp.url("/.well-known/jwks.json"),
-        &[],
-        String::new(),
-    )
-    .await
-    .json();
+    let jwks = idp.jwks().await;
     let algs: Vec<_> = jwks["keys"]
         .as_array()
         .unwrap()

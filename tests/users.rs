@@ -486,8 +486,7 @@ async fn a_browser_session_is_never_a_bearer_token() {
         config.store.connect().unwrap(),
         Arc::new(keys()),
         &idp.url(""),
-        600,
-        3600,
+        &config.tokens,
     )
     .unwrap();
     let roles = vec!["orders:read".to_owned()];

@@ -15,6 +15,7 @@ use tokengate_gateway::cache::TokenCache;
 use tokengate_gateway::config::CacheConfig;
 use tokengate_gateway::jwks::{Jwks, Keys};
 use tokengate_gateway::metrics::Metrics;
+use tokengate_idp::config::TokensConfig;
 use tokengate_idp::keys::{KeySet, SigningKey};
 use tokengate_idp::sessions::{Issuer, NewSession};
 use tokengate_store::{AnyStore, Claims, MemoryStore, ReferenceToken, Verifier, now_unix};
@@ -34,7 +35,13 @@ fn cache_hit(c: &mut Criterion) {
         .unwrap();
     let store = AnyStore::Memory(MemoryStore::new());
     let keys = Arc::new(KeySet::ephemeral().unwrap());
-    let issuer = Issuer::new(store.clone(), keys.clone(), "tokengate", 1800, 43200).unwrap();
+    let issuer = Issuer::new(
+        store.clone(),
+        keys.clone(),
+        "tokengate",
+        &TokensConfig::default(),
+    )
+    .unwrap();
     let issued = rt
         .block_on(issuer.issue(NewSession::access(
             "alice",

@@ -1,7 +1,9 @@
 //! The token cache: turns a reference token into a verified identity. A hit never leaves the
 //! process; concurrent misses of one token share one store read (coalescing), whose value token
 //! is verified against the IdP's keys; a generation counter keeps a load that raced an
-//! invalidation out of the cache.
+//! invalidation out of the cache. An entry never outlives its value token: the IdP renews value
+//! tokens in the store without an event, and the entry's end makes the gateway read the
+//! renewed one.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,8 +13,8 @@ use std::time::{Duration, Instant};
 use http::HeaderValue;
 use moka::sync::Cache;
 use tokengate_store::{
-    AnyStore, ReferenceToken, SessionId, SessionKind, StoreError, TokenStore, UsageLog, Verifier,
-    now_unix,
+    AnyStore, Claims, EXPIRY_MARGIN, ReferenceToken, Session, SessionId, SessionKind, StoreError,
+    TokenStore, UsageLog, Verifier, now_unix,
 };
 use tokio::sync::OnceCell;
 
@@ -34,11 +36,24 @@ pub struct Identity {
     last_use: AtomicU64,
 }
 
+/// How long a session whose value token expired is answered 503 from the cache before the store
+/// is read again (for the IdP's renewal).
+const EXPIRED_RETRY: Duration = Duration::from_secs(1);
+
 #[derive(Clone, Debug)]
 enum Cached {
     Valid(Arc<Identity>, Duration),
     /// Unknown, revoked or forged: remembered briefly so garbage cannot flood the store.
     Invalid(Duration),
+    /// Live, but its value token expired (the IdP is down longer than a token lasts).
+    Expired(Duration),
+}
+
+/// What one store read found.
+enum Found {
+    Valid(Arc<Identity>, Duration),
+    Invalid,
+    Expired,
 }
 
 /// The outcome of one store read, shared by every request that waited for it.
@@ -49,7 +64,7 @@ struct Ttl;
 impl moka::Expiry<SessionId, Cached> for Ttl {
     fn expire_after_create(&self, _: &SessionId, value: &Cached, _: Instant) -> Option<Duration> {
         Some(match value {
-            Cached::Valid(_, ttl) | Cached::Invalid(ttl) => *ttl,
+            Cached::Valid(_, ttl) | Cached::Invalid(ttl) | Cached::Expired(ttl) => *ttl,
         })
     }
 }
@@ -63,6 +78,10 @@ pub enum LookupError {
     Unavailable(#[source] Arc<StoreError>),
     #[error("signing keys not loaded yet")]
     NoKeys,
+    /// The session is live, but the IdP has not renewed its value token: "cannot validate
+    /// now" (503), not "invalid" (401), so that the client keeps its token.
+    #[error("the session's value token expired")]
+    Expired,
 }
 
 /// Counts invalidations, so that a load can tell whether one happened while it read the store:
@@ -168,6 +187,10 @@ impl TokenCache {
                 self.metrics.cache_negative_hits.inc();
                 return Err(LookupError::Invalid);
             }
+            Some(Cached::Expired(_)) => {
+                self.metrics.value_tokens_expired.inc();
+                return Err(LookupError::Expired);
+            }
             None => {
                 self.metrics.cache_misses.inc();
                 if self.enabled {
@@ -222,54 +245,186 @@ impl TokenCache {
             }
             verifier = self.keys.verifier().ok_or(LookupError::NoKeys)?;
         }
-        let result = found.and_then(|session| {
-            let claims = match verifier.verify(session.value_token.expose()) {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(session = %session.id, error = %e, "value token from the store failed verification");
-                    return None;
-                }
-            };
-            if claims.sid != session.id.as_str() || claims.sub != session.subject {
-                tracing::warn!(session = %session.id, "value token does not belong to its session");
-                return None;
-            }
-            let left = session.expires_at().saturating_sub(now_unix());
-            let ttl = self.max_staleness.min(Duration::from_secs(left));
-            let header = |s: &str| HeaderValue::from_bytes(s.as_bytes()).ok();
-            let identity = Identity {
-                authorization: header(&format!("Bearer {}", session.value_token.expose()))?,
-                subject: header(&claims.sub)?,
-                roles_header: header(&claims.roles.join(","))?,
-                session_header: header(session.id.as_str())?,
-                roles: claims.roles,
-                session: session.id,
-                last_use: AtomicU64::new(0),
-            };
-            Some((Arc::new(identity), ttl))
-        });
+        let found = match found {
+            Some(session) => self.check(session, &verifier),
+            None => Found::Invalid,
+        };
         let unchanged = self.enabled && self.generation.unchanged_since(generation);
-        match result {
-            Some((identity, ttl)) => {
-                if unchanged {
-                    self.cache.insert(id, Cached::Valid(identity.clone(), ttl));
-                }
-                Ok(identity)
+        let (cached, result) = match found {
+            Found::Valid(identity, ttl) => (Cached::Valid(identity.clone(), ttl), Ok(identity)),
+            Found::Invalid => (
+                Cached::Invalid(self.negative_ttl),
+                Err(LookupError::Invalid),
+            ),
+            Found::Expired => {
+                self.metrics.value_tokens_expired.inc();
+                (Cached::Expired(EXPIRED_RETRY), Err(LookupError::Expired))
             }
-            None => {
-                if unchanged {
-                    self.cache.insert(id, Cached::Invalid(self.negative_ttl));
-                }
-                Err(LookupError::Invalid)
-            }
+        };
+        if unchanged {
+            self.cache.insert(id, cached);
         }
+        result
+    }
+
+    /// A session read from the store, checked: its value token must be the IdP's, for this
+    /// session, and not about to expire. An expired one the IdP will still renew means "cannot
+    /// validate now" (503), any other "invalid" (401).
+    fn check(&self, session: Session, verifier: &Verifier) -> Found {
+        let claims = match verifier.verify_allowing_expired(session.value_token.expose()) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(session = %session.id, error = %e, "value token from the store failed verification");
+                return Found::Invalid;
+            }
+        };
+        if claims.sid != session.id.as_str() || claims.sub != session.subject {
+            tracing::warn!(session = %session.id, "value token does not belong to its session");
+            return Found::Invalid;
+        }
+        let now = now_unix();
+        // Seconds the value token may still be forwarded for.
+        let usable = claims.exp.saturating_sub(now + EXPIRY_MARGIN);
+        if usable == 0 {
+            if claims.renewable(session.idle_timeout, now) {
+                tracing::debug!(session = %session.id, "value token expired; the IdP has not renewed it");
+                return Found::Expired;
+            }
+            tracing::warn!(session = %session.id, "value token expired too long ago to be renewed");
+            return Found::Invalid;
+        }
+        let ttl = self
+            .max_staleness
+            .min(Duration::from_secs(
+                session.expires_at().saturating_sub(now),
+            ))
+            .min(Duration::from_secs(usable));
+        match Identity::new(session, claims) {
+            Some(identity) => Found::Valid(Arc::new(identity), ttl),
+            None => Found::Invalid,
+        }
+    }
+}
+
+impl Identity {
+    /// The identity of a session whose value token was verified to `claims`; `None` if a value
+    /// cannot travel in a header.
+    fn new(session: Session, claims: Claims) -> Option<Self> {
+        let header = |s: &str| HeaderValue::from_bytes(s.as_bytes()).ok();
+        Some(Identity {
+            authorization: header(&format!("Bearer {}", session.value_token.expose()))?,
+            subject: header(&claims.sub)?,
+            roles_header: header(&claims.roles.join(","))?,
+            session_header: header(session.id.as_str())?,
+            roles: claims.roles,
+            session: session.id,
+            last_use: AtomicU64::new(0),
+        })
     }
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use tokengate_idp::keys::KeySet;
+    use tokengate_store::{MemoryStore, Renewal, ValueToken};
+
     use super::*;
+    use crate::jwks::Jwks;
+
+    /// A cache on an in-memory store that trusts `keys`, and a session in that store whose value
+    /// token (signed by `signer`) expires at `exp`; returns the `Authorization` value to send.
+    async fn cache_with_session(keys: &KeySet, signer: &KeySet, exp: u64) -> (TokenCache, String) {
+        let store = MemoryStore::new();
+        let jwks = Keys::new(Jwks::new("http://127.0.0.1:9/jwks", "tokengate").unwrap());
+        jwks.set_verifier(Verifier::new(&keys.public_jwks().unwrap(), "tokengate"));
+        let config = CacheConfig::default(); // max_staleness 60 s
+        let metrics = Arc::new(Metrics::default());
+        let cache = TokenCache::new(
+            AnyStore::Memory(store.clone()),
+            &config,
+            Arc::new(jwks),
+            metrics,
+        );
+        let token = ReferenceToken::generate();
+        let mut session = tokengate_store::testing::suite::session("alice"); // idle timeout 600 s
+        session.id = token.session_id();
+        session.value_token = sign(signer, &session, exp);
+        store.create(&session).await.unwrap();
+        (cache, format!("Bearer {}", token.expose()))
+    }
+
+    fn sign(keys: &KeySet, session: &Session, exp: u64) -> ValueToken {
+        let claims = Claims {
+            iss: "tokengate".to_owned(),
+            sub: session.subject.clone(),
+            sid: session.id.to_string(),
+            roles: session.roles.clone(),
+            iat: now_unix(),
+            exp,
+        };
+        ValueToken(keys.current().sign_jwt(&claims).unwrap())
+    }
+
+    #[tokio::test]
+    async fn an_entry_ends_before_its_value_token_so_a_renewed_one_is_read() {
+        let keys = KeySet::ephemeral().unwrap();
+        // The token may be forwarded for one more second: so long is it cached, not 60 s.
+        let (cache, auth) = cache_with_session(&keys, &keys, now_unix() + EXPIRY_MARGIN + 1).await;
+        let first = cache.authenticate(auth.as_bytes()).await.unwrap();
+        let session = cache.store().lookup(&first.session).await.unwrap().unwrap();
+        let renewed = sign(&keys, &session, now_unix() + 300);
+        let renewal = Renewal {
+            session: session.id.clone(),
+            replaces: session.value_token.clone(),
+            token: renewed.clone(),
+        };
+        assert_eq!(
+            cache
+                .store()
+                .replace_value_tokens(&[renewal])
+                .await
+                .unwrap(),
+            1
+        );
+        let expected = format!("Bearer {}", renewed.expose());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let identity = cache.authenticate(auth.as_bytes()).await.unwrap();
+            if identity.authorization == expected.as_str() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the renewed value token was never read"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn an_expired_value_token_means_cannot_validate_now_and_a_forged_or_outlived_one_invalid()
+    {
+        let keys = KeySet::ephemeral().unwrap();
+        let (cache, auth) = cache_with_session(&keys, &keys, now_unix() - 10).await;
+        for _ in 0..2 {
+            // Read from the store, then answered from the cache.
+            let e = cache.authenticate(auth.as_bytes()).await.unwrap_err();
+            assert!(matches!(e, LookupError::Expired), "{e:?}");
+        }
+        // About to expire counts as expired: the backend would get it too late.
+        let (cache, auth) = cache_with_session(&keys, &keys, now_unix() + EXPIRY_MARGIN).await;
+        let e = cache.authenticate(auth.as_bytes()).await.unwrap_err();
+        assert!(matches!(e, LookupError::Expired), "{e:?}");
+        // Expired longer ago than the session can idle (600 s): it will never be renewed.
+        let (cache, auth) = cache_with_session(&keys, &keys, now_unix() - 601).await;
+        let e = cache.authenticate(auth.as_bytes()).await.unwrap_err();
+        assert!(matches!(e, LookupError::Invalid), "{e:?}");
+        let other = KeySet::ephemeral().unwrap();
+        let (cache, auth) = cache_with_session(&keys, &other, now_unix() - 10).await;
+        let e = cache.authenticate(auth.as_bytes()).await.unwrap_err();
+        assert!(matches!(e, LookupError::Invalid), "{e:?}");
+    }
 
     #[test]
     fn a_generation_taken_before_an_invalidation_is_stale_after_it() {

@@ -73,6 +73,7 @@ pub struct Metrics {
     pub cache_hits: Counter,
     pub cache_misses: Counter,
     pub cache_negative_hits: Counter,
+    pub value_tokens_expired: Counter,
     cache_entries: Gauge,
     pub store_errors: Counter,
     pub upstream_errors: Counter,
@@ -109,6 +110,7 @@ impl Metrics {
             cache_hits: Counter::default(),
             cache_misses: Counter::default(),
             cache_negative_hits: Counter::default(),
+            value_tokens_expired: Counter::default(),
             cache_entries: Gauge::default(),
             store_errors: Counter::default(),
             upstream_errors: Counter::default(),
@@ -145,6 +147,12 @@ impl Metrics {
                 "cache_negative_hits",
                 "Unknown tokens answered from the local cache",
                 &m.cache_negative_hits,
+            ),
+            (
+                "value_tokens_expired",
+                "Requests answered 503 because the session's value token in the store has \
+                 expired (the IdP has not renewed it)",
+                &m.value_tokens_expired,
             ),
             (
                 "store_errors",

@@ -142,6 +142,8 @@ impl Proxy {
         match self.tokens.authenticate(value.as_bytes()).await {
             Ok(identity) => Ok(Some(identity)),
             Err(LookupError::Invalid) => Err(Reject::InvalidToken),
+            // Counted in the metrics, not logged per request: it lasts as long as the IdP is down.
+            Err(LookupError::Expired) => Err(Reject::Unavailable),
             Err(e @ (LookupError::Unavailable(_) | LookupError::NoKeys)) => {
                 tracing::warn!(error = %e, "cannot validate a token now");
                 Err(Reject::Unavailable)

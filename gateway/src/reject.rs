@@ -21,7 +21,8 @@ pub enum Reject {
     /// Malformed, unknown, revoked or expired, or more than one `Authorization` header.
     #[error("invalid bearer token")]
     InvalidToken,
-    /// The token is not cached and the store cannot be asked: the token may be fine.
+    /// The token is not cached and the store cannot be asked, or its session's value token
+    /// expired without the IdP renewing it: the token may be fine.
     #[error("token store unreachable")]
     Unavailable,
     #[error("lacks every role the route asks for")]

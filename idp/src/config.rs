@@ -73,7 +73,11 @@ pub struct TokensConfig {
     pub idle_timeout: Duration,
     #[serde(default = "defaults::max_lifetime", with = "humantime_serde")]
     pub max_lifetime: Duration,
-    /// PKCS#8 PEM files (Ed25519 or P-256). The first signs; all are published in the JWKS.
+    /// How long a value token lasts (at most until its session ends); the IdP renews the value
+    /// tokens of live sessions when less than half of it is left.
+    #[serde(default = "defaults::value_token_ttl", with = "humantime_serde")]
+    pub value_token_ttl: Duration,
+    /// PEM files (Ed25519 or P-256). The first signs; all are published in the JWKS.
     #[serde(default)]
     pub signing_keys: Vec<PathBuf>,
 }
@@ -84,6 +88,7 @@ impl Default for TokensConfig {
             issuer: defaults::issuer(),
             idle_timeout: defaults::idle_timeout(),
             max_lifetime: defaults::max_lifetime(),
+            value_token_ttl: defaults::value_token_ttl(),
             signing_keys: Vec::new(),
         }
     }
@@ -313,7 +318,14 @@ mod defaults {
     pub fn max_lifetime() -> Duration {
         Duration::from_secs(12 * 3600)
     }
+    pub fn value_token_ttl() -> Duration {
+        Duration::from_secs(5 * 60)
+    }
 }
+
+/// The shortest `tokens.value_token_ttl`: renewal starts at half of it, and readers stop using a
+/// token a few seconds before it expires (`EXPIRY_MARGIN`).
+pub const MIN_VALUE_TOKEN_TTL: Duration = Duration::from_secs(30);
 
 /// Longest username, client id or subject accepted anywhere.
 pub const MAX_SUBJECT_LEN: usize = 256;
@@ -445,6 +457,15 @@ impl IdpConfig {
                 "must be at least tokens.idle_timeout",
             ));
         }
+        if t.value_token_ttl < MIN_VALUE_TOKEN_TTL {
+            return Err(invalid("tokens.value_token_ttl", "must be at least 30s"));
+        }
+        if t.value_token_ttl > t.max_lifetime {
+            return Err(invalid(
+                "tokens.value_token_ttl",
+                "must be at most tokens.max_lifetime",
+            ));
+        }
         if self.login.window.is_zero() {
             return Err(invalid("login.window", "must be longer than 0s"));
         }
@@ -573,6 +594,11 @@ password_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA"
         assert!(roles.contains("users[0].roles"), "{roles}");
         let lifetime = error_of("[tokens]\nidle_timeout = \"2h\"\nmax_lifetime = \"1h\"\n");
         assert!(lifetime.contains("tokens.max_lifetime"), "{lifetime}");
+        for ttl in ["29s", "13h"] {
+            let short = error_of(&format!("[tokens]\nvalue_token_ttl = \"{ttl}\"\n"));
+            assert!(short.contains("tokens.value_token_ttl"), "{ttl}: {short}");
+        }
+        assert_eq!(error_of("[tokens]\nvalue_token_ttl = \"30s\"\n"), "");
         let mode = error_of("[store]\nmode = \"cluster\"\n");
         assert!(mode.contains("store.nodes"), "{mode}");
         let public_secret = error_of(

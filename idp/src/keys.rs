@@ -21,8 +21,8 @@ pub enum KeyError {
         source: std::io::Error,
     },
     #[error(
-        "{file}: not a PKCS#8 Ed25519 or P-256 private key in PEM \
-         (`tokengate gen-key` makes one; convert others with `openssl pkcs8 -topk8 -nocrypt`)"
+        "{file}: not an unencrypted Ed25519 or P-256 private key in PEM (PKCS#8 `PRIVATE KEY` \
+         or SEC1 `EC PRIVATE KEY`; `tokengate gen-key` and `openssl genpkey` make one)"
     )]
     Unsupported { file: String },
     #[error("no signing key configured")]
@@ -77,12 +77,14 @@ impl std::fmt::Debug for SigningKey {
 }
 
 impl SigningKey {
-    /// A key from PKCS#8 DER (v1 or v2).
-    pub fn from_pkcs8(der: &[u8]) -> Option<Self> {
+    /// A key from PKCS#8 DER (v1 as OpenSSL writes it, or v2 with the public key), or, for
+    /// P-256, SEC1 `ECPrivateKey` DER (what `openssl ecparam -genkey` writes).
+    pub fn from_der(der: &[u8]) -> Option<Self> {
         let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
             .map(Pair::Ed)
             .or_else(|_| {
-                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der).map(Pair::Ec)
+                EcdsaKeyPair::from_private_key_der(&ECDSA_P256_SHA256_FIXED_SIGNING, der)
+                    .map(Pair::Ec)
             })
             .ok()?;
         // RFC 7638 thumbprint: the required members in lexicographic order, no spaces.
@@ -119,7 +121,7 @@ impl SigningKey {
         Some(key)
     }
 
-    /// A key from a PEM file holding a PKCS#8 private key.
+    /// A key from a PEM file holding a private key (see [`SigningKey::from_der`]).
     pub fn load(path: &Path) -> Result<Self, KeyError> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| KeyError::Read {
@@ -127,18 +129,20 @@ impl SigningKey {
             source,
         })?;
         pem_private_key(&text)
-            .and_then(|der| Self::from_pkcs8(&der))
+            .and_then(|der| Self::from_der(&der))
             .ok_or(KeyError::Unsupported { file })
     }
 
-    /// A new Ed25519 key, as PKCS#8 PEM (for `tokengate gen-key` and `tokengate dev`).
+    /// A new Ed25519 key, as PKCS#8 v1 PEM (for `tokengate gen-key` and `tokengate dev`).
+    /// v1, the seed alone, because that is what OpenSSL reads and writes: `openssl pkey`
+    /// refuses the v2 form that also carries the public key.
     pub fn generate_ed25519_pem() -> Result<String, KeyError> {
         let doc =
-            Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| KeyError::Sign)?;
+            Ed25519KeyPair::generate_pkcs8v1(&SystemRandom::new()).map_err(|_| KeyError::Sign)?;
         Ok(to_pem(doc.as_ref()))
     }
 
-    /// A new P-256 key, as PKCS#8 PEM.
+    /// A new P-256 key, as PKCS#8 v1 PEM.
     pub fn generate_p256_pem() -> Result<String, KeyError> {
         let doc =
             EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
@@ -200,13 +204,16 @@ fn to_pem(der: &[u8]) -> String {
     pem
 }
 
-/// The DER inside the first `PRIVATE KEY` block of a PEM text.
+/// The DER inside the first `PRIVATE KEY` (PKCS#8) or `EC PRIVATE KEY` (SEC1) block of a PEM
+/// text; other blocks (`EC PARAMETERS` from `openssl ecparam -genkey`) are skipped.
 fn pem_private_key(text: &str) -> Option<Vec<u8>> {
-    let start = text.find("-----BEGIN PRIVATE KEY-----")?;
-    let rest = &text[start + "-----BEGIN PRIVATE KEY-----".len()..];
-    let end = rest.find("-----END PRIVATE KEY-----")?;
-    let body: String = rest[..end].split_whitespace().collect();
-    STANDARD.decode(body).ok()
+    ["PRIVATE KEY", "EC PRIVATE KEY"].iter().find_map(|label| {
+        let begin = format!("-----BEGIN {label}-----");
+        let end = format!("-----END {label}-----");
+        let rest = &text[text.find(&begin)? + begin.len()..];
+        let body: String = rest[..rest.find(&end)?].split_whitespace().collect();
+        STANDARD.decode(body).ok()
+    })
 }
 
 /// The IdP's keys: the first signs, all verify. The JWKS body and its `ETag` are made once.
@@ -242,7 +249,7 @@ impl KeySet {
     pub fn ephemeral() -> Result<Self, KeyError> {
         let pem = SigningKey::generate_ed25519_pem()?;
         let der = pem_private_key(&pem).ok_or(KeyError::Sign)?;
-        Self::new(vec![SigningKey::from_pkcs8(&der).ok_or(KeyError::Sign)?])
+        Self::new(vec![SigningKey::from_der(&der).ok_or(KeyError::Sign)?])
     }
 
     /// The key that signs.
@@ -290,7 +297,7 @@ mod tests {
             SigningKey::generate_p256_pem().expect("p256"),
         ] {
             let der = pem_private_key(&pem).expect("pem");
-            let key = SigningKey::from_pkcs8(&der).expect("key");
+            let key = SigningKey::from_der(&der).expect("key");
             let set = KeySet::new(vec![key]).expect("set");
             let claims = serde_json::json!({"sub": "alice", "exp": 4_000_000_000u64});
             let jwt = set.current().sign_jwt(&claims).expect("sign");
@@ -310,6 +317,6 @@ mod tests {
     #[test]
     fn non_keys_are_refused() {
         assert!(pem_private_key("nothing here").is_none());
-        assert!(SigningKey::from_pkcs8(b"not der").is_none());
+        assert!(SigningKey::from_der(b"not der").is_none());
     }
 }

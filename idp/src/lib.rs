@@ -10,6 +10,7 @@
 //! * `scope`: a requested scope narrows a session's roles.
 //! * `users`: the user directory in the token store, seeded from the configuration.
 //! * `sessions`: creating sessions and (re)signing their value tokens.
+//! * `renewal`: the background task that renews value tokens before they expire.
 //! * `oauth`: the public listener (token, revoke, introspect, JWKS, forward-auth).
 //! * `authorize`: the authorization code flow with PKCE: sign-in page, single sign-on, codes.
 //! * `oidc`: OpenID Connect: discovery, ID tokens, userinfo, RP-initiated logout.
@@ -31,6 +32,7 @@ pub mod oauth;
 pub mod oidc;
 pub mod pages;
 pub mod password;
+pub mod renewal;
 pub mod scope;
 pub mod sessions;
 pub mod throttle;
@@ -62,6 +64,7 @@ use crate::extract::{ClientAddr, FormBody};
 use crate::keys::KeySet;
 use crate::metrics::{Metrics, RequestLabels, RouteLabels};
 use crate::password::Hasher;
+use crate::renewal::RenewalTask;
 use crate::sessions::{IssueError, Issuer};
 use crate::throttle::Throttle;
 use crate::users::Users;
@@ -92,7 +95,7 @@ pub struct AppState(Arc<Shared>);
 #[derive(Debug)]
 pub struct Shared {
     pub store: AnyStore,
-    pub issuer: Issuer,
+    pub issuer: Arc<Issuer>,
     pub issuer_name: String,
     pub keys: Arc<KeySet>,
     pub credentials: Credentials,
@@ -388,14 +391,12 @@ impl Idp {
             keys,
             hasher,
         } = self;
-        let t = &config.tokens;
-        let sessions = Issuer::new(
+        let sessions = Arc::new(Issuer::new(
             store.clone(),
             keys.clone(),
             &issuer,
-            t.idle_timeout.as_secs(),
-            t.max_lifetime.as_secs(),
-        )?;
+            &config.tokens,
+        )?);
         let state = AppState(Arc::new(Shared {
             issuer: sessions,
             issuer_name: issuer,
@@ -495,12 +496,23 @@ impl BoundIdp {
                 }
             })
         };
+        let renewal = RenewalTask::new(
+            idp.state.store.clone(),
+            idp.state.issuer.clone(),
+            &idp.state.metrics,
+        );
+        let renewal = tokio::spawn(
+            renewal
+                .run(shutdown.clone())
+                .instrument(tracing::info_span!("renewal")),
+        );
         tokio::join!(
             serve(idp.public, public_app, limits, shutdown.clone()),
             serve(idp.admin, admin_app, limits, shutdown.clone()),
             idp.state.users.keep_seeding(seeds, &shutdown),
         );
         let _ = flusher.await;
+        let _ = renewal.await;
         if let Err(e) = idp.state.usage.flush(&idp.state.store).await {
             tracing::warn!(error = %e, pending = idp.state.usage.len(), "last-use reports lost at shutdown");
         }

@@ -17,6 +17,11 @@ pub struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub listener: &'static str,
     pub route: String,
@@ -43,6 +48,8 @@ pub struct Metrics {
     pub admin_auth_failures: Counter,
     pub login_lockouts: Counter,
     pub logins_throttled: Counter,
+    pub value_tokens_resigned: Counter,
+    pub value_token_renewal_failures: Family<ReasonLabels, Counter>,
     pub requests: Family<RequestLabels, Counter>,
     pub request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
 }
@@ -70,6 +77,8 @@ impl Metrics {
             admin_auth_failures: Counter::default(),
             login_lockouts: Counter::default(),
             logins_throttled: Counter::default(),
+            value_tokens_resigned: Counter::default(),
+            value_token_renewal_failures: Family::default(),
             requests: Family::default(),
             request_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             registry: Registry::default(),
@@ -104,6 +113,17 @@ impl Metrics {
             "logins_throttled",
             "Login and client-authentication attempts refused with 429 during a lockout",
             m.logins_throttled.clone(),
+        );
+        registry.register(
+            "value_tokens_resigned",
+            "Value tokens of live sessions renewed (re-signed) before they expired",
+            m.value_tokens_resigned.clone(),
+        );
+        registry.register(
+            "value_token_renewal_failures",
+            "Value tokens that could not be renewed: store (a renewal round failed), \
+             unverifiable (not the IdP's own token), outlived (expired too long ago), sign",
+            m.value_token_renewal_failures.clone(),
         );
         registry.register(
             "requests",

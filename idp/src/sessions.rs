@@ -1,12 +1,14 @@
-//! Issuing sessions: a reference token for the client, a signed value token for the store.
+//! Issuing sessions: a reference token for the client, a signed value token for the store, and
+//! that value token renewed while the session lives.
 
 use std::sync::Arc;
 
 use tokengate_store::{
-    AnyStore, Claims, ReferenceToken, Session, SessionKind, StoreError, TokenStore, ValueToken,
-    Verifier, now_unix,
+    AnyStore, Claims, EXPIRY_MARGIN, ReferenceToken, Renewal, Session, SessionKind, StoreError,
+    TokenStore, ValueToken, Verifier, VerifyError, now_unix,
 };
 
+use crate::config::TokensConfig;
 use crate::keys::{KeyError, KeySet};
 
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +17,33 @@ pub enum IssueError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Key(#[from] KeyError),
+}
+
+/// Why a session's value token cannot be renewed.
+#[derive(Debug, thiserror::Error)]
+pub enum RenewError {
+    /// Forged, or signed by a key this IdP no longer has.
+    #[error("the value token failed verification")]
+    Unverifiable(#[source] VerifyError),
+    #[error("the value token belongs to another session")]
+    Mismatch,
+    /// Expired longer ago than its session can have lived on without a usable token: an old
+    /// token written back into the store, not one the IdP fell behind on.
+    #[error("the value token expired too long ago")]
+    Outlived,
+    #[error(transparent)]
+    Key(#[from] KeyError),
+}
+
+impl RenewError {
+    /// The `reason` label of the failure metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RenewError::Unverifiable(_) | RenewError::Mismatch => "unverifiable",
+            RenewError::Outlived => "outlived",
+            RenewError::Key(_) => "sign",
+        }
+    }
 }
 
 /// A session just created, with the token to hand to its owner.
@@ -73,15 +102,17 @@ pub struct Issuer {
     issuer: String,
     idle_timeout: u64,
     max_lifetime: u64,
+    value_token_ttl: u64,
 }
 
 impl Issuer {
+    /// Sessions signed as `issuer` (`tokens.issuer`, or its default) with the lifetimes of
+    /// `tokens`.
     pub fn new(
         store: AnyStore,
         keys: Arc<KeySet>,
         issuer: &str,
-        idle_timeout: u64,
-        max_lifetime: u64,
+        tokens: &TokensConfig,
     ) -> Result<Self, KeyError> {
         let verifier = Verifier::new(&keys.public_jwks()?, issuer);
         Ok(Issuer {
@@ -89,21 +120,66 @@ impl Issuer {
             keys,
             verifier,
             issuer: issuer.to_owned(),
-            idle_timeout,
-            max_lifetime,
+            idle_timeout: tokens.idle_timeout.as_secs(),
+            max_lifetime: tokens.max_lifetime.as_secs(),
+            value_token_ttl: tokens.value_token_ttl.as_secs(),
         })
     }
 
-    fn sign(&self, session: &Session) -> Result<ValueToken, KeyError> {
+    /// A value token saying who `subject` is in session `sid` with `roles`, signed `now`: it
+    /// expires `value_token_ttl` later, or when the session does, whichever is first.
+    fn sign(
+        &self,
+        sid: &str,
+        subject: &str,
+        roles: &[String],
+        session_end: u64,
+        now: u64,
+    ) -> Result<ValueToken, KeyError> {
         let claims = Claims {
             iss: self.issuer.clone(),
-            sub: session.subject.clone(),
-            sid: session.id.to_string(),
-            roles: session.roles.clone(),
-            iat: session.created_at,
-            exp: session.max_expires_at,
+            sub: subject.to_owned(),
+            sid: sid.to_owned(),
+            roles: roles.to_vec(),
+            iat: now,
+            exp: session_end.min(now + self.value_token_ttl),
         };
         Ok(ValueToken(self.keys.current().sign_jwt(&claims)?))
+    }
+
+    fn sign_session(&self, session: &Session) -> Result<ValueToken, KeyError> {
+        let (id, end) = (session.id.as_str(), session.max_expires_at);
+        self.sign(id, &session.subject, &session.roles, end, now_unix())
+    }
+
+    /// The claims of the session's value token if it is ours and this session's, expired or not.
+    fn verified(&self, session: &Session) -> Result<Claims, RenewError> {
+        let claims = self
+            .verifier
+            .verify_allowing_expired(session.value_token.expose())
+            .map_err(RenewError::Unverifiable)?;
+        if claims.sid != session.id.as_str() || claims.sub != session.subject {
+            return Err(RenewError::Mismatch);
+        }
+        Ok(claims)
+    }
+
+    /// A new value token for `session`, made from the verified claims of the one it holds: the
+    /// subject and roles come from the IdP's own signature, never from the store's other
+    /// fields, so that a write to the store cannot get anything signed. A token that expired
+    /// more than the idle timeout ago is not renewed (see `Claims::renewable`).
+    pub fn renewed(&self, session: &Session, now: u64) -> Result<ValueToken, RenewError> {
+        let claims = self.verified(session)?;
+        if !claims.renewable(session.idle_timeout, now) {
+            return Err(RenewError::Outlived);
+        }
+        let end = session.max_expires_at;
+        Ok(self.sign(&claims.sid, &claims.sub, &claims.roles, end, now)?)
+    }
+
+    /// How long a value token lasts.
+    pub fn value_token_ttl(&self) -> u64 {
+        self.value_token_ttl
     }
 
     /// A new session, stored before the token is returned.
@@ -132,7 +208,7 @@ impl Issuer {
             method: new.method,
             kind: new.kind,
         };
-        session.value_token = self.sign(&session)?;
+        session.value_token = self.sign_session(&session)?;
         self.store.create(&session).await?;
         Ok(Issued { token, session })
     }
@@ -157,7 +233,7 @@ impl Issuer {
         let mut updates = Vec::new();
         for mut session in self.store.sessions(subject).await? {
             session.roles = roles.to_vec();
-            let token = self.sign(&session)?;
+            let token = self.sign_session(&session)?;
             updates.push((session.id, session.roles, token));
         }
         Ok(self.store.update_sessions(&updates).await?)
@@ -165,7 +241,8 @@ impl Issuer {
 
     /// The live session of `kind` a reference token opens, with its value token verified: a
     /// record written into the store by anyone but the IdP does not pass, nor does a session of
-    /// another kind (a browser session's cookie is no bearer token).
+    /// another kind (a browser session's cookie is no bearer token). A value token about to
+    /// expire (the renewal task fell behind, e.g. while the IdP was down) is renewed first.
     pub async fn resolve(
         &self,
         token: &str,
@@ -180,37 +257,202 @@ impl Issuer {
         if session.kind != kind {
             return Ok(None);
         }
-        match self.verifier.verify(session.value_token.expose()) {
-            Ok(claims) if claims.sid == session.id.as_str() && claims.sub == session.subject => {
-                Ok(Some(session))
-            }
-            Ok(_) => {
-                tracing::warn!(session = %session.id, "value token does not match its session");
-                Ok(None)
-            }
+        let claims = match self.verified(&session) {
+            Ok(claims) => claims,
             Err(e) => {
-                tracing::warn!(session = %session.id, error = %e, "value token failed verification");
-                Ok(None)
+                tracing::warn!(session = %session.id, error = %e, "value token refused");
+                return Ok(None);
             }
+        };
+        let now = now_unix();
+        if claims.exp > now + EXPIRY_MARGIN {
+            return Ok(Some(session));
         }
+        self.renew_now(session, now).await
+    }
+
+    /// Renews one session's value token on the spot; `None` if it cannot be renewed.
+    async fn renew_now(
+        &self,
+        mut session: Session,
+        now: u64,
+    ) -> Result<Option<Session>, StoreError> {
+        let token = match self.renewed(&session, now) {
+            Ok(token) => token,
+            Err(e) => {
+                tracing::warn!(session = %session.id, error = %e, "expired value token not renewed");
+                return Ok(None);
+            }
+        };
+        let renewal = Renewal {
+            session: session.id.clone(),
+            replaces: session.value_token.clone(),
+            token: token.clone(),
+        };
+        if self.store.replace_value_tokens(&[renewal]).await? == 1 {
+            session.value_token = token;
+            return Ok(Some(session));
+        }
+        // Renewed or re-roled meanwhile, or ended: what the store holds now decides.
+        let Some(current) = self.store.lookup(&session.id).await? else {
+            return Ok(None);
+        };
+        let fresh = self
+            .verified(&current)
+            .is_ok_and(|claims| claims.exp > now + EXPIRY_MARGIN);
+        Ok(fresh.then_some(current))
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use tokengate_store::MemoryStore;
+#[allow(clippy::unwrap_used)]
+pub(crate) mod tests {
+    use std::time::Duration;
+
+    use tokengate_store::{MemoryStore, SessionId};
 
     use super::*;
 
-    fn issuer() -> Issuer {
+    /// An issuer on an in-memory store with value tokens of `ttl` seconds.
+    pub(crate) fn issuer(ttl: u64) -> (Issuer, AnyStore) {
         let store = AnyStore::Memory(MemoryStore::new());
-        let keys = Arc::new(KeySet::ephemeral().expect("keys"));
-        Issuer::new(store, keys, "tokengate", 600, 3600).expect("issuer")
+        let tokens = TokensConfig {
+            value_token_ttl: Duration::from_secs(ttl),
+            ..TokensConfig::default()
+        };
+        let keys = Arc::new(KeySet::ephemeral().unwrap());
+        let issuer = Issuer::new(store.clone(), keys, "tokengate", &tokens).unwrap();
+        (issuer, store)
+    }
+
+    /// Puts a value token signed `ago` seconds back into the session of `issued`.
+    pub(crate) async fn age(issuer: &Issuer, store: &AnyStore, issued: &Issued, ago: u64) {
+        let s = &issued.session;
+        let old = issuer
+            .sign(
+                s.id.as_str(),
+                &s.subject,
+                &s.roles,
+                s.max_expires_at,
+                now_unix() - ago,
+            )
+            .unwrap();
+        let held = store.lookup(&s.id).await.unwrap().unwrap().value_token;
+        let renewal = Renewal {
+            session: s.id.clone(),
+            replaces: held,
+            token: old,
+        };
+        assert_eq!(store.replace_value_tokens(&[renewal]).await.unwrap(), 1);
+    }
+
+    /// The `exp` of the value token the store holds for session `id`.
+    pub(crate) async fn token_exp(issuer: &Issuer, store: &AnyStore, id: &SessionId) -> u64 {
+        let held = store.lookup(id).await.unwrap().unwrap().value_token;
+        claims_of(issuer, &held).exp
+    }
+
+    /// A new access session of alice's, without roles.
+    async fn alice(issuer: &Issuer) -> Issued {
+        let new = NewSession::access("alice", Vec::new(), "password");
+        issuer.issue(new).await.unwrap()
+    }
+
+    fn claims_of(issuer: &Issuer, token: &ValueToken) -> Claims {
+        issuer
+            .verifier
+            .verify_allowing_expired(token.expose())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_value_token_lasts_its_ttl_and_is_renewed_from_its_own_claims() {
+        let (issuer, store) = issuer(60);
+        let roles = vec!["orders:read".to_owned()];
+        let issued = issuer
+            .issue(NewSession::access("alice", roles.clone(), "password"))
+            .await
+            .unwrap();
+        let claims = claims_of(&issuer, &issued.session.value_token);
+        assert_eq!(claims.exp, claims.iat + 60);
+        // Someone with write access to the store gives the session more roles: a renewal signs
+        // what the IdP signed before, not what the store says.
+        let (id, token) = (
+            issued.session.id.clone(),
+            issued.session.value_token.clone(),
+        );
+        let admin = vec!["admin".to_owned()];
+        store
+            .update_sessions(&[(id.clone(), admin, token)])
+            .await
+            .unwrap();
+        let session = store.lookup(&id).await.unwrap().unwrap();
+        let renewed = issuer.renewed(&session, now_unix() + 10).unwrap();
+        let claims = claims_of(&issuer, &renewed);
+        assert_eq!((claims.roles, claims.iat), (roles, now_unix() + 10));
+        assert_eq!(claims.exp, now_unix() + 70);
+    }
+
+    #[tokio::test]
+    async fn a_token_is_renewed_to_the_session_end_at_the_latest() {
+        let (issuer, _store) = issuer(60);
+        let mut session = alice(&issuer).await.session;
+        // Half a minute of its absolute lifetime left, less than a value token lasts.
+        session.max_expires_at = now_unix() + 30;
+        let renewed = issuer.renewed(&session, now_unix()).unwrap();
+        assert_eq!(claims_of(&issuer, &renewed).exp, session.max_expires_at);
+    }
+
+    #[tokio::test]
+    async fn tokens_not_our_own_or_expired_too_long_ago_are_not_renewed() {
+        let (issuer, store) = issuer(60);
+        let issued = alice(&issuer).await;
+        // Expired longer ago than the idle timeout (30 min): written back, not fallen behind.
+        age(&issuer, &store, &issued, 60 + 1800 + 1).await;
+        let session = store.lookup(&issued.session.id).await.unwrap().unwrap();
+        let e = issuer.renewed(&session, now_unix()).unwrap_err();
+        assert!(matches!(e, RenewError::Outlived), "{e:?}");
+        assert_eq!(
+            issuer
+                .resolve(issued.token.expose(), SessionKind::Access)
+                .await
+                .unwrap(),
+            None
+        );
+        // Signed by another IdP's key.
+        let (other, _) = self::issuer(60);
+        let forged = alice(&other).await.session;
+        let e = issuer.renewed(&forged, now_unix()).unwrap_err();
+        assert!(matches!(e, RenewError::Unverifiable(_)), "{e:?}");
+        // Another session's token.
+        let mut swapped = alice(&issuer).await.session;
+        swapped.value_token = session.value_token;
+        let e = issuer.renewed(&swapped, now_unix()).unwrap_err();
+        assert!(matches!(e, RenewError::Mismatch), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn resolve_renews_an_expired_value_token_on_the_spot() {
+        let (issuer, store) = issuer(60);
+        let issued = alice(&issuer).await;
+        age(&issuer, &store, &issued, 100).await; // expired 40 s ago: the IdP was down
+        let session = issuer
+            .resolve(issued.token.expose(), SessionKind::Access)
+            .await
+            .unwrap()
+            .expect("the session lives on");
+        let claims = issuer
+            .verifier
+            .verify(session.value_token.expose())
+            .unwrap();
+        assert!(claims.exp > now_unix() + 50);
+        let stored = store.lookup(&session.id).await.unwrap().unwrap();
+        assert_eq!(stored.value_token, session.value_token);
     }
 
     #[tokio::test]
     async fn a_session_is_resolved_only_as_its_own_kind() {
-        let issuer = issuer();
+        let (issuer, _store) = issuer(600);
         let roles = vec!["r".to_owned()];
         let access = issuer
             .issue(NewSession::access("alice", roles.clone(), "password").for_client("cli"))

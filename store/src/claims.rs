@@ -15,10 +15,27 @@ pub struct Claims {
     /// The session id.
     pub sid: String,
     pub roles: Vec<String>,
+    /// When this value token was signed (it is renewed while its session lives).
     pub iat: u64,
-    /// The session's absolute end (`created + max_lifetime`); its idle end is the store's.
+    /// The earlier of the session's absolute end (`created + max_lifetime`) and
+    /// `iat + value_token_ttl`; the session's idle end is the store's.
     pub exp: u64,
 }
+
+impl Claims {
+    /// Whether a value token with these claims, if expired, may still be renewed at `now` for a
+    /// session that ends after `idle_timeout` seconds without use. A session whose token has
+    /// expired cannot be used, so it cannot outlive its token by more than that: an older token
+    /// in the store was written back, not left behind by an IdP that was down. Readers answer
+    /// "cannot validate now" for a renewable token and "invalid" for any other.
+    pub fn renewable(&self, idle_timeout: u64, now: u64) -> bool {
+        self.exp.saturating_add(idle_timeout) > now
+    }
+}
+
+/// Seconds before its `exp` at which a reader stops using a value token: room for clock skew
+/// between IdP, gateways and backends, and for the request still on its way to the backend.
+pub const EXPIRY_MARGIN: u64 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
@@ -26,6 +43,8 @@ pub enum VerifyError {
     NoKeyId,
     #[error("value token signed with an unknown key")]
     UnknownKey,
+    #[error("value token expired")]
+    Expired,
     #[error("value token rejected")]
     Rejected(#[source] jsonwebtoken::errors::Error),
 }
@@ -69,6 +88,8 @@ impl Verifier {
             let mut validation = Validation::new(alg);
             validation.set_issuer(&[issuer]);
             validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+            // `verify` checks `exp` itself, so that an expired token can be told from a forged one.
+            validation.validate_exp = false;
             validation.leeway = 0;
             keys.insert(kid, (key, validation));
         }
@@ -100,6 +121,17 @@ impl Verifier {
 
     /// The claims of a token whose signature, algorithm, issuer and expiry all check out.
     pub fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
+        let claims = self.verify_allowing_expired(token)?;
+        if claims.exp < crate::now_unix() {
+            return Err(VerifyError::Expired);
+        }
+        Ok(claims)
+    }
+
+    /// The claims of a token whose signature, algorithm and issuer check out, whether it has
+    /// expired or not: an expired token is still the IdP's own (a reader answers "cannot
+    /// validate now" rather than "invalid"), and the IdP renews from it.
+    pub fn verify_allowing_expired(&self, token: &str) -> Result<Claims, VerifyError> {
         let kid = Self::key_id(token)?;
         let (key, validation) = self.keys.get(&kid).ok_or(VerifyError::UnknownKey)?;
         jsonwebtoken::decode::<Claims>(token, key, validation)

@@ -2,7 +2,7 @@
 //!
 //! * `token`: reference tokens and the session ids derived from their hash (the store never sees
 //!   a reference token in clear).
-//! * `record`: what a session holds and when it expires.
+//! * `record`: what a session holds and when it expires; a value token's renewal.
 //! * `user`: users kept in the store (the IdP's directory), listed in pages by name.
 //! * `code`: authorization codes, kept under their hash and redeemed once.
 //! * `claims`: the value token's claims and their verification (the store alone cannot mint).
@@ -37,13 +37,13 @@ pub mod testing;
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use claims::{Claims, Verifier, VerifyError};
+pub use claims::{Claims, EXPIRY_MARGIN, Verifier, VerifyError};
 pub use code::{AuthCode, Redeemed};
 pub use config::{StoreConfig, StoreConfigError, StoreMode};
 pub use error::{DriverError, StoreError};
 pub use event::{Event, EventBatch, EventCursor};
 pub use memory::MemoryStore;
-pub use record::{Session, SessionKind, ValueToken};
+pub use record::{Renewal, Session, SessionKind, ValueToken};
 pub use redis::{RedisOptions, RedisStore};
 pub use token::{CodeId, ReferenceToken, SessionId, TokenFormatError, bearer_credentials};
 pub use usage::UsageLog;
@@ -51,6 +51,10 @@ pub use user::{MAX_USERNAME_LEN, MAX_USERS_PAGE, User, UserPage};
 
 /// Store operations. The IdP uses all of them; a gateway only `lookup`, `touch`, `events_head`
 /// and `read_events`.
+///
+/// Sessions are also kept in a renewal schedule, ordered by their value token's `exp`: written
+/// by `create`, `update_sessions` and `replace_value_tokens`, left by `revoke` and
+/// `revoke_subject`, and tidied by `value_tokens_due` of sessions that ended by themselves.
 pub trait TokenStore: Clone + Send + Sync + 'static {
     /// Stores a new session. The subject's index is written first, so that a forced logout can
     /// never miss a session that exists.
@@ -92,6 +96,36 @@ pub trait TokenStore: Clone + Send + Sync + 'static {
         &self,
         updates: &[(SessionId, Vec<String>, ValueToken)],
     ) -> impl Future<Output = Result<usize, StoreError>> + Send;
+
+    /// Live sessions whose value token expires at or before `before` (Unix seconds), soonest
+    /// first: what the IdP renews. At most `limit`, after passing over the first `skip` entries
+    /// of the schedule (those the caller could not renew this round). Entries of sessions that
+    /// ended, or whose value token already lasts until the session's absolute end, leave the
+    /// schedule on the way. Empty when nothing more is due.
+    fn value_tokens_due(
+        &self,
+        before: u64,
+        skip: usize,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Session>, StoreError>> + Send;
+
+    /// Replaces value tokens with renewed ones, **without publishing an event**: a renewal
+    /// changes nothing a gateway has cached but the token's expiry, and a gateway re-reads the
+    /// store before its copy expires. Each renewal applies only if its session is live and still
+    /// holds the token the renewal replaces. Returns how many were replaced.
+    fn replace_value_tokens(
+        &self,
+        renewals: &[Renewal],
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send;
+
+    /// Takes the renewal lease for `holder` for `ttl`, or keeps it if `holder` has it already:
+    /// one IdP replica at a time renews value tokens (two at once would only waste signatures).
+    /// `false` while another holder's lease runs.
+    fn renewal_lease(
+        &self,
+        holder: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Roles an administrator set for a subject, which replace the configured ones.
     fn subject_roles(
@@ -224,6 +258,20 @@ impl TokenStore for AnyStore {
         updates: &[(SessionId, Vec<String>, ValueToken)],
     ) -> Result<usize, StoreError> {
         dispatch!(self, s => s.update_sessions(updates).await)
+    }
+    async fn value_tokens_due(
+        &self,
+        before: u64,
+        skip: usize,
+        limit: usize,
+    ) -> Result<Vec<Session>, StoreError> {
+        dispatch!(self, s => s.value_tokens_due(before, skip, limit).await)
+    }
+    async fn replace_value_tokens(&self, renewals: &[Renewal]) -> Result<usize, StoreError> {
+        dispatch!(self, s => s.replace_value_tokens(renewals).await)
+    }
+    async fn renewal_lease(&self, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.renewal_lease(holder, ttl).await)
     }
     async fn subject_roles(&self, subject: &str) -> Result<Option<Vec<String>>, StoreError> {
         dispatch!(self, s => s.subject_roles(subject).await)
@@ -402,6 +450,33 @@ mod redis_specific {
             "ttl {}",
             ttl(&redis, &key)
         );
+    }
+
+    #[tokio::test]
+    async fn the_renewal_schedule_forgets_ended_sessions() {
+        let redis = TestRedis::start();
+        let store = connect(&redis);
+        let count = || -> i64 {
+            redis::from_redis_value(redis.query(&["ZCARD", "tg:{renewal}"]).expect("ZCARD"))
+                .expect("integer")
+        };
+        let now = now_unix();
+        let mut idle = suite::session("alice");
+        idle.value_token = suite::token_expiring("alice", now + 100);
+        idle.last_used_at = now - 700; // ends as it is written: its hash expires at once
+        let revoked = suite::session("alice");
+        let forced = suite::session("bob");
+        for s in [&idle, &revoked, &forced] {
+            store.create(s).await.expect("create");
+        }
+        assert_eq!(count(), 3);
+        store.revoke(&revoked.id).await.expect("revoke");
+        store.revoke_subject("bob").await.expect("revoke subject");
+        assert_eq!(count(), 1, "revocations leave the schedule");
+        // A session that ended by itself leaves when the scan for due tokens meets it.
+        let due = store.value_tokens_due(now + 200, 0, 10).await.expect("due");
+        assert!(due.is_empty());
+        assert_eq!(count(), 0, "an ended session's entry must not stay");
     }
 
     #[tokio::test]

@@ -9,8 +9,8 @@ use tokio::sync::watch;
 
 use crate::user::{cut_page, username_fits};
 use crate::{
-    AuthCode, CodeId, Event, EventBatch, EventCursor, MAX_USERS_PAGE, Redeemed, Session, SessionId,
-    StoreError, TokenStore, User, UserPage, ValueToken, now_unix,
+    AuthCode, CodeId, Event, EventBatch, EventCursor, MAX_USERS_PAGE, Redeemed, Renewal, Session,
+    SessionId, StoreError, TokenStore, User, UserPage, ValueToken, now_unix,
 };
 
 /// How many events are kept for readers that fall behind.
@@ -40,6 +40,11 @@ struct State {
     creations: u64,
     /// Failed logins by key: failures, when the window ends, when a lockout ends.
     logins: HashMap<String, (u32, std::time::Instant, Option<std::time::Instant>)>,
+    /// The renewal schedule, by value token expiry, and where each session stands in it.
+    schedule: BTreeSet<(u64, SessionId)>,
+    scheduled: HashMap<SessionId, u64>,
+    /// The renewal lease: its holder and when it runs out.
+    lease: Option<(String, std::time::Instant)>,
     users: BTreeMap<String, User>,
     /// Authorization codes: the record, the session its first use made, when it expires.
     codes: HashMap<CodeId, (AuthCode, Option<SessionId>, std::time::Instant)>,
@@ -105,7 +110,22 @@ impl State {
         self.sessions.get_mut(id)
     }
 
+    /// Puts a session at `due` in the renewal schedule (moving it if it was there).
+    fn schedule(&mut self, id: &SessionId, due: u64) {
+        if let Some(old) = self.scheduled.insert(id.clone(), due) {
+            self.schedule.remove(&(old, id.clone()));
+        }
+        self.schedule.insert((due, id.clone()));
+    }
+
+    fn unschedule(&mut self, id: &SessionId) {
+        if let Some(due) = self.scheduled.remove(id) {
+            self.schedule.remove(&(due, id.clone()));
+        }
+    }
+
     fn remove(&mut self, id: &SessionId) -> Option<Session> {
+        self.unschedule(id);
         let session = self.sessions.remove(id)?;
         if let Some(ids) = self.by_subject.get_mut(&session.subject) {
             ids.remove(id);
@@ -141,6 +161,7 @@ impl TokenStore for MemoryStore {
             .entry(session.subject.clone())
             .or_default()
             .insert(session.id.clone());
+        state.schedule(&session.id, session.value_token.renewal_due());
         state.sessions.insert(session.id.clone(), session.clone());
         Ok(())
     }
@@ -229,6 +250,7 @@ impl TokenStore for MemoryStore {
             if let Some(session) = state.live(id, now) {
                 session.roles = roles.clone();
                 session.value_token = token.clone();
+                state.schedule(id, token.renewal_due());
                 updated.push(id.clone());
             }
         }
@@ -237,6 +259,66 @@ impl TokenStore for MemoryStore {
             self.publish(&mut state, Event::RolesChanged { sessions: updated });
         }
         Ok(count)
+    }
+
+    async fn value_tokens_due(
+        &self,
+        before: u64,
+        skip: usize,
+        limit: usize,
+    ) -> Result<Vec<Session>, StoreError> {
+        let now = now_unix();
+        let mut state = self.state();
+        let entries: Vec<(u64, SessionId)> = state
+            .schedule
+            .iter()
+            .take_while(|(due, _)| *due <= before)
+            .skip(skip)
+            .cloned()
+            .collect();
+        let mut sessions = Vec::new();
+        for (due, id) in entries {
+            if sessions.len() == limit {
+                break;
+            }
+            match state.live(&id, now).map(|s| s.clone()) {
+                Some(s) if due < s.max_expires_at => sessions.push(s),
+                // Ended, or its token already lasts as long as the session: nothing to renew.
+                _ => state.unschedule(&id),
+            }
+        }
+        Ok(sessions)
+    }
+
+    async fn replace_value_tokens(&self, renewals: &[Renewal]) -> Result<usize, StoreError> {
+        let now = now_unix();
+        let mut state = self.state();
+        let mut replaced = 0;
+        for r in renewals {
+            let Some(session) = state.live(&r.session, now) else {
+                continue;
+            };
+            if session.value_token != r.replaces {
+                continue;
+            }
+            session.value_token = r.token.clone();
+            state.schedule(&r.session, r.token.renewal_due());
+            replaced += 1;
+        }
+        Ok(replaced)
+    }
+
+    async fn renewal_lease(&self, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let now = std::time::Instant::now();
+        let mut state = self.state();
+        if let Some((other, until)) = &state.lease
+            && other != holder
+            && *until > now
+        {
+            return Ok(false);
+        }
+        state.lease = Some((holder.to_owned(), now + ttl));
+        Ok(true)
     }
 
     async fn subject_roles(&self, subject: &str) -> Result<Option<Vec<String>>, StoreError> {

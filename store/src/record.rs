@@ -1,5 +1,8 @@
 use std::fmt;
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
 use crate::token::SessionId;
 
 /// A signed value token (JWT). It never leaves the trusted zone, so its `Debug` is redacted.
@@ -10,6 +13,35 @@ impl ValueToken {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// The `exp` claim, read without verifying anything: the store schedules renewals by it,
+    /// and nothing else may trust it (a reader verifies the token before believing it).
+    pub fn expires_at(&self) -> Option<u64> {
+        #[derive(serde::Deserialize)]
+        struct Exp {
+            exp: u64,
+        }
+        let payload = self.0.split('.').nth(1)?;
+        let json = URL_SAFE_NO_PAD.decode(payload).ok()?;
+        serde_json::from_slice::<Exp>(&json).ok().map(|c| c.exp)
+    }
+
+    /// Where the token stands in the renewal schedule: its `exp`, or 0 (due at once, so that
+    /// the IdP looks at it and counts a failure) when that cannot be read.
+    pub(crate) fn renewal_due(&self) -> u64 {
+        self.expires_at().unwrap_or(0)
+    }
+}
+
+/// A session's value token replaced by a fresh one (renewed before it expires), if the session
+/// still holds the token `replaces`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Renewal {
+    pub session: SessionId,
+    /// The token the session held when it was read; a session holding another one (changed
+    /// roles, or renewed meanwhile by another IdP replica) is left alone.
+    pub replaces: ValueToken,
+    pub token: ValueToken,
 }
 
 impl fmt::Debug for ValueToken {
@@ -82,5 +114,20 @@ impl Session {
     /// Whether the session is still live at `now`.
     pub fn is_live(&self, now: u64) -> bool {
         self.expires_at() > now
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_expiry_of_a_value_token_is_read_from_its_payload() {
+        let payload = URL_SAFE_NO_PAD.encode(r#"{"sub":"alice","exp":1700000300}"#);
+        let token = ValueToken(format!("eyJhbGciOiJFZERTQSJ9.{payload}.c2ln"));
+        assert_eq!(token.expires_at(), Some(1_700_000_300));
+        for junk in ["", "a.b.c", "header.alice.signature", "x.e30.y"] {
+            assert_eq!(ValueToken(junk.to_owned()).expires_at(), None, "{junk}");
+        }
     }
 }

@@ -133,6 +133,24 @@ impl TestIdp {
         .await
     }
 
+    /// Revokes the session of a reference token through the admin API.
+    pub async fn revoke_session(&self, reference_token: &str) {
+        let sid = tokengate_store::ReferenceToken::parse(reference_token)
+            .unwrap()
+            .session_id();
+        let r = self
+            .admin("DELETE", &format!("/admin/sessions/{sid}"), None)
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+
+    /// The published JWKS.
+    pub async fn jwks(&self) -> serde_json::Value {
+        let r = get(&self.url("/.well-known/jwks.json")).await;
+        assert_eq!(r.status, 200, "JWKS: {}", r.body);
+        r.json()
+    }
+
     /// `/auth/verify` with a bearer token.
     pub async fn verify(&self, token: &str) -> Reply {
         let auth = format!("Bearer {token}");
@@ -201,6 +219,11 @@ pub async fn try_send(
         headers: parts.headers,
         body: String::from_utf8_lossy(&body).into_owned(),
     })
+}
+
+/// A plain GET.
+pub async fn get(url: &str) -> Reply {
+    send("GET", url, &[], String::new()).await
 }
 
 pub async fn post_form(url: &str, headers: &[(&str, &str)], form: &str) -> Reply {

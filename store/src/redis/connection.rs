@@ -142,24 +142,25 @@ pub(super) enum Con {
 }
 
 impl Con {
-    /// Runs commands that may address different slots: one pipeline on a single server, one by
-    /// one on a cluster (a cluster pipeline must stay within one slot).
+    /// Runs commands that may address different slots, answers in their order: one pipeline on
+    /// a single server; on a cluster (where a pipeline must stay within one slot) all at once,
+    /// each to its node, so that a batch costs about one round trip there too, not one per
+    /// command. The commands of one call must not depend on each other's order.
     pub(super) async fn query_each<T: FromRedisValue>(&self, cmds: &[Cmd]) -> RedisResult<Vec<T>> {
-        let mut con = self.clone();
         match self {
             Con::Single(_) | Con::Sentinel(_) => {
                 let mut pipe = redis::pipe();
                 for cmd in cmds {
                     pipe.add_command(cmd.clone());
                 }
-                pipe.query_async(&mut con).await
+                pipe.query_async(&mut self.clone()).await
             }
             Con::Cluster(_) => {
-                let mut out = Vec::with_capacity(cmds.len());
-                for cmd in cmds {
-                    out.push(cmd.query_async(&mut con).await?);
-                }
-                Ok(out)
+                let each = cmds.iter().map(|cmd| {
+                    let mut con = self.clone();
+                    async move { cmd.query_async(&mut con).await }
+                });
+                futures_util::future::try_join_all(each).await
             }
         }
     }

@@ -21,8 +21,8 @@ use self::events::EventReader;
 use self::schema::{Keys, Scripts, decode_session, decode_user, session_fields, user_fields};
 use crate::user::{cut_page, username_fits};
 use crate::{
-    AuthCode, CodeId, Event, EventBatch, EventCursor, MAX_USERS_PAGE, Redeemed, Session, SessionId,
-    StoreError, TokenStore, User, UserPage, ValueToken, now_unix,
+    AuthCode, CodeId, Event, EventBatch, EventCursor, MAX_USERS_PAGE, Redeemed, Renewal, Session,
+    SessionId, StoreError, TokenStore, User, UserPage, ValueToken, now_unix,
 };
 
 /// Sessions, indexes and events in Redis.
@@ -123,13 +123,62 @@ impl RedisStore {
         let max_len = shared.options.events_max_len;
         events::publish(&self.con, &shared.keys, &shared.scripts, max_len, event).await
     }
+
+    /// Puts sessions at their value token's expiry in the renewal schedule (or moves them).
+    async fn schedule<'a>(
+        &self,
+        entries: impl IntoIterator<Item = (&'a SessionId, &'a ValueToken)>,
+    ) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("ZADD");
+        cmd.arg(&self.shared.keys.renewal);
+        let mut any = false;
+        for (id, token) in entries {
+            cmd.arg(token.renewal_due()).arg(id.as_str());
+            any = true;
+        }
+        if !any {
+            return Ok(());
+        }
+        let _: Value = cmd
+            .query_async(&mut self.con.clone())
+            .await
+            .map_err(StoreError::unavailable)?;
+        Ok(())
+    }
+
+    /// `command` (`HGETALL`, `DEL`) on the record of each of these sessions.
+    fn on_each_session<'a>(
+        &self,
+        command: &str,
+        ids: impl IntoIterator<Item = &'a SessionId>,
+    ) -> Vec<Cmd> {
+        ids.into_iter()
+            .map(|id| {
+                let mut cmd = redis::cmd(command);
+                cmd.arg(self.shared.keys.session(id));
+                cmd
+            })
+            .collect()
+    }
+
+    /// `ZREM` of session ids from an index (the subject's, or the renewal schedule).
+    fn unindex<'a>(index: &str, ids: impl IntoIterator<Item = &'a str>) -> Cmd {
+        let mut cmd = redis::cmd("ZREM");
+        cmd.arg(index);
+        for id in ids {
+            cmd.arg(id);
+        }
+        cmd
+    }
 }
 
 impl TokenStore for RedisStore {
     async fn create(&self, s: &Session) -> Result<(), StoreError> {
         let fields = session_fields(s).map_err(|_| StoreError::Corrupt { what: "roles" })?;
         let mut con = self.con.clone();
-        // Index first: a session that exists is always reachable by a forced logout.
+        // Indexes first: a session that exists is always reachable by a forced logout, and
+        // always in the renewal schedule.
+        self.schedule([(&s.id, &s.value_token)]).await?;
         self.shared
             .scripts
             .index_add
@@ -205,10 +254,14 @@ impl TokenStore for RedisStore {
             session: id.clone(),
         })
         .await?;
-        let _: Value = redis::cmd("ZREM")
-            .arg(self.shared.keys.subject(&subject, "sessions"))
-            .arg(id.as_str())
-            .query_async(&mut con)
+        let keys = &self.shared.keys;
+        let unindex = [
+            Self::unindex(&keys.subject(&subject, "sessions"), [id.as_str()]),
+            Self::unindex(&keys.renewal, [id.as_str()]),
+        ];
+        let _: Vec<Value> = self
+            .con
+            .query_each(&unindex)
             .await
             .map_err(StoreError::unavailable)?;
         Ok(true)
@@ -230,14 +283,7 @@ impl TokenStore for RedisStore {
         }
         // Delete, then announce, then unindex: after a failure part-way, a retry finds the
         // same ids in the index and announces them again (harmless), so none is forgotten.
-        let deletes: Vec<Cmd> = ids
-            .iter()
-            .map(|id| {
-                let mut cmd = redis::cmd("DEL");
-                cmd.arg(self.shared.keys.session(id));
-                cmd
-            })
-            .collect();
+        let deletes = self.on_each_session("DEL", &ids);
         let deleted: Vec<i64> = self
             .con
             .query_each(&deletes)
@@ -248,10 +294,13 @@ impl TokenStore for RedisStore {
             sessions: ids.clone(),
         })
         .await?;
-        let _: Value = redis::cmd("ZREM")
-            .arg(&index)
-            .arg(ids.iter().map(SessionId::as_str).collect::<Vec<_>>())
-            .query_async(&mut con)
+        let unindex = [
+            Self::unindex(&index, ids.iter().map(SessionId::as_str)),
+            Self::unindex(&self.shared.keys.renewal, ids.iter().map(SessionId::as_str)),
+        ];
+        let _: Vec<Value> = self
+            .con
+            .query_each(&unindex)
             .await
             .map_err(StoreError::unavailable)?;
         Ok(ids
@@ -276,14 +325,7 @@ impl TokenStore for RedisStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let reads: Vec<Cmd> = ids
-            .iter()
-            .map(|id| {
-                let mut cmd = redis::cmd("HGETALL");
-                cmd.arg(self.shared.keys.session(id));
-                cmd
-            })
-            .collect();
+        let reads = self.on_each_session("HGETALL", &ids);
         let records: Vec<Vec<(String, String)>> = self
             .con
             .query_each(&reads)
@@ -344,18 +386,125 @@ impl TokenStore for RedisStore {
                     .collect()
             })
             .await?;
-        let updated: Vec<SessionId> = updates
+        let updated: Vec<&(SessionId, Vec<String>, ValueToken)> = updates
             .iter()
             .zip(&done)
             .filter(|(_, n)| **n == 1)
-            .map(|((id, _, _), _)| id.clone())
+            .map(|(update, _)| update)
             .collect();
         let count = updated.len();
         if count > 0 {
-            self.publish(&Event::RolesChanged { sessions: updated })
+            let sessions = updated.iter().map(|(id, _, _)| id.clone()).collect();
+            self.publish(&Event::RolesChanged { sessions }).await?;
+            self.schedule(updated.iter().map(|(id, _, token)| (id, token)))
                 .await?;
         }
         Ok(count)
+    }
+
+    async fn value_tokens_due(
+        &self,
+        before: u64,
+        skip: usize,
+        limit: usize,
+    ) -> Result<Vec<Session>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let schedule = &self.shared.keys.renewal;
+        let mut con = self.con.clone();
+        loop {
+            let entries: Vec<(String, f64)> = redis::cmd("ZRANGEBYSCORE")
+                .arg(schedule)
+                .arg("-inf")
+                .arg(before)
+                .arg("WITHSCORES")
+                .arg("LIMIT")
+                .arg(skip)
+                .arg(limit)
+                .query_async(&mut con)
+                .await
+                .map_err(StoreError::unavailable)?;
+            if entries.is_empty() {
+                return Ok(Vec::new());
+            }
+            let ids: Vec<Option<SessionId>> =
+                entries.iter().map(|(id, _)| SessionId::parse(id)).collect();
+            let reads = self.on_each_session("HGETALL", ids.iter().flatten());
+            let mut records = self
+                .con
+                .query_each::<Vec<(String, String)>>(&reads)
+                .await
+                .map_err(StoreError::unavailable)?
+                .into_iter();
+            let now = now_unix();
+            let mut due = Vec::new();
+            let mut done = Vec::new();
+            for ((member, score), id) in entries.iter().zip(ids) {
+                let session = id.and_then(|id| decode_session(id, records.next()?));
+                match session {
+                    Some(s) if s.is_live(now) && (*score as u64) < s.max_expires_at => due.push(s),
+                    // Ended (or unreadable), or its token lasts as long as the session.
+                    _ => done.push(member.as_str()),
+                }
+            }
+            if !done.is_empty() {
+                let _: Value = Self::unindex(schedule, done.iter().copied())
+                    .query_async(&mut con)
+                    .await
+                    .map_err(StoreError::unavailable)?;
+            }
+            // Every entry read had nothing to renew: the next ones moved up; read again.
+            if !due.is_empty() || entries.len() < limit {
+                return Ok(due);
+            }
+        }
+    }
+
+    async fn replace_value_tokens(&self, renewals: &[Renewal]) -> Result<usize, StoreError> {
+        if renewals.is_empty() {
+            return Ok(0);
+        }
+        let done: Vec<i64> = self
+            .eval_each(&self.shared.scripts.replace, |sha| {
+                renewals
+                    .iter()
+                    .map(|r| {
+                        let mut cmd = redis::cmd("EVALSHA");
+                        cmd.arg(sha)
+                            .arg(1)
+                            .arg(self.shared.keys.session(&r.session))
+                            .arg(r.replaces.expose())
+                            .arg(r.token.expose());
+                        cmd
+                    })
+                    .collect()
+            })
+            .await?;
+        let replaced: Vec<&Renewal> = renewals
+            .iter()
+            .zip(&done)
+            .filter(|(_, n)| **n == 1)
+            .map(|(r, _)| r)
+            .collect();
+        // After the tokens: a failure in between leaves an earlier entry, renewed once more.
+        self.schedule(replaced.iter().map(|r| (&r.session, &r.token)))
+            .await?;
+        Ok(replaced.len())
+    }
+
+    async fn renewal_lease(&self, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let taken: i64 = self
+            .shared
+            .scripts
+            .lease
+            .key(&self.shared.keys.renewal_lease)
+            .arg(holder)
+            .arg(ttl.as_millis().max(1) as u64)
+            .invoke_async(&mut self.con.clone())
+            .await
+            .map_err(StoreError::unavailable)?;
+        Ok(taken == 1)
     }
 
     async fn subject_roles(&self, subject: &str) -> Result<Option<Vec<String>>, StoreError> {

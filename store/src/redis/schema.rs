@@ -13,6 +13,8 @@
 //! | `tg:{events}`                | stream | revocations and role changes, bounded length       |
 //! | `tg:{events}:seq`            | string | the sequence number of the newest event            |
 //! | `tg:{events}:epoch`          | string | made once per data set: a new one means data loss  |
+//! | `tg:{renewal}`               | zset   | session ids scored by their value token's `exp`    |
+//! | `tg:{renewal}:lease`         | string | the IdP replica renewing value tokens (expires)    |
 //! | `tg:l:{<login key>}:n`       | string | failed logins in the current window (expires)      |
 //! | `tg:l:{<login key>}:lock`    | string | present while the login key is locked out          |
 //!
@@ -22,6 +24,12 @@
 //! index): it is indexed before its record is written and unindexed after its record is
 //! deleted, so a listed name may have no record (skipped when listing, set right by the next
 //! create or delete of that name) but a record is never missing from the index.
+//!
+//! The renewal schedule is written before a session (so no live session is missing from it)
+//! and after each new value token; an entry whose session has ended stays until the scan for
+//! due tokens meets it (at the latest one value-token lifetime after the session's end) and
+//! removes it. A session held by a value token that is older than the schedule (written by an
+//! earlier version, valid to the session's end) needs no renewal and is not in it.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -36,6 +44,8 @@ pub(super) struct Keys {
     pub events: String,
     pub events_seq: String,
     pub events_epoch: String,
+    pub renewal: String,
+    pub renewal_lease: String,
     pub users: String,
 }
 
@@ -46,6 +56,8 @@ impl Keys {
             events: format!("{prefix}:{{events}}"),
             events_seq: format!("{prefix}:{{events}}:seq"),
             events_epoch: format!("{prefix}:{{events}}:epoch"),
+            renewal: format!("{prefix}:{{renewal}}"),
+            renewal_lease: format!("{prefix}:{{renewal}}:lease"),
             users: format!("{prefix}:{{users}}"),
         }
     }
@@ -78,6 +90,8 @@ pub(super) struct Scripts {
     pub touch: Script,
     pub revoke: Script,
     pub update: Script,
+    pub replace: Script,
+    pub lease: Script,
     pub publish: Script,
     pub head: Script,
     pub login_failed: Script,
@@ -128,6 +142,20 @@ impl Scripts {
             update: Script::new(
                 r"if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
                   redis.call('HSET', KEYS[1], 'roles', ARGV[1], 'vt', ARGV[2])
+                  return 1",
+            ),
+            // KEYS[1] session; ARGV vt it replaces, new vt. Only while the session holds the
+            // token the new one was made from: a role change or another renewal wins.
+            replace: Script::new(
+                r"if redis.call('HGET', KEYS[1], 'vt') ~= ARGV[1] then return 0 end
+                  redis.call('HSET', KEYS[1], 'vt', ARGV[2])
+                  return 1",
+            ),
+            // KEYS[1] lease; ARGV holder, ms. Taken when free, kept (and extended) by its holder.
+            lease: Script::new(
+                r"local holder = redis.call('GET', KEYS[1])
+                  if holder and holder ~= ARGV[1] then return 0 end
+                  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
                   return 1",
             ),
             // KEYS[1] seq, KEYS[2] stream; ARGV maxlen, type, sids, sub. One number per event,
@@ -372,6 +400,8 @@ mod tests {
         assert_eq!(keys.events, "tg:{events}");
         assert_eq!(keys.events_seq, "tg:{events}:seq");
         assert_eq!(keys.events_epoch, "tg:{events}:epoch");
+        assert_eq!(keys.renewal, "tg:{renewal}");
+        assert_eq!(keys.renewal_lease, "tg:{renewal}:lease");
         assert_eq!(keys.subject("alice", "user"), "tg:u:{YWxpY2U}:user");
         assert_eq!(keys.users, "tg:{users}");
         let code = crate::CodeId::of_code("a code");
