@@ -15,8 +15,8 @@ use crate::config::{MAX_SUBJECT_LEN, check_roles, check_subject};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, bearer};
 use crate::metrics::{GrantLabels, KindLabels};
-use crate::oauth::token_response;
 use crate::sessions::NewSession;
+use crate::token::token_response;
 use crate::users::check_password;
 
 /// Users per page of `GET /admin/users` unless `limit` says otherwise.

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{RawQuery, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use subtle::ConstantTimeEq;
@@ -28,10 +28,10 @@ use crate::credentials::Kind;
 use crate::error::ApiError;
 use crate::extract::{ClientAddr, FormBody};
 use crate::metrics::{GrantLabels, KindLabels};
-use crate::oauth::{token_body, token_reply};
-use crate::pages::{self, SignIn};
+use crate::pages::{self, SignIn, redirect};
 use crate::scope::Scope;
 use crate::sessions::NewSession;
+use crate::token::{token_body, token_reply};
 
 /// How long an authorization code may wait for its redemption.
 pub const CODE_TTL: Duration = Duration::from_secs(60);
@@ -229,23 +229,6 @@ impl AuthorizeRequest {
         fields.extend(optional.into_iter().filter_map(|(k, v)| Some((k, v?))));
         fields
     }
-}
-
-/// `to` with `params` added to its query.
-pub fn redirect(to: &str, params: &[(&str, &str)]) -> Response {
-    let query = serde_urlencoded::to_string(params).unwrap_or_default();
-    let sep = if to.contains('?') { '&' } else { '?' };
-    let location = format!("{to}{sep}{query}");
-    let mut response = StatusCode::FOUND.into_response();
-    let h = response.headers_mut();
-    match HeaderValue::from_str(&location) {
-        Ok(location) => {
-            h.insert(header::LOCATION, location);
-        }
-        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    }
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
 }
 
 impl Refusal {
@@ -637,14 +620,5 @@ mod tests {
         assert!(!pkce_matches("short", challenge));
         assert!(!is_pkce_text(&"a".repeat(129)));
         assert!(!is_pkce_text(&format!("{}!", "a".repeat(43))));
-    }
-
-    #[test]
-    fn redirects_add_to_an_existing_query() {
-        let r = redirect("http://app/cb?x=1", &[("code", "c d"), ("state", "s&t")]);
-        assert_eq!(
-            r.headers()[header::LOCATION],
-            "http://app/cb?x=1&code=c+d&state=s%26t"
-        );
     }
 }

@@ -12,6 +12,7 @@
 //! * `sessions`: creating sessions and (re)signing their value tokens.
 //! * `renewal`: the background task that renews value tokens before they expire.
 //! * `oauth`: the public listener (token, revoke, introspect, JWKS, forward-auth).
+//! * `token`: the token endpoint's answers, shared by every grant and the admin API.
 //! * `authorize`: the authorization code flow with PKCE: sign-in page, single sign-on, codes.
 //! * `oidc`: OpenID Connect: discovery, ID tokens, userinfo, RP-initiated logout.
 //! * `pages`, `cookies`: the HTML pages (askama templates, CSP) and the IdP's browser cookies.
@@ -36,6 +37,7 @@ pub mod renewal;
 pub mod scope;
 pub mod sessions;
 pub mod throttle;
+pub mod token;
 pub mod users;
 
 use std::net::{IpAddr, SocketAddr};

@@ -12,12 +12,11 @@ use subtle::ConstantTimeEq;
 use tokengate_store::{ReferenceToken, Session, SessionId, SessionKind, TokenStore, now_unix};
 
 use crate::AppState;
-use crate::authorize::redirect;
 use crate::cookies;
 use crate::error::ApiError;
 use crate::extract::{FormBody, bearer};
 use crate::keys::KeyError;
-use crate::pages::{self, LogoutConfirm};
+use crate::pages::{self, LogoutConfirm, redirect};
 
 /// How long an ID token is good for (it proves a sign-in; the session is the reference token).
 pub const ID_TOKEN_TTL: u64 = 300;

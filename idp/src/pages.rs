@@ -99,10 +99,36 @@ pub fn message(status: StatusCode, title: &str, message: &str) -> Response {
     page(status, &Message { title, message }, &[])
 }
 
+/// `to` with `params` added to its query.
+pub fn redirect(to: &str, params: &[(&str, &str)]) -> Response {
+    let query = serde_urlencoded::to_string(params).unwrap_or_default();
+    let sep = if to.contains('?') { '&' } else { '?' };
+    let location = format!("{to}{sep}{query}");
+    let mut response = StatusCode::FOUND.into_response();
+    let h = response.headers_mut();
+    match HeaderValue::from_str(&location) {
+        Ok(location) => {
+            h.insert(header::LOCATION, location);
+        }
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redirects_add_to_an_existing_query() {
+        let r = redirect("http://app/cb?x=1", &[("code", "c d"), ("state", "s&t")]);
+        assert_eq!(
+            r.headers()[header::LOCATION],
+            "http://app/cb?x=1&code=c+d&state=s%26t"
+        );
+    }
 
     #[test]
     fn what_a_page_shows_is_escaped() {
