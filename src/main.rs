@@ -302,22 +302,29 @@ async fn run_dev(redis_url: Option<String>, listen: DevListen) -> Result<()> {
         }],
         // The walkthrough's curl commands use the password grant, which only a client that
         // lists it may use (RFC 9700 advises against it anywhere else).
-        clients: vec![ClientConfig::public("cli", &[Grant::Password], &[]), {
-            let redirect = demo::DemoApp::redirect_uri(&demo_url);
-            let mut app =
-                ClientConfig::public(demo::CLIENT_ID, &[Grant::AuthorizationCode], &[&redirect]);
-            app.post_logout_redirect_uris = vec![format!("{demo_url}/")];
-            app
-        }, {
-            let mut gateway = ClientConfig::confidential(
-                "gateway",
-                hash_password(&gateway_secret)?,
-                &[Grant::AuthorizationCode],
-            );
-            gateway.redirect_uris = vec![format!("{gateway_url}/.tokengate/callback")];
-            gateway.post_logout_redirect_uris = vec![format!("{gateway_url}/")];
-            gateway
-        }],
+        clients: vec![
+            ClientConfig::public("cli", &[Grant::Password], &[]),
+            {
+                let redirect = demo::DemoApp::redirect_uri(&demo_url);
+                let mut app = ClientConfig::public(
+                    demo::CLIENT_ID,
+                    &[Grant::AuthorizationCode],
+                    &[&redirect],
+                );
+                app.post_logout_redirect_uris = vec![format!("{demo_url}/")];
+                app
+            },
+            {
+                let mut gateway = ClientConfig::confidential(
+                    "gateway",
+                    hash_password(&gateway_secret)?,
+                    &[Grant::AuthorizationCode],
+                );
+                gateway.redirect_uris = vec![format!("{gateway_url}/.tokengate/callback")];
+                gateway.post_logout_redirect_uris = vec![format!("{gateway_url}/")];
+                gateway
+            },
+        ],
         base_dir: PathBuf::from("."),
     };
     let idp_bound = Idp::new(config, store.clone(), KeySet::ephemeral()?)?

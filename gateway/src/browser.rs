@@ -277,7 +277,12 @@ impl Browser {
             tracing::info!("sign-in state does not match the callback's");
             return Err(Reject::BadSignIn);
         }
-        if !self.used.entry(state.state.clone()).or_insert(()).is_fresh() {
+        if !self
+            .used
+            .entry(state.state.clone())
+            .or_insert(())
+            .is_fresh()
+        {
             tracing::info!("sign-in callback replayed");
             return Err(Reject::BadSignIn);
         }

@@ -150,7 +150,8 @@ impl TokenCache {
 
     /// The identity behind `Authorization` header value `authorization`.
     pub async fn authenticate(&self, authorization: &[u8]) -> Result<Arc<Identity>, LookupError> {
-        let token = tokengate_store::bearer_credentials(authorization).ok_or(LookupError::Invalid)?;
+        let token =
+            tokengate_store::bearer_credentials(authorization).ok_or(LookupError::Invalid)?;
         self.authenticate_token(token).await
     }
 

@@ -193,7 +193,10 @@ impl std::fmt::Debug for BrowserConfig {
         f.debug_struct("BrowserConfig")
             .field("issuer", &self.issuer)
             .field("client_id", &self.client_id)
-            .field("client_secret", &self.client_secret.as_ref().map(|_| "<redacted>"))
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
             .field("public_url", &self.public_url)
             .field("cookie_name", &self.cookie_name)
             .field("allowed_origins", &self.allowed_origins)
@@ -230,7 +233,11 @@ impl BrowserConfig {
         }
     }
 
-    fn validate(&self, tls: bool, invalid: impl Fn(String, &str) -> ConfigError) -> Result<(), ConfigError> {
+    fn validate(
+        &self,
+        tls: bool,
+        invalid: impl Fn(String, &str) -> ConfigError,
+    ) -> Result<(), ConfigError> {
         let key = |k: &str| format!("browser.{k}");
         if !self.issuer.starts_with("http://") || self.issuer.parse::<http::Uri>().is_err() {
             return Err(invalid(key("issuer"), "must be an http:// URL"));
@@ -260,10 +267,16 @@ impl BrowserConfig {
         let name = self.cookie_name(tls);
         let token_char = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
         if name.is_empty() || !name.bytes().all(token_char) {
-            return Err(invalid(key("cookie_name"), "must be a cookie name (letters, digits, - _ .)"));
+            return Err(invalid(
+                key("cookie_name"),
+                "must be a cookie name (letters, digits, - _ .)",
+            ));
         }
         if name == "tokengate_idp" {
-            return Err(invalid(key("cookie_name"), "tokengate_idp is the IdP's own cookie"));
+            return Err(invalid(
+                key("cookie_name"),
+                "tokengate_idp is the IdP's own cookie",
+            ));
         }
         if (name.starts_with("__Host-") || name.starts_with("__Secure-")) && !tls {
             return Err(invalid(
@@ -289,7 +302,9 @@ impl BrowserConfig {
 /// `scheme://host[:port]` of an http(s) URL, lower-case.
 pub fn origin(url: &str) -> Option<String> {
     let uri = url.parse::<http::Uri>().ok()?;
-    let scheme = uri.scheme_str().filter(|s| matches!(*s, "http" | "https"))?;
+    let scheme = uri
+        .scheme_str()
+        .filter(|s| matches!(*s, "http" | "https"))?;
     Some(format!("{scheme}://{}", uri.authority()?).to_ascii_lowercase())
 }
 

@@ -2,11 +2,12 @@
 //! token), its sign-in state cookie, and the IdP's own sign-in cookie. Requests without a
 //! `Cookie` header pay one header lookup.
 
-use http::header::{self, HeaderValue};
 use http::HeaderMap;
+use http::header::{self, HeaderValue};
 
-/// The IdP's single-sign-on cookie: forwarded only on a route marked `idp = true`.
-pub const IDP_SSO: &str = "tokengate_idp";
+/// The IdP's own cookies, its single-sign-on session and its forms' CSRF token: forwarded only
+/// on a route marked `idp = true` (browsers send one host's cookies to all its ports).
+pub const IDP_COOKIES: [&str; 2] = ["tokengate_idp", "tokengate_csrf"];
 
 /// Longest cookie value looked at (a reference token is 43 characters).
 const MAX_VALUE: usize = 4096;
@@ -115,7 +116,10 @@ mod tests {
         let h = headers(&["a=1; tokengate=tok; b=2"]);
         assert_eq!(find(&h, "tokengate"), Found::One("tok"));
         assert_eq!(find(&h, "missing"), Found::None);
-        assert_eq!(find(&headers(&["tokengate_idp=x"]), "tokengate"), Found::None);
+        assert_eq!(
+            find(&headers(&["tokengate_idp=x"]), "tokengate"),
+            Found::None
+        );
         assert_eq!(find(&headers(&["xtokengate=x"]), "tokengate"), Found::None);
         assert_eq!(find(&headers(&["tokengate="]), "tokengate"), Found::None);
         let twice = headers(&["tokengate=one", "x=y; tokengate=two"]);
@@ -132,7 +136,7 @@ mod tests {
             "tokengate=again",
             "c=3",
         ]);
-        strip(&mut h, &["tokengate", IDP_SSO]);
+        strip(&mut h, &["tokengate", IDP_COOKIES[0]]);
         let left: Vec<&str> = h
             .get_all(header::COOKIE)
             .iter()

@@ -85,9 +85,7 @@ impl Sealer {
         now: u64,
         max_age: u64,
     ) -> Result<LoginState, StateError> {
-        let mut data = B64
-            .decode(value)
-            .map_err(|_| StateError::Invalid)?;
+        let mut data = B64.decode(value).map_err(|_| StateError::Invalid)?;
         if data.len() < NONCE_LEN {
             return Err(StateError::Invalid);
         }

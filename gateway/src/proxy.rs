@@ -30,7 +30,7 @@ use tracing::{Instrument, Span};
 use crate::browser::{self, Browser, lookup_reject};
 use crate::cache::{Identity, TokenCache};
 use crate::config::ServerConfig;
-use crate::cookies::{self, IDP_SSO};
+use crate::cookies::{self, IDP_COOKIES};
 use crate::headers::{
     RequestIds, X_REQUEST_ID, add_forwarded, add_identity, strip_hop_by_hop, strip_identity,
 };
@@ -87,7 +87,7 @@ impl Proxy {
             .map(str::to_owned)
             .collect();
         let mut strip_cookies = own.clone();
-        strip_cookies.push(IDP_SSO.to_owned());
+        strip_cookies.extend(IDP_COOKIES.map(str::to_owned));
         Proxy {
             browser,
             strip_cookies_idp: own,
