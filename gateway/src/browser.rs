@@ -87,7 +87,7 @@ impl Browser {
             cookie,
             login_cookie,
             id_cookie,
-            secure: tls,
+            secure: config.secure(tls),
             issuer: config.issuer.trim_end_matches('/').to_owned(),
             client_id: config.client_id.clone(),
             sealer: Sealer::new(&secret),
@@ -329,11 +329,12 @@ impl Browser {
             &tokens_body.access_token,
             max_age,
         );
-        if let Some(id_token) = tokens_body
-            .id_token
-            .as_deref()
-            .filter(|t| t.len() <= 3000 && ReferenceToken::parse(t).is_err())
-        {
+        if let Some(id_token) = tokens_body.id_token.as_deref().filter(|t| {
+            // A compact JWT, small enough for a cookie, and nothing that could break it.
+            t.len() <= 3000
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        }) {
             self.set_cookie(&mut response, &self.id_cookie, id_token, max_age);
         }
         self.set_cookie(&mut response, &self.login_cookie, "", 0);
@@ -660,6 +661,35 @@ public_url = "http://127.0.0.1:8080/"
         assert_eq!(
             response.headers()[header::LOCATION],
             "/.tokengate/login?rd=%2Fapp%2Fx%3Fa%3D1%26b%3D%252F"
+        );
+    }
+
+    #[test]
+    fn under_tls_the_cookie_is_secure_with_the_host_prefix() {
+        let config = GatewayConfig::parse(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:1"
+[idp]
+jwks_url = "http://127.0.0.1:7000/.well-known/jwks.json"
+[browser]
+issuer = "http://127.0.0.1:7000"
+client_id = "gateway"
+client_secret = "s3cret"
+public_url = "https://app.example.com"
+"#,
+            std::path::Path::new("test.toml"),
+        )
+        .unwrap();
+        let b = Browser::new(config.browser.as_ref().unwrap(), true);
+        assert_eq!(b.cookie, "__Host-tokengate");
+        let mut response = redirect(StatusCode::FOUND, "/");
+        b.set_cookie(&mut response, &b.cookie, "tok", 60);
+        assert_eq!(
+            response.headers()[header::SET_COOKIE],
+            "__Host-tokengate=tok; Path=/; HttpOnly; SameSite=Lax; Secure; Max-Age=60"
         );
     }
 

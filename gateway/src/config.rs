@@ -206,12 +206,18 @@ impl std::fmt::Debug for BrowserConfig {
 }
 
 impl BrowserConfig {
-    /// The session cookie's name: `cookie_name`, else `__Host-tokengate` under TLS (the prefix
-    /// binds it to this host, `Secure` and `Path=/`), else `tokengate`.
+    /// Whether cookies are `Secure`: the gateway serves TLS, or browsers reach it over HTTPS
+    /// (TLS ended in front of it).
+    pub fn secure(&self, tls: bool) -> bool {
+        tls || self.public_url().starts_with("https://")
+    }
+
+    /// The session cookie's name: `cookie_name`, else `__Host-tokengate` when cookies are
+    /// `Secure` (the prefix binds it to this host, `Secure` and `Path=/`), else `tokengate`.
     pub fn cookie_name(&self, tls: bool) -> String {
         match &self.cookie_name {
             Some(name) => name.clone(),
-            None if tls => "__Host-tokengate".to_owned(),
+            None if self.secure(tls) => "__Host-tokengate".to_owned(),
             None => "tokengate".to_owned(),
         }
     }
@@ -278,10 +284,10 @@ impl BrowserConfig {
                 "tokengate_idp is the IdP's own cookie",
             ));
         }
-        if (name.starts_with("__Host-") || name.starts_with("__Secure-")) && !tls {
+        if (name.starts_with("__Host-") || name.starts_with("__Secure-")) && !self.secure(tls) {
             return Err(invalid(
                 key("cookie_name"),
-                "the __Host- and __Secure- prefixes need a Secure cookie: set server.tls_cert",
+                "the __Host- and __Secure- prefixes need a Secure cookie: set server.tls_cert or an https:// public_url",
             ));
         }
         for (i, o) in self.allowed_origins.iter().enumerate() {
@@ -475,5 +481,115 @@ impl GatewayConfig {
             browser.validate(self.server.tls_cert.is_some(), &invalid)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+[admin]
+listen = "127.0.0.1:9090"
+[idp]
+jwks_url = "http://127.0.0.1:7000/.well-known/jwks.json"
+"#;
+    const BROWSER: &str = r#"
+[browser]
+issuer = "http://127.0.0.1:7000"
+client_id = "gateway"
+client_secret = "s3cret"
+public_url = "http://127.0.0.1:8080"
+"#;
+
+    /// The key a config is refused for, or `None` if it is accepted.
+    fn refused(text: &str) -> Option<String> {
+        let path = Path::new("gateway.toml");
+        match GatewayConfig::parse(text, path).unwrap().validate(path) {
+            Ok(()) => None,
+            Err(ConfigError::Invalid { key, file, .. }) => {
+                assert_eq!(file, path);
+                Some(key)
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn browser_settings_are_checked_by_key() {
+        assert_eq!(refused(&format!("{BASE}{BROWSER}")), None);
+        let route = "[[routes]]\npath_prefix = \"/app/\"\nupstream = \"http://127.0.0.1:1\"\nbrowser = true\n";
+        assert_eq!(refused(&format!("{BASE}{BROWSER}{route}")), None);
+        assert_eq!(
+            refused(&format!("{BASE}{route}")).as_deref(),
+            Some("routes[0].browser")
+        );
+        assert_eq!(
+            refused(&format!("{BASE}{BROWSER}{route}auth = false\n")).as_deref(),
+            Some("routes[0].browser")
+        );
+        for (change, key) in [
+            (
+                ("issuer = \"http://127.0.0.1:7000\"", "issuer = \"ftp://x\""),
+                "browser.issuer",
+            ),
+            (("client_secret = \"s3cret\"", ""), "browser.client_secret"),
+            (
+                ("client_id = \"gateway\"", "client_id = \"\""),
+                "browser.client_id",
+            ),
+            (
+                (
+                    "public_url = \"http://127.0.0.1:8080\"",
+                    "public_url = \"http://h/app\"",
+                ),
+                "browser.public_url",
+            ),
+            (
+                ("client_id", "cookie_name = \"tokengate_idp\"\nclient_id"),
+                "browser.cookie_name",
+            ),
+            (
+                ("client_id", "cookie_name = \"__Host-x\"\nclient_id"),
+                "browser.cookie_name",
+            ),
+            (
+                ("client_id", "cookie_name = \"a b\"\nclient_id"),
+                "browser.cookie_name",
+            ),
+            (
+                (
+                    "client_id",
+                    "allowed_origins = [\"http://h/path\"]\nclient_id",
+                ),
+                "browser.allowed_origins[0]",
+            ),
+        ] {
+            let text = format!("{BASE}{}", BROWSER.replacen(change.0, change.1, 1));
+            assert_eq!(refused(&text).as_deref(), Some(key), "{change:?}");
+        }
+    }
+
+    #[test]
+    fn browser_defaults_follow_tls_and_public_url() {
+        let config =
+            GatewayConfig::parse(&format!("{BASE}{BROWSER}"), Path::new("g.toml")).unwrap();
+        let browser = config.browser.unwrap();
+        assert_eq!(browser.cookie_name(false), "tokengate");
+        assert_eq!(browser.cookie_name(true), "__Host-tokengate");
+        let behind_tls = BrowserConfig {
+            public_url: "https://app.example.com".into(),
+            ..browser.clone()
+        };
+        assert!(behind_tls.secure(false));
+        assert_eq!(behind_tls.cookie_name(false), "__Host-tokengate");
+        assert_eq!(browser.allowed_origins(), ["http://127.0.0.1:8080"]);
+        assert_eq!(browser.login_timeout, Duration::from_secs(600));
+        let debug = format!("{browser:?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
+        assert!(debug.contains("<redacted>"));
     }
 }
