@@ -478,7 +478,7 @@ impl GatewayConfig {
             }
         }
         if let Some(browser) = &self.browser {
-            browser.validate(self.server.tls_cert.is_some(), &invalid)?;
+            browser.validate(self.server.tls_cert.is_some(), invalid)?;
         }
         Ok(())
     }
