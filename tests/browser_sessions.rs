@@ -63,6 +63,22 @@ async fn sign_in(stack: &BrowserStack, b: &Browser, rd: &str) -> Reply {
     b.get(&callback).await
 }
 
+/// The sign-in under way in `b`'s state cookie, opened as the gateway does.
+fn sign_in_state(sealer: &Sealer, b: &Browser) -> LoginState {
+    let sealed = b.cookie(LOGIN_COOKIE).expect("a sign-in state cookie");
+    sealer.open(&sealed, LOGIN_COOKIE, now_unix(), 600).unwrap()
+}
+
+/// A GET with these headers and no cookie jar.
+async fn get(url: &str, headers: &[(&str, &str)]) -> Reply {
+    send("GET", url, headers, String::new()).await
+}
+
+/// A GET with exactly this `Cookie` header.
+async fn with_cookie(url: &str, cookie: &str) -> Reply {
+    get(url, &[("cookie", cookie)]).await
+}
+
 fn echoed(reply: &Reply) -> serde_json::Value {
     assert_eq!(reply.status, 200, "{}", reply.body);
     reply.json()["headers"].clone()
@@ -120,13 +136,7 @@ async fn a_browser_signs_in_through_the_gateway_and_its_cookie_session_stays_rev
     // The page, with identity headers; neither cookie reaches the backend, others do.
     let with_others =
         format!("a=1; {COOKIE}={token}; tokengate_idp=sso-cookie; tokengate_csrf=c; b=2");
-    let page = send(
-        "GET",
-        &stack.url("/app/page"),
-        &[HTML, ("cookie", &with_others)],
-        String::new(),
-    )
-    .await;
+    let page = get(&stack.url("/app/page"), &[HTML, ("cookie", &with_others)]).await;
     let headers = echoed(&page);
     assert_eq!(headers["x-auth-subject"], "alice");
     assert_eq!(headers["x-auth-roles"], "orders:read");
@@ -138,33 +148,15 @@ async fn a_browser_signs_in_through_the_gateway_and_its_cookie_session_stays_rev
             .starts_with("Bearer ey")
     );
     // The IdP's route gets the IdP's cookie, never the gateway's; other routes get neither.
-    let sso = send(
-        "GET",
-        &stack.url("/sso/x"),
-        &[("cookie", &with_others)],
-        String::new(),
-    )
-    .await;
+    let sso = with_cookie(&stack.url("/sso/x"), &with_others).await;
     assert_eq!(
         echoed(&sso)["cookie"],
         "a=1; tokengate_idp=sso-cookie; tokengate_csrf=c; b=2"
     );
-    let public = send(
-        "GET",
-        &stack.url("/public/x"),
-        &[("cookie", &with_others)],
-        String::new(),
-    )
-    .await;
+    let public = with_cookie(&stack.url("/public/x"), &with_others).await;
     assert_eq!(echoed(&public)["cookie"], "a=1; b=2");
     let only_ours = format!("{COOKIE}={token}; tokengate_idp=x");
-    let public = send(
-        "GET",
-        &stack.url("/public/x"),
-        &[("cookie", &only_ours)],
-        String::new(),
-    )
-    .await;
+    let public = with_cookie(&stack.url("/public/x"), &only_ours).await;
     assert!(echoed(&public).get("cookie").is_none());
 
     // Who is signed in.
@@ -218,30 +210,18 @@ async fn a_browser_signs_in_through_the_gateway_and_its_cookie_session_stays_rev
         vec![("cookie", twice.as_str())],
         vec![("cookie", twice.as_str()), HTML],
     ] {
-        let reply = send("GET", &stack.url("/app/page"), &headers, String::new()).await;
+        let reply = get(&stack.url("/app/page"), &headers).await;
         assert_eq!(reply.status, 401, "{headers:?}");
     }
     // Garbage in the cookie.
     for garbage in ["x", "not-a-token", &"A".repeat(43), &"A".repeat(5000)] {
         let c = format!("{COOKIE}={garbage}");
-        let reply = send(
-            "GET",
-            &stack.url("/app/api/orders"),
-            &[("cookie", &c)],
-            String::new(),
-        )
-        .await;
+        let reply = with_cookie(&stack.url("/app/api/orders"), &c).await;
         assert_eq!(reply.status, 401, "{garbage}");
     }
     // Not even text: unreadable, so no session.
     let c = format!("{COOKIE}={}", "é".repeat(10));
-    let reply = send(
-        "GET",
-        &stack.url("/app/api/orders"),
-        &[("cookie", &c)],
-        String::new(),
-    )
-    .await;
+    let reply = with_cookie(&stack.url("/app/api/orders"), &c).await;
     assert_eq!(reply.status, 401);
 
     // A forced logout ends the cookie session like any other.
@@ -312,13 +292,7 @@ async fn logout_revokes_at_the_idp_clears_the_cookie_and_goes_through_the_idps_l
 
     // The token is revoked at the IdP, not only forgotten by this browser.
     let c = format!("{COOKIE}={token}");
-    let reply = send(
-        "GET",
-        &stack.url("/app/api/x"),
-        &[("cookie", &c)],
-        String::new(),
-    )
-    .await;
+    let reply = with_cookie(&stack.url("/app/api/x"), &c).await;
     assert_eq!(reply.status, 401);
     assert_eq!(stack.idp.verify(&token).await.status, 401);
 }
@@ -337,24 +311,24 @@ async fn sign_in_callbacks_refuse_tampered_replayed_expired_and_foreign_state() 
     chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
     let tampered: String = chars.into_iter().collect();
     let c = format!("{LOGIN_COOKIE}={tampered}");
-    let reply = send("GET", &callback, &[("cookie", &c)], String::new()).await;
+    let reply = with_cookie(&callback, &c).await;
     assert_eq!(reply.status, 400);
     assert_eq!(reply.json()["error"], "sign_in_failed");
     assert!(reply.header("set-cookie").is_none());
     // No state cookie at all (a callback opened in another browser).
-    let reply = send("GET", &callback, &[], String::new()).await;
+    let reply = get(&callback, &[]).await;
     assert_eq!(reply.status, 400);
     // The state in the URL is not the cookie's.
     let c = format!("{LOGIN_COOKIE}={sealed}");
     let other_state = callback.replace("state=", "state=x");
-    let reply = send("GET", &other_state, &[("cookie", &c)], String::new()).await;
+    let reply = with_cookie(&other_state, &c).await;
     assert_eq!(reply.status, 400);
     // The untouched callback still works once ...
     let ok = b.get(&callback).await;
     assert_eq!(ok.status, 302, "{}", ok.body);
     let token = b.cookie(COOKIE).unwrap();
     // ... and a replay is refused here, before the IdP, so the session it made lives on.
-    let reply = send("GET", &callback, &[("cookie", &c)], String::new()).await;
+    let reply = with_cookie(&callback, &c).await;
     assert_eq!(reply.status, 400);
     assert_eq!(stack.idp.verify(&token).await.status, 200);
 
@@ -365,14 +339,7 @@ async fn sign_in_callbacks_refuse_tampered_replayed_expired_and_foreign_state() 
     let q: std::collections::BTreeMap<String, String> =
         serde_urlencoded::from_str(callback.split_once('?').unwrap().1).unwrap();
     let sealer = Sealer::new(GATEWAY_SECRET);
-    let mine = sealer
-        .open(
-            &b.cookie(LOGIN_COOKIE).unwrap(),
-            LOGIN_COOKIE,
-            now_unix(),
-            600,
-        )
-        .unwrap();
+    let mine = sign_in_state(&sealer, &b);
     assert_eq!(mine.state, q["state"]);
     let old = LoginState {
         issued_at: now_unix() - 3600,
@@ -382,7 +349,7 @@ async fn sign_in_callbacks_refuse_tampered_replayed_expired_and_foreign_state() 
         "{LOGIN_COOKIE}={}",
         sealer.seal(&old, LOGIN_COOKIE).unwrap()
     );
-    let reply = send("GET", &callback, &[("cookie", &c)], String::new()).await;
+    let reply = with_cookie(&callback, &c).await;
     assert_eq!(reply.status, 400);
     // Sealed with another key (another gateway's secret): refused too.
     let c = format!(
@@ -391,7 +358,7 @@ async fn sign_in_callbacks_refuse_tampered_replayed_expired_and_foreign_state() 
             .seal(&mine, LOGIN_COOKIE)
             .unwrap()
     );
-    let reply = send("GET", &callback, &[("cookie", &c)], String::new()).await;
+    let reply = with_cookie(&callback, &c).await;
     assert_eq!(reply.status, 400);
 
     // A code issued to another client, with this gateway's own valid state.
@@ -440,14 +407,7 @@ async fn sign_in_returns_only_to_paths_on_this_gateway() {
     ] {
         let b = Browser::new();
         start(&stack, &b, rd).await;
-        let state = sealer
-            .open(
-                &b.cookie(LOGIN_COOKIE).unwrap(),
-                LOGIN_COOKIE,
-                now_unix(),
-                600,
-            )
-            .unwrap();
+        let state = sign_in_state(&sealer, &b);
         assert_eq!(state.rd, expected, "{rd:?}");
     }
     // The whole way round: an off-site rd lands on / of the gateway.

@@ -561,8 +561,8 @@ mod tests {
     use super::*;
     use crate::config::GatewayConfig;
 
-    fn browser() -> Browser {
-        let config = GatewayConfig::parse(
+    fn config(public_url: &str) -> GatewayConfig {
+        let text = format!(
             r#"
 [server]
 listen = "127.0.0.1:0"
@@ -574,11 +574,14 @@ jwks_url = "http://127.0.0.1:7000/.well-known/jwks.json"
 issuer = "http://127.0.0.1:7000"
 client_id = "gateway"
 client_secret = "s3cret"
-public_url = "http://127.0.0.1:8080/"
-"#,
-            std::path::Path::new("test.toml"),
-        )
-        .unwrap();
+public_url = "{public_url}"
+"#
+        );
+        GatewayConfig::parse(&text, std::path::Path::new("test.toml")).unwrap()
+    }
+
+    fn browser() -> Browser {
+        let config = config("http://127.0.0.1:8080/");
         Browser::new(config.browser.as_ref().unwrap(), false)
     }
 
@@ -666,23 +669,7 @@ public_url = "http://127.0.0.1:8080/"
 
     #[test]
     fn under_tls_the_cookie_is_secure_with_the_host_prefix() {
-        let config = GatewayConfig::parse(
-            r#"
-[server]
-listen = "127.0.0.1:0"
-[admin]
-listen = "127.0.0.1:1"
-[idp]
-jwks_url = "http://127.0.0.1:7000/.well-known/jwks.json"
-[browser]
-issuer = "http://127.0.0.1:7000"
-client_id = "gateway"
-client_secret = "s3cret"
-public_url = "https://app.example.com"
-"#,
-            std::path::Path::new("test.toml"),
-        )
-        .unwrap();
+        let config = config("https://app.example.com");
         let b = Browser::new(config.browser.as_ref().unwrap(), true);
         assert_eq!(b.cookie, "__Host-tokengate");
         let mut response = redirect(StatusCode::FOUND, "/");
