@@ -224,6 +224,26 @@ async fn a_browser_signs_in_through_the_gateway_and_its_cookie_session_stays_rev
     let reply = with_cookie(&stack.url("/app/api/orders"), &c).await;
     assert_eq!(reply.status, 401);
 
+    // A role change reaches the cookie session like any other, through the event stream.
+    let changed = stack
+        .idp
+        .admin(
+            "PUT",
+            "/admin/users/alice/roles",
+            Some(r#"{"roles": ["reports:read"]}"#),
+        )
+        .await;
+    assert_eq!(changed.status, 200, "{}", changed.body);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            b.get(&stack.url("/app/api/orders")).await.status == 403
+        })
+        .await,
+        "the cookie session kept its old roles"
+    );
+    let session = b.get(&stack.url("/.tokengate/session")).await;
+    assert_eq!(session.json()["roles"], serde_json::json!(["reports:read"]));
+
     // A forced logout ends the cookie session like any other.
     let out = stack
         .idp
