@@ -104,6 +104,9 @@ impl DemoApp {
             .route("/callback", get(callback))
             .route("/call", get(call))
             .route("/logout", get(logout))
+            // The browser app, reached through the gateway at /app/ (a `browser = true` route).
+            .route("/app/", get(browser_app_page))
+            .route("/app/app.js", get(browser_app_script))
             .with_state(self)
     }
 
@@ -295,4 +298,45 @@ async fn logout(State(app): State<DemoApp>, headers: HeaderMap) -> Response {
         response.headers_mut().insert(header::SET_COOKIE, clear);
     }
     response
+}
+
+/// A page behind the gateway's browser sessions: it holds no token. The gateway signed the
+/// browser in and keeps the session in an HttpOnly cookie; the script asks the gateway who is
+/// signed in and calls an API with that cookie, and signs out with a form the gateway checks.
+const BROWSER_APP_PAGE: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Browser app · tokengate</title><script src="/app/app.js" defer></script></head>
+<body><main><h1>browser app</h1>
+<p>Served through the gateway. This page holds no token: the session is an HttpOnly cookie the
+gateway set after signing you in, and the gateway can end it at any time.</p>
+<p id="who">…</p>
+<p><button id="call" type="button">Call /app/api/orders</button></p>
+<pre id="result"></pre>
+<form method="post" action="/.tokengate/logout"><button type="submit">Sign out</button></form>
+</main></body></html>
+"#;
+
+const BROWSER_APP_SCRIPT: &str = r#"async function who() {
+  const r = await fetch('/.tokengate/session');
+  document.getElementById('who').textContent = r.ok
+    ? (await r.json()).subject + ' is signed in'
+    : 'signed out (' + r.status + ')';
+}
+document.getElementById('call').addEventListener('click', async () => {
+  const r = await fetch('/app/api/orders');
+  document.getElementById('result').textContent = r.status + '\n' + await r.text();
+});
+who();
+"#;
+
+async fn browser_app_page() -> Response {
+    Html(BROWSER_APP_PAGE).into_response()
+}
+
+async fn browser_app_script() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        BROWSER_APP_SCRIPT,
+    )
+        .into_response()
 }

@@ -259,6 +259,14 @@ async fn run_gateway(path: PathBuf) -> Result<()> {
     Ok(())
 }
 
+/// `addr` with port 0 replaced by a free port (the gateway's URL must be known before it binds).
+fn resolve_port(addr: std::net::SocketAddr) -> Result<std::net::SocketAddr> {
+    if addr.port() != 0 {
+        return Ok(addr);
+    }
+    Ok(std::net::TcpListener::bind(addr)?.local_addr()?)
+}
+
 /// Where `tokengate dev` listens.
 struct DevListen {
     idp: std::net::SocketAddr,
@@ -288,6 +296,10 @@ async fn run_dev(redis_url: Option<String>, listen: DevListen) -> Result<()> {
     // A fresh admin token each run, printed below: dev never has a guessable one.
     let admin_token = ReferenceToken::generate().expose().to_owned();
     let (user, password) = ("alice", "wonderland");
+    // The gateway signs browsers in as a confidential client; its address names its callback.
+    let gateway_listen = resolve_port(listen.gateway)?;
+    let gateway_url = format!("http://{gateway_listen}");
+    let gateway_secret = ReferenceToken::generate().expose().to_owned();
     let config = IdpConfig {
         server: ServerConfig {
             listen: listen.idp,
@@ -310,13 +322,29 @@ async fn run_dev(redis_url: Option<String>, listen: DevListen) -> Result<()> {
         }],
         // The walkthrough's curl commands use the password grant, which only a client that
         // lists it may use (RFC 9700 advises against it anywhere else).
-        clients: vec![ClientConfig::public("cli", &[Grant::Password], &[]), {
-            let redirect = demo::DemoApp::redirect_uri(&demo_url);
-            let mut app =
-                ClientConfig::public(demo::CLIENT_ID, &[Grant::AuthorizationCode], &[&redirect]);
-            app.post_logout_redirect_uris = vec![format!("{demo_url}/")];
-            app
-        }],
+        clients: vec![
+            ClientConfig::public("cli", &[Grant::Password], &[]),
+            {
+                let redirect = demo::DemoApp::redirect_uri(&demo_url);
+                let mut app = ClientConfig::public(
+                    demo::CLIENT_ID,
+                    &[Grant::AuthorizationCode],
+                    &[&redirect],
+                );
+                app.post_logout_redirect_uris = vec![format!("{demo_url}/")];
+                app
+            },
+            {
+                let mut gateway = ClientConfig::confidential(
+                    "gateway",
+                    hash_password(&gateway_secret)?,
+                    &[Grant::AuthorizationCode],
+                );
+                gateway.redirect_uris = vec![format!("{gateway_url}/.tokengate/callback")];
+                gateway.post_logout_redirect_uris = vec![format!("{gateway_url}/")];
+                gateway
+            },
+        ],
         base_dir: PathBuf::from("."),
     };
     let idp_bound = Idp::new(config, store.clone(), KeySet::ephemeral()?)?
@@ -337,6 +365,11 @@ listen = "{gw_admin}"
 jwks_url = "http://{idp}/.well-known/jwks.json"
 [sync]
 interval = "1s"
+[browser]
+issuer = "{issuer}"
+client_id = "gateway"
+client_secret = "{gateway_secret}"
+public_url = "{gateway_url}"
 [[routes]]
 path_prefix = "/api/"
 upstream = "http://{backend}"
@@ -345,8 +378,18 @@ roles = ["orders:read"]
 path_prefix = "/public/"
 upstream = "http://{backend}"
 auth = false
+[[routes]]
+path_prefix = "/app/"
+upstream = "{demo_url}"
+browser = true
+[[routes]]
+path_prefix = "/app/api/"
+upstream = "http://{backend}"
+roles = ["orders:read"]
+browser = true
 "#,
-        gw = listen.gateway,
+        issuer = idp_bound.issuer(),
+        gw = gateway_listen,
         gw_admin = listen.gateway_admin,
     );
     let gateway_config: tokengate_gateway::config::GatewayConfig = toml::from_str(&gateway_toml)?;
@@ -364,6 +407,8 @@ Demo user: {user} / {password}   Admin token: {admin_token}
 
 In a browser: {demo_url}/ is a small web app that signs you in through the IdP (authorization
 code flow with PKCE, then single sign-on) and calls /api/ through the gateway with its token.
+Browser app: http://{gw}/app/ is served through the gateway, which signs the browser in itself
+and keeps the session in an HttpOnly cookie (no token in the page); a forced logout ends it.
 
   # log in: the answer's access_token is an opaque reference token
   TOKEN=$(curl -s -d grant_type=password -d client_id=cli -d username={user} -d password={password} http://{idp}/oauth2/token | sed 's/.*"access_token":"\([^"]*\)".*/\1/')

@@ -124,6 +124,28 @@ async fn dev_walkthrough_works_and_no_secret_reaches_the_log() {
     assert!(called.body.contains("x-auth-subject"), "{}", called.body);
     let sso = browser.cookie("tokengate_idp").unwrap();
 
+    // The browser app behind the gateway: the gateway signs the browser in itself (single
+    // sign-on here, so no form) and keeps the session in an HttpOnly cookie.
+    let app = format!("{gateway}/app/");
+    let html = [("accept", "text/html")];
+    let nav = browser.send("GET", &app, &html, String::new()).await;
+    assert_eq!(nav.status, 302, "{}", nav.body);
+    let login = browser
+        .get(&format!("{gateway}{}", nav.header("location").unwrap()))
+        .await;
+    assert_eq!(login.status, 302, "{}", login.body);
+    let back = browser.get(login.header("location").unwrap()).await;
+    assert_eq!(back.status, 302, "{}", back.body);
+    let gateway_code = support::oidc::location_query(&back)["code"].clone();
+    let landed = browser.get(back.header("location").unwrap()).await;
+    assert_eq!(landed.header("location"), Some("/app/"), "{}", landed.body);
+    let page = browser.send("GET", &app, &html, String::new()).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("browser app"), "{}", page.body);
+    let api = browser.get(&format!("{gateway}/app/api/orders")).await;
+    assert_eq!(api.json()["headers"]["x-auth-subject"], "alice");
+    let cookie = browser.cookie("tokengate").unwrap();
+
     let admin_auth = format!("Bearer {admin_token}");
     let logout = send(
         "DELETE",
@@ -132,8 +154,9 @@ async fn dev_walkthrough_works_and_no_secret_reaches_the_log() {
         String::new(),
     )
     .await;
-    // The password grant's session, the browser's IdP session and the demo app's session.
-    assert_eq!(logout.json()["revoked"], 3);
+    // The password grant's session, the browser's IdP session, the demo app's session and the
+    // gateway's browser session.
+    assert_eq!(logout.json()["revoked"], 4);
     let after = send(
         "GET",
         &format!("{idp}/auth/verify"),
@@ -155,6 +178,15 @@ async fn dev_walkthrough_works_and_no_secret_reaches_the_log() {
     })
     .await;
     assert!(ok, "the gateway kept accepting a logged-out token");
+    let ok = support::eventually(std::time::Duration::from_secs(5), || async {
+        browser
+            .get(&format!("{gateway}/app/api/orders"))
+            .await
+            .status
+            == 401
+    })
+    .await;
+    assert!(ok, "the gateway kept accepting a logged-out cookie");
 
     // SIGTERM: a graceful stop that exits 0.
     let term = Command::new("kill")
@@ -183,6 +215,8 @@ async fn dev_walkthrough_works_and_no_secret_reaches_the_log() {
         "guess-123",
         &code,
         &sso,
+        &gateway_code,
+        &cookie,
     ] {
         assert!(!log.contains(secret), "a secret reached the log: {secret}");
     }

@@ -302,8 +302,22 @@ roles = ["orders:read"]
 
 
 def start_gateway(stack, name, redis_port, idp_port, backend, extra_cache="", interval="1s",
-                  cpu=SUT_CPU, max_entries=200000):
+                  cpu=SUT_CPU, max_entries=200000, browser=False):
+    """With `browser`, the gateway also has `[browser]` and a `browser = true` route `/app/`
+    (the cookie scenario; no one signs in during the run, so the client need not exist)."""
     public, admin = free_port(), free_port()
+    browser_conf = f"""
+[browser]
+issuer = "http://127.0.0.1:{idp_port}"
+client_id = "bench-gateway"
+client_secret = "bench-gateway-secret"
+public_url = "http://127.0.0.1:{public}"
+[[routes]]
+path_prefix = "/app/"
+upstream = "http://127.0.0.1:{backend}"
+roles = ["orders:read"]
+browser = true
+""" if browser else ""
     conf = stack.work / f"{name}.toml"
     conf.write_text(f"""
 [server]
@@ -329,7 +343,7 @@ roles = ["orders:read"]
 path_prefix = "/public/"
 upstream = "http://127.0.0.1:{backend}"
 auth = false
-""")
+{browser_conf}""")
     proc = stack.spawn(name, [str(BIN), "gateway", "--config", str(conf)], cpu,
                        {"RUST_LOG": "warn"})
     wait_ready(admin)
@@ -366,11 +380,14 @@ def metric(admin_port, name):
 PERCENTILES = [50, 75, 90, 95, 99, 99.9, 99.99]
 
 
-def oha(url, seconds, conns, token=None, rate=None):
+def oha(url, seconds, conns, token=None, rate=None, cookie=None):
     cmd = ["taskset", "-c", OTHER_CPU, "oha", "-z", f"{seconds}s", "-c", str(conns),
            "--no-tui", "--output-format", "json"]
     if token:
         cmd += ["-H", f"Authorization: Bearer {token}"]
+    if cookie:
+        # A browser's cookie header: the session cookie among others the app set.
+        cmd += ["-H", f"Cookie: theme=dark; tokengate={cookie}; _ga=GA1.1.123456789.1700000000"]
     if rate:
         cmd += ["-q", str(rate), "--latency-correction"]
     cmd.append(url)
@@ -481,6 +498,8 @@ def run(stack, args):
     nc_public, nc_admin, nc_proc = start_gateway(stack, "gateway-nocache", redis_port,
                                                  idp_public, backend_port,
                                                  extra_cache="enabled = false")
+    br_public, br_admin, br_proc = start_gateway(stack, "gateway-browser", redis_port,
+                                                 idp_public, backend_port, browser=True)
     backend_master = next(p for p in stack.procs if "backend.conf" in " ".join(p.args))
     hot = mint(idp_admin, 1)[0]
     log(f"minting {args.tokens} tokens for scenario 6")
@@ -507,6 +526,10 @@ def run(stack, args):
          lambda s: wrk(f"http://127.0.0.1:{gw_public}", s, C, tokens_file, script)),
         ("7. tokengate, cache off", lambda: [nc_proc.pid],
          lambda s: oha(f"http://127.0.0.1:{nc_public}/api/x", s, C, token=hot)),
+        # Scenario 5's hot token as a browser sends it: in the session cookie of a
+        # `browser = true` route, among other cookies (stripped before forwarding).
+        ("8. tokengate, one hot cookie", lambda: [br_proc.pid],
+         lambda s: oha(f"http://127.0.0.1:{br_public}/app/x", s, C, cookie=hot)),
     ]
     # Warm up every path (connections, caches, the 10,000 tokens) before measuring.
     log("warm-up")
@@ -564,6 +587,7 @@ def run(stack, args):
     # idle IdP's).
     stack.stop(gw_proc)
     stack.stop(nc_proc)
+    stack.stop(br_proc)
     store = []
     for interval in ["1s", "100ms"]:
         pub, adm, proc = start_gateway(stack, f"gateway-sync-{interval}", redis_port,
@@ -746,7 +770,9 @@ def write_report(report, args):
         " IdP behind it answers once per token per 10 s (the cached subrequest). Scenario 6"
         " rotates the `Authorization` header over its tokens with a wrk Lua script (wrk, not oha,"
         " so its latencies come from another tool). Scenario 7 reads Redis and verifies the JWT"
-        " on every request (`cache.enabled = false`).",
+        " on every request (`cache.enabled = false`). Scenario 8 sends scenario 5's token"
+        " as a browser does, in the session cookie of a `browser = true` route among two other"
+        " cookies, which the gateway reads and then strips before forwarding.",
         "",
         f"## Open loop at {report['rate']:,} req/s (about half of nginx's maximum)",
         "",

@@ -1,7 +1,9 @@
 //! Micro-benchmarks of what every request pays (`cargo bench -p tokengate-gateway`): the cache
 //! hit (extract the bearer token, hash it to a session id, look it up, build the forwarded
 //! headers), value-token verification per algorithm (what a miss pays on top of the store
-//! read), and reference-token generation and hashing (what a login pays).
+//! read), reference-token generation and hashing (what a login pays), and the browser-session
+//! cookie: finding the session cookie among a browser's cookies, and stripping it (with the
+//! IdP's) before forwarding.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
@@ -13,6 +15,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderName, header};
 use tokengate_gateway::cache::TokenCache;
 use tokengate_gateway::config::CacheConfig;
+use tokengate_gateway::cookies::{self, IDP_COOKIES};
 use tokengate_gateway::jwks::{Jwks, Keys};
 use tokengate_gateway::metrics::Metrics;
 use tokengate_idp::config::TokensConfig;
@@ -150,9 +153,49 @@ fn request_metrics(c: &mut Criterion) {
     });
 }
 
+/// What a cookie-authenticated request pays on top of a bearer one: finding its one session
+/// cookie, and removing it from what is forwarded; and what a request without cookies pays on
+/// every route (the IdP's cookie is stripped everywhere).
+fn session_cookie(c: &mut Criterion) {
+    let token = ReferenceToken::generate();
+    let mut headers = HeaderMap::new();
+    let cookie = format!(
+        "theme=dark; tokengate={}; _ga=GA1.1.123456789.1700000000",
+        token.expose()
+    );
+    headers.insert(header::COOKIE, cookie.parse().unwrap());
+    let names = ["tokengate", "tokengate-login", "tokengate-id"]
+        .into_iter()
+        .chain(IDP_COOKIES)
+        .collect::<Vec<_>>();
+    c.bench_function("cookie: find the session cookie", |b| {
+        b.iter(|| match cookies::find(black_box(&headers), "tokengate") {
+            cookies::Found::One(t) => t.len(),
+            _ => panic!("the session cookie"),
+        })
+    });
+    c.bench_function("cookie: find + strip before forwarding", |b| {
+        b.iter(|| {
+            let mut h = headers.clone();
+            let found = matches!(cookies::find(&h, "tokengate"), cookies::Found::One(_));
+            cookies::strip(&mut h, &names);
+            (found, h)
+        })
+    });
+    let no_cookies = HeaderMap::new();
+    c.bench_function("cookie: strip on a request without cookies", |b| {
+        b.iter(|| {
+            let mut h = black_box(&no_cookies).clone();
+            cookies::strip(&mut h, &IDP_COOKIES);
+            h
+        })
+    });
+}
+
 criterion_group!(
     benches,
     cache_hit,
+    session_cookie,
     request_metrics,
     verification,
     reference_tokens

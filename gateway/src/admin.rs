@@ -1,11 +1,12 @@
-//! The admin listener: liveness, readiness (keys loaded and store reached) and metrics. Never
-//! on the public port.
+//! The admin listener: liveness, readiness (keys loaded and store reached; with `[browser]`,
+//! the IdP's endpoints discovered) and metrics. Never on the public port.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::{Request, Response, StatusCode};
 
+use crate::browser::Browser;
 use crate::cache::TokenCache;
 use crate::metrics::Metrics;
 use crate::reject::{Body, json, text};
@@ -16,13 +17,17 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     /// Set by the sync task once keys are loaded and the store answered.
     pub ready: Arc<AtomicBool>,
+    pub browser: Option<Arc<Browser>>,
 }
 
 impl Admin {
     pub fn answer<B>(&self, req: &Request<B>) -> Response<Body> {
         match req.uri().path() {
             "/healthz" => json(StatusCode::OK, r#"{"status":"ok"}"#.into()),
-            "/readyz" if self.ready.load(Ordering::Relaxed) => {
+            "/readyz"
+                if self.ready.load(Ordering::Relaxed)
+                    && self.browser.as_ref().is_none_or(|b| b.ready()) =>
+            {
                 json(StatusCode::OK, r#"{"status":"ready"}"#.into())
             }
             "/readyz" => json(

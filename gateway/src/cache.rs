@@ -169,9 +169,14 @@ impl TokenCache {
 
     /// The identity behind `Authorization` header value `authorization`.
     pub async fn authenticate(&self, authorization: &[u8]) -> Result<Arc<Identity>, LookupError> {
-        let token = tokengate_store::bearer_credentials(authorization)
-            .and_then(|t| ReferenceToken::parse(t).ok())
-            .ok_or(LookupError::Invalid)?;
+        let token =
+            tokengate_store::bearer_credentials(authorization).ok_or(LookupError::Invalid)?;
+        self.authenticate_token(token).await
+    }
+
+    /// The identity behind a reference token given as text (a browser session's cookie).
+    pub async fn authenticate_token(&self, token: &str) -> Result<Arc<Identity>, LookupError> {
+        let token = ReferenceToken::parse(token).map_err(|_| LookupError::Invalid)?;
         let id = token.session_id();
         let cached = if self.enabled {
             self.cache.get(&id)

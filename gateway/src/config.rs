@@ -22,6 +22,9 @@ pub struct GatewayConfig {
     pub sync: SyncConfig,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Browser sessions: the gateway signs browsers in at the IdP and keeps a session cookie.
+    #[serde(default)]
+    pub browser: Option<BrowserConfig>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -151,6 +154,164 @@ pub struct RouteConfig {
     /// Pass `Upgrade` requests (WebSocket) through to the upstream; elsewhere `Upgrade` is dropped.
     #[serde(default)]
     pub websocket: bool,
+    /// Takes the session cookie of `[browser]` as well as a bearer token; navigations without a
+    /// session are sent to sign in.
+    #[serde(default)]
+    pub browser: bool,
+    /// The route to the IdP itself: its sign-in cookie (`tokengate_idp`) is forwarded here, and
+    /// nowhere else.
+    #[serde(default)]
+    pub idp: bool,
+}
+
+/// `[browser]`: the gateway as a confidential client of the IdP, for browser sessions.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrowserConfig {
+    /// The IdP's issuer URL; its endpoints come from `{issuer}/.well-known/openid-configuration`.
+    pub issuer: String,
+    pub client_id: String,
+    /// `TOKENGATE_BROWSER_CLIENT_SECRET` supplies it when absent here.
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    /// How browsers reach this gateway, without a path; the callback is
+    /// `{public_url}/.tokengate/callback`.
+    pub public_url: String,
+    /// Default `tokengate`, or `__Host-tokengate` when the gateway serves TLS.
+    #[serde(default)]
+    pub cookie_name: Option<String>,
+    /// Origins allowed to send cookie-authenticated unsafe requests; default: `public_url`'s.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// How long a sign-in may take from `/.tokengate/login` to the callback.
+    #[serde(default = "d::login_timeout", with = "humantime_serde")]
+    pub login_timeout: Duration,
+}
+
+impl std::fmt::Debug for BrowserConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrowserConfig")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("public_url", &self.public_url)
+            .field("cookie_name", &self.cookie_name)
+            .field("allowed_origins", &self.allowed_origins)
+            .field("login_timeout", &self.login_timeout)
+            .finish()
+    }
+}
+
+impl BrowserConfig {
+    /// Whether cookies are `Secure`: the gateway serves TLS, or browsers reach it over HTTPS
+    /// (TLS ended in front of it).
+    pub fn secure(&self, tls: bool) -> bool {
+        tls || self.public_url().starts_with("https://")
+    }
+
+    /// The session cookie's name: `cookie_name`, else `__Host-tokengate` when cookies are
+    /// `Secure` (the prefix binds it to this host, `Secure` and `Path=/`), else `tokengate`.
+    pub fn cookie_name(&self, tls: bool) -> String {
+        match &self.cookie_name {
+            Some(name) => name.clone(),
+            None if self.secure(tls) => "__Host-tokengate".to_owned(),
+            None => "tokengate".to_owned(),
+        }
+    }
+
+    /// `public_url` without a trailing slash.
+    pub fn public_url(&self) -> &str {
+        self.public_url.trim_end_matches('/')
+    }
+
+    /// `allowed_origins`, or the origin of `public_url`.
+    pub fn allowed_origins(&self) -> Vec<String> {
+        if self.allowed_origins.is_empty() {
+            origin(self.public_url()).into_iter().collect()
+        } else {
+            self.allowed_origins
+                .iter()
+                .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
+                .collect()
+        }
+    }
+
+    fn validate(
+        &self,
+        tls: bool,
+        invalid: impl Fn(String, &str) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("browser.{k}");
+        if !self.issuer.starts_with("http://") || self.issuer.parse::<http::Uri>().is_err() {
+            return Err(invalid(key("issuer"), "must be an http:// URL"));
+        }
+        if self.client_id.is_empty() {
+            return Err(invalid(key("client_id"), "must not be empty"));
+        }
+        if self.client_secret.as_deref().is_none_or(str::is_empty) {
+            return Err(invalid(
+                key("client_secret"),
+                "is required (or set TOKENGATE_BROWSER_CLIENT_SECRET)",
+            ));
+        }
+        let public = self.public_url().parse::<http::Uri>().ok();
+        let public_ok = public.as_ref().is_some_and(|u| {
+            matches!(u.scheme_str(), Some("http" | "https"))
+                && u.authority().is_some()
+                && matches!(u.path(), "" | "/")
+                && u.query().is_none()
+        });
+        if !public_ok {
+            return Err(invalid(
+                key("public_url"),
+                "must be http(s)://host[:port] without a path",
+            ));
+        }
+        let name = self.cookie_name(tls);
+        let token_char = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        if name.is_empty() || !name.bytes().all(token_char) {
+            return Err(invalid(
+                key("cookie_name"),
+                "must be a cookie name (letters, digits, - _ .)",
+            ));
+        }
+        if name == "tokengate_idp" {
+            return Err(invalid(
+                key("cookie_name"),
+                "tokengate_idp is the IdP's own cookie",
+            ));
+        }
+        if (name.starts_with("__Host-") || name.starts_with("__Secure-")) && !self.secure(tls) {
+            return Err(invalid(
+                key("cookie_name"),
+                "the __Host- and __Secure- prefixes need a Secure cookie: set server.tls_cert or an https:// public_url",
+            ));
+        }
+        for (i, o) in self.allowed_origins.iter().enumerate() {
+            if origin(o).as_deref() != Some(o.trim_end_matches('/').to_ascii_lowercase().as_str()) {
+                return Err(invalid(
+                    format!("browser.allowed_origins[{i}]"),
+                    "must be an origin: scheme://host[:port]",
+                ));
+            }
+        }
+        if self.login_timeout.is_zero() {
+            return Err(invalid(key("login_timeout"), "must be more than 0"));
+        }
+        Ok(())
+    }
+}
+
+/// `scheme://host[:port]` of an http(s) URL, lower-case.
+pub fn origin(url: &str) -> Option<String> {
+    let uri = url.parse::<http::Uri>().ok()?;
+    let scheme = uri
+        .scheme_str()
+        .filter(|s| matches!(*s, "http" | "https"))?;
+    Some(format!("{scheme}://{}", uri.authority()?).to_ascii_lowercase())
 }
 
 fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -205,6 +366,9 @@ mod d {
     pub fn sync_interval() -> Duration {
         Duration::from_secs(1)
     }
+    pub fn login_timeout() -> Duration {
+        Duration::from_secs(600)
+    }
     pub fn yes() -> bool {
         true
     }
@@ -216,7 +380,12 @@ impl GatewayConfig {
             file: path.to_owned(),
             source,
         })?;
-        let config = Self::parse(&text, path)?;
+        let mut config = Self::parse(&text, path)?;
+        if let Some(browser) = &mut config.browser
+            && browser.client_secret.is_none()
+        {
+            browser.client_secret = std::env::var("TOKENGATE_BROWSER_CLIENT_SECRET").ok();
+        }
         config.validate(path)?;
         Ok(config)
     }
@@ -295,7 +464,132 @@ impl GatewayConfig {
                     "must be http://host:port without a path, or a non-empty list of them",
                 ));
             }
+            if route.browser && self.browser.is_none() {
+                return Err(invalid(
+                    format!("routes[{i}].browser"),
+                    "needs a [browser] section",
+                ));
+            }
+            if route.browser && !route.auth {
+                return Err(invalid(
+                    format!("routes[{i}].browser"),
+                    "a browser route is a protected route: remove auth = false",
+                ));
+            }
+        }
+        if let Some(browser) = &self.browser {
+            browser.validate(self.server.tls_cert.is_some(), invalid)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+[admin]
+listen = "127.0.0.1:9090"
+[idp]
+jwks_url = "http://127.0.0.1:7000/.well-known/jwks.json"
+"#;
+    const BROWSER: &str = r#"
+[browser]
+issuer = "http://127.0.0.1:7000"
+client_id = "gateway"
+client_secret = "s3cret"
+public_url = "http://127.0.0.1:8080"
+"#;
+
+    /// The key a config is refused for, or `None` if it is accepted.
+    fn refused(text: &str) -> Option<String> {
+        let path = Path::new("gateway.toml");
+        match GatewayConfig::parse(text, path).unwrap().validate(path) {
+            Ok(()) => None,
+            Err(ConfigError::Invalid { key, file, .. }) => {
+                assert_eq!(file, path);
+                Some(key)
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn browser_settings_are_checked_by_key() {
+        assert_eq!(refused(&format!("{BASE}{BROWSER}")), None);
+        let route = "[[routes]]\npath_prefix = \"/app/\"\nupstream = \"http://127.0.0.1:1\"\nbrowser = true\n";
+        assert_eq!(refused(&format!("{BASE}{BROWSER}{route}")), None);
+        assert_eq!(
+            refused(&format!("{BASE}{route}")).as_deref(),
+            Some("routes[0].browser")
+        );
+        assert_eq!(
+            refused(&format!("{BASE}{BROWSER}{route}auth = false\n")).as_deref(),
+            Some("routes[0].browser")
+        );
+        for (change, key) in [
+            (
+                ("issuer = \"http://127.0.0.1:7000\"", "issuer = \"ftp://x\""),
+                "browser.issuer",
+            ),
+            (("client_secret = \"s3cret\"", ""), "browser.client_secret"),
+            (
+                ("client_id = \"gateway\"", "client_id = \"\""),
+                "browser.client_id",
+            ),
+            (
+                (
+                    "public_url = \"http://127.0.0.1:8080\"",
+                    "public_url = \"http://h/app\"",
+                ),
+                "browser.public_url",
+            ),
+            (
+                ("client_id", "cookie_name = \"tokengate_idp\"\nclient_id"),
+                "browser.cookie_name",
+            ),
+            (
+                ("client_id", "cookie_name = \"__Host-x\"\nclient_id"),
+                "browser.cookie_name",
+            ),
+            (
+                ("client_id", "cookie_name = \"a b\"\nclient_id"),
+                "browser.cookie_name",
+            ),
+            (
+                (
+                    "client_id",
+                    "allowed_origins = [\"http://h/path\"]\nclient_id",
+                ),
+                "browser.allowed_origins[0]",
+            ),
+        ] {
+            let text = format!("{BASE}{}", BROWSER.replacen(change.0, change.1, 1));
+            assert_eq!(refused(&text).as_deref(), Some(key), "{change:?}");
+        }
+    }
+
+    #[test]
+    fn browser_defaults_follow_tls_and_public_url() {
+        let config =
+            GatewayConfig::parse(&format!("{BASE}{BROWSER}"), Path::new("g.toml")).unwrap();
+        let browser = config.browser.unwrap();
+        assert_eq!(browser.cookie_name(false), "tokengate");
+        assert_eq!(browser.cookie_name(true), "__Host-tokengate");
+        let behind_tls = BrowserConfig {
+            public_url: "https://app.example.com".into(),
+            ..browser.clone()
+        };
+        assert!(behind_tls.secure(false));
+        assert_eq!(behind_tls.cookie_name(false), "__Host-tokengate");
+        assert_eq!(browser.allowed_origins(), ["http://127.0.0.1:8080"]);
+        assert_eq!(browser.login_timeout, Duration::from_secs(600));
+        let debug = format!("{browser:?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
+        assert!(debug.contains("<redacted>"));
     }
 }

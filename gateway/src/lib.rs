@@ -10,16 +10,22 @@
 //! * `jwks`: the IdP's signing keys and their conditional refresh.
 //! * `upstream`: upstreams, picking, connections, sending.
 //! * `sync`: the background task that applies events, reports last use, refreshes keys.
+//! * `browser`: browser sessions: sign-in through the IdP, the session cookie, logout, CSRF.
+//! * `cookies`: reading, writing and stripping cookies.
+//! * `login`: a sign-in under way, sealed into a cookie; which return paths are allowed.
 //! * `admin`: the admin listener (health, readiness, metrics).
 //! * `metrics`: Prometheus metrics (`prometheus-client`), handles pre-created for the hot path.
 //! * `echo`: the demo backend that answers with what it received.
 
 pub mod admin;
+pub mod browser;
 pub mod cache;
 pub mod config;
+pub mod cookies;
 pub mod echo;
 pub mod headers;
 pub mod jwks;
+pub mod login;
 pub mod metrics;
 pub mod proxy;
 pub mod reject;
@@ -41,6 +47,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::admin::Admin;
+use crate::browser::{Browser, DiscoveryTask};
 use crate::cache::TokenCache;
 use crate::config::GatewayConfig;
 use crate::jwks::{Jwks, JwksError, Keys};
@@ -103,6 +110,7 @@ pub struct Gateway {
     tokens: Arc<TokenCache>,
     keys: Arc<Keys>,
     metrics: Arc<Metrics>,
+    browser: Option<Arc<Browser>>,
     ready: Arc<AtomicBool>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     public: TcpListener,
@@ -131,7 +139,17 @@ impl Gateway {
             .collect::<Result<Vec<_>, _>>()?;
         let routes = Routes::new(routes);
         let s = &config.server;
-        let proxy = Arc::new(Proxy::new(routes, tokens.clone(), metrics.clone(), s));
+        let browser = config
+            .browser
+            .as_ref()
+            .map(|b| Arc::new(Browser::new(b, s.tls_cert.is_some())));
+        let proxy = Arc::new(Proxy::new(
+            routes,
+            tokens.clone(),
+            metrics.clone(),
+            s,
+            browser.clone(),
+        ));
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -149,6 +167,7 @@ impl Gateway {
             tokens,
             keys,
             metrics,
+            browser,
             ready: Arc::new(AtomicBool::new(false)),
             tls,
             public,
@@ -180,6 +199,16 @@ impl Gateway {
             sync.run(shutdown.clone())
                 .instrument(tracing::info_span!("sync")),
         );
+        if let Some(browser) = &self.browser {
+            let discovery = DiscoveryTask {
+                browser: browser.clone(),
+            };
+            tokio::spawn(
+                discovery
+                    .run(shutdown.clone())
+                    .instrument(tracing::info_span!("discovery")),
+            );
+        }
         let s = &self.config.server;
         let limits = server::Limits::new(s.max_connections, s.header_timeout, s.drain_timeout);
 
@@ -202,6 +231,7 @@ impl Gateway {
             tokens: self.tokens.clone(),
             metrics: self.metrics.clone(),
             ready: self.ready.clone(),
+            browser: self.browser.clone(),
         };
         let admin = serve(self.admin, None, limits, shutdown.clone(), move |_| {
             let admin = admin.clone();

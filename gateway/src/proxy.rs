@@ -1,10 +1,15 @@
 //! One request in named phases, in this order:
 //!
 //! 1. strip identity headers (on every route, so no backend ever sees a client's `X-Auth-*`);
+//!    with `[browser]`, the gateway's own paths (`/.tokengate/`) are answered here;
 //! 2. route (longest prefix, host);
-//! 3. authenticate (reference token → cached identity; a cache hit never waits);
-//! 4. authorize (any of the route's roles);
-//! 5. build the upstream request (body limit, target, hop-by-hop, forwarded and identity headers);
+//! 3. authenticate (reference token → cached identity; a cache hit never waits): the bearer
+//!    header, or on a `browser` route the session cookie; a navigation without a session is
+//!    sent to sign in;
+//! 4. check the origin of cookie-authenticated unsafe requests (CSRF), and authorize (any of
+//!    the route's roles);
+//! 5. build the upstream request (body limit, target, hop-by-hop, forwarded and identity
+//!    headers; the session cookie and the IdP's sign-in cookie removed);
 //! 6. send it;
 //! 7. finish the response (upgrade or hop-by-hop removal, request id, metrics).
 //!
@@ -22,8 +27,10 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use tracing::{Instrument, Span};
 
-use crate::cache::{Identity, LookupError, TokenCache};
+use crate::browser::{self, Browser, lookup_reject};
+use crate::cache::{Identity, TokenCache};
 use crate::config::ServerConfig;
+use crate::cookies::{self, IDP_COOKIES};
 use crate::headers::{
     RequestIds, X_REQUEST_ID, add_forwarded, add_identity, strip_hop_by_hop, strip_identity,
 };
@@ -41,6 +48,18 @@ pub struct Proxy {
     max_body_bytes: u64,
     /// `X-Forwarded-Proto`: how clients reach this gateway.
     proto: HeaderValue,
+    /// Browser sessions (`[browser]`); `None` costs the request path nothing.
+    browser: Option<Arc<Browser>>,
+    /// Cookies never forwarded: on an `idp = true` route, and on every other route.
+    strip_cookies_idp: Vec<String>,
+    strip_cookies: Vec<String>,
+}
+
+/// How a request proved who it is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Bearer,
+    Cookie,
 }
 
 /// A request ready for its upstream, with what sending and the response phase need to know.
@@ -60,8 +79,19 @@ impl Proxy {
         tokens: Arc<TokenCache>,
         metrics: Arc<Metrics>,
         server: &ServerConfig,
+        browser: Option<Arc<Browser>>,
     ) -> Self {
+        let own: Vec<String> = browser
+            .iter()
+            .flat_map(|b| b.own_cookies())
+            .map(str::to_owned)
+            .collect();
+        let mut strip_cookies = own.clone();
+        strip_cookies.extend(IDP_COOKIES.map(str::to_owned));
         Proxy {
+            browser,
+            strip_cookies_idp: own,
+            strip_cookies,
             routes,
             sender: Sender::new(server),
             tokens,
@@ -89,6 +119,12 @@ impl Proxy {
         req.headers_mut().insert(X_REQUEST_ID, id.clone());
         let span = tracing::debug_span!("request", request_id = ?id);
         strip_identity(req.headers_mut());
+        if let Some(browser) = &self.browser
+            && req.uri().path().starts_with(browser::PREFIX)
+        {
+            let result = self.own_path(browser, &req).instrument(span.clone()).await;
+            return self.finish(result, None, id, started, &span);
+        }
         let route = self.routes.find(&req);
         let result = match route {
             Some(route) => {
@@ -108,7 +144,24 @@ impl Proxy {
         peer: SocketAddr,
         pinned: Option<&Pinned>,
     ) -> Result<Response<Body>, Reject> {
-        let identity = self.authenticate(route, &req).await?;
+        let (identity, via) = match self.authenticate(route, &req).await {
+            Ok(found) => found,
+            // Two session cookies would only come back after signing in: no redirect then.
+            Err(Reject::MissingToken | Reject::InvalidToken)
+                if route.browser
+                    && browser::is_navigation(&req)
+                    && let Some(browser) = &self.browser
+                    && browser.session_cookie(req.headers()).is_ok() =>
+            {
+                return Ok(browser.sign_in(&req));
+            }
+            Err(reject) => return Err(reject),
+        };
+        if via == Some(Via::Cookie)
+            && let Some(browser) = &self.browser
+        {
+            browser.check_origin(req.method(), req.headers())?;
+        }
         authorize(route, identity.as_deref())?;
         let outgoing = self.upstream_request(req, route, identity.as_deref(), peer)?;
         let pinned = pinned.filter(|_| outgoing.http1 && outgoing.upgrade.is_none());
@@ -124,31 +177,55 @@ impl Proxy {
         Ok(downstream_response(response, outgoing.upgrade))
     }
 
-    /// On a protected route, the identity behind the request's one `Authorization` header.
+    /// On a protected route, the identity behind the request's one `Authorization` header or,
+    /// on a browser route without one, its one session cookie.
     async fn authenticate(
         &self,
         route: &Route,
         req: &Request<Incoming>,
-    ) -> Result<Option<Arc<Identity>>, Reject> {
+    ) -> Result<(Option<Arc<Identity>>, Option<Via>), Reject> {
         if !route.auth {
-            return Ok(None);
+            return Ok((None, None));
         }
+        let browser = self.browser.as_deref().filter(|_| route.browser);
+        let (identity, via) = self.identify(browser, req).await?;
+        Ok((Some(identity), Some(via)))
+    }
+
+    /// The session behind the bearer header, else (with `browser`) the session cookie.
+    async fn identify<B>(
+        &self,
+        browser: Option<&Browser>,
+        req: &Request<B>,
+    ) -> Result<(Arc<Identity>, Via), Reject> {
         let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
-        let value = match (values.next(), values.next()) {
-            (None, _) => return Err(Reject::MissingToken),
+        let found = match (values.next(), values.next()) {
             (Some(_), Some(_)) => return Err(Reject::InvalidToken),
-            (Some(value), None) => value,
+            (Some(value), None) => self.tokens.authenticate(value.as_bytes()).await,
+            (None, _) => match browser.map(|b| b.session_cookie(req.headers())) {
+                None | Some(Ok(None)) => return Err(Reject::MissingToken),
+                Some(Err(reject)) => return Err(reject),
+                Some(Ok(Some(token))) => {
+                    let identity = self.tokens.authenticate_token(token).await;
+                    return identity.map(|i| (i, Via::Cookie)).map_err(lookup_reject);
+                }
+            },
         };
-        match self.tokens.authenticate(value.as_bytes()).await {
-            Ok(identity) => Ok(Some(identity)),
-            Err(LookupError::Invalid) => Err(Reject::InvalidToken),
-            // Counted in the metrics, not logged per request: it lasts as long as the IdP is down.
-            Err(LookupError::Expired) => Err(Reject::Unavailable),
-            Err(e @ (LookupError::Unavailable(_) | LookupError::NoKeys)) => {
-                tracing::warn!(error = %e, "cannot validate a token now");
-                Err(Reject::Unavailable)
-            }
-        }
+        found.map(|i| (i, Via::Bearer)).map_err(lookup_reject)
+    }
+
+    /// `/.tokengate/...`: sign-in, callback, logout and session, answered by the gateway.
+    async fn own_path(
+        &self,
+        browser: &Browser,
+        req: &Request<Incoming>,
+    ) -> Result<Response<Body>, Reject> {
+        let identity = if req.uri().path() == "/.tokengate/session" {
+            self.identify(Some(browser), req).await.map(|(i, _)| i)
+        } else {
+            Err(Reject::MissingToken)
+        };
+        browser.answer(req, &self.tokens, identity).await
     }
 
     /// The request as its upstream gets it. Identity headers go in last, so that nothing a
@@ -195,6 +272,14 @@ impl Proxy {
             }
         }
         h.remove(header::HOST);
+        // The session cookie is a credential, as `Authorization` is; the IdP's cookie would
+        // reach every backend on its host (browsers share cookies across ports).
+        let strip = if route.idp {
+            &self.strip_cookies_idp
+        } else {
+            &self.strip_cookies
+        };
+        cookies::strip(h, strip);
         add_forwarded(h, peer, &self.proto, host);
         if let Some(identity) = identity {
             add_identity(h, identity);

@@ -25,6 +25,13 @@ pub enum Reject {
     /// expired without the IdP renewing it: the token may be fine.
     #[error("token store unreachable")]
     Unavailable,
+    /// A cookie-authenticated unsafe request from an origin not in `browser.allowed_origins`.
+    #[error("cross-site request with a session cookie")]
+    CrossSite,
+    /// A sign-in callback that cannot be completed: state missing, altered, expired or
+    /// replayed, or a code the IdP refused.
+    #[error("sign-in cannot be completed")]
+    BadSignIn,
     #[error("lacks every role the route asks for")]
     InsufficientScope,
     #[error("request body over max_body_bytes")]
@@ -58,6 +65,8 @@ impl Reject {
                 Some(BEARER_INSUFFICIENT_SCOPE),
                 "insufficient_scope",
             ),
+            Reject::CrossSite => (StatusCode::FORBIDDEN, None, "cross_site_request"),
+            Reject::BadSignIn => (StatusCode::BAD_REQUEST, None, "sign_in_failed"),
             Reject::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, None, "body_too_large"),
             Reject::BadTarget => (StatusCode::BAD_REQUEST, None, "invalid_request"),
             Reject::UpstreamFailed => (StatusCode::BAD_GATEWAY, None, "bad_gateway"),
@@ -132,6 +141,8 @@ mod tests {
                 Some(BEARER_INSUFFICIENT_SCOPE),
                 "insufficient_scope",
             ),
+            (Reject::CrossSite, 403, None, "cross_site_request"),
+            (Reject::BadSignIn, 400, None, "sign_in_failed"),
             (Reject::BodyTooLarge, 413, None, "body_too_large"),
             (Reject::BadTarget, 400, None, "invalid_request"),
             (Reject::UpstreamFailed, 502, None, "bad_gateway"),

@@ -20,6 +20,10 @@ pub struct Route {
     pub roles: Vec<String>,
     pub auth: bool,
     pub websocket: bool,
+    /// Takes the browser session cookie; navigations without a session go to sign in.
+    pub browser: bool,
+    /// The route to the IdP: its sign-in cookie is forwarded.
+    pub idp: bool,
     /// Requests this route answered, by status.
     pub requests: StatusCounters,
 }
@@ -45,6 +49,8 @@ impl Route {
             roles: config.roles.clone(),
             auth: config.auth,
             websocket: config.websocket,
+            browser: config.browser,
+            idp: config.idp,
         })
     }
 
@@ -117,6 +123,8 @@ mod tests {
             roles: vec![],
             auth: false,
             websocket: false,
+            browser: false,
+            idp: false,
         };
         Route::new(&config, &Metrics::new()).unwrap()
     }

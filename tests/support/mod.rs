@@ -21,6 +21,7 @@ use tokengate_store::{AnyStore, StoreConfig};
 use tokio_util::sync::CancellationToken;
 
 pub mod browser;
+pub mod gateway_browser;
 pub mod oidc;
 pub mod stack;
 

@@ -130,6 +130,22 @@ impl Browser {
         reply
     }
 
+    /// Any request with the jar's cookies and these headers.
+    pub async fn send(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: String,
+    ) -> Reply {
+        let cookies = self.cookie_header();
+        let mut all = vec![("cookie", cookies.as_str())];
+        all.extend_from_slice(headers);
+        let reply = send(method, url, &all, body).await;
+        self.keep(&reply);
+        reply
+    }
+
     pub async fn post_form(&self, url: &str, form: &[(&str, &str)]) -> Reply {
         let cookies = self.cookie_header();
         let body = serde_urlencoded::to_string(form).unwrap();
