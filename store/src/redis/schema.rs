@@ -15,6 +15,8 @@
 //! | `tg:{events}:epoch`          | string | made once per data set: a new one means data loss  |
 //! | `tg:l:{<login key>}:n`       | string | failed logins in the current window (expires)      |
 //! | `tg:l:{<login key>}:lock`    | string | present while the login key is locked out          |
+//! | `tg:{audit}`                 | stream | administrators' actions, bounded length (exact)    |
+//! | `tg:{reporters}`             | zset   | who reported last use, scored by when (bounded)    |
 //!
 //! `<subject>` and `<login key>` are base64url-encoded so that braces in a username cannot move the hash tag.
 //! Every script touches one key or keys of one hash tag; steps that span slots are ordered so
@@ -37,6 +39,8 @@ pub(super) struct Keys {
     pub events_seq: String,
     pub events_epoch: String,
     pub users: String,
+    pub audit: String,
+    pub reporters: String,
 }
 
 impl Keys {
@@ -47,6 +51,8 @@ impl Keys {
             events_seq: format!("{prefix}:{{events}}:seq"),
             events_epoch: format!("{prefix}:{{events}}:epoch"),
             users: format!("{prefix}:{{users}}"),
+            audit: format!("{prefix}:{{audit}}"),
+            reporters: format!("{prefix}:{{reporters}}"),
         }
     }
     pub fn session(&self, id: &SessionId) -> String {
