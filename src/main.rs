@@ -276,10 +276,7 @@ async fn run_dev(redis_url: Option<String>, listen: DevListen) -> Result<()> {
             request_timeout: std::time::Duration::from_secs(30),
             drain_timeout: std::time::Duration::from_secs(5),
         },
-        admin: AdminConfig {
-            listen: listen.idp_admin,
-            token: admin_token.clone(),
-        },
+        admin: AdminConfig::new(listen.idp_admin, &admin_token),
         store: StoreConfig::default(),
         tokens: TokensConfig::default(),
         login: Default::default(),

@@ -212,8 +212,10 @@ pub trait TokenStore: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The reporters seen at or after `since`, most recent first.
-    fn reporters(&self, since: u64)
-    -> impl Future<Output = Result<Vec<Reporter>, StoreError>> + Send;
+    fn reporters(
+        &self,
+        since: u64,
+    ) -> impl Future<Output = Result<Vec<Reporter>, StoreError>> + Send;
 }
 
 /// One of the two implementations, chosen at start-up from the configuration.

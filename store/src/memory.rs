@@ -9,8 +9,8 @@ use tokio::sync::watch;
 
 use crate::user::{cut_page, username_fits};
 use crate::{
-    AuditEntry, AuditPage, DEFAULT_AUDIT_MAX_LEN, MAX_AUDIT_PAGE, MAX_REPORTERS, Reporter,
-    AuthCode, CodeId, Event, EventBatch, EventCursor, MAX_USERS_PAGE, Redeemed, Session, SessionId,
+    AuditEntry, AuditPage, AuthCode, CodeId, DEFAULT_AUDIT_MAX_LEN, Event, EventBatch, EventCursor,
+    MAX_AUDIT_PAGE, MAX_REPORTERS, MAX_USERS_PAGE, Redeemed, Reporter, Session, SessionId,
     StoreError, TokenStore, User, UserPage, ValueToken, now_unix,
 };
 
@@ -468,9 +468,9 @@ impl TokenStore for MemoryStore {
 
     async fn audit(&self, before: Option<&str>, limit: usize) -> Result<AuditPage, StoreError> {
         let before = match before {
-            Some(b) => b
-                .parse::<u64>()
-                .map_err(|_| StoreError::Invalid { what: "audit cursor" })?,
+            Some(b) => b.parse::<u64>().map_err(|_| StoreError::Invalid {
+                what: "audit cursor",
+            })?,
             None => u64::MAX,
         };
         let limit = limit.clamp(1, MAX_AUDIT_PAGE);

@@ -445,8 +445,8 @@ pub mod suite {
     use std::time::Duration;
 
     use crate::{
-        AuthCode, CodeId, MAX_AUDIT_PAGE, Event, MAX_USERNAME_LEN, Redeemed, ReferenceToken, Session, SessionId,
-        SessionKind, StoreError, TokenStore, User, ValueToken, now_unix,
+        AuthCode, CodeId, Event, MAX_AUDIT_PAGE, MAX_USERNAME_LEN, Redeemed, ReferenceToken,
+        Session, SessionId, SessionKind, StoreError, TokenStore, User, ValueToken, now_unix,
     };
 
     /// A session that is live now, for `subject`.
@@ -1065,10 +1065,7 @@ pub mod suite {
             ("console:admin", "session.revoke", "127.0.0.1")
         );
         assert!(e.at > 0 && !e.id.is_empty());
-        let second = store
-            .audit(first.next.as_deref(), 2)
-            .await
-            .expect("page 2");
+        let second = store.audit(first.next.as_deref(), 2).await.expect("page 2");
         assert_eq!(targets(&second), ["user2", "user1"]);
         let last = store
             .audit(second.next.as_deref(), 2)
@@ -1101,7 +1098,10 @@ pub mod suite {
         // An older report never moves a reporter back.
         store.report_seen("gw-b", now - 50).await.expect("b late");
         let seen = store.reporters(now - 60).await.expect("reporters");
-        let names: Vec<(&str, u64)> = seen.iter().map(|r| (r.name.as_str(), r.last_seen)).collect();
+        let names: Vec<(&str, u64)> = seen
+            .iter()
+            .map(|r| (r.name.as_str(), r.last_seen))
+            .collect();
         assert_eq!(names, [("gw-a", now), ("gw-b", now - 10)]);
         assert_eq!(store.reporters(now - 5).await.expect("recent").len(), 1);
     }

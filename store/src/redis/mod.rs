@@ -21,8 +21,9 @@ use self::events::EventReader;
 use self::schema::{Keys, Scripts, decode_session, decode_user, session_fields, user_fields};
 use crate::user::{cut_page, username_fits};
 use crate::{
-    AuditEntry, AuditPage, MAX_AUDIT_PAGE, MAX_REPORTERS, Reporter, AuthCode, CodeId, Event, EventBatch, EventCursor, MAX_USERS_PAGE, Redeemed, Session, SessionId,
-    StoreError, TokenStore, User, UserPage, ValueToken, now_unix,
+    AuditEntry, AuditPage, AuthCode, CodeId, Event, EventBatch, EventCursor, MAX_AUDIT_PAGE,
+    MAX_REPORTERS, MAX_USERS_PAGE, Redeemed, Reporter, Session, SessionId, StoreError, TokenStore,
+    User, UserPage, ValueToken, now_unix,
 };
 
 /// Sessions, indexes and events in Redis.
@@ -630,7 +631,11 @@ impl TokenStore for RedisStore {
     async fn audit(&self, before: Option<&str>, limit: usize) -> Result<AuditPage, StoreError> {
         let end = match before {
             Some(id) if is_stream_id(id) => format!("({id}"),
-            Some(_) => return Err(StoreError::Invalid { what: "audit cursor" }),
+            Some(_) => {
+                return Err(StoreError::Invalid {
+                    what: "audit cursor",
+                });
+            }
             None => "+".to_owned(),
         };
         let limit = limit.clamp(1, MAX_AUDIT_PAGE);
