@@ -268,6 +268,8 @@ async fn run_dev(redis_url: Option<String>, listen: DevListen) -> Result<()> {
     // A fresh admin token each run, printed below: dev never has a guessable one.
     let admin_token = ReferenceToken::generate().expose().to_owned();
     let (user, password) = ("alice", "wonderland");
+    // The console's demo administrator gets a fresh password each run, like the admin token.
+    let console_password = ReferenceToken::generate().expose()[..20].to_owned();
     let config = IdpConfig {
         server: ServerConfig {
             listen: listen.idp,
@@ -280,11 +282,18 @@ async fn run_dev(redis_url: Option<String>, listen: DevListen) -> Result<()> {
         store: StoreConfig::default(),
         tokens: TokensConfig::default(),
         login: Default::default(),
-        users: vec![UserConfig {
-            username: user.to_owned(),
-            password_hash: hash_password(password)?,
-            roles: vec!["orders:read".to_owned()],
-        }],
+        users: vec![
+            UserConfig {
+                username: user.to_owned(),
+                password_hash: hash_password(password)?,
+                roles: vec!["orders:read".to_owned()],
+            },
+            UserConfig {
+                username: "admin".to_owned(),
+                password_hash: hash_password(&console_password)?,
+                roles: vec!["tokengate:admin".to_owned()],
+            },
+        ],
         // The walkthrough's curl commands use the password grant, which only a client that
         // lists it may use (RFC 9700 advises against it anywhere else).
         clients: vec![ClientConfig::public("cli", &[Grant::Password], &[]), {
@@ -300,6 +309,7 @@ async fn run_dev(redis_url: Option<String>, listen: DevListen) -> Result<()> {
         .bind()
         .await?;
     let (idp, admin) = (idp_bound.public_addr(), idp_bound.admin_addr());
+    let console_url = idp_bound.console_url();
     let backend_listener = tokio::net::TcpListener::bind(listen.backend)
         .await
         .with_context(|| format!("cannot listen on {}", listen.backend))?;
@@ -336,6 +346,8 @@ auth = false
   gateway  http://{gw}   (/api/ needs role orders:read, /public/ is open; admin: http://{gw_admin})
   IdP      http://{idp}   (admin API on http://{admin})
   backend  http://{backend}   (echoes what it receives)
+
+  console  {console_url}   (admin console: sign in as admin / {console_password})
 
 Demo user: {user} / {password}   Admin token: {admin_token}
 
