@@ -13,6 +13,10 @@
 //! token derived from the session cookie (which a page on another site can neither read nor
 //! send: `HttpOnly`, `SameSite=Strict`, `Path=/console/`).
 
+// A handler's error here is the page to show instead (`Result<Response, Response>`): as large as
+// its success, and boxing it would buy nothing.
+#![allow(clippy::result_large_err)]
+
 use std::net::IpAddr;
 
 use askama::Template;
@@ -230,6 +234,20 @@ fn message(
     )
 }
 
+/// A store's answer, or the page that says the store cannot be reached (the failure counted
+/// and logged).
+fn stored<T>(state: &AppState, answer: Result<T, StoreError>) -> Result<T, Response> {
+    answer.map_err(|e| {
+        let _ = state.store_error(e);
+        unavailable()
+    })
+}
+
+/// A page's query; what does not parse counts as no query at all.
+fn query_of<T: serde::de::DeserializeOwned + Default>(query: Option<&str>) -> T {
+    serde_urlencoded::from_str(query.unwrap_or("")).unwrap_or_default()
+}
+
 fn unavailable() -> Response {
     message(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -337,13 +355,7 @@ impl FromRequestParts<AppState> for Admin {
         let Some(token) = cookies::get(&parts.headers, SESSION_COOKIE) else {
             return Err(signed_out());
         };
-        let found = match resolve(state, token).await {
-            Ok(found) => found,
-            Err(e) => {
-                let _ = state.store_error(e);
-                return Err(unavailable());
-            }
-        };
+        let found = stored(state, resolve(state, token).await)?;
         let Some((session, user)) = found else {
             return Err(signed_out());
         };
@@ -427,27 +439,35 @@ async fn callback(
     ClientAddr(address): ClientAddr,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-) -> Response {
+) -> Result<Response, Response> {
     let Ok(params) = FormBody::from_query(query.as_deref()) else {
-        return sign_in_failed("The answer from the sign-in page is malformed.");
+        return Err(sign_in_failed(
+            "The answer from the sign-in page is malformed.",
+        ));
     };
     let one = |name| params.get(name).ok().flatten();
     if one("error").is_some() {
-        return sign_in_failed("The sign-in page answered with an error.");
+        return Err(sign_in_failed("The sign-in page answered with an error."));
     }
     let (Some(code), Some(sent_state)) = (one("code"), one("state")) else {
-        return sign_in_failed("The answer from the sign-in page is incomplete.");
+        return Err(sign_in_failed(
+            "The answer from the sign-in page is incomplete.",
+        ));
     };
     let Some((expected_state, verifier)) =
         cookies::get(&headers, LOGIN_COOKIE).and_then(|c| c.split_once('.'))
     else {
-        return sign_in_failed("This sign-in took too long or began in another browser.");
+        return Err(sign_in_failed(
+            "This sign-in took too long or began in another browser.",
+        ));
     };
     if !bool::from(sent_state.as_bytes().ct_eq(expected_state.as_bytes())) {
-        return sign_in_failed("This sign-in took too long or began in another browser.");
+        return Err(sign_in_failed(
+            "This sign-in took too long or began in another browser.",
+        ));
     }
     let Some(client) = state.clients.get(CONSOLE_CLIENT_ID).cloned() else {
-        return sign_in_failed("The console is not registered.");
+        return Err(sign_in_failed("The console is not registered."));
     };
     let token = ReferenceToken::generate();
     let redirect_uri = state.console.redirect_uri();
@@ -455,40 +475,26 @@ async fn callback(
         match authorize::redeem(&state, &client, code, &redirect_uri, Some(verifier), &token).await
         {
             Ok(record) => record,
-            Err(ApiError::Unavailable | ApiError::Internal) => return unavailable(),
-            Err(_) => return sign_in_failed("The sign-in code was refused."),
+            Err(ApiError::Unavailable | ApiError::Internal) => return Err(unavailable()),
+            Err(_) => return Err(sign_in_failed("The sign-in code was refused.")),
         };
     let clear_login = cookies::clear_at(LOGIN_COOKIE, COOKIE_PATH, "Lax", state.console.secure());
-    let user = match state.store.user(&record.subject).await {
-        Ok(user) => user,
-        Err(e) => {
-            let _ = state.store_error(e);
-            return unavailable();
-        }
-    };
+    let user = stored(&state, state.store.user(&record.subject).await)?;
     let Some(user) = user.filter(|u| holds_role(&state, u)) else {
         tracing::info!(subject = %record.subject, "console sign-in refused: role missing");
         let mut response = refused(&state, &record.subject);
         add_cookie(&mut response, &clear_login);
-        return response;
+        return Err(response);
     };
     let new = NewSession::browser(&user.username, Vec::new(), &record.method)
         .for_client(CONSOLE_CLIENT_ID)
         .idle_after(state.console.idle_timeout);
-    let issued = match state.issuer.issue_as(token, new).await {
-        Ok(issued) => issued,
-        Err(e) => {
-            let _ = state.issue_error(e);
-            return unavailable();
-        }
-    };
-    match state.users.admit(&issued.session).await {
-        Ok(true) => {}
-        Ok(false) => return refused(&state, &user.username),
-        Err(e) => {
-            let _ = state.store_error(e);
-            return unavailable();
-        }
+    let issued = state.issuer.issue_as(token, new).await.map_err(|e| {
+        let _ = state.issue_error(e);
+        unavailable()
+    })?;
+    if !stored(&state, state.users.admit(&issued.session).await)? {
+        return Err(refused(&state, &user.username));
     }
     tracing::info!(subject = %user.username, session = %issued.session.id, "signed in to the console");
     let actor = Actor::console(&user.username, address);
@@ -504,18 +510,19 @@ async fn callback(
     );
     add_cookie(&mut response, &cookie);
     add_cookie(&mut response, &clear_login);
-    response
+    Ok(response)
 }
 
 /// `POST /console/logout`: ends the console session.
-async fn logout(State(state): State<AppState>, admin: Admin, form: FormBody) -> Response {
+async fn logout(
+    State(state): State<AppState>,
+    admin: Admin,
+    form: FormBody,
+) -> Result<Response, Response> {
     if !admin.sent_csrf(&form) {
-        return csrf_refused(&admin);
+        return Ok(csrf_refused(&admin));
     }
-    if let Err(e) = state.store.revoke(&admin.session.id).await {
-        let _ = state.store_error(e);
-        return unavailable();
-    }
+    stored(&state, state.store.revoke(&admin.session.id).await)?;
     tracing::info!(subject = %admin.user.username, "signed out of the console");
     let mut response = message(
         StatusCode::OK,
@@ -531,7 +538,7 @@ async fn logout(State(state): State<AppState>, admin: Admin, form: FormBody) -> 
         state.console.secure(),
     );
     add_cookie(&mut response, &clear);
-    response
+    Ok(response)
 }
 
 fn csrf_refused(admin: &Admin) -> Response {
@@ -567,19 +574,10 @@ pub fn format_time(unix: u64) -> String {
 }
 
 /// `GET /console/`: what is going on.
-async fn overview(State(state): State<AppState>, admin: Admin) -> Response {
+async fn overview(State(state): State<AppState>, admin: Admin) -> Result<Response, Response> {
     let now = now_unix();
-    let reporters = match state
-        .store
-        .reporters(now.saturating_sub(ACTIVE_GATEWAY_SECS))
-        .await
-    {
-        Ok(reporters) => reporters,
-        Err(e) => {
-            let _ = state.store_error(e);
-            return unavailable();
-        }
-    };
+    let since = now.saturating_sub(ACTIVE_GATEWAY_SECS);
+    let reporters = stored(&state, state.store.reporters(since).await)?;
     let totals = state.metrics.totals();
     let (sign_ins, failed_sign_ins, window) = match state.activity.per_minute(totals) {
         Some((rates, over)) => (
@@ -600,7 +598,7 @@ async fn overview(State(state): State<AppState>, admin: Admin) -> Response {
             (r.name, format!("{ago} s ago"))
         })
         .collect();
-    page(
+    Ok(page(
         StatusCode::OK,
         &OverviewPage {
             nav: admin.nav(),
@@ -611,7 +609,7 @@ async fn overview(State(state): State<AppState>, admin: Admin) -> Response {
             gateways,
             active_minutes: ACTIVE_GATEWAY_SECS / 60,
         },
-    )
+    ))
 }
 
 fn user_link(username: &str, done: Option<&str>) -> String {
@@ -647,9 +645,12 @@ struct UsersQuery {
 }
 
 /// `GET /console/users?prefix=&after=`: users by name, a page at a time.
-async fn users(State(state): State<AppState>, admin: Admin, RawQuery(query): RawQuery) -> Response {
-    let query: UsersQuery =
-        serde_urlencoded::from_str(query.as_deref().unwrap_or("")).unwrap_or_default();
+async fn users(
+    State(state): State<AppState>,
+    admin: Admin,
+    RawQuery(query): RawQuery,
+) -> Result<Response, Response> {
+    let query: UsersQuery = query_of(query.as_deref());
     users_page(&state, &admin, &query.prefix, query.after.as_deref(), None).await
 }
 
@@ -659,20 +660,17 @@ async fn users_page(
     prefix: &str,
     after: Option<&str>,
     error: Option<&str>,
-) -> Response {
+) -> Result<Response, Response> {
     let long = |s: &str| s.len() > crate::config::MAX_SUBJECT_LEN;
     let (prefix, after) = if long(prefix) || after.is_some_and(long) {
         ("", None)
     } else {
         (prefix, after.filter(|a| !a.is_empty()))
     };
-    let listed = match state.store.list_users(prefix, after, USERS_PAGE).await {
-        Ok(listed) => listed,
-        Err(e) => {
-            let _ = state.store_error(e);
-            return unavailable();
-        }
-    };
+    let listed = stored(
+        state,
+        state.store.list_users(prefix, after, USERS_PAGE).await,
+    )?;
     let users = listed
         .users
         .iter()
@@ -692,7 +690,7 @@ async fn users_page(
     } else {
         StatusCode::OK
     };
-    page(
+    Ok(page(
         status,
         &UsersPage {
             nav: admin.nav(),
@@ -703,7 +701,7 @@ async fn users_page(
             notice: None,
             error,
         },
-    )
+    ))
 }
 
 /// Roles typed into a field: separated by spaces or commas.
@@ -729,9 +727,13 @@ fn error_text(e: &ApiError) -> &'static str {
 }
 
 /// `POST /console/users`: a new user.
-async fn create_user(State(state): State<AppState>, admin: Admin, form: FormBody) -> Response {
+async fn create_user(
+    State(state): State<AppState>,
+    admin: Admin,
+    form: FormBody,
+) -> Result<Response, Response> {
     if !admin.sent_csrf(&form) {
-        return csrf_refused(&admin);
+        return Ok(csrf_refused(&admin));
     }
     let username = form.get("username").ok().flatten().unwrap_or("");
     let new = NewUser {
@@ -741,8 +743,8 @@ async fn create_user(State(state): State<AppState>, admin: Admin, form: FormBody
         disabled: false,
     };
     match admin::create(&state, &admin.actor(), new).await {
-        Ok(user) => see_other(&user_link(&user.username, Some("created"))),
-        Err(ApiError::Unavailable) => unavailable(),
+        Ok(user) => Ok(see_other(&user_link(&user.username, Some("created")))),
+        Err(ApiError::Unavailable) => Err(unavailable()),
         Err(e) => users_page(&state, &admin, "", None, Some(error_text(&e))).await,
     }
 }
@@ -755,9 +757,12 @@ struct UserQuery {
 }
 
 /// `GET /console/user?name=`: one user and their live sessions.
-async fn user(State(state): State<AppState>, admin: Admin, RawQuery(query): RawQuery) -> Response {
-    let query: UserQuery =
-        serde_urlencoded::from_str(query.as_deref().unwrap_or("")).unwrap_or_default();
+async fn user(
+    State(state): State<AppState>,
+    admin: Admin,
+    RawQuery(query): RawQuery,
+) -> Result<Response, Response> {
+    let query: UserQuery = query_of(query.as_deref());
     user_page(
         &state,
         &admin,
@@ -774,36 +779,22 @@ async fn user_page(
     username: &str,
     notice: Option<&str>,
     error: Option<&str>,
-) -> Response {
+) -> Result<Response, Response> {
     let found = match admin::subject(username) {
-        Ok(name) => state.store.user(name).await,
-        Err(_) => Ok(None),
+        Ok(name) => stored(state, state.store.user(name).await)?,
+        Err(_) => None,
     };
-    let user = match found {
-        Ok(Some(user)) => user,
-        Ok(None) => {
-            return message(
-                StatusCode::NOT_FOUND,
-                admin.nav(),
-                "No such user",
-                "There is no user of that name.",
-                Some(("/console/users", "All users")),
-            );
-        }
-        Err(e) => {
-            let _ = state.store_error(e);
-            return unavailable();
-        }
+    let Some(user) = found else {
+        return Err(message(
+            StatusCode::NOT_FOUND,
+            admin.nav(),
+            "No such user",
+            "There is no user of that name.",
+            Some(("/console/users", "All users")),
+        ));
     };
-    let sessions = match state.store.sessions(&user.username).await {
-        Ok(sessions) => sessions,
-        Err(e) => {
-            let _ = state.store_error(e);
-            return unavailable();
-        }
-    };
-    let mut sessions: Vec<Session> = sessions;
-    sessions.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    let mut sessions = stored(state, state.store.sessions(&user.username).await)?;
+    sessions.sort_by_key(|s| std::cmp::Reverse(s.created_at));
     let rows = sessions
         .iter()
         .map(|s| SessionRow {
@@ -828,7 +819,7 @@ async fn user_page(
     } else {
         StatusCode::OK
     };
-    page(
+    Ok(page(
         status,
         &UserPage {
             nav: admin.nav(),
@@ -842,13 +833,17 @@ async fn user_page(
             notice,
             error,
         },
-    )
+    ))
 }
 
 /// `POST /console/user`: one of the actions on a user's page (`action` names it).
-async fn user_action(State(state): State<AppState>, admin: Admin, form: FormBody) -> Response {
+async fn user_action(
+    State(state): State<AppState>,
+    admin: Admin,
+    form: FormBody,
+) -> Result<Response, Response> {
     if !admin.sent_csrf(&form) {
-        return csrf_refused(&admin);
+        return Ok(csrf_refused(&admin));
     }
     let username = form.get("username").ok().flatten().unwrap_or("");
     let actor = admin.actor();
@@ -893,8 +888,8 @@ async fn user_action(State(state): State<AppState>, admin: Admin, form: FormBody
         _ => Err(ApiError::InvalidRequest("unknown action")),
     };
     match result {
-        Ok(done) => see_other(&user_link(username, Some(done))),
-        Err(ApiError::Unavailable) => unavailable(),
+        Ok(done) => Ok(see_other(&user_link(username, Some(done)))),
+        Err(ApiError::Unavailable) => Err(unavailable()),
         Err(e) => user_page(&state, &admin, username, None, Some(error_text(&e))).await,
     }
 }
@@ -963,17 +958,12 @@ async fn audit_trail(
     State(state): State<AppState>,
     admin: Admin,
     RawQuery(query): RawQuery,
-) -> Response {
-    let query: AuditQuery =
-        serde_urlencoded::from_str(query.as_deref().unwrap_or("")).unwrap_or_default();
+) -> Result<Response, Response> {
+    let query: AuditQuery = query_of(query.as_deref());
     let before = query.before.filter(|b| !b.is_empty() && b.len() <= 64);
     let trail = match state.store.audit(before.as_deref(), AUDIT_PAGE).await {
-        Ok(trail) => trail,
         Err(StoreError::Invalid { .. }) => tokengate_store::AuditPage::default(),
-        Err(e) => {
-            let _ = state.store_error(e);
-            return unavailable();
-        }
+        answer => stored(&state, answer)?,
     };
     let entries = trail
         .entries
@@ -990,14 +980,14 @@ async fn audit_trail(
         let q = serde_urlencoded::to_string([("before", next.as_str())]);
         format!("/console/audit?{}", q.unwrap_or_default())
     });
-    page(
+    Ok(page(
         StatusCode::OK,
         &AuditPage {
             nav: admin.nav(),
             entries,
             next,
         },
-    )
+    ))
 }
 
 #[cfg(test)]

@@ -775,6 +775,15 @@ fn lex_range(prefix: &str, after: Option<&str>) -> (Vec<u8>, Vec<u8>) {
     (min, max)
 }
 
+/// Whether `id` has the shape of a stream entry id (`<ms>-<seq>`).
+fn is_stream_id(id: &str) -> bool {
+    id.split_once('-').is_some_and(|(ms, seq)| {
+        [ms, seq]
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::lex_range;
@@ -794,13 +803,4 @@ mod tests {
         assert_eq!(lex_range("bo", Some("alice")).0, b"[bo".to_vec());
         assert_eq!(lex_range("", Some("bob")).0, b"(bob".to_vec());
     }
-}
-
-/// Whether `id` has the shape of a stream entry id (`<ms>-<seq>`).
-fn is_stream_id(id: &str) -> bool {
-    id.split_once('-').is_some_and(|(ms, seq)| {
-        [ms, seq]
-            .iter()
-            .all(|p| !p.is_empty() && p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit()))
-    })
 }
