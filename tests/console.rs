@@ -214,6 +214,7 @@ async fn forms_need_their_csrf_token_and_every_request_the_role() {
     let redis = TestRedis::start();
     let mut config = idp_config(&redis.url());
     config.users.push(admin_user());
+    config.admin.console_idle_timeout = Duration::from_secs(120);
     let idp = TestIdp::spawn(config).await;
     let admin = idp.admin_url("");
     let browser = Browser::new();
@@ -229,6 +230,18 @@ async fn forms_need_their_csrf_token_and_every_request_the_role() {
     assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"));
     assert!(set_cookie.contains("Path=/console/") && !set_cookie.contains("Max-Age"));
     let console_cookie = browser.cookie("tokengate_console").unwrap();
+    // A session in the store, idle after admin.console_idle_timeout.
+    let root = idp
+        .admin("GET", "/admin/users/root/sessions", None)
+        .await
+        .json();
+    let idle: Vec<u64> = root["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["expires_at"].as_u64().unwrap() - s["last_used_at"].as_u64().unwrap())
+        .collect();
+    assert!(idle.contains(&120), "{root}");
 
     // The pages' headers.
     let overview = browser.get(&format!("{admin}/console/")).await;
