@@ -345,7 +345,7 @@ async fn forms_need_their_csrf_token_and_every_request_the_role() {
     assert_eq!(newest["action"], "user.create");
     assert_eq!(newest["target"], EVIL);
     assert_eq!(newest["address"], "127.0.0.1");
-    assert!(newest["at"].as_u64().unwrap() > 0);
+    assert!(newest["time"].as_u64().unwrap() > 0);
     let second = &page["entries"][1];
     assert_eq!(
         (second["actor"].as_str(), second["action"].as_str()),

@@ -61,7 +61,7 @@ pub fn page_json(page: &AuditPage) -> serde_json::Value {
         .map(|e| {
             serde_json::json!({
                 "id": e.id,
-                "at": e.at,
+                "time": e.at,
                 "actor": e.actor,
                 "action": e.action,
                 "target": e.target,
