@@ -300,6 +300,8 @@ async fn run_dev(redis_url: Option<String>, listen: DevListen) -> Result<()> {
     let gateway_listen = resolve_port(listen.gateway)?;
     let gateway_url = format!("http://{gateway_listen}");
     let gateway_secret = ReferenceToken::generate().expose().to_owned();
+    // The console's demo administrator gets a fresh password each run, like the admin token.
+    let console_password = ReferenceToken::generate().expose()[..20].to_owned();
     let config = IdpConfig {
         server: ServerConfig {
             listen: listen.idp,
@@ -308,18 +310,22 @@ async fn run_dev(redis_url: Option<String>, listen: DevListen) -> Result<()> {
             request_timeout: std::time::Duration::from_secs(30),
             drain_timeout: std::time::Duration::from_secs(5),
         },
-        admin: AdminConfig {
-            listen: listen.idp_admin,
-            token: admin_token.clone(),
-        },
+        admin: AdminConfig::new(listen.idp_admin, &admin_token),
         store: StoreConfig::default(),
         tokens: TokensConfig::default(),
         login: Default::default(),
-        users: vec![UserConfig {
-            username: user.to_owned(),
-            password_hash: hash_password(password)?,
-            roles: vec!["orders:read".to_owned()],
-        }],
+        users: vec![
+            UserConfig {
+                username: user.to_owned(),
+                password_hash: hash_password(password)?,
+                roles: vec!["orders:read".to_owned()],
+            },
+            UserConfig {
+                username: "admin".to_owned(),
+                password_hash: hash_password(&console_password)?,
+                roles: vec!["tokengate:admin".to_owned()],
+            },
+        ],
         // The walkthrough's curl commands use the password grant, which only a client that
         // lists it may use (RFC 9700 advises against it anywhere else).
         clients: vec![
@@ -351,6 +357,7 @@ async fn run_dev(redis_url: Option<String>, listen: DevListen) -> Result<()> {
         .bind()
         .await?;
     let (idp, admin) = (idp_bound.public_addr(), idp_bound.admin_addr());
+    let console_url = idp_bound.console_url();
     let backend_listener = tokio::net::TcpListener::bind(listen.backend)
         .await
         .with_context(|| format!("cannot listen on {}", listen.backend))?;
@@ -402,6 +409,8 @@ browser = true
   gateway  http://{gw}   (/api/ needs role orders:read, /public/ is open; admin: http://{gw_admin})
   IdP      http://{idp}   (admin API on http://{admin})
   backend  http://{backend}   (echoes what it receives)
+
+  console  {console_url}   (admin console: sign in as admin / {console_password})
 
 Demo user: {user} / {password}   Admin token: {admin_token}
 

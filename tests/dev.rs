@@ -46,6 +46,9 @@ async fn dev_walkthrough_works_and_no_secret_reaches_the_log() {
     let admin = word_after("admin API on ");
     let gateway = word_after("gateway ");
     let admin_token = word_after("Admin token: ");
+    let console = word_after("console ");
+    let console_password = word_after("sign in as admin / ");
+    assert_eq!(console, format!("{admin}/console/"));
     let demo = word_after("In a browser: ");
     let demo = demo.trim_end_matches('/');
 
@@ -188,6 +191,16 @@ async fn dev_walkthrough_works_and_no_secret_reaches_the_log() {
     .await;
     assert!(ok, "the gateway kept accepting a logged-out cookie");
 
+    // The console, with the demo administrator it printed.
+    let console_browser = support::oidc::Browser::new();
+    let signed_in =
+        support::oidc::console_sign_in(&console_browser, &admin, "admin", &console_password).await;
+    assert_eq!(signed_in.status, 303, "{}", signed_in.body);
+    let overview = console_browser.get(&console).await;
+    assert_eq!(overview.status, 200, "{}", overview.body);
+    assert!(overview.body.contains("Overview"), "{}", overview.body);
+    let console_cookie = console_browser.cookie("tokengate_console").unwrap();
+
     // SIGTERM: a graceful stop that exits 0.
     let term = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -217,6 +230,8 @@ async fn dev_walkthrough_works_and_no_secret_reaches_the_log() {
         &sso,
         &gateway_code,
         &cookie,
+        &console_password,
+        &console_cookie,
     ] {
         assert!(!log.contains(secret), "a secret reached the log: {secret}");
     }

@@ -121,6 +121,24 @@ pub struct TokenCache {
     metrics: Arc<Metrics>,
 }
 
+/// The name this gateway's last-use reports go under (the admin console lists active
+/// gateways by it): the host, the process, and which gateway of the process.
+fn reporter_name() -> String {
+    static INSTANCES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "gateway".to_owned());
+    let pid = std::process::id();
+    match n {
+        0 => format!("gateway {host} pid {pid}"),
+        n => format!("gateway {host} pid {pid} #{}", n + 1),
+    }
+}
+
 impl TokenCache {
     pub fn new(
         store: AnyStore,
@@ -137,7 +155,7 @@ impl TokenCache {
             keys,
             inflight: Mutex::new(HashMap::new()),
             generation: Generation::default(),
-            usage: UsageLog::new(),
+            usage: UsageLog::reporting_as(reporter_name()),
             max_staleness: config.max_staleness,
             negative_ttl: config.negative_ttl,
             enabled: config.enabled,

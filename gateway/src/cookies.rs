@@ -5,9 +5,10 @@
 use http::HeaderMap;
 use http::header::{self, HeaderValue};
 
-/// The IdP's own cookies, its single-sign-on session and its forms' CSRF token: forwarded only
-/// on a route marked `idp = true` (browsers send one host's cookies to all its ports).
-pub const IDP_COOKIES: [&str; 2] = ["tokengate_idp", "tokengate_csrf"];
+/// The IdP's own cookies, its single-sign-on session, its forms' CSRF token and its admin
+/// console's session: forwarded only on a route marked `idp = true` (browsers send one host's
+/// cookies to all its ports).
+pub const IDP_COOKIES: [&str; 3] = ["tokengate_idp", "tokengate_csrf", "tokengate_console"];
 
 /// Longest cookie value looked at (a reference token is 43 characters).
 const MAX_VALUE: usize = 4096;

@@ -1,5 +1,7 @@
-//! The admin listener: users, sessions, forced logout, roles, and minting sessions for subjects
-//! that another login system authenticated. Every `/admin` route needs the admin bearer token.
+//! The admin listener: users, sessions, forced logout, roles, minting sessions for subjects
+//! that another login system authenticated, and the audit trail. Every `/admin` route needs the
+//! admin bearer token. The actions that change something are functions of their own, taking
+//! the [`Actor`], so the console does exactly what the API does, and both leave an audit entry.
 
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::middleware::{self, Next};
@@ -8,12 +10,13 @@ use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use http::StatusCode;
 use serde::Deserialize;
-use tokengate_store::{MAX_USERS_PAGE, SessionId, TokenStore, User, now_unix};
+use tokengate_store::{MAX_AUDIT_PAGE, MAX_USERS_PAGE, SessionId, TokenStore, User, now_unix};
 
 use crate::AppState;
+use crate::audit::{self, Actor};
 use crate::config::{MAX_SUBJECT_LEN, check_roles, check_subject};
 use crate::error::ApiError;
-use crate::extract::{JsonBody, bearer};
+use crate::extract::{ClientAddr, JsonBody, bearer};
 use crate::metrics::{GrantLabels, KindLabels};
 use crate::sessions::NewSession;
 use crate::token::token_response;
@@ -36,6 +39,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/admin/users/{username}/roles", put(set_roles))
         .route("/admin/sessions/{id}", delete(revoke_session))
         .route("/admin/sessions", post(mint_session))
+        .route("/admin/audit", get(read_audit))
         .route_layer(middleware::from_fn_with_state(state, require_admin))
 }
 
@@ -56,12 +60,12 @@ async fn require_admin(
     Ok(next.run(req).await)
 }
 
-fn subject(username: &str) -> Result<&str, ApiError> {
+pub fn subject(username: &str) -> Result<&str, ApiError> {
     check_subject(username).map_err(|_| ApiError::InvalidRequest("invalid username"))?;
     Ok(username)
 }
 
-fn valid_roles(roles: &[String]) -> Result<(), ApiError> {
+pub fn valid_roles(roles: &[String]) -> Result<(), ApiError> {
     check_roles(roles).map_err(|_| ApiError::InvalidRequest("invalid roles"))
 }
 
@@ -126,32 +130,31 @@ async fn revoke_subject(state: &AppState, subject: &str) -> Result<usize, ApiErr
     Ok(revoked.len())
 }
 
+/// A user to create.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NewUserBody {
-    username: String,
-    password: Option<String>,
-    roles: Vec<String>,
+pub struct NewUser {
+    pub username: String,
+    pub password: Option<String>,
+    pub roles: Vec<String>,
     #[serde(default)]
-    disabled: bool,
+    pub disabled: bool,
 }
 
-async fn create_user(
-    State(state): State<AppState>,
-    JsonBody(body): JsonBody<NewUserBody>,
-) -> Result<Response, ApiError> {
-    let username = subject(&body.username)?;
-    valid_roles(&body.roles)?;
-    let password_hash = match &body.password {
-        Some(password) => Some(new_password_hash(&state, password).await?),
+/// Creates a user; [`ApiError::Conflict`] if the name is taken.
+pub async fn create(state: &AppState, actor: &Actor, new: NewUser) -> Result<User, ApiError> {
+    let username = subject(&new.username)?;
+    valid_roles(&new.roles)?;
+    let password_hash = match &new.password {
+        Some(password) => Some(new_password_hash(state, password).await?),
         None => None,
     };
     let now = now_unix();
     let user = User {
         username: username.to_owned(),
         password_hash,
-        roles: body.roles,
-        disabled: body.disabled,
+        roles: new.roles,
+        disabled: new.disabled,
         upstream: None,
         created_at: now,
         updated_at: now,
@@ -165,6 +168,16 @@ async fn create_user(
         return Err(ApiError::Conflict);
     }
     tracing::info!(username = %user.username, "user created");
+    audit::record(state, actor, "user.create", &user.username).await;
+    Ok(user)
+}
+
+async fn create_user(
+    State(state): State<AppState>,
+    ClientAddr(address): ClientAddr,
+    JsonBody(body): JsonBody<NewUser>,
+) -> Result<Response, ApiError> {
+    let user = create(&state, &Actor::admin_token(address), body).await?;
     Ok((StatusCode::CREATED, Json(user_json(&user))).into_response())
 }
 
@@ -213,30 +226,33 @@ async fn get_user(
     Ok(Json(user_json(&user)))
 }
 
-#[derive(Deserialize)]
+/// A change to a user: each field that is there replaces what the user had.
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct UserPatch {
-    password: Option<String>,
-    roles: Option<Vec<String>>,
-    disabled: Option<bool>,
+pub struct UserPatch {
+    pub password: Option<String>,
+    pub roles: Option<Vec<String>>,
+    pub disabled: Option<bool>,
 }
 
 /// Changes a user. New roles reach every live session too; disabling revokes every session
-/// (after the user is saved disabled, so no sign-in racing it keeps a session).
-async fn update_user(
-    State(state): State<AppState>,
-    Path(username): Path<String>,
-    JsonBody(patch): JsonBody<UserPatch>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let username = subject(&username)?;
+/// (after the user is saved disabled, so no sign-in racing it keeps a session). Answers the
+/// user as the API shows it, with `revoked` or `sessions_updated`.
+pub async fn change(
+    state: &AppState,
+    actor: &Actor,
+    username: &str,
+    patch: UserPatch,
+) -> Result<serde_json::Value, ApiError> {
+    let username = subject(username)?;
     if let Some(roles) = &patch.roles {
         valid_roles(roles)?;
     }
     let password_hash = match &patch.password {
-        Some(password) => Some(new_password_hash(&state, password).await?),
+        Some(password) => Some(new_password_hash(state, password).await?),
         None => None,
     };
-    let mut user = stored_user(&state, username).await?;
+    let mut user = stored_user(state, username).await?;
     if password_hash.is_some() {
         user.password_hash = password_hash;
     }
@@ -246,23 +262,49 @@ async fn update_user(
     if let Some(disabled) = patch.disabled {
         user.disabled = disabled;
     }
-    save_user(&state, &mut user).await?;
+    save_user(state, &mut user).await?;
     let mut body = user_json(&user);
-    if patch.disabled == Some(true) {
-        let revoked = revoke_subject(&state, username).await?;
-        tracing::info!(subject = %username, revoked, "user disabled");
-        body["revoked"] = revoked.into();
-    } else if let Some(roles) = &patch.roles {
+    if patch.password.is_some() {
+        audit::record(state, actor, "user.password", username).await;
+    }
+    match patch.disabled {
+        Some(true) => {
+            let revoked = revoke_subject(state, username).await?;
+            tracing::info!(subject = %username, revoked, "user disabled");
+            audit::record(state, actor, "user.disable", username).await;
+            body["revoked"] = revoked.into();
+            return Ok(body);
+        }
+        Some(false) => audit::record(state, actor, "user.enable", username).await,
+        None => {}
+    }
+    if let Some(roles) = &patch.roles {
         let updated = state
             .issuer
             .set_roles(username, roles)
             .await
             .map_err(|e| state.issue_error(e))?;
         tracing::info!(subject = %username, sessions = updated, "user's roles replaced");
+        audit::record(state, actor, &roles_action(roles), username).await;
         body["sessions_updated"] = updated.into();
     } else {
         tracing::info!(subject = %username, "user changed");
     }
+    Ok(body)
+}
+
+/// The audit action of setting roles, with the roles set.
+fn roles_action(roles: &[String]) -> String {
+    format!("user.roles [{}]", roles.join(" "))
+}
+
+async fn update_user(
+    State(state): State<AppState>,
+    ClientAddr(address): ClientAddr,
+    Path(username): Path<String>,
+    JsonBody(patch): JsonBody<UserPatch>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let body = change(&state, &Actor::admin_token(address), &username, patch).await?;
     Ok(Json(body))
 }
 
@@ -270,6 +312,7 @@ async fn update_user(
 /// no sign-in keeps a session, and a retry after a failure part-way finds the user still there.
 async fn delete_user(
     State(state): State<AppState>,
+    ClientAddr(address): ClientAddr,
     Path(username): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let username = subject(&username)?;
@@ -285,6 +328,13 @@ async fn delete_user(
         .await
         .map_err(|e| state.store_error(e))?;
     tracing::info!(subject = %username, revoked, "user deleted");
+    audit::record(
+        &state,
+        &Actor::admin_token(address),
+        "user.delete",
+        username,
+    )
+    .await;
     Ok(Json(
         serde_json::json!({ "deleted": true, "revoked": revoked }),
     ))
@@ -314,20 +364,28 @@ async fn list_sessions(
     Ok(Json(serde_json::json!({ "sessions": list })))
 }
 
-async fn logout(
-    State(state): State<AppState>,
-    Path(username): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let revoked = revoke_subject(&state, subject(&username)?).await?;
+/// Ends every session of a user (forced logout); how many were live.
+pub async fn end_sessions(
+    state: &AppState,
+    actor: &Actor,
+    username: &str,
+) -> Result<usize, ApiError> {
+    let username = subject(username)?;
+    let revoked = revoke_subject(state, username).await?;
     tracing::info!(subject = %username, revoked, "forced logout");
-    Ok(Json(serde_json::json!({ "revoked": revoked })))
+    audit::record(state, actor, "user.logout", username).await;
+    Ok(revoked)
 }
 
-async fn revoke_session(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let id = SessionId::parse(&id).ok_or(ApiError::NotFound)?;
+/// Ends one session; [`ApiError::NotFound`] if it is not live.
+pub async fn end_session(state: &AppState, actor: &Actor, id: &str) -> Result<(), ApiError> {
+    let id = SessionId::parse(id).ok_or(ApiError::NotFound)?;
+    let owner = state
+        .store
+        .lookup(&id)
+        .await
+        .map_err(|e| state.store_error(e))?
+        .map(|s| s.subject);
     if !state
         .store
         .revoke(&id)
@@ -342,6 +400,29 @@ async fn revoke_session(
         .get_or_create(&KindLabels { kind: "session" })
         .inc();
     tracing::info!(session = %id, "session revoked by an administrator");
+    let target = match owner {
+        Some(owner) => format!("{owner} session {id}"),
+        None => format!("session {id}"),
+    };
+    audit::record(state, actor, "session.revoke", &target).await;
+    Ok(())
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    ClientAddr(address): ClientAddr,
+    Path(username): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let revoked = end_sessions(&state, &Actor::admin_token(address), &username).await?;
+    Ok(Json(serde_json::json!({ "revoked": revoked })))
+}
+
+async fn revoke_session(
+    State(state): State<AppState>,
+    ClientAddr(address): ClientAddr,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    end_session(&state, &Actor::admin_token(address), &id).await?;
     Ok(Json(serde_json::json!({ "revoked": 1 })))
 }
 
@@ -353,6 +434,7 @@ struct RolesBody {
 
 async fn set_roles(
     State(state): State<AppState>,
+    ClientAddr(address): ClientAddr,
     Path(username): Path<String>,
     JsonBody(body): JsonBody<RolesBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -374,6 +456,8 @@ async fn set_roles(
         .await
         .map_err(|e| state.issue_error(e))?;
     tracing::info!(subject = %username, sessions = updated, "roles replaced");
+    let actor = Actor::admin_token(address);
+    audit::record(&state, &actor, &roles_action(&body.roles), username).await;
     Ok(Json(
         serde_json::json!({ "roles": body.roles, "sessions_updated": updated }),
     ))
@@ -388,6 +472,7 @@ struct MintBody {
 
 async fn mint_session(
     State(state): State<AppState>,
+    ClientAddr(address): ClientAddr,
     JsonBody(body): JsonBody<MintBody>,
 ) -> Result<Response, ApiError> {
     let username = subject(&body.username)?;
@@ -430,5 +515,45 @@ async fn mint_session(
         .get_or_create(&GrantLabels { grant: "admin" })
         .inc();
     tracing::info!(subject = %username, session = %issued.session.id, "session minted by an administrator");
+    let target = format!("{username} session {}", issued.session.id);
+    audit::record(
+        &state,
+        &Actor::admin_token(address),
+        "session.mint",
+        &target,
+    )
+    .await;
     Ok(token_response(&issued, None))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /admin/audit?cursor=`: the audit trail, newest first, in pages.
+async fn read_audit(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let query: AuditQuery = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
+        .map_err(|_| ApiError::InvalidRequest("malformed query"))?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_AUDIT_PAGE).contains(&limit) {
+        return Err(ApiError::InvalidRequest("limit must be 1 to 1000"));
+    }
+    let cursor = query.cursor.filter(|c| !c.is_empty());
+    let page = state
+        .store
+        .audit(cursor.as_deref(), limit)
+        .await
+        .map_err(|e| match e {
+            tokengate_store::StoreError::Invalid { .. } => {
+                ApiError::InvalidRequest("malformed cursor")
+            }
+            e => state.store_error(e),
+        })?;
+    Ok(Json(audit::page_json(&page)))
 }

@@ -360,14 +360,23 @@ async fn sign_in(
             tracing::info!(subject = %username, session = %sso.session.id, "signed in on the sign-in page");
             issue_code(&state, &request, username, &roles, now_unix(), Some(cookie)).await
         }
-        Ok(None) => sign_in_page(
-            &state,
-            &headers,
-            &request,
-            Some("Wrong username or password."),
-            username,
-            StatusCode::OK,
-        ),
+        Ok(None) => {
+            state
+                .metrics
+                .logins_failed
+                .get_or_create(&GrantLabels {
+                    grant: "authorization_code",
+                })
+                .inc();
+            sign_in_page(
+                &state,
+                &headers,
+                &request,
+                Some("Wrong username or password."),
+                username,
+                StatusCode::OK,
+            )
+        }
         Err(ApiError::Locked(wait)) => {
             let mut response = pages::message(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -416,6 +425,10 @@ async fn signed_in(
     let Some(session) = state.issuer.resolve(token, SessionKind::Browser).await? else {
         return Ok(None);
     };
+    // A browser session issued to a client (the console's) is no single-sign-on session.
+    if session.client_id.is_some() {
+        return Ok(None);
+    }
     let user = state.store.user(&session.subject).await?;
     let Some(user) = user.filter(|u| !u.disabled) else {
         return Ok(None);
@@ -510,18 +523,17 @@ async fn issue_code(
     response
 }
 
-/// `grant_type=authorization_code` at `/oauth2/token`: the code once, by the client it was
-/// issued to, with the same redirect URI and the PKCE verifier of its challenge. A second use
-/// of a code ends the session its first use made (RFC 6749 §4.1.2).
-pub async fn exchange(
+/// Redeems a code for `client`: once, with the redirect URI and PKCE verifier it was issued
+/// for; `token` is the session about to be made from it. A second use of a code ends the session
+/// its first use made (RFC 6749 §4.1.2).
+pub async fn redeem(
     state: &AppState,
     client: &Client,
-    form: &FormBody,
-) -> Result<Response, ApiError> {
-    let code = form.require("code", "code is required")?;
-    let redirect_uri = form.require("redirect_uri", "redirect_uri is required")?;
-    let verifier = form.get("code_verifier")?;
-    let token = ReferenceToken::generate();
+    code: &str,
+    redirect_uri: &str,
+    verifier: Option<&str>,
+    token: &ReferenceToken,
+) -> Result<AuthCode, ApiError> {
     let redeemed = state
         .store
         .redeem_code(&CodeId::of_code(code), &token.session_id())
@@ -559,6 +571,22 @@ pub async fn exchange(
         tracing::info!(client_id = %client.id, "authorization code refused (client, redirect URI or PKCE verifier)");
         return Err(ApiError::InvalidGrant);
     }
+    Ok(record)
+}
+
+/// `grant_type=authorization_code` at `/oauth2/token`: the code once, by the client it was
+/// issued to, with the same redirect URI and the PKCE verifier of its challenge. A second use
+/// of a code ends the session its first use made (RFC 6749 §4.1.2).
+pub async fn exchange(
+    state: &AppState,
+    client: &Client,
+    form: &FormBody,
+) -> Result<Response, ApiError> {
+    let code = form.require("code", "code is required")?;
+    let redirect_uri = form.require("redirect_uri", "redirect_uri is required")?;
+    let verifier = form.get("code_verifier")?;
+    let token = ReferenceToken::generate();
+    let record = redeem(state, client, code, redirect_uri, verifier, &token).await?;
     let new = NewSession::access(&record.subject, record.roles.clone(), &record.method)
         .for_client(&client.id);
     let issued = state

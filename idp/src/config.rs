@@ -53,6 +53,29 @@ pub struct AdminConfig {
     /// The bearer token of the admin API. `TOKENGATE_ADMIN_TOKEN` replaces it.
     #[serde(default)]
     pub token: String,
+    /// The role a user needs to sign in to the console (`/console/`).
+    #[serde(default = "defaults::console_role")]
+    pub console_role: String,
+    /// A console session ends after this long without a page being loaded.
+    #[serde(default = "defaults::console_idle_timeout", with = "humantime_serde")]
+    pub console_idle_timeout: Duration,
+    /// The URL browsers reach the admin listener at; the console's redirect URI is
+    /// `{public_url}/console/callback`. Default: `http://` and the admin listener's address.
+    #[serde(default)]
+    pub public_url: Option<String>,
+}
+
+impl AdminConfig {
+    /// The admin listener at `listen` with `token`, everything else by default.
+    pub fn new(listen: SocketAddr, token: &str) -> Self {
+        AdminConfig {
+            listen,
+            token: token.to_owned(),
+            console_role: defaults::console_role(),
+            console_idle_timeout: defaults::console_idle_timeout(),
+            public_url: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for AdminConfig {
@@ -60,6 +83,9 @@ impl std::fmt::Debug for AdminConfig {
         f.debug_struct("AdminConfig")
             .field("listen", &self.listen)
             .field("token", &"<redacted>")
+            .field("console_role", &self.console_role)
+            .field("console_idle_timeout", &self.console_idle_timeout)
+            .field("public_url", &self.public_url)
             .finish()
     }
 }
@@ -260,6 +286,9 @@ pub fn check_issuer(issuer: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// The client id of the admin console, which signs in through the IdP's own code flow.
+pub const CONSOLE_CLIENT_ID: &str = "tokengate-console";
+
 /// Longest redirect URI accepted.
 pub const MAX_URI_LEN: usize = 2048;
 
@@ -284,6 +313,12 @@ pub fn check_redirect_uri(uri: &str) -> Result<(), &'static str> {
 
 mod defaults {
     use std::time::Duration;
+    pub fn console_role() -> String {
+        "tokengate:admin".to_owned()
+    }
+    pub fn console_idle_timeout() -> Duration {
+        Duration::from_secs(15 * 60)
+    }
     pub fn max_failures() -> u32 {
         5
     }
@@ -466,6 +501,23 @@ impl IdpConfig {
                 "must be at most tokens.max_lifetime",
             ));
         }
+        let a = &self.admin;
+        check_roles(std::slice::from_ref(&a.console_role))
+            .map_err(|m| invalid("admin.console_role", &m))?;
+        if a.console_role.is_empty() {
+            return Err(invalid("admin.console_role", "must not be empty"));
+        }
+        if a.console_idle_timeout.as_secs() == 0 {
+            return Err(invalid("admin.console_idle_timeout", "must be at least 1s"));
+        }
+        if let Some(url) = &a.public_url {
+            check_issuer(url).map_err(|_| {
+                invalid(
+                    "admin.public_url",
+                    "must be the admin listener's URL, e.g. https://admin.example.com, without a trailing slash",
+                )
+            })?;
+        }
         if self.login.window.is_zero() {
             return Err(invalid("login.window", "must be longer than 0s"));
         }
@@ -494,6 +546,12 @@ impl IdpConfig {
         for (i, c) in self.clients.iter().enumerate() {
             let key = |field: &str| format!("clients[{i}].{field}");
             check_subject(&c.client_id).map_err(|m| invalid(&key("client_id"), m))?;
+            if c.client_id == CONSOLE_CLIENT_ID {
+                return Err(invalid(
+                    &key("client_id"),
+                    "is the admin console's own client, registered by the IdP itself",
+                ));
+            }
             if !seen.insert(c.client_id.as_str()) {
                 return Err(invalid(&key("client_id"), "appears twice"));
             }

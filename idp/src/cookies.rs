@@ -33,7 +33,19 @@ pub fn get<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// A `Set-Cookie` value: HttpOnly, `Path=/`, the given `SameSite`, `Secure` when the IdP is
 /// reached over HTTPS, and `Max-Age` when the cookie should outlive the browser session.
 pub fn set(name: &str, value: &str, same_site: &str, secure: bool, max_age: Option<u64>) -> String {
-    let mut cookie = format!("{name}={value}; Path=/; HttpOnly; SameSite={same_site}");
+    set_at(name, value, "/", same_site, secure, max_age)
+}
+
+/// Like [`set`], for the paths under `path` only.
+pub fn set_at(
+    name: &str,
+    value: &str,
+    path: &str,
+    same_site: &str,
+    secure: bool,
+    max_age: Option<u64>,
+) -> String {
+    let mut cookie = format!("{name}={value}; Path={path}; HttpOnly; SameSite={same_site}");
     if secure {
         cookie.push_str("; Secure");
     }
@@ -46,6 +58,11 @@ pub fn set(name: &str, value: &str, same_site: &str, secure: bool, max_age: Opti
 /// A `Set-Cookie` value that removes cookie `name`.
 pub fn clear(name: &str, same_site: &str, secure: bool) -> String {
     set(name, "", same_site, secure, Some(0))
+}
+
+/// Like [`clear`], for a cookie set for `path`.
+pub fn clear_at(name: &str, path: &str, same_site: &str, secure: bool) -> String {
+    set_at(name, "", path, same_site, secure, Some(0))
 }
 
 #[cfg(test)]

@@ -16,13 +16,18 @@
 //! * `authorize`: the authorization code flow with PKCE: sign-in page, single sign-on, codes.
 //! * `oidc`: OpenID Connect: discovery, ID tokens, userinfo, RP-initiated logout.
 //! * `pages`, `cookies`: the HTML pages (askama templates, CSP) and the IdP's browser cookies.
-//! * `admin`: the admin listener, behind the admin token.
+//! * `admin`: the admin listener's API, behind the admin token.
+//! * `console`: the admin console on the admin listener: pages for people who sign in through
+//!   the IdP's own code flow and hold `admin.console_role`.
+//! * `audit`: the trail of every administrator's action, kept in the store.
 //! * `extract`, `error`: request parsing and the one place errors become responses.
 
 pub mod admin;
+pub mod audit;
 pub mod authorize;
 pub mod clients;
 pub mod config;
+pub mod console;
 pub mod cookies;
 pub mod credentials;
 pub mod error;
@@ -59,12 +64,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::clients::{Client, Clients};
-use crate::config::IdpConfig;
+use crate::config::{CONSOLE_CLIENT_ID, ClientConfig, Grant, IdpConfig};
+use crate::console::ConsoleSettings;
 use crate::credentials::{Credentials, Kind};
 use crate::error::ApiError;
 use crate::extract::{ClientAddr, FormBody};
 use crate::keys::KeySet;
-use crate::metrics::{Metrics, RequestLabels, RouteLabels};
+use crate::metrics::{Activity, Metrics, RequestLabels, RouteLabels};
 use crate::password::Hasher;
 use crate::renewal::RenewalTask;
 use crate::sessions::{IssueError, Issuer};
@@ -106,6 +112,9 @@ pub struct Shared {
     pub metrics: Metrics,
     pub usage: UsageLog,
     pub throttle: Throttle,
+    pub console: ConsoleSettings,
+    /// Recent samples of the metrics the console shows as rates.
+    pub activity: Activity,
     admin_token_digest: [u8; 32],
     request_timeout: Duration,
 }
@@ -393,6 +402,20 @@ impl Idp {
             keys,
             hasher,
         } = self;
+        let console_url = match &config.admin.public_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "http://{}",
+                admin.local_addr().unwrap_or(config.admin.listen)
+            ),
+        };
+        // The console is a client of the IdP itself: public, PKCE, one redirect URI.
+        let mut clients = config.clients.clone();
+        clients.push(ClientConfig::public(
+            CONSOLE_CLIENT_ID,
+            &[Grant::AuthorizationCode],
+            &[&format!("{console_url}/console/callback")],
+        ));
         let sessions = Arc::new(Issuer::new(
             store.clone(),
             keys.clone(),
@@ -404,11 +427,17 @@ impl Idp {
             issuer_name: issuer,
             keys,
             credentials: Credentials::new(&config.clients, hasher.clone()),
-            clients: Clients::new(&config.clients),
+            clients: Clients::new(&clients),
             users: Users::new(store.clone(), hasher),
             metrics: Metrics::new(),
             usage: UsageLog::new(),
             throttle: Throttle::new(store.clone(), &config.login),
+            console: ConsoleSettings {
+                role: config.admin.console_role.clone(),
+                idle_timeout: config.admin.console_idle_timeout.as_secs(),
+                url: console_url,
+            },
+            activity: Activity::default(),
             store,
             admin_token_digest: sha256(config.admin.token.as_bytes()),
             request_timeout: config.server.request_timeout,
@@ -441,6 +470,11 @@ impl BoundIdp {
         self.admin.local_addr().unwrap_or(self.config.admin.listen)
     }
 
+    /// The admin console's URL (`/console/` on the admin listener).
+    pub fn console_url(&self) -> String {
+        format!("{}/console/", self.state.console.url)
+    }
+
     /// The issuer URL: `iss` of every token, base of every OpenID Connect endpoint.
     pub fn issuer(&self) -> &str {
         &self.state.issuer_name
@@ -470,7 +504,9 @@ impl BoundIdp {
         );
         let admin_app = idp.router(
             "admin",
-            admin::routes(idp.state.clone()).route("/readyz", get(readyz)),
+            admin::routes(idp.state.clone())
+                .merge(console::routes())
+                .route("/readyz", get(readyz)),
         );
         let s = &idp.config.server;
         let limits =
@@ -492,6 +528,7 @@ impl BoundIdp {
                         _ = shutdown.cancelled() => break,
                         _ = tick.tick() => {}
                     }
+                    state.activity.sample(state.metrics.totals());
                     if let Err(e) = state.usage.flush(&state.store).await {
                         tracing::warn!(error = %e, "writing last-use reports failed; will retry");
                     }

@@ -1,4 +1,9 @@
-//! The IdP's Prometheus metrics.
+//! The IdP's Prometheus metrics, and the recent samples of a few of them that the console
+//! turns into rates.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -144,5 +149,151 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// Grant labels of `tokens_issued` and `logins_failed`.
+const GRANTS: [&str; 4] = [
+    "password",
+    "client_credentials",
+    "authorization_code",
+    "admin",
+];
+/// Kind labels of `revocations`.
+const REVOCATION_KINDS: [&str; 4] = ["session", "subject", "token", "code_replay"];
+
+/// Running totals the console shows, in this process since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub sign_ins: u64,
+    pub failed_sign_ins: u64,
+    pub lockouts: u64,
+    pub revocations: u64,
+}
+
+impl Totals {
+    fn since(&self, earlier: &Totals) -> Totals {
+        Totals {
+            sign_ins: self.sign_ins.saturating_sub(earlier.sign_ins),
+            failed_sign_ins: self.failed_sign_ins.saturating_sub(earlier.failed_sign_ins),
+            lockouts: self.lockouts.saturating_sub(earlier.lockouts),
+            revocations: self.revocations.saturating_sub(earlier.revocations),
+        }
+    }
+}
+
+impl Metrics {
+    /// The totals as the counters hold them now (labels never used count 0, and are not
+    /// created by being read).
+    pub fn totals(&self) -> Totals {
+        let sum = |family: &Family<GrantLabels, Counter>| -> u64 {
+            GRANTS
+                .iter()
+                .filter_map(|grant| family.get(&GrantLabels { grant }).map(|c| c.get()))
+                .sum()
+        };
+        Totals {
+            sign_ins: sum(&self.tokens_issued),
+            failed_sign_ins: sum(&self.logins_failed),
+            lockouts: self.login_lockouts.get(),
+            revocations: REVOCATION_KINDS
+                .iter()
+                .filter_map(|kind| self.revocations.get(&KindLabels { kind }).map(|c| c.get()))
+                .sum(),
+        }
+    }
+}
+
+/// Samples of [`Totals`] over the last minute or so, to tell activity per minute.
+#[derive(Debug, Default)]
+pub struct Activity {
+    samples: Mutex<VecDeque<(Instant, Totals)>>,
+}
+
+/// Samples closer together than this are not kept.
+const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+/// The window rates are measured over.
+const WINDOW: Duration = Duration::from_secs(60);
+
+impl Activity {
+    /// Keeps `now` as a sample (at most one per [`SAMPLE_EVERY`], none older than the window).
+    pub fn sample(&self, totals: Totals) {
+        let now = Instant::now();
+        let mut samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        if samples
+            .back()
+            .is_some_and(|(at, _)| now.duration_since(*at) < SAMPLE_EVERY)
+        {
+            return;
+        }
+        samples.push_back((now, totals));
+        while samples.len() > 1
+            && samples
+                .get(1)
+                .is_some_and(|(at, _)| now.duration_since(*at) >= WINDOW)
+        {
+            samples.pop_front();
+        }
+    }
+
+    /// What happened per minute over the sampled window (up to a minute), and how long that
+    /// window is; `None` before a first window of at least [`SAMPLE_EVERY`].
+    pub fn per_minute(&self, now: Totals) -> Option<(Totals, Duration)> {
+        let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        let (at, first) = samples.front()?;
+        let elapsed = at.elapsed();
+        if elapsed < SAMPLE_EVERY {
+            return None;
+        }
+        let delta = now.since(first);
+        let scale = |n: u64| (n as f64 * 60.0 / elapsed.as_secs_f64()).round() as u64;
+        Some((
+            Totals {
+                sign_ins: scale(delta.sign_ins),
+                failed_sign_ins: scale(delta.failed_sign_ins),
+                lockouts: scale(delta.lockouts),
+                revocations: scale(delta.revocations),
+            },
+            elapsed,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_add_up_every_grant_and_kind_without_creating_labels() {
+        let m = Metrics::new();
+        assert_eq!(m.totals(), Totals::default());
+        assert!(!m.render().contains("grant=\"password\""));
+        m.tokens_issued
+            .get_or_create(&GrantLabels { grant: "password" })
+            .inc();
+        m.tokens_issued
+            .get_or_create(&GrantLabels { grant: "admin" })
+            .inc_by(2);
+        m.logins_failed
+            .get_or_create(&GrantLabels {
+                grant: "authorization_code",
+            })
+            .inc();
+        m.revocations
+            .get_or_create(&KindLabels { kind: "subject" })
+            .inc_by(3);
+        m.login_lockouts.inc();
+        let t = m.totals();
+        assert_eq!(
+            (t.sign_ins, t.failed_sign_ins, t.revocations, t.lockouts),
+            (3, 1, 3, 1)
+        );
+    }
+
+    #[test]
+    fn activity_needs_a_window_before_it_tells_a_rate() {
+        let a = Activity::default();
+        a.sample(Totals::default());
+        assert_eq!(a.per_minute(Totals::default()), None);
     }
 }

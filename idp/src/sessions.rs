@@ -62,6 +62,8 @@ pub struct NewSession {
     pub method: String,
     pub client_id: Option<String>,
     pub kind: SessionKind,
+    /// Seconds of inactivity that end the session, when not the configured `tokens.idle_timeout`.
+    pub idle_timeout: Option<u64>,
 }
 
 impl NewSession {
@@ -73,6 +75,7 @@ impl NewSession {
             method: method.to_owned(),
             client_id: None,
             kind: SessionKind::Access,
+            idle_timeout: None,
         }
     }
 
@@ -81,6 +84,14 @@ impl NewSession {
         NewSession {
             kind: SessionKind::Browser,
             ..Self::access(subject, roles, method)
+        }
+    }
+
+    /// Ended after `seconds` without use, instead of the configured idle timeout.
+    pub fn idle_after(self, seconds: u64) -> Self {
+        NewSession {
+            idle_timeout: Some(seconds),
+            ..self
         }
     }
 
@@ -202,7 +213,7 @@ impl Issuer {
             value_token: ValueToken(String::new()),
             created_at: now,
             last_used_at: now,
-            idle_timeout: self.idle_timeout,
+            idle_timeout: new.idle_timeout.unwrap_or(self.idle_timeout),
             max_expires_at: now + self.max_lifetime,
             client_id: new.client_id,
             method: new.method,

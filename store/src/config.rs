@@ -198,6 +198,7 @@ impl StoreConfig {
         let options = RedisOptions {
             key_prefix: self.key_prefix.clone(),
             events_max_len: self.events_max_len,
+            audit_max_len: crate::DEFAULT_AUDIT_MAX_LEN,
             response_timeout: self.timeout,
             connect_timeout: self.timeout,
             tls_roots,

@@ -10,6 +10,7 @@
 //! * `redis`: the Redis implementation: its key schema and scripts (`redis/schema.rs`, the only
 //!   place that knows them), connections per topology, and the event stream.
 //! * `usage`: last-use reports, coalesced and written in batches.
+//! * `audit`: the bounded audit trail of administrators' actions, and who reported last use.
 //! * `config`: the `[store]` section both services share, and `StoreConfigError`, which names the
 //!   key (a service adds its file and section).
 //! * `memory`: the in-memory implementation, the embedded default of `tokengate dev`.
@@ -18,6 +19,7 @@
 //!
 //! Both implementations pass one contract suite (`testing::suite`).
 
+mod audit;
 mod claims;
 mod code;
 mod config;
@@ -37,6 +39,9 @@ pub mod testing;
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub use audit::{
+    AuditEntry, AuditPage, DEFAULT_AUDIT_MAX_LEN, MAX_AUDIT_PAGE, MAX_REPORTERS, Reporter,
+};
 pub use claims::{Claims, EXPIRY_MARGIN, Verifier, VerifyError};
 pub use code::{AuthCode, Redeemed};
 pub use config::{StoreConfig, StoreConfigError, StoreMode};
@@ -216,6 +221,35 @@ pub trait TokenStore: Clone + Send + Sync + 'static {
         id: &CodeId,
         session: &SessionId,
     ) -> impl Future<Output = Result<Redeemed, StoreError>> + Send;
+
+    /// Appends an administrator's action to the audit trail (its `id` is given by the store);
+    /// the oldest entries beyond the store's bound are dropped.
+    fn append_audit(
+        &self,
+        entry: &AuditEntry,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Audit entries, newest first, older than the entry `before` (the previous page's
+    /// `next`), at most `limit` (1 to [`MAX_AUDIT_PAGE`]; clamped). A malformed `before` is
+    /// [`StoreError::Invalid`].
+    fn audit(
+        &self,
+        before: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<AuditPage, StoreError>> + Send;
+
+    /// Notes that `reporter` wrote last-use reports at `at`; at most [`MAX_REPORTERS`] are kept.
+    fn report_seen(
+        &self,
+        reporter: &str,
+        at: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The reporters seen at or after `since`, most recent first.
+    fn reporters(
+        &self,
+        since: u64,
+    ) -> impl Future<Output = Result<Vec<Reporter>, StoreError>> + Send;
 }
 
 /// One of the two implementations, chosen at start-up from the configuration.
@@ -338,6 +372,18 @@ impl TokenStore for AnyStore {
     async fn redeem_code(&self, id: &CodeId, session: &SessionId) -> Result<Redeemed, StoreError> {
         dispatch!(self, s => s.redeem_code(id, session).await)
     }
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        dispatch!(self, s => s.append_audit(entry).await)
+    }
+    async fn audit(&self, before: Option<&str>, limit: usize) -> Result<AuditPage, StoreError> {
+        dispatch!(self, s => s.audit(before, limit).await)
+    }
+    async fn report_seen(&self, reporter: &str, at: u64) -> Result<(), StoreError> {
+        dispatch!(self, s => s.report_seen(reporter, at).await)
+    }
+    async fn reporters(&self, since: u64) -> Result<Vec<Reporter>, StoreError> {
+        dispatch!(self, s => s.reporters(since).await)
+    }
 }
 
 /// Seconds since the Unix epoch, the unit of every time in the store.
@@ -352,7 +398,7 @@ pub fn now_unix() -> u64 {
 mod contract {
     mod memory {
         use crate::MemoryStore;
-        crate::store_contract_tests!(|max_len| (MemoryStore::with_events_max_len(max_len), ()));
+        crate::store_contract_tests!(|max_len| (MemoryStore::bounded(max_len, max_len), ()));
     }
 
     mod redis {
@@ -363,6 +409,7 @@ mod contract {
             let redis = TestRedis::start();
             let options = RedisOptions {
                 events_max_len: max_len,
+                audit_max_len: max_len,
                 ..RedisOptions::default()
             };
             let store = RedisStore::connect(&redis.url(), options).expect("connect");
@@ -380,6 +427,7 @@ mod contract {
             let group = TestSentinel::start();
             let options = RedisOptions {
                 events_max_len: max_len,
+                audit_max_len: max_len,
                 ..RedisOptions::default()
             };
             let store = RedisStore::connect_sentinel(
@@ -403,6 +451,7 @@ mod contract {
             let cluster = TestCluster::start();
             let options = RedisOptions {
                 events_max_len: max_len,
+                audit_max_len: max_len,
                 ..RedisOptions::default()
             };
             let store = RedisStore::connect_cluster(&cluster.urls(), options).expect("connect");

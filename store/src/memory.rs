@@ -9,8 +9,9 @@ use tokio::sync::watch;
 
 use crate::user::{cut_page, username_fits};
 use crate::{
-    AuthCode, CodeId, Event, EventBatch, EventCursor, MAX_USERS_PAGE, Redeemed, Renewal, Session,
-    SessionId, StoreError, TokenStore, User, UserPage, ValueToken, now_unix,
+    AuditEntry, AuditPage, AuthCode, CodeId, DEFAULT_AUDIT_MAX_LEN, Event, EventBatch, EventCursor,
+    MAX_AUDIT_PAGE, MAX_REPORTERS, MAX_USERS_PAGE, Redeemed, Renewal, Reporter, Session, SessionId,
+    StoreError, TokenStore, User, UserPage, ValueToken, now_unix,
 };
 
 /// How many events are kept for readers that fall behind.
@@ -28,6 +29,7 @@ struct Inner {
     /// The sequence number of the newest event, so readers can wait without polling.
     newest: watch::Sender<u64>,
     events_max_len: usize,
+    audit_max_len: usize,
 }
 
 #[derive(Default)]
@@ -48,6 +50,11 @@ struct State {
     users: BTreeMap<String, User>,
     /// Authorization codes: the record, the session its first use made, when it expires.
     codes: HashMap<CodeId, (AuthCode, Option<SessionId>, std::time::Instant)>,
+    /// The audit trail, oldest first, each entry under its sequence number.
+    audit: VecDeque<(u64, AuditEntry)>,
+    audit_seq: u64,
+    /// When each reporter of last use was last seen.
+    reporters: HashMap<String, u64>,
 }
 
 /// Most login keys kept; past it, the ones whose window and lockout are over go first.
@@ -74,11 +81,18 @@ impl MemoryStore {
 
     /// A store that keeps only the newest `max_len` events (tests use a small one).
     pub fn with_events_max_len(max_len: usize) -> Self {
+        Self::bounded(max_len, DEFAULT_AUDIT_MAX_LEN)
+    }
+
+    /// A store that keeps only the newest `events_max_len` events and `audit_max_len` audit
+    /// entries.
+    pub fn bounded(events_max_len: usize, audit_max_len: usize) -> Self {
         MemoryStore {
             inner: Arc::new(Inner {
                 state: Mutex::new(State::default()),
                 newest: watch::channel(0).0,
-                events_max_len: max_len.max(1),
+                events_max_len: events_max_len.max(1),
+                audit_max_len: audit_max_len.max(1),
             }),
         }
     }
@@ -515,5 +529,74 @@ impl TokenStore for MemoryStore {
             }
             None => Redeemed::Unknown,
         })
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let mut state = self.state();
+        state.audit_seq += 1;
+        let seq = state.audit_seq;
+        state.audit.push_back((
+            seq,
+            AuditEntry {
+                id: seq.to_string(),
+                ..entry.clone()
+            },
+        ));
+        while state.audit.len() > self.inner.audit_max_len {
+            state.audit.pop_front();
+        }
+        Ok(())
+    }
+
+    async fn audit(&self, before: Option<&str>, limit: usize) -> Result<AuditPage, StoreError> {
+        let before = match before {
+            Some(b) => b.parse::<u64>().map_err(|_| StoreError::Invalid {
+                what: "audit cursor",
+            })?,
+            None => u64::MAX,
+        };
+        let limit = limit.clamp(1, MAX_AUDIT_PAGE);
+        let state = self.state();
+        let mut entries: Vec<AuditEntry> = state
+            .audit
+            .iter()
+            .rev()
+            .filter(|(seq, _)| *seq < before)
+            .take(limit + 1)
+            .map(|(_, e)| e.clone())
+            .collect();
+        let next = cut_page(&mut entries, limit, |e| e.id.as_str());
+        Ok(AuditPage { entries, next })
+    }
+
+    async fn report_seen(&self, reporter: &str, at: u64) -> Result<(), StoreError> {
+        let mut state = self.state();
+        let seen = state.reporters.entry(reporter.to_owned()).or_insert(at);
+        *seen = (*seen).max(at);
+        if state.reporters.len() > MAX_REPORTERS
+            && let Some(oldest) = state
+                .reporters
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(name, _)| name.clone())
+        {
+            state.reporters.remove(&oldest);
+        }
+        Ok(())
+    }
+
+    async fn reporters(&self, since: u64) -> Result<Vec<Reporter>, StoreError> {
+        let mut seen: Vec<Reporter> = self
+            .state()
+            .reporters
+            .iter()
+            .filter(|(_, at)| **at >= since)
+            .map(|(name, at)| Reporter {
+                name: name.clone(),
+                last_seen: *at,
+            })
+            .collect();
+        seen.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then(a.name.cmp(&b.name)));
+        Ok(seen)
     }
 }

@@ -448,8 +448,9 @@ pub mod suite {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
     use crate::{
-        AuthCode, CodeId, Event, MAX_USERNAME_LEN, Redeemed, ReferenceToken, Renewal, Session,
-        SessionId, SessionKind, StoreError, TokenStore, User, ValueToken, now_unix,
+        AuthCode, CodeId, Event, MAX_AUDIT_PAGE, MAX_USERNAME_LEN, Redeemed, ReferenceToken,
+        Renewal, Session, SessionId, SessionKind, StoreError, TokenStore, User, ValueToken,
+        now_unix,
     };
 
     /// A session that is live now, for `subject`.
@@ -1220,6 +1221,77 @@ pub mod suite {
         }
     }
 
+    fn audit_entry(n: usize) -> crate::AuditEntry {
+        crate::AuditEntry {
+            id: String::new(),
+            at: now_unix(),
+            actor: "console:admin".into(),
+            action: "session.revoke".into(),
+            target: format!("user{n}"),
+            address: "127.0.0.1".into(),
+        }
+    }
+
+    pub async fn audit_is_read_newest_first_in_pages<S: TokenStore>(store: &S) {
+        assert_eq!(
+            store.audit(None, 10).await.expect("empty"),
+            crate::AuditPage::default()
+        );
+        for n in 0..5 {
+            store.append_audit(&audit_entry(n)).await.expect("append");
+        }
+        let first = store.audit(None, 2).await.expect("page");
+        let targets = |p: &crate::AuditPage| -> Vec<String> {
+            p.entries.iter().map(|e| e.target.clone()).collect()
+        };
+        assert_eq!(targets(&first), ["user4", "user3"]);
+        let e = &first.entries[0];
+        assert_eq!(
+            (e.actor.as_str(), e.action.as_str(), e.address.as_str()),
+            ("console:admin", "session.revoke", "127.0.0.1")
+        );
+        assert!(e.at > 0 && !e.id.is_empty());
+        let second = store.audit(first.next.as_deref(), 2).await.expect("page 2");
+        assert_eq!(targets(&second), ["user2", "user1"]);
+        let last = store
+            .audit(second.next.as_deref(), 2)
+            .await
+            .expect("page 3");
+        assert_eq!(targets(&last), ["user0"]);
+        assert_eq!(last.next, None);
+        assert!(matches!(
+            store.audit(Some("not a cursor"), 2).await,
+            Err(StoreError::Invalid { .. })
+        ));
+    }
+
+    /// The store keeps at most `max_len` audit entries, the newest.
+    pub async fn audit_trail_is_bounded<S: TokenStore>(store: &S, max_len: usize) {
+        for n in 0..max_len + 5 {
+            store.append_audit(&audit_entry(n)).await.expect("append");
+        }
+        let page = store.audit(None, MAX_AUDIT_PAGE).await.expect("page");
+        assert_eq!(page.entries.len(), max_len);
+        assert_eq!(page.entries[0].target, format!("user{}", max_len + 4));
+        assert_eq!(page.entries[max_len - 1].target, "user5");
+    }
+
+    pub async fn reporters_are_remembered_by_last_report<S: TokenStore>(store: &S) {
+        let now = now_unix();
+        store.report_seen("gw-a", now - 100).await.expect("a");
+        store.report_seen("gw-b", now - 10).await.expect("b");
+        store.report_seen("gw-a", now).await.expect("a again");
+        // An older report never moves a reporter back.
+        store.report_seen("gw-b", now - 50).await.expect("b late");
+        let seen = store.reporters(now - 60).await.expect("reporters");
+        let names: Vec<(&str, u64)> = seen
+            .iter()
+            .map(|r| (r.name.as_str(), r.last_seen))
+            .collect();
+        assert_eq!(names, [("gw-a", now), ("gw-b", now - 10)]);
+        assert_eq!(store.reporters(now - 5).await.expect("recent").len(), 1);
+    }
+
     /// Generates one `#[tokio::test]` per contract behaviour. `$make` is a closure from the
     /// maximum event count to `(store, guard)`; the guard lives as long as the test.
     #[macro_export]
@@ -1243,12 +1315,19 @@ pub mod suite {
                 sessions_keep_client_method_and_kind,
                 users_are_created_once_read_updated_and_deleted,
                 users_are_listed_by_name_in_pages,
-                codes_are_redeemed_once_then_replayed_then_forgotten
+                codes_are_redeemed_once_then_replayed_then_forgotten,
+                audit_is_read_newest_first_in_pages,
+                reporters_are_remembered_by_last_report
             );
             #[tokio::test]
             async fn trimmed_stream_is_reported_as_gap() {
                 let (store, _guard) = ($make)(10);
                 $crate::testing::suite::trimmed_stream_is_reported_as_gap(&store, 10).await;
+            }
+            #[tokio::test]
+            async fn audit_trail_is_bounded() {
+                let (store, _guard) = ($make)(10);
+                $crate::testing::suite::audit_trail_is_bounded(&store, 10).await;
             }
         };
         (@each $make:expr; $($name:ident),*) => {

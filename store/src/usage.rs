@@ -9,11 +9,22 @@ use crate::{SessionId, StoreError, TokenStore};
 #[derive(Debug, Default)]
 pub struct UsageLog {
     pending: Mutex<HashMap<SessionId, u64>>,
+    /// The name this process reports under, so the admin console can tell which gateways are
+    /// active.
+    reporter: Option<String>,
 }
 
 impl UsageLog {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A log whose flushes also note `reporter` as seen ([`TokenStore::report_seen`]).
+    pub fn reporting_as(reporter: impl Into<String>) -> Self {
+        UsageLog {
+            reporter: Some(reporter.into()),
+            ..Self::default()
+        }
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, u64>> {
@@ -51,7 +62,14 @@ impl UsageLog {
             return Ok(0);
         }
         match store.touch(&batch).await {
-            Ok(_) => Ok(batch.len()),
+            Ok(_) => {
+                if let Some(reporter) = &self.reporter {
+                    // Best effort: the reports themselves are written; being listed is not
+                    // worth writing them again.
+                    let _ = store.report_seen(reporter, crate::now_unix()).await;
+                }
+                Ok(batch.len())
+            }
             Err(e) => {
                 for (id, at) in &batch {
                     self.record(id, *at);
@@ -83,5 +101,21 @@ mod tests {
         assert!(log.is_empty());
         let got = store.lookup(&s.id).await.expect("lookup").expect("live");
         assert_eq!(got.last_used_at, now + 3);
+        assert!(store.reporters(0).await.expect("reporters").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_named_log_is_seen_when_it_reports() {
+        let store = MemoryStore::new();
+        let s = session("alice");
+        store.create(&s).await.expect("create");
+        let log = UsageLog::reporting_as("gw-1");
+        assert_eq!(log.flush(&store).await.expect("empty flush"), 0);
+        assert!(store.reporters(0).await.expect("reporters").is_empty());
+        log.record(&s.id, now_unix());
+        log.flush(&store).await.expect("flush");
+        let seen = store.reporters(0).await.expect("reporters");
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].name, "gw-1");
     }
 }

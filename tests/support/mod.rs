@@ -48,10 +48,7 @@ pub fn idp_config(redis_url: &str) -> IdpConfig {
             request_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(2),
         },
-        admin: AdminConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            token: ADMIN_TOKEN.to_owned(),
-        },
+        admin: AdminConfig::new("127.0.0.1:0".parse().unwrap(), ADMIN_TOKEN),
         store: StoreConfig::redis(redis_url),
         tokens: TokensConfig::default(),
         login: Default::default(),

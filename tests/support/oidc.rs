@@ -236,3 +236,30 @@ pub fn location_query(reply: &Reply) -> BTreeMap<String, String> {
     let query = location.split_once('?').map_or("", |(_, q)| q);
     serde_urlencoded::from_str(query).unwrap()
 }
+
+/// Signs in to the admin console at `admin` (the admin listener's base URL) as `username`:
+/// `/console/` → `/console/login` → the IdP's sign-in page → `/console/callback`. Returns the
+/// callback's answer (a redirect to `/console/` with the console cookie when it worked).
+pub async fn console_sign_in(
+    browser: &Browser,
+    admin: &str,
+    username: &str,
+    password: &str,
+) -> Reply {
+    let start = browser.get(&format!("{admin}/console/")).await;
+    assert_eq!(start.status, 303, "{}", start.body);
+    assert_eq!(start.header("location"), Some("/console/login"));
+    let login = browser
+        .get(&format!("{admin}/console/login?prompt=login"))
+        .await;
+    assert_eq!(login.status, 302, "{}", login.body);
+    let authorize = login.header("location").unwrap().to_owned();
+    let back = browser.sign_in(&authorize, username, password).await;
+    assert_eq!(back.status, 302, "{}", back.body);
+    let callback = back.header("location").unwrap().to_owned();
+    assert!(
+        callback.starts_with(&format!("{admin}/console/callback?")),
+        "{callback}"
+    );
+    browser.get(&callback).await
+}

@@ -25,6 +25,8 @@ pub struct RedisOptions {
     pub key_prefix: String,
     /// Events kept in the stream (approximately; Redis trims in whole nodes).
     pub events_max_len: usize,
+    /// Audit entries kept (exactly: the trail is small and written rarely).
+    pub audit_max_len: usize,
     /// How long one command may take before the store counts as unreachable.
     pub response_timeout: Duration,
     /// How long connecting may take.
@@ -39,6 +41,7 @@ impl Default for RedisOptions {
         RedisOptions {
             key_prefix: "tg".to_owned(),
             events_max_len: 100_000,
+            audit_max_len: crate::DEFAULT_AUDIT_MAX_LEN,
             response_timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
             tls_roots: None,

@@ -21,8 +21,9 @@ use self::events::EventReader;
 use self::schema::{Keys, Scripts, decode_session, decode_user, session_fields, user_fields};
 use crate::user::{cut_page, username_fits};
 use crate::{
-    AuthCode, CodeId, Event, EventBatch, EventCursor, MAX_USERS_PAGE, Redeemed, Renewal, Session,
-    SessionId, StoreError, TokenStore, User, UserPage, ValueToken, now_unix,
+    AuditEntry, AuditPage, AuthCode, CodeId, Event, EventBatch, EventCursor, MAX_AUDIT_PAGE,
+    MAX_REPORTERS, MAX_USERS_PAGE, Redeemed, Renewal, Reporter, Session, SessionId, StoreError,
+    TokenStore, User, UserPage, ValueToken, now_unix,
 };
 
 /// Sessions, indexes and events in Redis.
@@ -752,6 +753,117 @@ impl TokenStore for RedisStore {
             _ => return Err(corrupt),
         })
     }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let mut con = self.con.clone();
+        let _: Value = redis::cmd("XADD")
+            .arg(&self.shared.keys.audit)
+            .arg("MAXLEN")
+            .arg(self.shared.options.audit_max_len.max(1))
+            .arg("*")
+            .arg("at")
+            .arg(entry.at)
+            .arg("actor")
+            .arg(&entry.actor)
+            .arg("action")
+            .arg(&entry.action)
+            .arg("target")
+            .arg(&entry.target)
+            .arg("addr")
+            .arg(&entry.address)
+            .query_async(&mut con)
+            .await
+            .map_err(StoreError::unavailable)?;
+        Ok(())
+    }
+
+    async fn audit(&self, before: Option<&str>, limit: usize) -> Result<AuditPage, StoreError> {
+        let end = match before {
+            Some(id) if is_stream_id(id) => format!("({id}"),
+            Some(_) => {
+                return Err(StoreError::Invalid {
+                    what: "audit cursor",
+                });
+            }
+            None => "+".to_owned(),
+        };
+        let limit = limit.clamp(1, MAX_AUDIT_PAGE);
+        let mut con = self.con.clone();
+        let raw: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
+            .arg(&self.shared.keys.audit)
+            .arg(end)
+            .arg("-")
+            .arg("COUNT")
+            .arg(limit + 1)
+            .query_async(&mut con)
+            .await
+            .map_err(StoreError::unavailable)?;
+        let mut entries = raw
+            .into_iter()
+            .map(|(id, fields)| {
+                let mut entry = AuditEntry {
+                    id,
+                    ..AuditEntry::default()
+                };
+                for (k, v) in fields {
+                    match k.as_str() {
+                        "at" => entry.at = v.parse().unwrap_or(0),
+                        "actor" => entry.actor = v,
+                        "action" => entry.action = v,
+                        "target" => entry.target = v,
+                        "addr" => entry.address = v,
+                        _ => {}
+                    }
+                }
+                entry
+            })
+            .collect();
+        let next = cut_page(&mut entries, limit, |e| e.id.as_str());
+        Ok(AuditPage { entries, next })
+    }
+
+    async fn report_seen(&self, reporter: &str, at: u64) -> Result<(), StoreError> {
+        let mut con = self.con.clone();
+        let key = &self.shared.keys.reporters;
+        let _: Value = redis::cmd("ZADD")
+            .arg(key)
+            .arg("GT")
+            .arg(at)
+            .arg(reporter)
+            .query_async(&mut con)
+            .await
+            .map_err(StoreError::unavailable)?;
+        // Keep the newest MAX_REPORTERS (ranks are by score, lowest first).
+        let _: Value = redis::cmd("ZREMRANGEBYRANK")
+            .arg(key)
+            .arg(0)
+            .arg(-(MAX_REPORTERS as i64) - 1)
+            .query_async(&mut con)
+            .await
+            .map_err(StoreError::unavailable)?;
+        Ok(())
+    }
+
+    async fn reporters(&self, since: u64) -> Result<Vec<Reporter>, StoreError> {
+        let mut con = self.con.clone();
+        let raw: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(&self.shared.keys.reporters)
+            .arg("+inf")
+            .arg(since)
+            .arg("BYSCORE")
+            .arg("REV")
+            .arg("WITHSCORES")
+            .query_async(&mut con)
+            .await
+            .map_err(StoreError::unavailable)?;
+        Ok(raw
+            .into_iter()
+            .map(|(name, at)| Reporter {
+                name,
+                last_seen: at as u64,
+            })
+            .collect())
+    }
 }
 
 impl RedisStore {
@@ -810,6 +922,15 @@ fn lex_range(prefix: &str, after: Option<&str>) -> (Vec<u8>, Vec<u8>) {
         bound(b'(', prefix.as_bytes(), &[0xFF])
     };
     (min, max)
+}
+
+/// Whether `id` has the shape of a stream entry id (`<ms>-<seq>`).
+fn is_stream_id(id: &str) -> bool {
+    id.split_once('-').is_some_and(|(ms, seq)| {
+        [ms, seq]
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit()))
+    })
 }
 
 #[cfg(test)]

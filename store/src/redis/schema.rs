@@ -17,6 +17,8 @@
 //! | `tg:{renewal}:lease`         | string | the IdP replica renewing value tokens (expires)    |
 //! | `tg:l:{<login key>}:n`       | string | failed logins in the current window (expires)      |
 //! | `tg:l:{<login key>}:lock`    | string | present while the login key is locked out          |
+//! | `tg:{audit}`                 | stream | administrators' actions, bounded length (exact)    |
+//! | `tg:{reporters}`             | zset   | who reported last use, scored by when (bounded)    |
 //!
 //! `<subject>` and `<login key>` are base64url-encoded so that braces in a username cannot move the hash tag.
 //! Every script touches one key or keys of one hash tag; steps that span slots are ordered so
@@ -47,6 +49,8 @@ pub(super) struct Keys {
     pub renewal: String,
     pub renewal_lease: String,
     pub users: String,
+    pub audit: String,
+    pub reporters: String,
 }
 
 impl Keys {
@@ -59,6 +63,8 @@ impl Keys {
             renewal: format!("{prefix}:{{renewal}}"),
             renewal_lease: format!("{prefix}:{{renewal}}:lease"),
             users: format!("{prefix}:{{users}}"),
+            audit: format!("{prefix}:{{audit}}"),
+            reporters: format!("{prefix}:{{reporters}}"),
         }
     }
     pub fn session(&self, id: &SessionId) -> String {
