@@ -29,12 +29,15 @@ fn admin_user() -> UserConfig {
     }
 }
 
-/// Saves a screenshot where the README shows it (`docs/console/`).
+/// Saves a screenshot under `target/screenshots/`; with `TOKENGATE_UPDATE_SCREENSHOTS=1`, also
+/// where the README shows it (`docs/console/`), so a test run leaves the source tree alone.
 async fn screenshot(chrome: &Chrome, name: &str) {
     let taken = chrome.screenshot(name).await;
-    let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/console");
-    std::fs::create_dir_all(&docs).unwrap();
-    std::fs::copy(taken, docs.join(format!("{name}.png"))).unwrap();
+    if std::env::var_os("TOKENGATE_UPDATE_SCREENSHOTS").is_some() {
+        let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/console");
+        std::fs::create_dir_all(&docs).unwrap();
+        std::fs::copy(taken, docs.join(format!("{name}.png"))).unwrap();
+    }
 }
 
 fn session_id(token: &str) -> String {
