@@ -216,6 +216,22 @@ pub trait TokenStore: Clone + Send + Sync + 'static {
         id: &CodeId,
         session: &SessionId,
     ) -> impl Future<Output = Result<Redeemed, StoreError>> + Send;
+
+    /// Stores a short-lived record to be taken back once (a sign-in waiting for an upstream
+    /// provider, under its `state`'s hash): `false`, and nothing written, if the id is taken.
+    fn create_pending(
+        &self,
+        id: &CodeId,
+        record: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Takes a pending record back, atomically: the first call gets it, every later call (and
+    /// any after its TTL) gets `None`.
+    fn take_pending(
+        &self,
+        id: &CodeId,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
 }
 
 /// One of the two implementations, chosen at start-up from the configuration.
@@ -337,6 +353,17 @@ impl TokenStore for AnyStore {
     }
     async fn redeem_code(&self, id: &CodeId, session: &SessionId) -> Result<Redeemed, StoreError> {
         dispatch!(self, s => s.redeem_code(id, session).await)
+    }
+    async fn create_pending(
+        &self,
+        id: &CodeId,
+        record: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.create_pending(id, record, ttl).await)
+    }
+    async fn take_pending(&self, id: &CodeId) -> Result<Option<String>, StoreError> {
+        dispatch!(self, s => s.take_pending(id).await)
     }
 }
 

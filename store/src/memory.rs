@@ -48,6 +48,8 @@ struct State {
     users: BTreeMap<String, User>,
     /// Authorization codes: the record, the session its first use made, when it expires.
     codes: HashMap<CodeId, (AuthCode, Option<SessionId>, std::time::Instant)>,
+    /// Pending records (sign-ins waiting for an upstream provider) and when they expire.
+    pending: HashMap<CodeId, (String, std::time::Instant)>,
 }
 
 /// Most login keys kept; past it, the ones whose window and lockout are over go first.
@@ -515,5 +517,35 @@ impl TokenStore for MemoryStore {
             }
             None => Redeemed::Unknown,
         })
+    }
+
+    async fn create_pending(
+        &self,
+        id: &CodeId,
+        record: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let now = std::time::Instant::now();
+        let mut state = self.state();
+        if state.pending.len() >= MAX_CODES {
+            state.pending.retain(|_, (_, expires)| *expires > now);
+        }
+        if state.pending.get(id).is_some_and(|(_, e)| *e > now) {
+            return Ok(false);
+        }
+        state
+            .pending
+            .insert(id.clone(), (record.to_owned(), now + ttl));
+        Ok(true)
+    }
+
+    async fn take_pending(&self, id: &CodeId) -> Result<Option<String>, StoreError> {
+        let now = std::time::Instant::now();
+        Ok(self
+            .state()
+            .pending
+            .remove(id)
+            .filter(|(_, expires)| *expires > now)
+            .map(|(record, _)| record))
     }
 }

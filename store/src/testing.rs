@@ -1220,6 +1220,40 @@ pub mod suite {
         }
     }
 
+    pub async fn pending_records_are_taken_once_then_forgotten<S: TokenStore>(store: &S) {
+        let id = CodeId::of_code(ReferenceToken::generate().expose());
+        let ttl = Duration::from_secs(60);
+        assert!(
+            store
+                .create_pending(&id, "first", ttl)
+                .await
+                .expect("create")
+        );
+        assert!(
+            !store
+                .create_pending(&id, "second", ttl)
+                .await
+                .expect("create"),
+            "a pending record is never overwritten"
+        );
+        assert_eq!(
+            store.take_pending(&id).await.expect("take").as_deref(),
+            Some("first")
+        );
+        assert_eq!(store.take_pending(&id).await.expect("again"), None);
+        let unknown = CodeId::of_code(ReferenceToken::generate().expose());
+        assert_eq!(store.take_pending(&unknown).await.expect("take"), None);
+        let short = CodeId::of_code(ReferenceToken::generate().expose());
+        assert!(
+            store
+                .create_pending(&short, "brief", Duration::from_millis(200))
+                .await
+                .expect("create")
+        );
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(store.take_pending(&short).await.expect("take"), None);
+    }
+
     /// Generates one `#[tokio::test]` per contract behaviour. `$make` is a closure from the
     /// maximum event count to `(store, guard)`; the guard lives as long as the test.
     #[macro_export]
@@ -1243,7 +1277,8 @@ pub mod suite {
                 sessions_keep_client_method_and_kind,
                 users_are_created_once_read_updated_and_deleted,
                 users_are_listed_by_name_in_pages,
-                codes_are_redeemed_once_then_replayed_then_forgotten
+                codes_are_redeemed_once_then_replayed_then_forgotten,
+                pending_records_are_taken_once_then_forgotten
             );
             #[tokio::test]
             async fn trimmed_stream_is_reported_as_gap() {
