@@ -317,6 +317,7 @@ async fn run_dev(redis_url: Option<String>, listen: DevListen) -> Result<()> {
             app.post_logout_redirect_uris = vec![format!("{demo_url}/")];
             app
         }],
+        upstreams: Vec::new(),
         base_dir: PathBuf::from("."),
     };
     let idp_bound = Idp::new(config, store.clone(), KeySet::ephemeral()?)?

@@ -14,6 +14,8 @@
 //! * `oauth`: the public listener (token, revoke, introspect, JWKS, forward-auth).
 //! * `token`: the token endpoint's answers, shared by every grant and the admin API.
 //! * `authorize`: the authorization code flow with PKCE: sign-in page, single sign-on, codes.
+//! * `upstream`, `federation`: signing in through upstream OpenID Connect providers (the
+//!   provider as a relying party sees it; the start and callback routes and user mapping).
 //! * `oidc`: OpenID Connect: discovery, ID tokens, userinfo, RP-initiated logout.
 //! * `pages`, `cookies`: the HTML pages (askama templates, CSP) and the IdP's browser cookies.
 //! * `admin`: the admin listener, behind the admin token.
@@ -27,6 +29,7 @@ pub mod cookies;
 pub mod credentials;
 pub mod error;
 pub mod extract;
+pub mod federation;
 pub mod keys;
 pub mod metrics;
 pub mod oauth;
@@ -38,6 +41,7 @@ pub mod scope;
 pub mod sessions;
 pub mod throttle;
 pub mod token;
+pub mod upstream;
 pub mod users;
 
 use std::net::{IpAddr, SocketAddr};
@@ -106,6 +110,7 @@ pub struct Shared {
     pub metrics: Metrics,
     pub usage: UsageLog,
     pub throttle: Throttle,
+    pub upstreams: upstream::Upstreams,
     admin_token_digest: [u8; 32],
     request_timeout: Duration,
 }
@@ -409,6 +414,7 @@ impl Idp {
             metrics: Metrics::new(),
             usage: UsageLog::new(),
             throttle: Throttle::new(store.clone(), &config.login),
+            upstreams: upstream::Upstreams::new(&config.upstreams),
             store,
             admin_token_digest: sha256(config.admin.token.as_bytes()),
             request_timeout: config.server.request_timeout,
@@ -466,7 +472,8 @@ impl BoundIdp {
             "public",
             oauth::routes()
                 .merge(authorize::routes())
-                .merge(oidc::routes()),
+                .merge(oidc::routes())
+                .merge(federation::routes()),
         );
         let admin_app = idp.router(
             "admin",
