@@ -288,6 +288,28 @@ async fn sign_in_through_an_upstream_gives_a_revocable_session_with_mapped_roles
     let (_, again) = sign_in(&fed, &Browser::new(), "alice").await;
     let r = gw1.get_with_token("/api/orders", &again.unwrap()).await;
     assert_eq!(r.json()["headers"]["x-auth-roles"], "orders:read");
+    // Removed, the next sign-in takes the provider's groups again.
+    let path = format!("/admin/users/{ALICE}/roles");
+    let removed = fed.idp.admin("DELETE", &path, None).await;
+    assert_eq!(removed.status, 200, "{}", removed.body);
+    assert_eq!(removed.json()["override_removed"], true);
+    let (_, third) = sign_in(&fed, &Browser::new(), "alice").await;
+    let r = gw1.get_with_token("/api/orders", &third.unwrap()).await;
+    assert_eq!(
+        r.json()["headers"]["x-auth-roles"],
+        "staff,orders:read,orders:admin"
+    );
+    let local = fed
+        .idp
+        .admin("DELETE", "/admin/users/alice/roles", None)
+        .await;
+    assert_eq!(
+        local.status, 409,
+        "a local user has no override: {}",
+        local.body
+    );
+    let anonymous = support::send("DELETE", &fed.idp.admin_url(&path), &[], String::new()).await;
+    assert_eq!(anonymous.status, 401);
 }
 
 #[tokio::test]

@@ -16,7 +16,7 @@
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{delete, get};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -27,6 +27,7 @@ use crate::AppState;
 use crate::authorize::{self, AuthorizeRequest};
 use crate::config::{MAX_ROLES, UpstreamConfig, check_subject};
 use crate::cookies;
+use crate::error::ApiError;
 use crate::extract::FormBody;
 use crate::metrics::{UpstreamLabels, UpstreamReasonLabels};
 use crate::pages;
@@ -41,6 +42,44 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/oauth2/upstream/{name}/start", get(start))
         .route("/oauth2/upstream/{name}/callback", get(callback))
+}
+
+/// On the admin listener: `DELETE /admin/users/{username}/roles` removes the roles an
+/// administrator set for a federated user (`PATCH /admin/users/{username}` with `roles`, or
+/// `PUT .../roles`), so that its next sign-in takes its roles from its provider again.
+pub fn admin_routes(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/admin/users/{username}/roles", delete(remove_override))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state,
+            crate::admin::require_admin,
+        ))
+}
+
+async fn remove_override(
+    State(state): State<AppState>,
+    Path(username): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    check_subject(&username).map_err(|_| ApiError::InvalidRequest("invalid username"))?;
+    let user = state
+        .store
+        .user(&username)
+        .await
+        .map_err(|e| state.store_error(e))?
+        .ok_or(ApiError::NotFound)?;
+    if user.upstream.is_none() {
+        // A local user's roles are its own: there is nothing to fall back to.
+        return Err(ApiError::Conflict);
+    }
+    let removed = state
+        .store
+        .clear_subject_roles(&username)
+        .await
+        .map_err(|e| state.store_error(e))?;
+    tracing::info!(subject = %username, removed, "role override of a federated user removed");
+    Ok(axum::Json(
+        serde_json::json!({ "override_removed": removed }),
+    ))
 }
 
 /// A sign-in waiting at the upstream provider.

@@ -477,7 +477,9 @@ impl BoundIdp {
         );
         let admin_app = idp.router(
             "admin",
-            admin::routes(idp.state.clone()).route("/readyz", get(readyz)),
+            admin::routes(idp.state.clone())
+                .merge(federation::admin_routes(idp.state.clone()))
+                .route("/readyz", get(readyz)),
         );
         let s = &idp.config.server;
         let limits =

@@ -140,6 +140,12 @@ pub trait TokenStore: Clone + Send + Sync + 'static {
         roles: &[String],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Forgets the roles an administrator set for a subject: `false` if none were set.
+    fn clear_subject_roles(
+        &self,
+        subject: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
     /// The position just after the newest event: where a reader with an empty cache starts.
     fn events_head(&self) -> impl Future<Output = Result<EventCursor, StoreError>> + Send;
 
@@ -294,6 +300,9 @@ impl TokenStore for AnyStore {
     }
     async fn set_subject_roles(&self, subject: &str, roles: &[String]) -> Result<(), StoreError> {
         dispatch!(self, s => s.set_subject_roles(subject, roles).await)
+    }
+    async fn clear_subject_roles(&self, subject: &str) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.clear_subject_roles(subject).await)
     }
     async fn events_head(&self) -> Result<EventCursor, StoreError> {
         dispatch!(self, s => s.events_head().await)

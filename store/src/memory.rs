@@ -334,6 +334,10 @@ impl TokenStore for MemoryStore {
         Ok(())
     }
 
+    async fn clear_subject_roles(&self, subject: &str) -> Result<bool, StoreError> {
+        Ok(self.state().roles.remove(subject).is_some())
+    }
+
     async fn events_head(&self) -> Result<EventCursor, StoreError> {
         let seq = self.state().seq;
         Ok(EventCursor {

@@ -850,6 +850,13 @@ pub mod suite {
         let roles = vec!["a".to_owned(), "b".to_owned()];
         store.set_subject_roles("erin", &roles).await.expect("set");
         assert_eq!(store.subject_roles("erin").await.expect("get"), Some(roles));
+        store
+            .set_subject_roles("carol", &["x".to_owned()])
+            .await
+            .expect("set");
+        assert!(store.clear_subject_roles("carol").await.expect("clear"));
+        assert_eq!(store.subject_roles("carol").await.expect("get"), None);
+        assert!(!store.clear_subject_roles("carol").await.expect("clear"));
     }
 
     pub async fn events_resume_from_cursor_at_least_once<S: TokenStore>(store: &S) {

@@ -531,6 +531,16 @@ impl TokenStore for RedisStore {
         Ok(())
     }
 
+    async fn clear_subject_roles(&self, subject: &str) -> Result<bool, StoreError> {
+        let mut con = self.con.clone();
+        let removed: i64 = redis::cmd("DEL")
+            .arg(self.shared.keys.subject(subject, "roles"))
+            .query_async(&mut con)
+            .await
+            .map_err(StoreError::unavailable)?;
+        Ok(removed == 1)
+    }
+
     async fn events_head(&self) -> Result<EventCursor, StoreError> {
         events::head(
             &mut self.con.clone(),
