@@ -12,6 +12,7 @@ use openidconnect::{
     AuthorizationCode, ClientId, CsrfToken, IssuerUrl, Nonce, OAuth2TokenResponse,
     PkceCodeChallenge, RedirectUrl, Scope, TokenResponse,
 };
+use support::browser::Chrome;
 use support::oidc::{Browser, Http, Rp, location_query, unescape};
 use support::upstream::{CLIENT_ID, CLIENT_SECRET, TestUpstream, UpstreamOptions};
 use support::{
@@ -52,6 +53,11 @@ timeout = "1s"
 
 impl Fed {
     async fn start(options: UpstreamOptions) -> Self {
+        Self::start_with_app(options, None).await
+    }
+
+    /// Also registers public client `app`, returning to `app_redirect`.
+    async fn start_with_app(options: UpstreamOptions, app_redirect: Option<&str>) -> Self {
         let redis = TestRedis::start();
         // The IdP's address first: the provider must know its callback.
         let listen = std::net::TcpListener::bind("127.0.0.1:0")
@@ -67,6 +73,13 @@ impl Fed {
             &[Grant::AuthorizationCode],
             &[WEB],
         ));
+        if let Some(redirect) = app_redirect {
+            config.clients.push(ClientConfig::public(
+                "app",
+                &[Grant::AuthorizationCode],
+                &[redirect],
+            ));
+        }
         config.upstreams.push(corp(&upstream.issuer));
         let idp = TestIdp::spawn(config).await;
         Fed {
@@ -78,14 +91,18 @@ impl Fed {
     }
 
     async fn relying_party(&self) -> Rp {
+        self.relying_party_for("web", WEB).await
+    }
+
+    async fn relying_party_for(&self, client_id: &str, redirect: &str) -> Rp {
         let http = Http::new();
         let meta =
             CoreProviderMetadata::discover_async(IssuerUrl::new(self.idp.url("")).unwrap(), &http)
                 .await
                 .unwrap();
         let token_url = meta.token_endpoint().cloned().unwrap();
-        CoreClient::from_provider_metadata(meta, ClientId::new("web".to_owned()), None)
-            .set_redirect_uri(RedirectUrl::new(WEB.to_owned()).unwrap())
+        CoreClient::from_provider_metadata(meta, ClientId::new(client_id.to_owned()), None)
+            .set_redirect_uri(RedirectUrl::new(redirect.to_owned()).unwrap())
             .set_token_uri(token_url)
     }
 
@@ -439,4 +456,80 @@ async fn a_slow_or_stopped_upstream_gets_a_bounded_wait_and_a_clear_page() {
     );
     fed.assert_no_user(ALICE).await;
     assert_eq!(fed.failures("unreachable").await, 1);
+}
+
+#[tokio::test]
+async fn the_whole_round_trip_in_a_real_browser() {
+    // The application's page: any answer will do, the browser only has to land there.
+    let app = EchoBackend::start().await;
+    let app_cb = format!("{}/app/callback", app.url());
+    let fed = Fed::start_with_app(UpstreamOptions::default(), Some(&app_cb)).await;
+    let rp = fed.relying_party_for("app", &app_cb).await;
+    let gw1 = TestGateway::spawn(gateway_config(&fed.redis.url(), &fed.idp, &app.url())).await;
+    let gw2 = TestGateway::spawn(gateway_config(&fed.redis.url(), &fed.idp, &app.url())).await;
+    let chrome = Chrome::start().await;
+    let c = &chrome.client;
+
+    // tokengate's sign-in page, with a button for the provider.
+    let first = flow(&rp);
+    c.goto(&first.url).await.unwrap();
+    chrome.wait_for("a.upstream").await;
+    chrome.screenshot("federation-signin").await;
+    chrome.click("a.upstream").await;
+
+    // The provider's own sign-in form, then its consent form.
+    chrome.wait_for("input[name=login]").await;
+    chrome.screenshot("federation-upstream").await;
+    chrome.fill("input[name=login]", "alice").await;
+    chrome.fill("input[name=password]", "any").await;
+    chrome.click("button[type=submit]").await;
+    chrome.wait_for("input[value=consent]").await;
+    chrome.click("button[type=submit]").await;
+
+    // Back at the application with a code, which it exchanges.
+    let landed = chrome.wait_for_url(&app_cb).await;
+    let q: std::collections::BTreeMap<String, String> =
+        serde_urlencoded::from_str(landed.split_once('?').unwrap().1).unwrap();
+    assert_eq!(&q["state"], first.state.secret());
+    let tokens = rp
+        .exchange_code(AuthorizationCode::new(q["code"].clone()))
+        .set_pkce_verifier(first.verifier)
+        .request_async(&Http::new())
+        .await
+        .unwrap();
+    let claims = tokens
+        .id_token()
+        .unwrap()
+        .claims(&rp.id_token_verifier(), &first.nonce)
+        .unwrap();
+    assert_eq!(claims.subject().as_str(), ALICE);
+    let access = tokens.access_token().secret().to_owned();
+
+    // The value token at the backend carries the mapped roles, on both gateways.
+    for gw in [&gw1, &gw2] {
+        let r = gw.get_with_token("/api/orders", &access).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(
+            r.json()["headers"]["x-auth-roles"],
+            "staff,orders:read,orders:admin"
+        );
+    }
+
+    // Forced logout at tokengate ends it on both gateways, and the browser's IdP session.
+    let out = fed
+        .idp
+        .admin("DELETE", &format!("/admin/users/{ALICE}/sessions"), None)
+        .await;
+    assert_eq!(out.status, 200, "{}", out.body);
+    for gw in [&gw1, &gw2] {
+        assert!(
+            eventually(Duration::from_secs(5), || async {
+                gw.get_with_token("/api/orders", &access).await.status == 401
+            })
+            .await
+        );
+    }
+    c.goto(&flow(&rp).url).await.unwrap();
+    chrome.wait_for("a.upstream").await;
+    chrome.stop().await;
 }
