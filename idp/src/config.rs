@@ -693,6 +693,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_commented_upstream_example_is_valid() {
+        let example = include_str!("../../config/idp.toml");
+        let block: String = example
+            .lines()
+            .skip_while(|l| *l != "# [[upstreams]]")
+            .map_while(|l| l.strip_prefix("# ").or((l == "#").then_some("")))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(block.contains("role_map"), "{block}");
+        let path = Path::new("config/idp.toml");
+        let config = IdpConfig::parse(&format!("{BASE}{block}"), path).unwrap();
+        config.validate(path).unwrap();
+        assert_eq!(config.upstreams[0].roles_claim, "groups");
+    }
+
+    #[test]
     fn upstream_secrets_never_show_in_debug() {
         let text = format!(
             "{BASE}[[upstreams]]\nname = \"corp\"\nissuer = \"https://sso.example.com\"\nclient_id = \"tg\"\nclient_secret = \"hush-hush\"\n"
