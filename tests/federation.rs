@@ -5,6 +5,7 @@
 
 mod support;
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
@@ -53,11 +54,16 @@ timeout = "1s"
 
 impl Fed {
     async fn start(options: UpstreamOptions) -> Self {
-        Self::start_with_app(options, None).await
+        Self::start_with(options, None, None).await
     }
 
-    /// Also registers public client `app`, returning to `app_redirect`.
-    async fn start_with_app(options: UpstreamOptions, app_redirect: Option<&str>) -> Self {
+    /// Also registers public client `app`, returning to `app_redirect`, and trusts `ca_file`
+    /// for an HTTPS provider.
+    async fn start_with(
+        options: UpstreamOptions,
+        app_redirect: Option<&str>,
+        ca_file: Option<&Path>,
+    ) -> Self {
         let redis = TestRedis::start();
         // The IdP's address first: the provider must know its callback.
         let listen = std::net::TcpListener::bind("127.0.0.1:0")
@@ -80,7 +86,9 @@ impl Fed {
                 &[redirect],
             ));
         }
-        config.upstreams.push(corp(&upstream.issuer));
+        let mut upstream_config = corp(&upstream.issuer);
+        upstream_config.tls_ca_file = ca_file.map(Path::to_owned);
+        config.upstreams.push(upstream_config);
         let idp = TestIdp::spawn(config).await;
         Fed {
             redis,
@@ -168,9 +176,8 @@ fn attribute(html: &str, name: &str) -> String {
     unescape(&html[start..end])
 }
 
-/// From tokengate's sign-in page, through the provider button and the provider's own forms,
-/// to the provider's redirect back to tokengate: the callback URL (not opened yet).
-async fn to_callback(fed: &Fed, browser: &Browser, authorize_url: &str, how: AtUpstream) -> String {
+/// tokengate's sign-in page, then its button for the provider: the IdP's answer to that.
+async fn press_upstream_button(fed: &Fed, browser: &Browser, authorize_url: &str) -> Reply {
     let page = browser.get(authorize_url).await;
     assert_eq!(page.status, 200, "{}", page.body);
     let button = page
@@ -180,7 +187,13 @@ async fn to_callback(fed: &Fed, browser: &Browser, authorize_url: &str, how: AtU
         .expect("a button for the upstream");
     assert!(button.contains("Sign in with corp"), "{button}");
     let start = attribute(button, "href");
-    let mut reply = browser.get(&fed.idp.url(&start)).await;
+    browser.get(&fed.idp.url(&start)).await
+}
+
+/// From tokengate's sign-in page, through the provider button and the provider's own forms,
+/// to the provider's redirect back to tokengate: the callback URL (not opened yet).
+async fn to_callback(fed: &Fed, browser: &Browser, authorize_url: &str, how: AtUpstream) -> String {
+    let mut reply = press_upstream_button(fed, browser, authorize_url).await;
     for _ in 0..12 {
         match reply.status {
             302 | 303 => {
@@ -463,7 +476,7 @@ async fn the_whole_round_trip_in_a_real_browser() {
     // The application's page: any answer will do, the browser only has to land there.
     let app = EchoBackend::start().await;
     let app_cb = format!("{}/app/callback", app.url());
-    let fed = Fed::start_with_app(UpstreamOptions::default(), Some(&app_cb)).await;
+    let fed = Fed::start_with(UpstreamOptions::default(), Some(&app_cb), None).await;
     let rp = fed.relying_party_for("app", &app_cb).await;
     let gw1 = TestGateway::spawn(gateway_config(&fed.redis.url(), &fed.idp, &app.url())).await;
     let gw2 = TestGateway::spawn(gateway_config(&fed.redis.url(), &fed.idp, &app.url())).await;
@@ -532,4 +545,107 @@ async fn the_whole_round_trip_in_a_real_browser() {
     c.goto(&flow(&rp).url).await.unwrap();
     chrome.wait_for("a.upstream").await;
     chrome.stop().await;
+}
+
+/// A CA and a certificate for 127.0.0.1 it signed, made by OpenSSL: (ca, cert, key).
+fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let openssl = |args: &[&str]| {
+        let status = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-days", "1", "-subj", "/CN=test-ca"],
+            &["-keyout", "ca.key", "-out", "ca.pem"],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-subj",
+                "/CN=127.0.0.1",
+                "-keyout",
+                "leaf.key",
+                "-out",
+                "leaf.csr",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "leaf.ext",
+        "-out",
+        "leaf.pem",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("leaf.pem"),
+        dir.join("leaf.key"),
+    )
+}
+
+#[tokio::test]
+async fn an_https_upstream_is_trusted_through_its_ca_and_only_through_it() {
+    let base = std::env::temp_dir().join(format!("tokengate-fed-tls-{}", std::process::id()));
+    let (ca, cert, key) = certificates(&base.join("right"));
+    let (other_ca, _, _) = certificates(&base.join("other"));
+    let tls = UpstreamOptions {
+        tls: Some((cert, key)),
+        ..Default::default()
+    };
+
+    // Discovery over HTTPS, verified against the configured CA: off to the provider.
+    let fed = Fed::start_with(tls.clone(), None, Some(&ca)).await;
+    assert!(fed.upstream.issuer.starts_with("https://"));
+    let rp = fed.relying_party().await;
+    let sent = press_upstream_button(&fed, &Browser::new(), &flow(&rp).url).await;
+    assert_eq!(sent.status, 302, "{}", sent.body);
+    let location = sent.header("location").unwrap();
+    assert!(
+        location.starts_with(&format!("{}/auth?", fed.upstream.issuer)),
+        "{location}"
+    );
+
+    // A certificate from a CA that is not the configured one: nothing is sent anywhere.
+    let fed = Fed::start_with(tls, None, Some(&other_ca)).await;
+    let rp = fed.relying_party().await;
+    let refused = press_upstream_button(&fed, &Browser::new(), &flow(&rp).url).await;
+    assert_eq!(refused.status, 502, "{}", refused.body);
+    assert_eq!(fed.failures("unreachable").await, 1);
+    let _ = std::fs::remove_dir_all(&base);
 }

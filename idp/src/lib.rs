@@ -86,6 +86,8 @@ pub enum IdpError {
     Keys(#[from] keys::KeyError),
     #[error("credentials: {0}")]
     Credentials(#[from] password::HashError),
+    #[error("{0}")]
+    Upstream(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -357,6 +359,7 @@ pub struct Idp {
     store: AnyStore,
     keys: Arc<KeySet>,
     hasher: Hasher,
+    upstreams: upstream::Upstreams,
 }
 
 impl Idp {
@@ -364,7 +367,11 @@ impl Idp {
     pub fn new(config: IdpConfig, store: AnyStore, keys: KeySet) -> Result<Self, IdpError> {
         // A key set that cannot publish itself fails here, before any port is bound.
         keys.public_jwks()?;
+        // So does an upstream whose TLS roots cannot be read.
+        let upstreams = upstream::Upstreams::new(&config.upstreams, &config.base_dir)
+            .map_err(IdpError::Upstream)?;
         Ok(Idp {
+            upstreams,
             config,
             store,
             keys: Arc::new(keys),
@@ -397,6 +404,7 @@ impl Idp {
             store,
             keys,
             hasher,
+            upstreams,
         } = self;
         let sessions = Arc::new(Issuer::new(
             store.clone(),
@@ -414,7 +422,7 @@ impl Idp {
             metrics: Metrics::new(),
             usage: UsageLog::new(),
             throttle: Throttle::new(store.clone(), &config.login),
-            upstreams: upstream::Upstreams::new(&config.upstreams),
+            upstreams,
             store,
             admin_token_digest: sha256(config.admin.token.as_bytes()),
             request_timeout: config.server.request_timeout,

@@ -12,11 +12,14 @@ use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio::sync::Mutex;
@@ -102,7 +105,7 @@ struct Keys {
 /// One upstream provider.
 pub struct Upstream {
     pub config: UpstreamConfig,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     discovery: Mutex<Option<Arc<Discovery>>>,
     keys: Mutex<Option<Keys>>,
 }
@@ -120,12 +123,19 @@ impl std::fmt::Debug for Upstream {
 pub struct Upstreams(HashMap<String, Arc<Upstream>>, Vec<String>);
 
 impl Upstreams {
-    pub fn new(configs: &[UpstreamConfig]) -> Self {
-        let by_name = configs
-            .iter()
-            .map(|c| (c.name.clone(), Arc::new(Upstream::new(c.clone()))))
-            .collect();
-        Upstreams(by_name, configs.iter().map(|c| c.name.clone()).collect())
+    /// Every configured provider; `tls_ca_file` is resolved against `base_dir`. Fails on a CA
+    /// file that cannot be read, or an `https` provider without one on a system without roots.
+    pub fn new(configs: &[UpstreamConfig], base_dir: &std::path::Path) -> Result<Self, String> {
+        let mut by_name = HashMap::new();
+        for c in configs {
+            let upstream = Upstream::new(c.clone(), base_dir)
+                .map_err(|e| format!("upstream {}: {e}", c.name))?;
+            by_name.insert(c.name.clone(), Arc::new(upstream));
+        }
+        Ok(Upstreams(
+            by_name,
+            configs.iter().map(|c| c.name.clone()).collect(),
+        ))
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<Upstream>> {
@@ -138,17 +148,54 @@ impl Upstreams {
     }
 }
 
+/// HTTPS (rustls, aws-lc-rs) trusting `tls_ca_file` alone when set, else the system's roots;
+/// plain HTTP for an `http://` issuer (tests, a provider on the same host).
+fn connector(
+    config: &UpstreamConfig,
+    base_dir: &std::path::Path,
+) -> Result<HttpsConnector<HttpConnector>, String> {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(config.timeout));
+    http.enforce_http(false);
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let builder = match &config.tls_ca_file {
+        Some(file) => {
+            let path = base_dir.join(file);
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+            {
+                let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            let tls = rustls::ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            builder.with_tls_config(tls)
+        }
+        None if config.issuer.starts_with("https://") => builder
+            .with_native_roots()
+            .map_err(|e| format!("no system root certificates ({e}); set tls_ca_file"))?,
+        None => builder.with_tls_config(
+            rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+        ),
+    };
+    Ok(builder.https_or_http().enable_http1().wrap_connector(http))
+}
+
 impl Upstream {
-    pub fn new(config: UpstreamConfig) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.timeout));
-        connector.enforce_http(false);
-        Upstream {
+    pub fn new(config: UpstreamConfig, base_dir: &std::path::Path) -> Result<Self, String> {
+        let connector = connector(&config, base_dir)?;
+        Ok(Upstream {
             client: Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector),
             config,
             discovery: Mutex::new(None),
             keys: Mutex::new(None),
-        }
+        })
     }
 
     pub fn name(&self) -> &str {

@@ -25,6 +25,8 @@ pub struct UpstreamOptions {
     pub tamper: Option<&'static str>,
     /// Answer the token endpoint this late.
     pub delay: Option<Duration>,
+    /// Serve HTTPS with this certificate and key (PEM files).
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// The provider's Node.js process; killed when dropped.
@@ -75,6 +77,9 @@ impl TestUpstream {
         if let Some(delay) = options.delay {
             command.env("DELAY_MS", delay.as_millis().to_string());
         }
+        if let Some((cert, key)) = &options.tls {
+            command.env("TLS_CERT", cert).env("TLS_KEY", key);
+        }
         let mut child = command
             .spawn()
             .expect("node is needed for the federation tests");
@@ -91,9 +96,16 @@ impl TestUpstream {
         .expect("the upstream provider did not start within 30s");
         // Keep reading its output so that it never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        let issuer = format!("http://127.0.0.1:{port}");
-        let discovery = get(&format!("{issuer}/.well-known/openid-configuration")).await;
-        assert_eq!(discovery.status, 200, "{}", discovery.body);
+        let scheme = if options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let issuer = format!("{scheme}://127.0.0.1:{port}");
+        if options.tls.is_none() {
+            let discovery = get(&format!("{issuer}/.well-known/openid-configuration")).await;
+            assert_eq!(discovery.status, 200, "{}", discovery.body);
+        }
         TestUpstream {
             issuer,
             child: Some(child),

@@ -6,6 +6,7 @@
 //   CALLBACK      the tokengate IdP's callback URL (the only redirect URI of client CLIENT_ID)
 //   CLIENT_ID     default "tokengate"; CLIENT_SECRET default "upstream-secret"
 //   DELAY_MS      answer the token endpoint this late
+//   TLS_CERT, TLS_KEY  PEM files: serve HTTPS with them
 //   TAMPER        re-sign the token endpoint's id_token with a bad thing in it:
 //                 aud | exp | nonce | iss | key (another key, same kid) | kid (another key, unknown kid)
 //
@@ -13,7 +14,9 @@
 //   alice   -> email alice@example.com, groups ["eng", "ops"]
 //   mallory -> email mallory@elsewhere.test, groups ["eng"]
 //   other   -> <login>@example.com, no groups
+import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import { createPrivateKey, generateKeyPairSync, sign } from 'node:crypto';
 import Provider from 'oidc-provider';
 
@@ -32,10 +35,11 @@ const accounts = {
   mallory: { email: 'mallory@elsewhere.test', groups: ['eng'], name: 'Mallory' },
 };
 
-const server = createServer();
+const tls = env.TLS_CERT && { cert: readFileSync(env.TLS_CERT), key: readFileSync(env.TLS_KEY) };
+const server = tls ? createTlsServer(tls) : createServer();
 server.listen(0, '127.0.0.1', () => {
   const { port } = server.address();
-  const issuer = `http://127.0.0.1:${port}`;
+  const issuer = `${tls ? 'https' : 'http'}://127.0.0.1:${port}`;
   const provider = new Provider(issuer, {
     clients: [{
       client_id: clientId,
