@@ -351,6 +351,7 @@ async fn run_dev(redis_url: Option<String>, listen: DevListen) -> Result<()> {
                 gateway
             },
         ],
+        upstreams: Vec::new(),
         base_dir: PathBuf::from("."),
     };
     let idp_bound = Idp::new(config, store.clone(), KeySet::ephemeral()?)?

@@ -44,7 +44,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
 }
 
 /// Refuses a missing or wrong admin token (compared in constant time).
-async fn require_admin(
+pub(crate) async fn require_admin(
     State(state): State<AppState>,
     req: Request,
     next: Next,

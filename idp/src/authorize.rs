@@ -200,7 +200,7 @@ impl AuthorizeRequest {
         })
     }
 
-    fn refuse(&self, error: &'static str, description: &'static str) -> Refusal {
+    pub fn refuse(&self, error: &'static str, description: &'static str) -> Refusal {
         Refusal::Redirect {
             to: self.redirect_uri.clone(),
             state: self.state.clone(),
@@ -210,7 +210,7 @@ impl AuthorizeRequest {
     }
 
     /// The parameters the sign-in form carries back.
-    fn hidden(&self) -> Vec<(&'static str, String)> {
+    pub fn hidden(&self) -> Vec<(&'static str, String)> {
         let mut fields = vec![
             ("client_id", self.client.id.clone()),
             ("redirect_uri", self.redirect_uri.clone()),
@@ -232,7 +232,7 @@ impl AuthorizeRequest {
 }
 
 impl Refusal {
-    fn into_response(self, issuer: &str) -> Response {
+    pub fn into_response(self, issuer: &str) -> Response {
         match self {
             Refusal::Page(message) => pages::message(
                 StatusCode::BAD_REQUEST,
@@ -283,6 +283,7 @@ async fn show(
                     &user.roles,
                     session.created_at,
                     None,
+                    "authorization_code",
                 )
                 .await;
             }
@@ -339,27 +340,7 @@ async fn sign_in(
         );
     }
     match check_password(&state, username, password, address).await {
-        Ok(Some(roles)) => {
-            let browser = NewSession::browser(username, Vec::new(), "password");
-            let sso = match state.issuer.issue(browser).await {
-                Ok(issued) => issued,
-                Err(e) => {
-                    let _ = state.issue_error(e);
-                    return request
-                        .refuse("temporarily_unavailable", "the token store is unreachable")
-                        .into_response(&state.issuer_name);
-                }
-            };
-            let cookie = cookies::set(
-                cookies::SSO,
-                sso.token.expose(),
-                "Lax",
-                state.secure_cookies(),
-                Some(sso.session.max_expires_at.saturating_sub(now_unix())),
-            );
-            tracing::info!(subject = %username, session = %sso.session.id, "signed in on the sign-in page");
-            issue_code(&state, &request, username, &roles, now_unix(), Some(cookie)).await
-        }
+        Ok(Some(roles)) => finish_sign_in(&state, &request, username, &roles, "password").await,
         Ok(None) => {
             state
                 .metrics
@@ -395,6 +376,50 @@ async fn sign_in(
             "Signing in is not possible right now. Please try again in a moment.",
         ),
     }
+}
+
+/// After someone proved who they are (`method`: `password`, `upstream:NAME`): their IdP
+/// browser session (the single-sign-on cookie), and a code for the authorize request.
+pub async fn finish_sign_in(
+    state: &AppState,
+    request: &AuthorizeRequest,
+    username: &str,
+    roles: &[String],
+    method: &str,
+) -> Response {
+    let browser = NewSession::browser(username, Vec::new(), method);
+    let sso = match state.issuer.issue(browser).await {
+        Ok(issued) => issued,
+        Err(e) => {
+            let _ = state.issue_error(e);
+            return request
+                .refuse("temporarily_unavailable", "the token store is unreachable")
+                .into_response(&state.issuer_name);
+        }
+    };
+    let cookie = cookies::set(
+        cookies::SSO,
+        sso.token.expose(),
+        "Lax",
+        state.secure_cookies(),
+        Some(sso.session.max_expires_at.saturating_sub(now_unix())),
+    );
+    tracing::info!(subject = %username, session = %sso.session.id, method, "signed in");
+    // The password form's codes keep their historical method; other ways name themselves.
+    let code_method = match method {
+        "password" => "authorization_code",
+        other => other,
+    };
+    issue_code(
+        state,
+        request,
+        username,
+        roles,
+        now_unix(),
+        Some(cookie),
+        code_method,
+    )
+    .await
 }
 
 /// The roles of the user behind a password, through the login throttle (the same lockout as
@@ -451,10 +476,18 @@ fn sign_in_page(
         .map(str::to_owned)
         .unwrap_or_else(|| ReferenceToken::generate().expose().to_owned());
     let targets: Vec<String> = pages::origin(&request.redirect_uri).into_iter().collect();
+    let hidden = request.hidden();
+    let upstreams = state
+        .upstreams
+        .names()
+        .iter()
+        .map(|name| (name.clone(), crate::federation::start_link(name, &hidden)))
+        .collect();
     let page = SignIn {
         client_id: &request.client.id,
         error,
-        hidden: request.hidden(),
+        upstreams,
+        hidden,
         csrf: &csrf,
         username,
     };
@@ -474,6 +507,7 @@ async fn issue_code(
     roles: &[String],
     auth_time: u64,
     sso_cookie: Option<String>,
+    method: &str,
 ) -> Response {
     let granted = match request.scope.grant(roles) {
         Ok(granted) => granted,
@@ -493,7 +527,7 @@ async fn issue_code(
         subject: subject.to_owned(),
         roles: granted.roles,
         auth_time,
-        method: "authorization_code".to_owned(),
+        method: method.to_owned(),
     };
     if let Err(e) = state
         .store
@@ -506,7 +540,7 @@ async fn issue_code(
             .into_response(&state.issuer_name);
     }
     let how = if sso_cookie.is_some() {
-        "sign-in form"
+        method
     } else {
         "single sign-on"
     };

@@ -23,6 +23,9 @@ pub struct IdpConfig {
     pub users: Vec<UserConfig>,
     #[serde(default)]
     pub clients: Vec<ClientConfig>,
+    /// Upstream OpenID Connect providers people may sign in through (federation).
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamConfig>,
     /// The folder relative paths (signing keys) are resolved against: the config file's.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -270,6 +273,74 @@ impl std::fmt::Debug for ClientConfig {
     }
 }
 
+/// An upstream OpenID Connect provider (federation): people sign in there, and get an ordinary
+/// tokengate session here. Its callback is `{issuer}/oauth2/upstream/{name}/callback`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Shown on the sign-in button, in the callback path and in metrics; `[a-z0-9_-]`.
+    pub name: String,
+    /// The provider's issuer URL; its `/.well-known/openid-configuration` is read.
+    pub issuer: String,
+    pub client_id: String,
+    /// `TOKENGATE_UPSTREAM_<NAME>_SECRET` replaces it (name upper-cased, `-` as `_`).
+    #[serde(default)]
+    pub client_secret: String,
+    #[serde(default = "defaults::upstream_scopes")]
+    pub scopes: Vec<String>,
+    /// The id_token claim that names the user. Empty: `preferred_username`, then `email`, then
+    /// `sub`.
+    #[serde(default)]
+    pub username_claim: String,
+    /// The id_token claim (a string or an array of strings) whose values `role_map` maps.
+    #[serde(default)]
+    pub roles_claim: String,
+    #[serde(default)]
+    pub role_map: std::collections::BTreeMap<String, Vec<String>>,
+    /// Roles every user of this provider gets.
+    #[serde(default)]
+    pub default_roles: Vec<String>,
+    /// When not empty, usernames must be e-mail addresses in one of these domains.
+    #[serde(default)]
+    pub allowed_domains: Vec<String>,
+    /// The longest any one call to the provider (discovery, keys, code exchange) may take.
+    #[serde(default = "defaults::upstream_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// PEM certificates an `https` provider is verified against instead of the system's roots
+    /// (a provider behind a private CA); relative to the config file.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+impl UpstreamConfig {
+    /// The environment variable that replaces `client_secret`.
+    pub fn secret_variable(&self) -> String {
+        format!(
+            "TOKENGATE_UPSTREAM_{}_SECRET",
+            self.name.to_ascii_uppercase().replace('-', "_")
+        )
+    }
+}
+
+impl std::fmt::Debug for UpstreamConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamConfig")
+            .field("name", &self.name)
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("scopes", &self.scopes)
+            .field("username_claim", &self.username_claim)
+            .field("roles_claim", &self.roles_claim)
+            .field("role_map", &self.role_map)
+            .field("default_roles", &self.default_roles)
+            .field("allowed_domains", &self.allowed_domains)
+            .field("timeout", &self.timeout)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .finish()
+    }
+}
+
 /// Why an issuer cannot be used, if it cannot: OpenID Connect needs the IdP's public URL,
 /// `http(s)://host[:port][/path]` without query, fragment or trailing slash (it is compared
 /// character for character with `iss`).
@@ -356,6 +427,12 @@ mod defaults {
     pub fn value_token_ttl() -> Duration {
         Duration::from_secs(5 * 60)
     }
+    pub fn upstream_scopes() -> Vec<String> {
+        ["openid", "profile", "email"].map(String::from).to_vec()
+    }
+    pub fn upstream_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
 }
 
 /// The shortest `tokens.value_token_ttl`: renewal starts at half of it, and readers stop using a
@@ -436,6 +513,11 @@ impl IdpConfig {
         let mut config = Self::parse(&text, path)?;
         if let Ok(token) = std::env::var("TOKENGATE_ADMIN_TOKEN") {
             config.admin.token = token;
+        }
+        for upstream in &mut config.upstreams {
+            if let Ok(secret) = std::env::var(upstream.secret_variable()) {
+                upstream.client_secret = secret;
+            }
         }
         config.validate(path)?;
         Ok(config)
@@ -533,6 +615,61 @@ impl IdpConfig {
         });
         check_principals(users, ["users", "username", "password_hash"], &invalid)?;
         self.validate_clients(&invalid)?;
+        self.validate_upstreams(&invalid)?;
+        Ok(())
+    }
+
+    /// Upstreams: unique names fit for a URL path, a usable issuer URL, a client and its
+    /// secret, `openid` in the scopes, valid roles.
+    fn validate_upstreams(
+        &self,
+        invalid: &dyn Fn(&str, &str) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        let mut seen = std::collections::HashSet::new();
+        for (i, u) in self.upstreams.iter().enumerate() {
+            let key = |field: &str| format!("upstreams[{i}].{field}");
+            let name_ok = (1..=32).contains(&u.name.len())
+                && u.name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                });
+            if !name_ok {
+                return Err(invalid(
+                    &key("name"),
+                    "must be 1 to 32 characters of a-z, 0-9, - and _",
+                ));
+            }
+            if !seen.insert(u.name.as_str()) {
+                return Err(invalid(&key("name"), "appears twice"));
+            }
+            check_issuer(&u.issuer).map_err(|m| invalid(&key("issuer"), m))?;
+            check_subject(&u.client_id).map_err(|m| invalid(&key("client_id"), m))?;
+            if u.client_secret.is_empty() {
+                let message = format!("is required (or set {})", u.secret_variable());
+                return Err(invalid(&key("client_secret"), &message));
+            }
+            if !u.scopes.iter().any(|s| s == "openid") {
+                return Err(invalid(&key("scopes"), "must contain \"openid\""));
+            }
+            if u.scopes.iter().any(|s| s.is_empty() || s.contains(' ')) {
+                return Err(invalid(&key("scopes"), "must be words without spaces"));
+            }
+            check_roles(&u.default_roles).map_err(|m| invalid(&key("default_roles"), &m))?;
+            for (value, roles) in &u.role_map {
+                check_roles(roles).map_err(|m| invalid(&key(&format!("role_map.{value}")), &m))?;
+            }
+            if u.timeout.is_zero() || u.timeout > Duration::from_secs(60) {
+                return Err(invalid(&key("timeout"), "must be between 1ms and 60s"));
+            }
+            if u.allowed_domains
+                .iter()
+                .any(|d| d.is_empty() || d.contains('@'))
+            {
+                return Err(invalid(
+                    &key("allowed_domains"),
+                    "must be domain names such as example.com",
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -614,8 +751,40 @@ impl IdpConfig {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_commented_upstream_example_is_valid() {
+        let example = include_str!("../../config/idp.toml");
+        let block: String = example
+            .lines()
+            .skip_while(|l| *l != "# [[upstreams]]")
+            .map_while(|l| l.strip_prefix("# ").or((l == "#").then_some("")))
+            // The example's CA file is not shipped.
+            .filter(|l| !l.starts_with("tls_ca_file"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(block.contains("role_map"), "{block}");
+        let path = Path::new("config/idp.toml");
+        let config = IdpConfig::parse(&format!("{BASE}{block}"), path).unwrap();
+        config.validate(path).unwrap();
+        assert_eq!(config.upstreams[0].roles_claim, "groups");
+    }
+
+    #[test]
+    fn upstream_secrets_never_show_in_debug() {
+        let text = format!(
+            "{BASE}[[upstreams]]\nname = \"corp\"\nissuer = \"https://sso.example.com\"\nclient_id = \"tg\"\nclient_secret = \"hush-hush\"\n"
+        );
+        let config = IdpConfig::parse(&text, Path::new("idp.toml")).unwrap();
+        let debug = format!("{config:?}");
+        assert!(
+            debug.contains("corp") && !debug.contains("hush-hush"),
+            "{debug}"
+        );
+    }
 
     const BASE: &str = r#"
 [server]
@@ -686,6 +855,24 @@ password_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA"
             "[[clients]]\nclient_id = \"web\"\ntype = \"public\"\ngrants = [\"client_credentials\"]\n",
         );
         assert!(public_cc.contains("clients[0].grants"), "{public_cc}");
+        let upstream = "[[upstreams]]\nname = \"corp\"\nissuer = \"https://sso.example.com\"\nclient_id = \"tokengate\"\n";
+        let no_secret = error_of(upstream);
+        assert!(
+            no_secret.contains("upstreams[0].client_secret")
+                && no_secret.contains("TOKENGATE_UPSTREAM_CORP_SECRET"),
+            "{no_secret}"
+        );
+        assert_eq!(error_of(&format!("{upstream}client_secret = \"s\"\n")), "");
+        let no_openid = error_of(&format!(
+            "{upstream}client_secret = \"s\"\nscopes = [\"email\"]\n"
+        ));
+        assert!(no_openid.contains("upstreams[0].scopes"), "{no_openid}");
+        let bad_name = error_of(&upstream.replace("corp", "Corp Inc"));
+        assert!(bad_name.contains("upstreams[0].name"), "{bad_name}");
+        let bad_role = error_of(&format!(
+            "{upstream}client_secret = \"s\"\nrole_map = {{ eng = [\"a,b\"] }}\n"
+        ));
+        assert!(bad_role.contains("upstreams[0].role_map.eng"), "{bad_role}");
         let unknown = error_of("[server2]\n");
         assert!(
             unknown.contains("conf/idp.toml") && unknown.contains("server2"),

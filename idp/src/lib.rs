@@ -14,6 +14,8 @@
 //! * `oauth`: the public listener (token, revoke, introspect, JWKS, forward-auth).
 //! * `token`: the token endpoint's answers, shared by every grant and the admin API.
 //! * `authorize`: the authorization code flow with PKCE: sign-in page, single sign-on, codes.
+//! * `upstream`, `federation`: signing in through upstream OpenID Connect providers (the
+//!   provider as a relying party sees it; the start and callback routes and user mapping).
 //! * `oidc`: OpenID Connect: discovery, ID tokens, userinfo, RP-initiated logout.
 //! * `pages`, `cookies`: the HTML pages (askama templates, CSP) and the IdP's browser cookies.
 //! * `admin`: the admin listener's API, behind the admin token.
@@ -32,6 +34,7 @@ pub mod cookies;
 pub mod credentials;
 pub mod error;
 pub mod extract;
+pub mod federation;
 pub mod keys;
 pub mod metrics;
 pub mod oauth;
@@ -43,6 +46,7 @@ pub mod scope;
 pub mod sessions;
 pub mod throttle;
 pub mod token;
+pub mod upstream;
 pub mod users;
 
 use std::net::{IpAddr, SocketAddr};
@@ -88,6 +92,8 @@ pub enum IdpError {
     Keys(#[from] keys::KeyError),
     #[error("credentials: {0}")]
     Credentials(#[from] password::HashError),
+    #[error("{0}")]
+    Upstream(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -115,6 +121,7 @@ pub struct Shared {
     pub console: ConsoleSettings,
     /// Recent samples of the metrics the console shows as rates.
     pub activity: Activity,
+    pub upstreams: upstream::Upstreams,
     admin_token_digest: [u8; 32],
     request_timeout: Duration,
 }
@@ -361,6 +368,7 @@ pub struct Idp {
     store: AnyStore,
     keys: Arc<KeySet>,
     hasher: Hasher,
+    upstreams: upstream::Upstreams,
 }
 
 impl Idp {
@@ -368,7 +376,11 @@ impl Idp {
     pub fn new(config: IdpConfig, store: AnyStore, keys: KeySet) -> Result<Self, IdpError> {
         // A key set that cannot publish itself fails here, before any port is bound.
         keys.public_jwks()?;
+        // So does an upstream whose TLS roots cannot be read.
+        let upstreams = upstream::Upstreams::new(&config.upstreams, &config.base_dir)
+            .map_err(IdpError::Upstream)?;
         Ok(Idp {
+            upstreams,
             config,
             store,
             keys: Arc::new(keys),
@@ -401,6 +413,7 @@ impl Idp {
             store,
             keys,
             hasher,
+            upstreams,
         } = self;
         let console_url = match &config.admin.public_url {
             Some(url) => url.clone(),
@@ -438,6 +451,7 @@ impl Idp {
                 url: console_url,
             },
             activity: Activity::default(),
+            upstreams,
             store,
             admin_token_digest: sha256(config.admin.token.as_bytes()),
             request_timeout: config.server.request_timeout,
@@ -500,12 +514,14 @@ impl BoundIdp {
             "public",
             oauth::routes()
                 .merge(authorize::routes())
-                .merge(oidc::routes()),
+                .merge(oidc::routes())
+                .merge(federation::routes()),
         );
         let admin_app = idp.router(
             "admin",
             admin::routes(idp.state.clone())
                 .merge(console::routes())
+                .merge(federation::admin_routes(idp.state.clone()))
                 .route("/readyz", get(readyz)),
         );
         let s = &idp.config.server;

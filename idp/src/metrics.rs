@@ -39,6 +39,24 @@ pub struct RouteLabels {
     pub route: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamReasonLabels {
+    pub upstream: String,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamCallLabels {
+    pub upstream: String,
+    /// `discovery`, `keys` or `token`.
+    pub call: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     // 100 µs to about 3 s.
     Histogram::new(exponential_buckets(0.0001, 2.0, 16))
@@ -57,6 +75,9 @@ pub struct Metrics {
     pub value_token_renewal_failures: Family<ReasonLabels, Counter>,
     pub requests: Family<RequestLabels, Counter>,
     pub request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    pub upstream_signins: Family<UpstreamLabels, Counter>,
+    pub upstream_failures: Family<UpstreamReasonLabels, Counter>,
+    pub upstream_duration: Family<UpstreamCallLabels, Histogram, fn() -> Histogram>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -86,6 +107,9 @@ impl Metrics {
             value_token_renewal_failures: Family::default(),
             requests: Family::default(),
             request_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            upstream_signins: Family::default(),
+            upstream_failures: Family::default(),
+            upstream_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             registry: Registry::default(),
         };
         registry.register(
@@ -139,6 +163,21 @@ impl Metrics {
             "request_duration_seconds",
             "HTTP request latency",
             m.request_duration.clone(),
+        );
+        registry.register(
+            "upstream_signins",
+            "Sign-ins completed through an upstream OpenID Connect provider",
+            m.upstream_signins.clone(),
+        );
+        registry.register(
+            "upstream_failures",
+            "Sign-ins through an upstream provider that failed, by reason",
+            m.upstream_failures.clone(),
+        );
+        registry.register(
+            "upstream_duration_seconds",
+            "Latency of calls to upstream providers (discovery, keys, token)",
+            m.upstream_duration.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -11,6 +11,8 @@ use http::{HeaderValue, StatusCode, header};
 pub struct SignIn<'a> {
     pub client_id: &'a str,
     pub error: Option<&'a str>,
+    /// Upstream providers: name and the link that signs in through it.
+    pub upstreams: Vec<(String, String)>,
     /// The authorization request's parameters, carried through the form.
     pub hidden: Vec<(&'static str, String)>,
     pub csrf: &'a str,
@@ -135,6 +137,10 @@ mod tests {
         let html = SignIn {
             client_id: "<script>alert(1)</script>",
             error: Some("\"quoted\" & <b>"),
+            upstreams: vec![(
+                "<i>corp</i>".to_owned(),
+                "/oauth2/upstream/x/start?a=1&b=\"".to_owned(),
+            )],
             hidden: vec![("state", "\"><script>x</script>".to_owned())],
             csrf: "c",
             username: "o'brien",

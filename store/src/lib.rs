@@ -145,6 +145,12 @@ pub trait TokenStore: Clone + Send + Sync + 'static {
         roles: &[String],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Forgets the roles an administrator set for a subject: `false` if none were set.
+    fn clear_subject_roles(
+        &self,
+        subject: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
     /// The position just after the newest event: where a reader with an empty cache starts.
     fn events_head(&self) -> impl Future<Output = Result<EventCursor, StoreError>> + Send;
 
@@ -250,6 +256,21 @@ pub trait TokenStore: Clone + Send + Sync + 'static {
         &self,
         since: u64,
     ) -> impl Future<Output = Result<Vec<Reporter>, StoreError>> + Send;
+    /// Stores a short-lived record to be taken back once (a sign-in waiting for an upstream
+    /// provider, under its `state`'s hash): `false`, and nothing written, if the id is taken.
+    fn create_pending(
+        &self,
+        id: &CodeId,
+        record: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Takes a pending record back, atomically: the first call gets it, every later call (and
+    /// any after its TTL) gets `None`.
+    fn take_pending(
+        &self,
+        id: &CodeId,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
 }
 
 /// One of the two implementations, chosen at start-up from the configuration.
@@ -312,6 +333,9 @@ impl TokenStore for AnyStore {
     }
     async fn set_subject_roles(&self, subject: &str, roles: &[String]) -> Result<(), StoreError> {
         dispatch!(self, s => s.set_subject_roles(subject, roles).await)
+    }
+    async fn clear_subject_roles(&self, subject: &str) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.clear_subject_roles(subject).await)
     }
     async fn events_head(&self) -> Result<EventCursor, StoreError> {
         dispatch!(self, s => s.events_head().await)
@@ -383,6 +407,17 @@ impl TokenStore for AnyStore {
     }
     async fn reporters(&self, since: u64) -> Result<Vec<Reporter>, StoreError> {
         dispatch!(self, s => s.reporters(since).await)
+    }
+    async fn create_pending(
+        &self,
+        id: &CodeId,
+        record: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.create_pending(id, record, ttl).await)
+    }
+    async fn take_pending(&self, id: &CodeId) -> Result<Option<String>, StoreError> {
+        dispatch!(self, s => s.take_pending(id).await)
     }
 }
 

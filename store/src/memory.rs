@@ -55,6 +55,8 @@ struct State {
     audit_seq: u64,
     /// When each reporter of last use was last seen.
     reporters: HashMap<String, u64>,
+    /// Pending records (sign-ins waiting for an upstream provider) and when they expire.
+    pending: HashMap<CodeId, (String, std::time::Instant)>,
 }
 
 /// Most login keys kept; past it, the ones whose window and lockout are over go first.
@@ -346,6 +348,10 @@ impl TokenStore for MemoryStore {
         Ok(())
     }
 
+    async fn clear_subject_roles(&self, subject: &str) -> Result<bool, StoreError> {
+        Ok(self.state().roles.remove(subject).is_some())
+    }
+
     async fn events_head(&self) -> Result<EventCursor, StoreError> {
         let seq = self.state().seq;
         Ok(EventCursor {
@@ -598,5 +604,34 @@ impl TokenStore for MemoryStore {
             .collect();
         seen.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then(a.name.cmp(&b.name)));
         Ok(seen)
+    }
+    async fn create_pending(
+        &self,
+        id: &CodeId,
+        record: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let now = std::time::Instant::now();
+        let mut state = self.state();
+        if state.pending.len() >= MAX_CODES {
+            state.pending.retain(|_, (_, expires)| *expires > now);
+        }
+        if state.pending.get(id).is_some_and(|(_, e)| *e > now) {
+            return Ok(false);
+        }
+        state
+            .pending
+            .insert(id.clone(), (record.to_owned(), now + ttl));
+        Ok(true)
+    }
+
+    async fn take_pending(&self, id: &CodeId) -> Result<Option<String>, StoreError> {
+        let now = std::time::Instant::now();
+        Ok(self
+            .state()
+            .pending
+            .remove(id)
+            .filter(|(_, expires)| *expires > now)
+            .map(|(record, _)| record))
     }
 }

@@ -851,6 +851,13 @@ pub mod suite {
         let roles = vec!["a".to_owned(), "b".to_owned()];
         store.set_subject_roles("erin", &roles).await.expect("set");
         assert_eq!(store.subject_roles("erin").await.expect("get"), Some(roles));
+        store
+            .set_subject_roles("carol", &["x".to_owned()])
+            .await
+            .expect("set");
+        assert!(store.clear_subject_roles("carol").await.expect("clear"));
+        assert_eq!(store.subject_roles("carol").await.expect("get"), None);
+        assert!(!store.clear_subject_roles("carol").await.expect("clear"));
     }
 
     pub async fn events_resume_from_cursor_at_least_once<S: TokenStore>(store: &S) {
@@ -1292,6 +1299,40 @@ pub mod suite {
         assert_eq!(store.reporters(now - 5).await.expect("recent").len(), 1);
     }
 
+    pub async fn pending_records_are_taken_once_then_forgotten<S: TokenStore>(store: &S) {
+        let id = CodeId::of_code(ReferenceToken::generate().expose());
+        let ttl = Duration::from_secs(60);
+        assert!(
+            store
+                .create_pending(&id, "first", ttl)
+                .await
+                .expect("create")
+        );
+        assert!(
+            !store
+                .create_pending(&id, "second", ttl)
+                .await
+                .expect("create"),
+            "a pending record is never overwritten"
+        );
+        assert_eq!(
+            store.take_pending(&id).await.expect("take").as_deref(),
+            Some("first")
+        );
+        assert_eq!(store.take_pending(&id).await.expect("again"), None);
+        let unknown = CodeId::of_code(ReferenceToken::generate().expose());
+        assert_eq!(store.take_pending(&unknown).await.expect("take"), None);
+        let short = CodeId::of_code(ReferenceToken::generate().expose());
+        assert!(
+            store
+                .create_pending(&short, "brief", Duration::from_millis(200))
+                .await
+                .expect("create")
+        );
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(store.take_pending(&short).await.expect("take"), None);
+    }
+
     /// Generates one `#[tokio::test]` per contract behaviour. `$make` is a closure from the
     /// maximum event count to `(store, guard)`; the guard lives as long as the test.
     #[macro_export]
@@ -1317,7 +1358,8 @@ pub mod suite {
                 users_are_listed_by_name_in_pages,
                 codes_are_redeemed_once_then_replayed_then_forgotten,
                 audit_is_read_newest_first_in_pages,
-                reporters_are_remembered_by_last_report
+                reporters_are_remembered_by_last_report,
+                pending_records_are_taken_once_then_forgotten
             );
             #[tokio::test]
             async fn trimmed_stream_is_reported_as_gap() {

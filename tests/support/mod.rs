@@ -24,6 +24,7 @@ pub mod browser;
 pub mod gateway_browser;
 pub mod oidc;
 pub mod stack;
+pub mod upstream;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 pub const PASSWORD: &str = "wonderland";
@@ -64,6 +65,7 @@ pub fn idp_config(redis_url: &str) -> IdpConfig {
             },
             ClientConfig::public(CLI_CLIENT, &[Grant::Password], &[]),
         ],
+        upstreams: Vec::new(),
         base_dir: ".".into(),
     }
 }

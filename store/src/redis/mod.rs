@@ -532,6 +532,16 @@ impl TokenStore for RedisStore {
         Ok(())
     }
 
+    async fn clear_subject_roles(&self, subject: &str) -> Result<bool, StoreError> {
+        let mut con = self.con.clone();
+        let removed: i64 = redis::cmd("DEL")
+            .arg(self.shared.keys.subject(subject, "roles"))
+            .query_async(&mut con)
+            .await
+            .map_err(StoreError::unavailable)?;
+        Ok(removed == 1)
+    }
+
     async fn events_head(&self) -> Result<EventCursor, StoreError> {
         events::head(
             &mut self.con.clone(),
@@ -863,6 +873,33 @@ impl TokenStore for RedisStore {
                 last_seen: at as u64,
             })
             .collect())
+    }
+    async fn create_pending(
+        &self,
+        id: &CodeId,
+        record: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut con = self.con.clone();
+        let created: Option<String> = redis::cmd("SET")
+            .arg(self.shared.keys.pending(id))
+            .arg(record)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64)
+            .query_async(&mut con)
+            .await
+            .map_err(StoreError::unavailable)?;
+        Ok(created.is_some())
+    }
+
+    async fn take_pending(&self, id: &CodeId) -> Result<Option<String>, StoreError> {
+        let mut con = self.con.clone();
+        redis::cmd("GETDEL")
+            .arg(self.shared.keys.pending(id))
+            .query_async(&mut con)
+            .await
+            .map_err(StoreError::unavailable)
     }
 }
 

@@ -10,6 +10,7 @@
 //! | `tg:u:{<subject>}:user`      | hash   | the user of that name (no expiry)                  |
 //! | `tg:{users}`                 | zset   | every username (score 0, ordered by name: BYLEX)   |
 //! | `tg:c:{<code id>}`           | hash   | one authorization code: `rec`, then `used`; expires |
+//! | `tg:p:{<state id>}`         | string | a sign-in waiting for an upstream provider; expires |
 //! | `tg:{events}`                | stream | revocations and role changes, bounded length       |
 //! | `tg:{events}:seq`            | string | the sequence number of the newest event            |
 //! | `tg:{events}:epoch`          | string | made once per data set: a new one means data loss  |
@@ -72,6 +73,9 @@ impl Keys {
     }
     pub fn code(&self, id: &CodeId) -> String {
         format!("{}:c:{{{}}}", self.prefix, id.as_str())
+    }
+    pub fn pending(&self, id: &CodeId) -> String {
+        format!("{}:p:{{{}}}", self.prefix, id.as_str())
     }
     pub fn login(&self, key: &str, what: &str) -> String {
         format!(
