@@ -481,7 +481,7 @@ fn sign_in_page(
         .upstreams
         .names()
         .iter()
-        .map(|name| (name.clone(), crate::federation::start_link(name, &hidden)))
+        .map(|name| (name.clone(), crate::upstream::start_link(name, &hidden)))
         .collect();
     let page = SignIn {
         client_id: &request.client.id,

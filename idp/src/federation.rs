@@ -220,12 +220,6 @@ fn callback_url(state: &AppState, name: &str) -> String {
     format!("{}/oauth2/upstream/{name}/callback", state.issuer_name)
 }
 
-/// The sign-in page's link for upstream `name`, carrying the authorize request.
-pub fn start_link(name: &str, request: &[(&'static str, String)]) -> String {
-    let query = serde_urlencoded::to_string(request).unwrap_or_default();
-    format!("/oauth2/upstream/{name}/start?{query}")
-}
-
 /// `GET /oauth2/upstream/{name}/start`: off to the provider, with the authorize request kept.
 async fn start(
     State(state): State<AppState>,
