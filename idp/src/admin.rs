@@ -10,14 +10,16 @@ use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use http::StatusCode;
 use serde::Deserialize;
-use tokengate_store::{MAX_AUDIT_PAGE, MAX_USERS_PAGE, SessionId, TokenStore, User, now_unix};
+use tokengate_store::{
+    MAX_AUDIT_PAGE, MAX_USERS_PAGE, ReferenceToken, SessionId, TokenStore, User, now_unix,
+};
 
 use crate::AppState;
 use crate::audit::{self, Actor};
 use crate::config::{MAX_SUBJECT_LEN, check_roles, check_subject};
 use crate::error::ApiError;
 use crate::extract::{ClientAddr, JsonBody, bearer};
-use crate::metrics::{GrantLabels, KindLabels};
+use crate::metrics::KindLabels;
 use crate::sessions::NewSession;
 use crate::token::token_response;
 use crate::users::check_password;
@@ -495,25 +497,20 @@ async fn mint_session(
             .map_err(|e| state.store_error(e))?,
     };
     valid_roles(&roles)?;
-    let issued = state
-        .issuer
-        .issue(NewSession::access(username, roles, "admin"))
-        .await
-        .map_err(|e| state.issue_error(e))?;
-    if user.is_some()
-        && !state
-            .users
-            .admit(&issued.session)
+    let new = NewSession::access(username, roles, "admin");
+    let issued = match user {
+        // A user's session, unless the user was disabled or deleted meanwhile.
+        Some(_) => state
+            .issue_admitted(ReferenceToken::generate(), new)
+            .await?
+            .ok_or(disabled)?,
+        None => state
+            .issuer
+            .issue(new)
             .await
-            .map_err(|e| state.store_error(e))?
-    {
-        return Err(disabled);
-    }
-    state
-        .metrics
-        .tokens_issued
-        .get_or_create(&GrantLabels { grant: "admin" })
-        .inc();
+            .map_err(|e| state.issue_error(e))?,
+    };
+    state.count_issued("admin");
     tracing::info!(subject = %username, session = %issued.session.id, "session minted by an administrator");
     let target = format!("{username} session {}", issued.session.id);
     audit::record(

@@ -624,25 +624,10 @@ pub async fn exchange(
     let new = NewSession::access(&record.subject, record.roles.clone(), &record.method)
         .for_client(&client.id);
     let issued = state
-        .issuer
-        .issue_as(token, new)
-        .await
-        .map_err(|e| state.issue_error(e))?;
-    if !state
-        .users
-        .admit(&issued.session)
-        .await
-        .map_err(|e| state.store_error(e))?
-    {
-        return Err(ApiError::InvalidGrant);
-    }
-    state
-        .metrics
-        .tokens_issued
-        .get_or_create(&GrantLabels {
-            grant: "authorization_code",
-        })
-        .inc();
+        .issue_admitted(token, new)
+        .await?
+        .ok_or(ApiError::InvalidGrant)?;
+    state.count_issued("authorization_code");
     tracing::info!(subject = %record.subject, client_id = %client.id, session = %issued.session.id, "session issued for an authorization code");
     let openid = record
         .scope

@@ -62,7 +62,7 @@ use axum::{Json, Router};
 use http::{HeaderMap, header};
 use hyper_util::service::TowerToHyperService;
 use subtle::ConstantTimeEq;
-use tokengate_store::{AnyStore, StoreError, TokenStore, UsageLog};
+use tokengate_store::{AnyStore, ReferenceToken, StoreError, TokenStore, UsageLog};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -74,10 +74,10 @@ use crate::credentials::{Credentials, Kind};
 use crate::error::ApiError;
 use crate::extract::{ClientAddr, FormBody};
 use crate::keys::KeySet;
-use crate::metrics::{Activity, Metrics, RequestLabels, RouteLabels};
+use crate::metrics::{Activity, GrantLabels, Metrics, RequestLabels, RouteLabels};
 use crate::password::Hasher;
 use crate::renewal::RenewalTask;
-use crate::sessions::{IssueError, Issuer};
+use crate::sessions::{IssueError, Issued, Issuer, NewSession};
 use crate::throttle::Throttle;
 use crate::users::Users;
 
@@ -255,6 +255,34 @@ impl AppState {
             StoreError::Unavailable(_) => ApiError::Unavailable,
             _ => ApiError::Internal,
         }
+    }
+
+    /// A new session for a user, behind `token`, kept only if the user may still sign in
+    /// (`Users::admit`: a disable or delete racing the sign-in ends it): `None` then.
+    pub async fn issue_admitted(
+        &self,
+        token: ReferenceToken,
+        new: NewSession,
+    ) -> Result<Option<Issued>, ApiError> {
+        let issued = self
+            .issuer
+            .issue_as(token, new)
+            .await
+            .map_err(|e| self.issue_error(e))?;
+        let admitted = self
+            .users
+            .admit(&issued.session)
+            .await
+            .map_err(|e| self.store_error(e))?;
+        Ok(admitted.then_some(issued))
+    }
+
+    /// Counts a session issued through `grant`.
+    pub fn count_issued(&self, grant: &'static str) {
+        self.metrics
+            .tokens_issued
+            .get_or_create(&GrantLabels { grant })
+            .inc();
     }
 
     pub fn issue_error(&self, e: IssueError) -> ApiError {

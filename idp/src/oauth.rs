@@ -104,27 +104,19 @@ async fn token(
     let granted = scope.grant(&held)?;
     let new =
         NewSession::access(&subject, granted.roles.clone(), grant.as_str()).for_client(&client.id);
-    let issued = state
-        .issuer
-        .issue(new)
-        .await
-        .map_err(|e| state.issue_error(e))?;
-    if grant == Grant::Password
-        && !state
-            .users
-            .admit(&issued.session)
+    let issued = match grant {
+        // A user's session, unless the user was disabled or deleted meanwhile.
+        Grant::Password => state
+            .issue_admitted(ReferenceToken::generate(), new)
+            .await?
+            .ok_or(ApiError::InvalidGrant)?,
+        _ => state
+            .issuer
+            .issue(new)
             .await
-            .map_err(|e| state.store_error(e))?
-    {
-        return Err(ApiError::InvalidGrant);
-    }
-    state
-        .metrics
-        .tokens_issued
-        .get_or_create(&GrantLabels {
-            grant: grant.as_str(),
-        })
-        .inc();
+            .map_err(|e| state.issue_error(e))?,
+    };
+    state.count_issued(grant.as_str());
     tracing::info!(subject = %subject, client_id = %client.id, session = %issued.session.id, grant = grant.as_str(), "session issued");
     Ok(token_response(
         &issued,
