@@ -69,7 +69,7 @@ impl TestUpstream {
             .env("CLIENT_ID", CLIENT_ID)
             .env("CLIENT_SECRET", CLIENT_SECRET)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .kill_on_drop(true);
         if let Some(tamper) = options.tamper {
             command.env("TAMPER", tamper);
@@ -83,17 +83,45 @@ impl TestUpstream {
         let mut child = command
             .spawn()
             .expect("node is needed for the federation tests");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let port = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                if let Some(port) = line.strip_prefix("listening ") {
-                    return port.trim().parse::<u16>().unwrap();
+        // The provider's stderr goes to the test's output (shown when the test fails) and is
+        // kept for the message if it never starts, so that a failure explains itself.
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut errors = BufReader::new(child.stderr.take().unwrap()).lines();
+        let kept = stderr.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = errors.next_line().await {
+                eprintln!("[upstream provider] {line}");
+                let mut kept = kept.lock().unwrap();
+                if kept.len() < 64 * 1024 {
+                    kept.push_str(&line);
+                    kept.push('\n');
                 }
             }
-            panic!("the upstream provider stopped before listening");
+        });
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let started = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(port) = line.strip_prefix("listening ") {
+                    return Some(port.trim().parse::<u16>().unwrap());
+                }
+            }
+            None
         })
-        .await
-        .expect("the upstream provider did not start within 30s");
+        .await;
+        let port = match started {
+            Ok(Some(port)) => port,
+            Ok(None) => {
+                let status = child.wait().await;
+                panic!(
+                    "the upstream provider stopped before listening ({status:?}); its stderr:\n{}",
+                    stderr.lock().unwrap()
+                )
+            }
+            Err(_) => panic!(
+                "the upstream provider did not start within 30s; its stderr:\n{}",
+                stderr.lock().unwrap()
+            ),
+        };
         // Keep reading its output so that it never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         let scheme = if options.tls.is_some() {

@@ -17,7 +17,7 @@
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { createServer as createTlsServer } from 'node:https';
-import { createPrivateKey, generateKeyPairSync, sign } from 'node:crypto';
+import { createPrivateKey, sign } from 'node:crypto';
 import Provider from 'oidc-provider';
 
 const env = process.env;
@@ -26,9 +26,12 @@ const clientSecret = env.CLIENT_SECRET || 'upstream-secret';
 const tamper = env.TAMPER || '';
 const delayMs = Number(env.DELAY_MS || 0);
 
-const rsa = () => generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' });
-const signing = { ...rsa(), kid: 'upstream-key-1', alg: 'RS256', use: 'sig' };
-const stray = rsa();
+// Fixed test-only keys (keys/README.md), read from PEM. Not made here: on Node.js 20, exporting a
+// key made by generateKeyPairSync as JWK can deadlock when a garbage collection runs the key
+// generation job's finaliser while the export holds the key's lock (about 1 start in 30 hung).
+const rsa = (file) => createPrivateKey(readFileSync(new URL(`keys/${file}`, import.meta.url))).export({ format: 'jwk' });
+const signing = { ...rsa('signing.pem'), kid: 'upstream-key-1', alg: 'RS256', use: 'sig' };
+const stray = rsa('stray.pem');
 
 const accounts = {
   alice: { email: 'alice@example.com', groups: ['eng', 'ops'], name: 'Alice' },
