@@ -115,7 +115,7 @@ impl DemoApp {
     }
 
     fn signed(&self, headers: &HeaderMap) -> Option<(String, Signed)> {
-        let cookie = tokengate_idp::cookies::get(headers, COOKIE)?;
+        let cookie = tokengate_server::cookies::get(headers, COOKIE)?;
         let signed = self.inner().sessions.get(cookie)?.clone();
         Some((cookie.to_owned(), signed))
     }

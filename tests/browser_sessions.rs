@@ -158,6 +158,18 @@ async fn a_browser_signs_in_through_the_gateway_and_its_cookie_session_stays_rev
     let only_ours = format!("{COOKIE}={token}; tokengate_idp=x");
     let public = with_cookie(&stack.url("/public/x"), &only_ours).await;
     assert!(echoed(&public).get("cookie").is_none());
+    // Every cookie the IdP sets, by name as a browser holds them (the upstream sign-in's state
+    // cookie is set with Path=/ and reaches every port of the host), stays away from backends
+    // on every route but the IdP's own.
+    let idp_cookies = "tokengate_idp=1; tokengate_csrf=2; tokengate_console=3; \
+                       tokengate_console_login=4; tokengate_upstream=5";
+    let all = format!("a=1; {COOKIE}={token}; {idp_cookies}; b=2");
+    for path in ["/app/page", "/public/x"] {
+        let reply = get(&stack.url(path), &[HTML, ("cookie", &all)]).await;
+        assert_eq!(echoed(&reply)["cookie"], "a=1; b=2", "{path}");
+    }
+    let sso = with_cookie(&stack.url("/sso/x"), &all).await;
+    assert_eq!(echoed(&sso)["cookie"], format!("a=1; {idp_cookies}; b=2"));
 
     // Who is signed in.
     let session = b.get(&stack.url("/.tokengate/session")).await;

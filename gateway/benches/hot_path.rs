@@ -15,12 +15,12 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderName, header};
 use tokengate_gateway::cache::TokenCache;
 use tokengate_gateway::config::CacheConfig;
-use tokengate_gateway::cookies::{self, IDP_COOKIES};
 use tokengate_gateway::jwks::{Jwks, Keys};
 use tokengate_gateway::metrics::Metrics;
 use tokengate_idp::config::TokensConfig;
 use tokengate_idp::keys::{KeySet, SigningKey};
 use tokengate_idp::sessions::{Issuer, NewSession};
+use tokengate_server::cookies::{self, IDP_COOKIES};
 use tokengate_store::{AnyStore, Claims, MemoryStore, ReferenceToken, Verifier, now_unix};
 
 /// Polls a future once: a cache hit must finish without waiting on anything.

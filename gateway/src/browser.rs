@@ -30,9 +30,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cache::{Identity, LookupError, TokenCache};
 use crate::config::{BrowserConfig, origin};
-use crate::cookies;
 use crate::login::{LoginState, Sealer, safe_rd};
 use crate::reject::{Body, Reject, json, text};
+use tokengate_server::cookies::{self, SameSite};
 
 /// Paths under this prefix are the gateway's own when `[browser]` is configured.
 pub const PREFIX: &str = "/.tokengate/";
@@ -412,7 +412,8 @@ impl Browser {
     }
 
     fn set_cookie(&self, response: &mut Response<Body>, name: &str, value: &str, max_age: u64) {
-        if let Some(cookie) = cookies::set(name, value, self.secure, max_age) {
+        let cookie = cookies::set(name, value, SameSite::Lax, self.secure, Some(max_age));
+        if let Ok(cookie) = HeaderValue::from_str(&cookie) {
             response.headers_mut().append(header::SET_COOKIE, cookie);
         }
     }

@@ -278,10 +278,10 @@ impl BrowserConfig {
                 "must be a cookie name (letters, digits, - _ .)",
             ));
         }
-        if name == "tokengate_idp" {
+        if tokengate_server::cookies::IDP_COOKIES.contains(&name.as_str()) {
             return Err(invalid(
                 key("cookie_name"),
-                "tokengate_idp is the IdP's own cookie",
+                "is the name of one of the IdP's own cookies",
             ));
         }
         if (name.starts_with("__Host-") || name.starts_with("__Secure-")) && !self.secure(tls) {

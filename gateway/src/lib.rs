@@ -11,7 +11,6 @@
 //! * `upstream`: upstreams, picking, connections, sending.
 //! * `sync`: the background task that applies events, reports last use, refreshes keys.
 //! * `browser`: browser sessions: sign-in through the IdP, the session cookie, logout, CSRF.
-//! * `cookies`: reading, writing and stripping cookies.
 //! * `login`: a sign-in under way, sealed into a cookie; which return paths are allowed.
 //! * `admin`: the admin listener (health, readiness, metrics).
 //! * `metrics`: Prometheus metrics (`prometheus-client`), handles pre-created for the hot path.
@@ -21,7 +20,6 @@ pub mod admin;
 pub mod browser;
 pub mod cache;
 pub mod config;
-pub mod cookies;
 pub mod echo;
 pub mod headers;
 pub mod jwks;

@@ -30,7 +30,6 @@ use tracing::{Instrument, Span};
 use crate::browser::{self, Browser, lookup_reject};
 use crate::cache::{Identity, TokenCache};
 use crate::config::ServerConfig;
-use crate::cookies::{self, IDP_COOKIES};
 use crate::headers::{
     RequestIds, X_REQUEST_ID, add_forwarded, add_identity, strip_hop_by_hop, strip_identity,
 };
@@ -38,6 +37,7 @@ use crate::metrics::Metrics;
 use crate::reject::{Body, Reject};
 use crate::routes::{Route, Routes};
 use crate::upstream::{Pinned, Sender, Upstream, UpstreamBody, splice};
+use tokengate_server::cookies::{self, IDP_COOKIES};
 
 pub struct Proxy {
     routes: Routes,

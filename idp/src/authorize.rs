@@ -23,7 +23,6 @@ use tokengate_store::{
 use crate::AppState;
 use crate::clients::Client;
 use crate::config::Grant;
-use crate::cookies;
 use crate::credentials::Kind;
 use crate::error::ApiError;
 use crate::extract::{ClientAddr, FormBody};
@@ -32,6 +31,7 @@ use crate::pages::{self, SignIn, redirect};
 use crate::scope::Scope;
 use crate::sessions::NewSession;
 use crate::token::{token_body, token_reply};
+use tokengate_server::cookies::{self, SameSite};
 
 /// How long an authorization code may wait for its redemption.
 pub const CODE_TTL: Duration = Duration::from_secs(60);
@@ -400,7 +400,7 @@ pub async fn finish_sign_in(
     let cookie = cookies::set(
         cookies::SSO,
         sso.token.expose(),
-        "Lax",
+        SameSite::Lax,
         state.secure_cookies(),
         Some(sso.session.max_expires_at.saturating_sub(now_unix())),
     );
@@ -492,7 +492,13 @@ fn sign_in_page(
         username,
     };
     let mut response = pages::page(status, &page, &targets);
-    let cookie = cookies::set(cookies::CSRF, &csrf, "Strict", state.secure_cookies(), None);
+    let cookie = cookies::set(
+        cookies::CSRF,
+        &csrf,
+        SameSite::Strict,
+        state.secure_cookies(),
+        None,
+    );
     if let Ok(cookie) = HeaderValue::from_str(&cookie) {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }

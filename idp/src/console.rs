@@ -38,16 +38,16 @@ use crate::admin::{self, NewUser, UserPatch};
 use crate::audit::{self, Actor};
 use crate::authorize::{self, pkce_challenge};
 use crate::config::CONSOLE_CLIENT_ID;
-use crate::cookies;
 use crate::error::ApiError;
 use crate::extract::{ClientAddr, FormBody};
 use crate::pages;
 use crate::sessions::NewSession;
+use tokengate_server::cookies::{self, SameSite};
 
 /// The console session cookie: the reference token of the console's browser session.
-pub const SESSION_COOKIE: &str = "tokengate_console";
+pub const SESSION_COOKIE: &str = cookies::CONSOLE;
 /// The state and PKCE verifier of a sign-in under way.
-const LOGIN_COOKIE: &str = "tokengate_console_login";
+const LOGIN_COOKIE: &str = cookies::CONSOLE_LOGIN;
 /// Where the console's cookies are sent, and only there.
 const COOKIE_PATH: &str = "/console/";
 /// How long a sign-in may take.
@@ -414,7 +414,7 @@ async fn login(State(state): State<AppState>, RawQuery(query): RawQuery) -> Resp
         &value,
         COOKIE_PATH,
         // Sent back on the redirect from the sign-in page, a navigation from another origin.
-        "Lax",
+        SameSite::Lax,
         state.console.secure(),
         Some(LOGIN_TTL),
     );
@@ -478,7 +478,12 @@ async fn callback(
             Err(ApiError::Unavailable | ApiError::Internal) => return Err(unavailable()),
             Err(_) => return Err(sign_in_failed("The sign-in code was refused.")),
         };
-    let clear_login = cookies::clear_at(LOGIN_COOKIE, COOKIE_PATH, "Lax", state.console.secure());
+    let clear_login = cookies::clear_at(
+        LOGIN_COOKIE,
+        COOKIE_PATH,
+        SameSite::Lax,
+        state.console.secure(),
+    );
     let user = stored(&state, state.store.user(&record.subject).await)?;
     let Some(user) = user.filter(|u| holds_role(&state, u)) else {
         tracing::info!(subject = %record.subject, "console sign-in refused: role missing");
@@ -504,7 +509,7 @@ async fn callback(
         SESSION_COOKIE,
         issued.token.expose(),
         COOKIE_PATH,
-        "Strict",
+        SameSite::Strict,
         state.console.secure(),
         None,
     );
@@ -534,7 +539,7 @@ async fn logout(
     let clear = cookies::clear_at(
         SESSION_COOKIE,
         COOKIE_PATH,
-        "Strict",
+        SameSite::Strict,
         state.console.secure(),
     );
     add_cookie(&mut response, &clear);

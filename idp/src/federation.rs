@@ -26,17 +26,17 @@ use tokengate_store::{CodeId, ReferenceToken, TokenStore, User, now_unix};
 use crate::AppState;
 use crate::authorize::{self, AuthorizeRequest};
 use crate::config::{MAX_ROLES, UpstreamConfig, check_subject};
-use crate::cookies;
 use crate::error::ApiError;
 use crate::extract::FormBody;
 use crate::metrics::{UpstreamLabels, UpstreamReasonLabels};
 use crate::pages;
 use crate::upstream::{Upstream, UpstreamError};
+use tokengate_server::cookies::{self, SameSite};
 
 /// How long a sign-in may stay at the upstream provider.
 const PENDING_TTL: std::time::Duration = std::time::Duration::from_secs(600);
 /// The cookie that binds a pending sign-in's `state` to the browser that started it.
-pub const STATE_COOKIE: &str = "tokengate_upstream";
+pub const STATE_COOKIE: &str = cookies::UPSTREAM;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -210,7 +210,7 @@ fn fail(state: &AppState, upstream: &str, failure: Failure) -> Response {
 }
 
 fn clear_state_cookie(state: &AppState, response: &mut Response) {
-    let cookie = cookies::clear(STATE_COOKIE, "Lax", state.secure_cookies());
+    let cookie = cookies::clear(STATE_COOKIE, SameSite::Lax, state.secure_cookies());
     if let Ok(cookie) = HeaderValue::from_str(&cookie) {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
@@ -291,7 +291,7 @@ async fn start(
     let cookie = cookies::set(
         STATE_COOKIE,
         flow_state.expose(),
-        "Lax",
+        SameSite::Lax,
         state.secure_cookies(),
         Some(PENDING_TTL.as_secs()),
     );

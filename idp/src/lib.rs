@@ -17,7 +17,7 @@
 //! * `upstream`, `federation`: signing in through upstream OpenID Connect providers (the
 //!   provider as a relying party sees it; the start and callback routes and user mapping).
 //! * `oidc`: OpenID Connect: discovery, ID tokens, userinfo, RP-initiated logout.
-//! * `pages`, `cookies`: the HTML pages (askama templates, CSP) and the IdP's browser cookies.
+//! * `pages`: the HTML pages (askama templates, CSP); cookies are `tokengate_server::cookies`.
 //! * `admin`: the admin listener's API, behind the admin token.
 //! * `console`: the admin console on the admin listener: pages for people who sign in through
 //!   the IdP's own code flow and hold `admin.console_role`.
@@ -30,7 +30,6 @@ pub mod authorize;
 pub mod clients;
 pub mod config;
 pub mod console;
-pub mod cookies;
 pub mod credentials;
 pub mod error;
 pub mod extract;

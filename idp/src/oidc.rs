@@ -12,11 +12,11 @@ use subtle::ConstantTimeEq;
 use tokengate_store::{ReferenceToken, Session, SessionId, SessionKind, TokenStore, now_unix};
 
 use crate::AppState;
-use crate::cookies;
 use crate::error::ApiError;
 use crate::extract::{FormBody, bearer};
 use crate::keys::KeyError;
 use crate::pages::{self, LogoutConfirm, redirect};
+use tokengate_server::cookies::{self, SameSite};
 
 /// How long an ID token is good for (it proves a sign-in; the session is the reference token).
 pub const ID_TOKEN_TTL: u64 = 300;
@@ -253,7 +253,13 @@ async fn logout(state: AppState, headers: HeaderMap, params: FormBody, posted: b
             csrf: &csrf,
         };
         let mut response = pages::page(StatusCode::OK, &page, &targets);
-        let cookie = cookies::set(cookies::CSRF, &csrf, "Strict", state.secure_cookies(), None);
+        let cookie = cookies::set(
+            cookies::CSRF,
+            &csrf,
+            SameSite::Strict,
+            state.secure_cookies(),
+            None,
+        );
         if let Ok(cookie) = HeaderValue::from_str(&cookie) {
             response.headers_mut().append(header::SET_COOKIE, cookie);
         }
@@ -281,7 +287,7 @@ async fn logout(state: AppState, headers: HeaderMap, params: FormBody, posted: b
             "You are signed out of tokengate.",
         ),
     };
-    let clear = cookies::clear(cookies::SSO, "Lax", state.secure_cookies());
+    let clear = cookies::clear(cookies::SSO, SameSite::Lax, state.secure_cookies());
     if let Ok(clear) = HeaderValue::from_str(&clear) {
         response.headers_mut().append(header::SET_COOKIE, clear);
     }

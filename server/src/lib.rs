@@ -5,12 +5,14 @@
 //! hold slots only until someone else needs one. Each service decides nothing here but what it answers.
 //!
 //! * `config`: `ConfigError`, how both services report a configuration file they cannot use.
+//! * `cookies`: reading, writing and stripping cookies, and the names of the IdP's cookies.
 
 mod config;
 
 pub use config::ConfigError;
 
 pub mod challenge;
+pub mod cookies;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
