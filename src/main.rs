@@ -101,6 +101,26 @@ fn init_tracing() {
 }
 
 /// Cancels `token` on SIGINT or SIGTERM.
+/// Runs `reload` on every `SIGHUP` (Unix), as nginx and HAProxy do; it logs its own outcome.
+fn reload_on_signal(reload: impl Fn() + Send + 'static) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP: reload with POST /admin/reload");
+                return;
+            }
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the configuration");
+            reload();
+        }
+    });
+    #[cfg(not(unix))]
+    drop(reload);
+}
+
 fn stop_on_signal(token: CancellationToken) {
     tokio::spawn(async move {
         let ctrl_c = tokio::signal::ctrl_c();
@@ -251,10 +271,16 @@ async fn run_gateway(path: PathBuf) -> Result<()> {
         .store
         .connect()
         .with_context(|| format!("{}: `store`", path.display()))?;
-    let gateway = tokengate_gateway::Gateway::bind(config, store).await?;
+    let gateway = tokengate_gateway::Gateway::bind(config, store)
+        .await?
+        .reload_from(path);
     tracing::info!(public = %gateway.public_addr(), admin = %gateway.admin_addr(), "gateway listening");
     let shutdown = CancellationToken::new();
     stop_on_signal(shutdown.clone());
+    let reloader = gateway.reloader();
+    reload_on_signal(move || {
+        let _ = reloader.reload();
+    });
     gateway.serve(shutdown).await?;
     Ok(())
 }

@@ -141,6 +141,24 @@ fn kubernetes_manifests_agree_with_the_configs_they_ship() {
         [gateway.server.listen, gateway.admin.listen],
         gateway.server.drain_timeout,
     );
+    // The config file is mounted as a directory (a subPath mount never sees a ConfigMap
+    // change), and the reloader sidecar watches the file the gateway reads.
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["shareProcessNamespace"], true);
+    let containers = pod["containers"].as_sequence().unwrap();
+    let args = containers[0]["args"].as_sequence().unwrap();
+    let file = args.last().and_then(|a| a.as_str()).unwrap();
+    for container in containers {
+        let mount = &container["volumeMounts"][0];
+        assert!(mount["subPath"].is_null(), "{container:?}");
+        assert!(file.starts_with(mount["mountPath"].as_str().unwrap()));
+    }
+    let reloader = containers
+        .iter()
+        .find(|c| c["name"] == "config-reloader")
+        .unwrap();
+    let script = reloader["command"][2].as_str().unwrap();
+    assert!(script.contains(file) && script.contains("pkill -HUP -x tokengate"));
     let labels = &deployment["spec"]["template"]["metadata"]["labels"];
     let hpa = kind(&gw_docs, "HorizontalPodAutoscaler", "tokengate-gateway");
     assert_eq!(hpa["spec"]["scaleTargetRef"]["kind"], "Deployment");

@@ -1,15 +1,17 @@
 //! The admin listener: liveness, readiness (keys loaded and store reached; with `[browser]`,
-//! the IdP's endpoints discovered) and metrics. Never on the public port.
+//! the IdP's endpoints discovered), metrics, and `POST /admin/reload` when `admin.token` is set.
+//! Never on the public port.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode, header};
 
-use crate::browser::Browser;
 use crate::cache::TokenCache;
 use crate::metrics::Metrics;
+use crate::proxy::Proxy;
 use crate::reject::{Body, json, text};
+use crate::reload::{ReloadError, Reloader};
 
 #[derive(Clone)]
 pub struct Admin {
@@ -17,7 +19,8 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     /// Set by the sync task once keys are loaded and the store answered.
     pub ready: Arc<AtomicBool>,
-    pub browser: Option<Arc<Browser>>,
+    pub proxy: Arc<Proxy>,
+    pub reloader: Arc<Reloader>,
 }
 
 impl Admin {
@@ -26,7 +29,7 @@ impl Admin {
             "/healthz" => json(StatusCode::OK, r#"{"status":"ok"}"#.into()),
             "/readyz"
                 if self.ready.load(Ordering::Relaxed)
-                    && self.browser.as_ref().is_none_or(|b| b.ready()) =>
+                    && self.proxy.live().browser().is_none_or(|b| b.ready()) =>
             {
                 json(StatusCode::OK, r#"{"status":"ready"}"#.into())
             }
@@ -39,7 +42,67 @@ impl Admin {
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 self.metrics.render(self.tokens.entry_count()),
             ),
-            _ => json(StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#.into()),
+            "/admin/reload" => self.reload(req),
+            _ => not_found(),
         }
     }
+
+    /// `POST /admin/reload` with the admin token; without a configured token it does not exist.
+    fn reload<B>(&self, req: &Request<B>) -> Response<Body> {
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .unwrap_or_default();
+        match self.reloader.admin_token_matches(presented) {
+            None => return not_found(),
+            Some(false) => {
+                let mut response = json(
+                    StatusCode::UNAUTHORIZED,
+                    r#"{"error":"invalid_token"}"#.into(),
+                );
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static("Bearer realm=\"tokengate-admin\""),
+                );
+                return response;
+            }
+            Some(true) => {}
+        }
+        if req.method() != Method::POST {
+            let mut response = json(
+                StatusCode::METHOD_NOT_ALLOWED,
+                r#"{"error":"method_not_allowed"}"#.into(),
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, http::HeaderValue::from_static("POST"));
+            return response;
+        }
+        match self.reloader.reload() {
+            Ok(done) => json(
+                StatusCode::OK,
+                serde_json::json!({
+                    "reloaded": true,
+                    "changed": done.changed,
+                    "needs_restart": done.needs_restart,
+                })
+                .to_string(),
+            ),
+            Err(e @ ReloadError::NoFile) => json(
+                StatusCode::CONFLICT,
+                serde_json::json!({"error": "no_config_file", "error_description": e.to_string()})
+                    .to_string(),
+            ),
+            Err(e) => json(
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({"error": "invalid_config", "error_description": e.to_string()})
+                    .to_string(),
+            ),
+        }
+    }
+}
+
+fn not_found() -> Response<Body> {
+    json(StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#.into())
 }

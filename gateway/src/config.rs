@@ -8,7 +8,7 @@ use serde::Deserialize;
 pub use tokengate_server::ConfigError;
 pub use tokengate_store::StoreConfig;
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
     pub server: ServerConfig,
@@ -27,7 +27,7 @@ pub struct GatewayConfig {
     pub browser: Option<BrowserConfig>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
@@ -55,13 +55,26 @@ pub struct ServerConfig {
     pub tls_key: Option<PathBuf>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// Bearer token for `POST /admin/reload` (also `TOKENGATE_GATEWAY_ADMIN_TOKEN`); without
+    /// one, that endpoint answers 404 and only `SIGHUP` reloads.
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct IdpConfig {
     pub jwks_url: String,
@@ -90,7 +103,7 @@ impl IdpConfig {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CacheConfig {
     /// `false` turns the local cache off: every request reads the store and verifies the value
@@ -118,7 +131,7 @@ impl Default for CacheConfig {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SyncConfig {
     /// Period of last-use reports (and the longest wait for events per read).
@@ -134,7 +147,7 @@ impl Default for SyncConfig {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     pub path_prefix: String,
@@ -165,7 +178,7 @@ pub struct RouteConfig {
 }
 
 /// `[browser]`: the gateway as a confidential client of the IdP, for browser sessions.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BrowserConfig {
     /// The IdP's issuer URL; its endpoints come from `{issuer}/.well-known/openid-configuration`.
@@ -381,6 +394,9 @@ impl GatewayConfig {
             source,
         })?;
         let mut config = Self::parse(&text, path)?;
+        if config.admin.token.is_none() {
+            config.admin.token = std::env::var("TOKENGATE_GATEWAY_ADMIN_TOKEN").ok();
+        }
         if let Some(browser) = &mut config.browser
             && browser.client_secret.is_none()
         {

@@ -27,8 +27,10 @@ pub mod login;
 pub mod metrics;
 pub mod proxy;
 pub mod reject;
+pub mod reload;
 pub mod routes;
 pub mod sync;
+pub mod tls;
 pub mod upstream;
 
 use std::convert::Infallible;
@@ -45,14 +47,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::admin::Admin;
-use crate::browser::{Browser, DiscoveryTask};
 use crate::cache::TokenCache;
 use crate::config::GatewayConfig;
 use crate::jwks::{Jwks, JwksError, Keys};
 use crate::metrics::Metrics;
-use crate::proxy::Proxy;
-use crate::routes::{Route, Routes};
+use crate::proxy::{Live, Proxy};
+use crate::reload::{ReloadError, Reloader};
 use crate::sync::SyncTask;
+use crate::tls::Certificate;
 use crate::upstream::Pinned;
 use tokengate_server::{self as server, serve};
 
@@ -66,53 +68,26 @@ pub enum GatewayError {
         #[source]
         source: std::io::Error,
     },
-    #[error("routes[{0}]: bad upstream")]
-    Route(usize),
+    #[error(transparent)]
+    Config(#[from] ReloadError),
     #[error(transparent)]
     Jwks(#[from] JwksError),
-    #[error("TLS: {0}")]
-    Tls(String),
-}
-
-/// A TLS acceptor for the certificate chain and key in these PEM files, offering h2 and
-/// http/1.1 by ALPN.
-pub fn tls_acceptor(
-    cert: &std::path::Path,
-    key: &std::path::Path,
-) -> Result<tokio_rustls::TlsAcceptor, GatewayError> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let tls = |what: &std::path::Path, e: &dyn std::fmt::Display| {
-        GatewayError::Tls(format!("{}: {e}", what.display()))
-    };
-    let certs = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| tls(cert, &e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| tls(cert, &e))?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| tls(key, &e))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| tls(cert, &e))?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .map_err(|e| tls(cert, &e))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 pub struct Gateway {
     config: GatewayConfig,
+    /// The file the configuration came from, read again on reload.
+    path: Option<std::path::PathBuf>,
     proxy: Arc<Proxy>,
     tokens: Arc<TokenCache>,
     keys: Arc<Keys>,
     metrics: Arc<Metrics>,
-    browser: Option<Arc<Browser>>,
     ready: Arc<AtomicBool>,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    certificate: Option<Arc<Certificate>>,
     public: TcpListener,
     admin: TcpListener,
+    shutdown: CancellationToken,
+    reloader: Arc<Reloader>,
 }
 
 impl Gateway {
@@ -129,48 +104,69 @@ impl Gateway {
             keys.clone(),
             metrics.clone(),
         ));
-        let routes = config
-            .routes
-            .iter()
-            .enumerate()
-            .map(|(i, r)| Route::new(r, &metrics).ok_or(GatewayError::Route(i)))
-            .collect::<Result<Vec<_>, _>>()?;
-        let routes = Routes::new(routes);
-        let s = &config.server;
-        let browser = config
-            .browser
-            .as_ref()
-            .map(|b| Arc::new(Browser::new(b, s.tls_cert.is_some())));
+        let live = Live::new(reload::routes(&config, &metrics)?, reload::browser(&config));
         let proxy = Arc::new(Proxy::new(
-            routes,
+            live,
             tokens.clone(),
             metrics.clone(),
-            s,
-            browser.clone(),
+            &config.server,
         ));
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
                 .map_err(|source| GatewayError::Bind { addr, source })
         };
-        let tls = match (&config.server.tls_cert, &config.server.tls_key) {
-            (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+        let certificate = match (&config.server.tls_cert, &config.server.tls_key) {
+            (Some(cert), Some(key)) => Some(Certificate::new(
+                tls::load(cert, key).map_err(ReloadError::from)?,
+            )),
             _ => None,
         };
         let public = bind(config.server.listen).await?;
         let admin = bind(config.admin.listen).await?;
+        let shutdown = CancellationToken::new();
+        let reloader = Arc::new(Reloader::new(
+            None,
+            config.clone(),
+            proxy.clone(),
+            certificate.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+        metrics.config_loaded(true);
         Ok(Gateway {
             config,
+            path: None,
             proxy,
             tokens,
             keys,
             metrics,
-            browser,
             ready: Arc::new(AtomicBool::new(false)),
-            tls,
+            certificate,
             public,
             admin,
+            shutdown,
+            reloader,
         })
+    }
+
+    /// Reloads (on `SIGHUP` or `POST /admin/reload`) read this file again.
+    pub fn reload_from(mut self, path: std::path::PathBuf) -> Self {
+        self.path = Some(path.clone());
+        self.reloader = Arc::new(Reloader::new(
+            Some(path),
+            self.config.clone(),
+            self.proxy.clone(),
+            self.certificate.clone(),
+            self.metrics.clone(),
+            self.shutdown.clone(),
+        ));
+        self
+    }
+
+    /// Applies the configuration file again; for a signal handler.
+    pub fn reloader(&self) -> Arc<Reloader> {
+        self.reloader.clone()
     }
 
     pub fn public_addr(&self) -> SocketAddr {
@@ -197,39 +193,36 @@ impl Gateway {
             sync.run(shutdown.clone())
                 .instrument(tracing::info_span!("sync")),
         );
-        if let Some(browser) = &self.browser {
-            let discovery = DiscoveryTask {
-                browser: browser.clone(),
-            };
-            tokio::spawn(
-                discovery
-                    .run(shutdown.clone())
-                    .instrument(tracing::info_span!("discovery")),
-            );
-        }
+        // The reloader's tasks end with this gateway.
+        let reloads = self.shutdown.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            reloads.cancel();
+        });
+        self.reloader.discover();
         let s = &self.config.server;
         let limits = server::Limits::new(s.max_connections, s.header_timeout, s.drain_timeout);
 
         let proxy = self.proxy.clone();
-        let public = serve(
-            self.public,
-            self.tls,
-            limits,
-            shutdown.clone(),
-            move |peer| {
-                let proxy = proxy.clone();
-                let pinned = Arc::new(Pinned::default());
-                service_fn(move |req: Request<Incoming>| {
-                    let (proxy, pinned) = (proxy.clone(), pinned.clone());
-                    async move { Ok::<_, Infallible>(proxy.handle(req, peer, Some(&pinned)).await) }
-                })
-            },
-        );
+        let tls = match &self.certificate {
+            Some(certificate) => Some(certificate.acceptor().map_err(ReloadError::from)?),
+            None => None,
+        };
+        let public = serve(self.public, tls, limits, shutdown.clone(), move |peer| {
+            let proxy = proxy.clone();
+            let pinned = Arc::new(Pinned::default());
+            service_fn(move |req: Request<Incoming>| {
+                let (proxy, pinned) = (proxy.clone(), pinned.clone());
+                async move { Ok::<_, Infallible>(proxy.handle(req, peer, Some(&pinned)).await) }
+            })
+        });
         let admin = Admin {
             tokens: self.tokens.clone(),
             metrics: self.metrics.clone(),
             ready: self.ready.clone(),
-            browser: self.browser.clone(),
+            proxy: self.proxy.clone(),
+            reloader: self.reloader.clone(),
         };
         let admin = serve(self.admin, None, limits, shutdown.clone(), move |_| {
             let admin = admin.clone();

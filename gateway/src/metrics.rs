@@ -28,6 +28,11 @@ struct StatusLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     route: String,
     host: String,
@@ -83,6 +88,11 @@ pub struct Metrics {
     pub last_use_batches: Counter,
     /// Seconds between the newest applied event's publication and its application.
     pub event_lag: Gauge<f64, AtomicU64>,
+    /// Configuration reloads that took effect, and those refused.
+    pub config_reloads_ok: Counter,
+    pub config_reloads_error: Counter,
+    /// Unix time of the last reload that took effect (or of the start).
+    pub config_last_reload_success: Gauge<f64, AtomicU64>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -101,6 +111,7 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("tokengate");
         let requests = Family::<StatusLabels, Counter>::default();
+        let reloads = Family::<ResultLabels, Counter>::default();
         let m = Metrics {
             requests: StatusCounters::of(|status| {
                 requests.get_or_create_owned(&StatusLabels { status })
@@ -119,8 +130,21 @@ impl Metrics {
             last_use_reported: Counter::default(),
             last_use_batches: Counter::default(),
             event_lag: Gauge::default(),
+            config_reloads_ok: reloads.get_or_create_owned(&ResultLabels { result: "ok" }),
+            config_reloads_error: reloads.get_or_create_owned(&ResultLabels { result: "error" }),
+            config_last_reload_success: Gauge::default(),
             registry: Registry::default(),
         };
+        registry.register(
+            "config_reloads",
+            "Configuration reloads, by result (ok: took effect; error: refused, nothing changed)",
+            reloads,
+        );
+        registry.register(
+            "config_last_reload_success_timestamp_seconds",
+            "Unix time of the last configuration (re)load that took effect",
+            m.config_last_reload_success.clone(),
+        );
         registry.register("requests", "Requests answered, by status", requests);
         registry.register(
             "route_requests",
@@ -210,6 +234,19 @@ impl Metrics {
                 status,
             })
         })
+    }
+
+    /// A configuration (re)load: counted by result; one that took effect is timestamped.
+    pub fn config_loaded(&self, ok: bool) {
+        if !ok {
+            self.config_reloads_error.inc();
+            return;
+        }
+        self.config_reloads_ok.inc();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.config_last_reload_success.set(now.as_secs_f64());
     }
 
     pub fn observe_duration(&self, elapsed: Duration) {

@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use http::header;
 use http::{HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
@@ -40,7 +41,9 @@ use crate::upstream::{Pinned, Sender, Upstream, UpstreamBody, splice};
 use tokengate_server::cookies::{self, IDP_COOKIES};
 
 pub struct Proxy {
-    routes: Routes,
+    /// What a reload replaces: one atomic load per request, and a request in flight keeps
+    /// the one it started with.
+    live: ArcSwap<Live>,
     sender: Sender,
     tokens: Arc<TokenCache>,
     metrics: Arc<Metrics>,
@@ -48,11 +51,38 @@ pub struct Proxy {
     max_body_bytes: u64,
     /// `X-Forwarded-Proto`: how clients reach this gateway.
     proto: HeaderValue,
+}
+
+/// The part of the request path that a configuration reload replaces whole.
+pub struct Live {
+    routes: Routes,
     /// Browser sessions (`[browser]`); `None` costs the request path nothing.
     browser: Option<Arc<Browser>>,
     /// Cookies never forwarded: on an `idp = true` route, and on every other route.
     strip_cookies_idp: Vec<String>,
     strip_cookies: Vec<String>,
+}
+
+impl Live {
+    pub fn new(routes: Routes, browser: Option<Arc<Browser>>) -> Self {
+        let own: Vec<String> = browser
+            .iter()
+            .flat_map(|b| b.own_cookies())
+            .map(str::to_owned)
+            .collect();
+        let mut strip_cookies = own.clone();
+        strip_cookies.extend(IDP_COOKIES.map(str::to_owned));
+        Live {
+            routes,
+            browser,
+            strip_cookies_idp: own,
+            strip_cookies,
+        }
+    }
+
+    pub fn browser(&self) -> Option<&Arc<Browser>> {
+        self.browser.as_ref()
+    }
 }
 
 /// How a request proved who it is.
@@ -75,24 +105,13 @@ struct Outgoing<'r> {
 
 impl Proxy {
     pub fn new(
-        routes: Routes,
+        live: Live,
         tokens: Arc<TokenCache>,
         metrics: Arc<Metrics>,
         server: &ServerConfig,
-        browser: Option<Arc<Browser>>,
     ) -> Self {
-        let own: Vec<String> = browser
-            .iter()
-            .flat_map(|b| b.own_cookies())
-            .map(str::to_owned)
-            .collect();
-        let mut strip_cookies = own.clone();
-        strip_cookies.extend(IDP_COOKIES.map(str::to_owned));
         Proxy {
-            browser,
-            strip_cookies_idp: own,
-            strip_cookies,
-            routes,
+            live: ArcSwap::from_pointee(live),
             sender: Sender::new(server),
             tokens,
             metrics,
@@ -104,6 +123,16 @@ impl Proxy {
                 "http"
             }),
         }
+    }
+
+    /// What requests use now.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
+    /// From now on, new requests use `live`; those in flight finish with what they had.
+    pub fn replace(&self, live: Live) {
+        self.live.store(Arc::new(live));
     }
 
     /// Answers one request. `pinned` holds the upstream connections of the downstream HTTP/1
@@ -119,16 +148,17 @@ impl Proxy {
         req.headers_mut().insert(X_REQUEST_ID, id.clone());
         let span = tracing::debug_span!("request", request_id = ?id);
         strip_identity(req.headers_mut());
-        if let Some(browser) = &self.browser
+        let live = self.live.load_full();
+        if let Some(browser) = &live.browser
             && req.uri().path().starts_with(browser::PREFIX)
         {
             let result = self.own_path(browser, &req).instrument(span.clone()).await;
             return self.finish(result, None, id, started, &span);
         }
-        let route = self.routes.find(&req);
+        let route = live.routes.find(&req);
         let result = match route {
             Some(route) => {
-                self.serve(req, route, peer, pinned)
+                self.serve(&live, req, route, peer, pinned)
                     .instrument(span.clone())
                     .await
             }
@@ -139,18 +169,19 @@ impl Proxy {
 
     async fn serve(
         &self,
+        live: &Live,
         req: Request<Incoming>,
         route: &Route,
         peer: SocketAddr,
         pinned: Option<&Pinned>,
     ) -> Result<Response<Body>, Reject> {
-        let (identity, via) = match self.authenticate(route, &req).await {
+        let (identity, via) = match self.authenticate(live, route, &req).await {
             Ok(found) => found,
             // Two session cookies would only come back after signing in: no redirect then.
             Err(Reject::MissingToken | Reject::InvalidToken)
                 if route.browser
                     && browser::is_navigation(&req)
-                    && let Some(browser) = &self.browser
+                    && let Some(browser) = &live.browser
                     && browser.session_cookie(req.headers()).is_ok() =>
             {
                 return Ok(browser.sign_in(&req));
@@ -158,12 +189,12 @@ impl Proxy {
             Err(reject) => return Err(reject),
         };
         if via == Some(Via::Cookie)
-            && let Some(browser) = &self.browser
+            && let Some(browser) = &live.browser
         {
             browser.check_origin(req.method(), req.headers())?;
         }
         authorize(route, identity.as_deref())?;
-        let outgoing = self.upstream_request(req, route, identity.as_deref(), peer)?;
+        let outgoing = self.upstream_request(live, req, route, identity.as_deref(), peer)?;
         let pinned = pinned.filter(|_| outgoing.http1 && outgoing.upgrade.is_none());
         let response = self
             .sender
@@ -181,13 +212,14 @@ impl Proxy {
     /// on a browser route without one, its one session cookie.
     async fn authenticate(
         &self,
+        live: &Live,
         route: &Route,
         req: &Request<Incoming>,
     ) -> Result<(Option<Arc<Identity>>, Option<Via>), Reject> {
         if !route.auth {
             return Ok((None, None));
         }
-        let browser = self.browser.as_deref().filter(|_| route.browser);
+        let browser = live.browser.as_deref().filter(|_| route.browser);
         let (identity, via) = self.identify(browser, req).await?;
         Ok((Some(identity), Some(via)))
     }
@@ -232,6 +264,7 @@ impl Proxy {
     /// client names in `Connection` can remove them.
     fn upstream_request<'r>(
         &self,
+        live: &Live,
         req: Request<Incoming>,
         route: &'r Route,
         identity: Option<&Identity>,
@@ -275,9 +308,9 @@ impl Proxy {
         // The session cookie is a credential, as `Authorization` is; the IdP's cookie would
         // reach every backend on its host (browsers share cookies across ports).
         let strip = if route.idp {
-            &self.strip_cookies_idp
+            &live.strip_cookies_idp
         } else {
-            &self.strip_cookies
+            &live.strip_cookies
         };
         cookies::strip(h, strip);
         add_forwarded(h, peer, &self.proto, host);

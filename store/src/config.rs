@@ -36,7 +36,7 @@ pub enum StoreMode {
     Sentinel,
 }
 
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     #[serde(default)]

@@ -29,6 +29,8 @@ pub struct Options {
     pub persistent_redis: bool,
     /// Extra lines for the gateways' `[server]` section.
     pub gateway_server: String,
+    /// Extra lines for the gateways' `[admin]` section.
+    pub gateway_admin: String,
     /// The gateways' `sync.interval`.
     pub sync_interval: &'static str,
     /// Extra sections for the IdP's config.
@@ -41,6 +43,7 @@ impl Default for Options {
             gateways: 2,
             persistent_redis: false,
             gateway_server: String::new(),
+            gateway_admin: String::new(),
             sync_interval: "100ms",
             idp_extra: String::new(),
         }
@@ -385,6 +388,7 @@ drain_timeout = "5s"
 {server}
 [admin]
 listen = "{admin}"
+{admin_extra}
 [store]
 redis_url = "{redis}"
 [idp]
@@ -404,6 +408,7 @@ upstream = "http://{dead}"
 auth = false
 "#,
                 server = options.gateway_server,
+                admin_extra = options.gateway_admin,
                 redis = redis.url(),
                 sync = options.sync_interval,
                 routes = super::backend_routes(&backend.url()),
@@ -445,6 +450,11 @@ auth = false
             dir,
             _silent: silent_listener,
         }
+    }
+
+    /// The configuration file of gateway `i`, as it was started (tests rewrite it to reload).
+    pub fn gateway_config_path(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("gateway{i}.toml"))
     }
 
     /// Remembers a string that must never appear in a log.

@@ -1,0 +1,336 @@
+//! Reloading the configuration file without a restart (`SIGHUP`, `POST /admin/reload`).
+//!
+//! The new file is read and validated whole, and everything it names is built (routes, the TLS
+//! certificate and key, the browser client) before anything changes; then the request path's
+//! [`Live`] part and the certificate are swapped in atomically. A broken file changes nothing.
+//! Settings that need a restart (listen addresses, the store, the cache's size, ...) keep their
+//! running value, and the log names each one.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::browser::{Browser, DiscoveryTask};
+use crate::config::{ConfigError, GatewayConfig};
+use crate::metrics::Metrics;
+use crate::proxy::{Live, Proxy};
+use crate::routes::{Route, Routes};
+use crate::tls::{self, Certificate, TlsError};
+
+/// Why a reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("this gateway was not started from a configuration file")]
+    NoFile,
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("routes[{0}]: bad upstream")]
+    Route(usize),
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+}
+
+/// What a reload that took effect did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Sections that changed: `routes`, `browser`, `tls`, `admin`.
+    pub changed: Vec<&'static str>,
+    /// Keys whose new value needs a restart; their running value was kept.
+    pub needs_restart: Vec<String>,
+}
+
+/// The request path's routes, built from their configuration.
+pub fn routes(config: &GatewayConfig, metrics: &Metrics) -> Result<Routes, ReloadError> {
+    let routes = config
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Route::new(r, metrics).ok_or(ReloadError::Route(i)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Routes::new(routes))
+}
+
+/// The browser client of `[browser]`, if any.
+pub fn browser(config: &GatewayConfig) -> Option<Arc<Browser>> {
+    let tls = config.server.tls_cert.is_some();
+    config
+        .browser
+        .as_ref()
+        .map(|b| Arc::new(Browser::new(b, tls)))
+}
+
+/// Applies new configuration files to a running gateway.
+pub struct Reloader {
+    path: Option<PathBuf>,
+    /// The configuration in force; held while a reload runs, so reloads never interleave.
+    current: Mutex<GatewayConfig>,
+    proxy: Arc<Proxy>,
+    certificate: Option<Arc<Certificate>>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    /// Stops the discovery of a browser client that a reload replaced.
+    discovery: Mutex<CancellationToken>,
+}
+
+impl Reloader {
+    pub fn new(
+        path: Option<PathBuf>,
+        config: GatewayConfig,
+        proxy: Arc<Proxy>,
+        certificate: Option<Arc<Certificate>>,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Reloader {
+            path,
+            current: Mutex::new(config),
+            proxy,
+            certificate,
+            metrics,
+            discovery: Mutex::new(shutdown.child_token()),
+            shutdown,
+        }
+    }
+
+    /// Whether `token` is the admin token that may ask for a reload (`None`: no token is
+    /// configured, so nothing is).
+    pub fn admin_token_matches(&self, presented: &[u8]) -> Option<bool> {
+        let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let token = current.admin.token.as_deref()?;
+        Some(constant_time_eq(token.as_bytes(), presented))
+    }
+
+    /// Finds the IdP's endpoints for the browser client in force, in the background.
+    pub fn discover(&self) {
+        if let Some(browser) = self.proxy.live().browser() {
+            self.start_discovery(browser.clone());
+        }
+    }
+
+    fn start_discovery(&self, browser: Arc<Browser>) {
+        let token = self.shutdown.child_token();
+        let previous = std::mem::replace(
+            &mut *self.discovery.lock().unwrap_or_else(|p| p.into_inner()),
+            token.clone(),
+        );
+        previous.cancel();
+        tokio::spawn(
+            DiscoveryTask { browser }
+                .run(token)
+                .instrument(tracing::info_span!("discovery")),
+        );
+    }
+
+    /// Reads, checks and applies the configuration file; logs and counts the outcome.
+    pub fn reload(&self) -> Result<Reloaded, ReloadError> {
+        let result = self.try_reload();
+        match &result {
+            Ok(done) => {
+                tracing::info!(changed = ?done.changed, needs_restart = ?done.needs_restart, "configuration reloaded");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reload refused; the running configuration is unchanged")
+            }
+        }
+        self.metrics.config_loaded(result.is_ok());
+        result
+    }
+
+    fn try_reload(&self) -> Result<Reloaded, ReloadError> {
+        let path = self.path.as_ref().ok_or(ReloadError::NoFile)?;
+        let mut new = GatewayConfig::load(path)?;
+        // Every file the new configuration names is read, even where a restart is needed to
+        // use it, so that a broken one is reported now rather than at the next start.
+        let certificate = match (&new.server.tls_cert, &new.server.tls_key) {
+            (Some(cert), Some(key)) => Some(tls::load(cert, key)?),
+            _ => None,
+        };
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let kept = keep_restart_only(&current, &mut new);
+        for (key, value) in &kept {
+            tracing::warn!("reload: {key} needs a restart, kept {value}");
+        }
+        let needs_restart = kept.into_iter().map(|(key, _)| key).collect();
+
+        // Build everything first: nothing below may fail once the swap begins.
+        let routes = routes(&new, &self.metrics)?;
+        let browser_changed = new.browser != current.browser;
+        let browser = if browser_changed {
+            browser(&new)
+        } else {
+            self.proxy.live().browser().cloned()
+        };
+
+        let mut changed = Vec::new();
+        if new.routes != current.routes {
+            changed.push("routes");
+        }
+        if browser_changed {
+            changed.push("browser");
+        }
+        if new.admin != current.admin {
+            changed.push("admin");
+        }
+        self.proxy.replace(Live::new(routes, browser.clone()));
+        if let (Some(swap), Some(certificate)) = (&self.certificate, certificate)
+            && swap.store(certificate)
+        {
+            changed.push("tls");
+        }
+        if browser_changed && let Some(browser) = browser {
+            self.start_discovery(browser);
+        }
+        *current = new;
+        Ok(Reloaded {
+            changed,
+            needs_restart,
+        })
+    }
+}
+
+/// Puts back into `new` every setting that only a restart can change, naming those that differ.
+/// Each as its key and the running value kept, as the log shows it.
+fn keep_restart_only(current: &GatewayConfig, new: &mut GatewayConfig) -> Vec<(String, String)> {
+    let mut kept = Vec::new();
+    fn keep<T: PartialEq + Clone>(
+        kept: &mut Vec<(String, String)>,
+        key: &str,
+        current: &T,
+        new: &mut T,
+        show: impl Fn(&T) -> String,
+    ) {
+        if new != current {
+            kept.push((key.to_owned(), show(current)));
+            *new = current.clone();
+        }
+    }
+    let shown = |v: &dyn std::fmt::Debug| format!("{v:?}");
+    let (c, n) = (current, &mut *new);
+    keep(
+        &mut kept,
+        "server.listen",
+        &c.server.listen,
+        &mut n.server.listen,
+        |v| v.to_string(),
+    );
+    keep(
+        &mut kept,
+        "admin.listen",
+        &c.admin.listen,
+        &mut n.admin.listen,
+        |v| v.to_string(),
+    );
+    keep(
+        &mut kept,
+        "server.max_connections",
+        &c.server.max_connections,
+        &mut n.server.max_connections,
+        |v| shown(v),
+    );
+    keep(
+        &mut kept,
+        "server.header_timeout",
+        &c.server.header_timeout,
+        &mut n.server.header_timeout,
+        |v| shown(v),
+    );
+    keep(
+        &mut kept,
+        "server.upstream_timeout",
+        &c.server.upstream_timeout,
+        &mut n.server.upstream_timeout,
+        |v| shown(v),
+    );
+    keep(
+        &mut kept,
+        "server.connect_timeout",
+        &c.server.connect_timeout,
+        &mut n.server.connect_timeout,
+        |v| shown(v),
+    );
+    keep(
+        &mut kept,
+        "server.drain_timeout",
+        &c.server.drain_timeout,
+        &mut n.server.drain_timeout,
+        |v| shown(v),
+    );
+    keep(
+        &mut kept,
+        "server.max_body_bytes",
+        &c.server.max_body_bytes,
+        &mut n.server.max_body_bytes,
+        |v| shown(v),
+    );
+    if c.server.tls_cert.is_some() != n.server.tls_cert.is_some() {
+        let was = if c.server.tls_cert.is_some() {
+            "on"
+        } else {
+            "off"
+        };
+        kept.push(("server.tls_cert".to_owned(), format!("TLS {was}")));
+        n.server.tls_cert = c.server.tls_cert.clone();
+        n.server.tls_key = c.server.tls_key.clone();
+    }
+    // The store's URL may carry a password: never shown.
+    keep(&mut kept, "store", &c.store, &mut n.store, |_| {
+        "the running connection".to_owned()
+    });
+    keep(&mut kept, "cache", &c.cache, &mut n.cache, |v| shown(v));
+    keep(&mut kept, "sync", &c.sync, &mut n.sync, |v| shown(v));
+    keep(&mut kept, "idp", &c.idp, &mut n.idp, |v| shown(v));
+    kept
+}
+
+/// Compares secrets without telling, by timing, how much of them matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const BASE: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+[admin]
+listen = "127.0.0.1:9090"
+[idp]
+jwks_url = "http://127.0.0.1:7000/.well-known/jwks.json"
+"#;
+
+    fn config(extra: &str) -> GatewayConfig {
+        GatewayConfig::parse(&format!("{BASE}{extra}"), Path::new("g.toml")).unwrap()
+    }
+
+    #[test]
+    fn settings_that_need_a_restart_keep_their_running_value() {
+        let current = config("");
+        let mut new = config("[cache]\nmax_entries = 5\n");
+        new.server.listen = "127.0.0.1:8081".parse().unwrap();
+        new.routes =
+            config("[[routes]]\npath_prefix = \"/a/\"\nupstream = \"http://127.0.0.1:1\"\n").routes;
+        let kept = keep_restart_only(&current, &mut new);
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        assert_eq!(kept[0], ("server.listen".into(), "127.0.0.1:8080".into()));
+        assert_eq!(kept[1].0, "cache");
+        assert_eq!(new.server.listen, current.server.listen);
+        assert_eq!(new.cache, current.cache);
+        // What reloads live is left as the new file says.
+        assert_eq!(new.routes.len(), 1);
+        assert!(keep_restart_only(&current, &mut current.clone()).is_empty());
+    }
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+}
