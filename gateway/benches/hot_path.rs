@@ -192,8 +192,23 @@ fn session_cookie(c: &mut Criterion) {
     });
 }
 
+/// What reloadable configuration costs a request: one `ArcSwap::load_full` (and its drop),
+/// beside the `Arc` clone it replaces the need for.
+fn live_config(c: &mut Criterion) {
+    let live = std::sync::Arc::new([0u64; 8]);
+    let swap = arc_swap::ArcSwap::new(live.clone());
+    c.bench_function(
+        "reload: load the live configuration (ArcSwap::load_full)",
+        |b| b.iter(|| black_box(swap.load_full())[0]),
+    );
+    c.bench_function("reload: baseline, clone an Arc", |b| {
+        b.iter(|| black_box(live.clone())[0])
+    });
+}
+
 criterion_group!(
     benches,
+    live_config,
     cache_hit,
     session_cookie,
     request_metrics,
