@@ -28,8 +28,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use tokengate_store::{ReferenceToken, TokenStore, now_unix};
 use tokio_util::sync::CancellationToken;
 
-use crate::cache::{Identity, LookupError, TokenCache};
+use crate::cache::{Identity, TokenCache};
 use crate::config::{BrowserConfig, origin};
+use crate::headers;
 use crate::login::{LoginState, Sealer, safe_rd};
 use crate::reject::{Body, Reject, json, text};
 use tokengate_server::cookies::{self, SameSite};
@@ -50,6 +51,20 @@ struct Endpoints {
     token: String,
     revocation: String,
     end_session: String,
+}
+
+/// How a request on a `browser` route proved who it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    Bearer,
+    Cookie,
+}
+
+/// What authenticating a request on a `browser` route comes to.
+pub enum Admission {
+    Session(Arc<Identity>),
+    /// A navigation without a session: the redirect to sign in.
+    SignIn(Response<Body>),
 }
 
 pub struct Browser {
@@ -120,6 +135,47 @@ impl Browser {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// A request on a `browser` route: the session behind its bearer header or, without one,
+    /// its one session cookie; a cookie-authenticated unsafe request must come from an allowed
+    /// origin (CSRF). A navigation without a usable session is sent to sign in.
+    pub async fn authenticate<B>(
+        &self,
+        req: &Request<B>,
+        tokens: &TokenCache,
+    ) -> Result<Admission, Reject> {
+        match self.identify(req, tokens).await {
+            Ok((identity, via)) => {
+                if via == Via::Cookie {
+                    self.check_origin(req.method(), req.headers())?;
+                }
+                Ok(Admission::Session(identity))
+            }
+            // Two session cookies would only come back after signing in: no redirect then.
+            Err(Reject::MissingToken | Reject::InvalidToken)
+                if is_navigation(req) && self.session_cookie(req.headers()).is_ok() =>
+            {
+                Ok(Admission::SignIn(self.sign_in(req)))
+            }
+            Err(reject) => Err(reject),
+        }
+    }
+
+    /// The session behind the request's one bearer header, else its one session cookie.
+    pub async fn identify<B>(
+        &self,
+        req: &Request<B>,
+        tokens: &TokenCache,
+    ) -> Result<(Arc<Identity>, Via), Reject> {
+        if let Some(value) = headers::authorization(req.headers())? {
+            let identity = tokens.authenticate(value.as_bytes()).await?;
+            return Ok((identity, Via::Bearer));
+        }
+        match self.session_cookie(req.headers())? {
+            None => Err(Reject::MissingToken),
+            Some(token) => Ok((tokens.authenticate_token(token).await?, Via::Cookie)),
+        }
     }
 
     /// The session token in the request's cookie: `Ok(None)` when there is none, an error when
@@ -235,11 +291,20 @@ impl Browser {
         Ok(response)
     }
 
+    /// `/.tokengate/callback`: the IdP sent the browser back with a code.
     async fn callback<B>(
         &self,
         req: &Request<B>,
         tokens: &TokenCache,
     ) -> Result<Response<Body>, Reject> {
+        let (code, state) = self.verify_state(req)?;
+        let issued = self.exchange_code(&code, &state).await?;
+        self.signed_in(issued, &state, tokens).await
+    }
+
+    /// The callback's code, once its `state` matches the sealed sign-in state of this browser,
+    /// fresh and used once.
+    fn verify_state<B>(&self, req: &Request<B>) -> Result<(String, LoginState), Reject> {
         let params: Vec<(String, String)> =
             serde_urlencoded::from_str(req.uri().query().unwrap_or(""))
                 .map_err(|_| Reject::BadSignIn)?;
@@ -286,6 +351,12 @@ impl Browser {
             tracing::info!("sign-in callback replayed");
             return Err(Reject::BadSignIn);
         }
+        Ok((code.to_owned(), state))
+    }
+
+    /// The code exchanged at the IdP's token endpoint, as the confidential client, with the
+    /// sign-in's PKCE verifier.
+    async fn exchange_code(&self, code: &str, state: &LoginState) -> Result<TokenResponse, Reject> {
         let endpoints = self.endpoints().ok_or(Reject::Unavailable)?;
         let form = serde_urlencoded::to_string([
             ("grant_type", "authorization_code"),
@@ -309,12 +380,21 @@ impl Browser {
                 Reject::BadSignIn
             });
         }
-        let tokens_body: TokenResponse =
-            serde_json::from_slice(&body).map_err(|_| Reject::Unavailable)?;
+        serde_json::from_slice(&body).map_err(|_| Reject::Unavailable)
+    }
+
+    /// The session cookie set (and the ID token kept for logout), back to where the browser
+    /// wanted to go.
+    async fn signed_in(
+        &self,
+        tokens_body: TokenResponse,
+        state: &LoginState,
+        tokens: &TokenCache,
+    ) -> Result<Response<Body>, Reject> {
         let identity = tokens
             .authenticate_token(&tokens_body.access_token)
             .await
-            .map_err(lookup_reject)?;
+            .map_err(Reject::from)?;
         // The cookie lives as long as the session can: its absolute end, not the idle timeout
         // (use slides the idle end on).
         let max_age = match tokens.store().lookup(&identity.session).await {
@@ -486,19 +566,6 @@ struct TokenResponse {
     expires_in: u64,
     #[serde(default)]
     id_token: Option<String>,
-}
-
-/// How a failed lookup is answered.
-pub fn lookup_reject(e: LookupError) -> Reject {
-    match e {
-        LookupError::Invalid => Reject::InvalidToken,
-        // Counted in the metrics, not logged per request: it lasts as long as the IdP is down.
-        LookupError::Expired => Reject::Unavailable,
-        e @ (LookupError::Unavailable(_) | LookupError::NoKeys) => {
-            tracing::warn!(error = %e, "cannot validate a token now");
-            Reject::Unavailable
-        }
-    }
 }
 
 /// A top-level navigation of a browser (it can follow a redirect to a sign-in page): `GET` or

@@ -8,6 +8,7 @@ use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue};
 
 use crate::cache::Identity;
+use crate::reject::Reject;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_AUTH_SUBJECT: HeaderName = HeaderName::from_static("x-auth-subject");
@@ -16,6 +17,15 @@ const X_AUTH_SESSION: HeaderName = HeaderName::from_static("x-auth-session");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// The request's one `Authorization` header: `None` without one; two or more are refused.
+pub fn authorization(headers: &HeaderMap) -> Result<Option<&HeaderValue>, Reject> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    match (values.next(), values.next()) {
+        (Some(_), Some(_)) => Err(Reject::InvalidToken),
+        (one, _) => Ok(one),
+    }
+}
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1): they describe one connection, never forwarded.
 const HOP_BY_HOP: [HeaderName; 7] = [

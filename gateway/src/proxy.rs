@@ -28,11 +28,12 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use tracing::{Instrument, Span};
 
-use crate::browser::{self, Browser, lookup_reject};
+use crate::browser::{self, Admission, Browser};
 use crate::cache::{Identity, TokenCache};
 use crate::config::ServerConfig;
 use crate::headers::{
-    RequestIds, X_REQUEST_ID, add_forwarded, add_identity, strip_hop_by_hop, strip_identity,
+    RequestIds, X_REQUEST_ID, add_forwarded, add_identity, authorization, strip_hop_by_hop,
+    strip_identity,
 };
 use crate::metrics::Metrics;
 use crate::reject::{Body, Reject};
@@ -83,13 +84,6 @@ impl Live {
     pub fn browser(&self) -> Option<&Arc<Browser>> {
         self.browser.as_ref()
     }
-}
-
-/// How a request proved who it is.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Via {
-    Bearer,
-    Cookie,
 }
 
 /// A request ready for its upstream, with what sending and the response phase need to know.
@@ -175,24 +169,11 @@ impl Proxy {
         peer: SocketAddr,
         pinned: Option<&Pinned>,
     ) -> Result<Response<Body>, Reject> {
-        let (identity, via) = match self.authenticate(live, route, &req).await {
-            Ok(found) => found,
-            // Two session cookies would only come back after signing in: no redirect then.
-            Err(Reject::MissingToken | Reject::InvalidToken)
-                if route.browser
-                    && browser::is_navigation(&req)
-                    && let Some(browser) = &live.browser
-                    && browser.session_cookie(req.headers()).is_ok() =>
-            {
-                return Ok(browser.sign_in(&req));
-            }
-            Err(reject) => return Err(reject),
+        let identity = match self.authenticate(live, route, &req).await? {
+            None => None,
+            Some(Admission::Session(identity)) => Some(identity),
+            Some(Admission::SignIn(redirect)) => return Ok(redirect),
         };
-        if via == Some(Via::Cookie)
-            && let Some(browser) = &live.browser
-        {
-            browser.check_origin(req.method(), req.headers())?;
-        }
         authorize(route, identity.as_deref())?;
         let outgoing = self.upstream_request(live, req, route, identity.as_deref(), peer)?;
         let pinned = pinned.filter(|_| outgoing.http1 && outgoing.upgrade.is_none());
@@ -208,42 +189,26 @@ impl Proxy {
         Ok(downstream_response(response, outgoing.upgrade))
     }
 
-    /// On a protected route, the identity behind the request's one `Authorization` header or,
-    /// on a browser route without one, its one session cookie.
+    /// On a protected route, the session behind the request's one `Authorization` header; on a
+    /// `browser` route, [`Browser::authenticate`] decides (cookie, CSRF, sign-in redirect).
+    /// `None` on a public route.
     async fn authenticate(
         &self,
         live: &Live,
         route: &Route,
         req: &Request<Incoming>,
-    ) -> Result<(Option<Arc<Identity>>, Option<Via>), Reject> {
+    ) -> Result<Option<Admission>, Reject> {
         if !route.auth {
-            return Ok((None, None));
+            return Ok(None);
         }
-        let browser = live.browser.as_deref().filter(|_| route.browser);
-        let (identity, via) = self.identify(browser, req).await?;
-        Ok((Some(identity), Some(via)))
-    }
-
-    /// The session behind the bearer header, else (with `browser`) the session cookie.
-    async fn identify<B>(
-        &self,
-        browser: Option<&Browser>,
-        req: &Request<B>,
-    ) -> Result<(Arc<Identity>, Via), Reject> {
-        let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
-        let found = match (values.next(), values.next()) {
-            (Some(_), Some(_)) => return Err(Reject::InvalidToken),
-            (Some(value), None) => self.tokens.authenticate(value.as_bytes()).await,
-            (None, _) => match browser.map(|b| b.session_cookie(req.headers())) {
-                None | Some(Ok(None)) => return Err(Reject::MissingToken),
-                Some(Err(reject)) => return Err(reject),
-                Some(Ok(Some(token))) => {
-                    let identity = self.tokens.authenticate_token(token).await;
-                    return identity.map(|i| (i, Via::Cookie)).map_err(lookup_reject);
-                }
-            },
-        };
-        found.map(|i| (i, Via::Bearer)).map_err(lookup_reject)
+        if route.browser
+            && let Some(browser) = &live.browser
+        {
+            return browser.authenticate(req, &self.tokens).await.map(Some);
+        }
+        let value = authorization(req.headers())?.ok_or(Reject::MissingToken)?;
+        let identity = self.tokens.authenticate(value.as_bytes()).await?;
+        Ok(Some(Admission::Session(identity)))
     }
 
     /// `/.tokengate/...`: sign-in, callback, logout and session, answered by the gateway.
@@ -253,7 +218,7 @@ impl Proxy {
         req: &Request<Incoming>,
     ) -> Result<Response<Body>, Reject> {
         let identity = if req.uri().path() == "/.tokengate/session" {
-            self.identify(Some(browser), req).await.map(|(i, _)| i)
+            browser.identify(req, &self.tokens).await.map(|(i, _)| i)
         } else {
             Err(Reject::MissingToken)
         };

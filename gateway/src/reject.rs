@@ -8,6 +8,8 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use tokengate_server::challenge::{BEARER, BEARER_INSUFFICIENT_SCOPE, BEARER_INVALID_TOKEN};
 
+use crate::cache::LookupError;
+
 /// What the gateway answers with: the upstream's body, or one of its own.
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -42,6 +44,21 @@ pub enum Reject {
     UpstreamFailed,
     #[error("upstream did not answer in time")]
     UpstreamTimeout,
+}
+
+/// How a failed token lookup is answered.
+impl From<LookupError> for Reject {
+    fn from(e: LookupError) -> Self {
+        match e {
+            LookupError::Invalid => Reject::InvalidToken,
+            // Counted in the metrics, not logged per request: it lasts as long as the IdP is down.
+            LookupError::Expired => Reject::Unavailable,
+            e @ (LookupError::Unavailable(_) | LookupError::NoKeys) => {
+                tracing::warn!(error = %e, "cannot validate a token now");
+                Reject::Unavailable
+            }
+        }
+    }
 }
 
 impl Reject {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tokengate_store::{EventCursor, TokenStore};
+use tokengate_store::{EventBatch, EventCursor, TokenStore};
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::TokenCache;
@@ -63,29 +63,7 @@ impl SyncTask {
                         _ = shutdown.cancelled() => break,
                         read = self.tokens.store().read_events(c, wait) => read,
                     };
-                    read.map(|batch| {
-                        if batch.gap {
-                            tracing::warn!("events may have been missed: dropping the whole cache");
-                            self.tokens.invalidate_all();
-                            self.metrics.cache_drops.inc();
-                        }
-                        for event in &batch.events {
-                            self.tokens.invalidate(event.sessions());
-                        }
-                        self.metrics
-                            .events_applied
-                            .inc_by(batch.events.len() as u64);
-                        if !batch.events.is_empty()
-                            && let Some(published) = batch.cursor.published_at_ms()
-                        {
-                            let now = std::time::SystemTime::now()
-                                .duration_since(std::time::UNIX_EPOCH)
-                                .map_or(0, |d| d.as_millis() as u64);
-                            let lag_ms = now.saturating_sub(published);
-                            self.metrics.event_lag.set(lag_ms as f64 / 1000.0);
-                        }
-                        cursor = Some(batch.cursor);
-                    })
+                    read.map(|batch| cursor = Some(self.apply(batch)))
                 }
             };
             match step {
@@ -105,6 +83,32 @@ impl SyncTask {
             }
         }
         self.report().await;
+    }
+
+    /// Applies one batch of events to the cache (idempotent: applying one twice is harmless);
+    /// answers where to read next.
+    fn apply(&self, batch: EventBatch) -> EventCursor {
+        if batch.gap {
+            tracing::warn!("events may have been missed: dropping the whole cache");
+            self.tokens.invalidate_all();
+            self.metrics.cache_drops.inc();
+        }
+        for event in &batch.events {
+            self.tokens.invalidate(event.sessions());
+        }
+        self.metrics
+            .events_applied
+            .inc_by(batch.events.len() as u64);
+        if !batch.events.is_empty()
+            && let Some(published) = batch.cursor.published_at_ms()
+        {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let lag_ms = now.saturating_sub(published);
+            self.metrics.event_lag.set(lag_ms as f64 / 1000.0);
+        }
+        batch.cursor
     }
 
     async fn report(&self) {
