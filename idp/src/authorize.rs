@@ -20,7 +20,6 @@ use tokengate_store::{
     AuthCode, CodeId, Redeemed, ReferenceToken, Session, SessionKind, TokenStore, User, now_unix,
 };
 
-use crate::AppState;
 use crate::clients::Client;
 use crate::config::Grant;
 use crate::credentials::Kind;
@@ -30,6 +29,7 @@ use crate::metrics::{GrantLabels, KindLabels};
 use crate::pages::{self, SignIn, redirect};
 use crate::scope::Scope;
 use crate::sessions::NewSession;
+use crate::state::AppState;
 use crate::token::{token_body, token_reply};
 use tokengate_server::cookies::{self, SameSite};
 

@@ -33,7 +33,6 @@ use tokengate_store::{
     ReferenceToken, Session, SessionKind, StoreError, TokenStore, User, now_unix,
 };
 
-use crate::AppState;
 use crate::admin::{self, NewUser, UserPatch};
 use crate::audit::{self, Actor};
 use crate::authorize::{self, pkce_challenge};
@@ -42,6 +41,7 @@ use crate::error::ApiError;
 use crate::extract::{ClientAddr, FormBody};
 use crate::pages;
 use crate::sessions::NewSession;
+use crate::state::AppState;
 use tokengate_server::cookies::{self, SameSite};
 
 /// The console session cookie: the reference token of the console's browser session.
@@ -60,27 +60,6 @@ const AUDIT_PAGE: usize = 50;
 const ACTIVE_GATEWAY_SECS: u64 = 300;
 
 const CONSOLE_STYLE: &str = include_str!("../assets/console.css");
-
-/// The console's settings, from `[admin]`.
-#[derive(Clone, Debug)]
-pub struct ConsoleSettings {
-    /// The role a user needs.
-    pub role: String,
-    /// Seconds without a page load that end a console session.
-    pub idle_timeout: u64,
-    /// The admin listener's URL, without the trailing slash.
-    pub url: String,
-}
-
-impl ConsoleSettings {
-    fn redirect_uri(&self) -> String {
-        format!("{}/console/callback", self.url)
-    }
-
-    fn secure(&self) -> bool {
-        self.url.starts_with("https://")
-    }
-}
 
 pub fn routes() -> Router<AppState> {
     Router::new()

@@ -23,13 +23,13 @@ use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
 use tokengate_store::{CodeId, ReferenceToken, TokenStore, User, now_unix};
 
-use crate::AppState;
 use crate::authorize::{self, AuthorizeRequest};
 use crate::config::{MAX_ROLES, UpstreamConfig, check_subject};
 use crate::error::ApiError;
 use crate::extract::FormBody;
 use crate::metrics::{UpstreamLabels, UpstreamReasonLabels};
 use crate::pages;
+use crate::state::AppState;
 use crate::upstream::{Upstream, UpstreamError};
 use tokengate_server::cookies::{self, SameSite};
 

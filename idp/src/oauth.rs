@@ -8,7 +8,6 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 use tokengate_store::{ReferenceToken, Session, SessionKind, TokenStore, now_unix};
 
-use crate::AppState;
 use crate::authorize;
 use crate::config::{Grant, check_subject};
 use crate::credentials::Kind;
@@ -17,6 +16,7 @@ use crate::extract::{ClientAddr, FormBody, bearer};
 use crate::metrics::{GrantLabels, KindLabels};
 use crate::scope::Scope;
 use crate::sessions::NewSession;
+use crate::state::AppState;
 use crate::token::token_response;
 
 pub fn routes() -> Router<AppState> {
