@@ -19,9 +19,9 @@ use crate::config::{MAX_SUBJECT_LEN, check_roles, check_subject};
 use crate::error::ApiError;
 use crate::extract::{ClientAddr, JsonBody, bearer};
 use crate::metrics::KindLabels;
+use crate::oauth::reply::token_response;
 use crate::sessions::NewSession;
 use crate::state::AppState;
-use crate::token::token_response;
 use crate::users::check_password;
 
 /// Users per page of `GET /admin/users` unless `limit` says otherwise.

@@ -35,10 +35,10 @@ use tokengate_store::{
 
 use crate::admin::{self, NewUser, UserPatch};
 use crate::audit::{self, Actor};
-use crate::authorize::{self, pkce_challenge};
 use crate::config::CONSOLE_CLIENT_ID;
 use crate::error::ApiError;
 use crate::extract::{ClientAddr, FormBody};
+use crate::oauth::authorize::{self, pkce_challenge};
 use crate::pages;
 use crate::sessions::NewSession;
 use crate::state::AppState;

@@ -8,28 +8,24 @@
 //! * `password`: argon2id hashing, bounded in concurrency, with the decoy hash that keeps
 //!   checks from telling which names exist.
 //! * `credentials`: confidential clients' secret checks.
-//! * `clients`: registered clients: grants, redirect URIs, public or confidential.
-//! * `scope`: a requested scope narrows a session's roles.
 //! * `users`: the user directory in the token store, seeded from the configuration.
 //! * `sessions`: creating sessions and (re)signing their value tokens.
 //! * `renewal`: the background task that renews value tokens before they expire.
-//! * `oauth`: the public listener (token, revoke, introspect, JWKS, forward-auth).
-//! * `token`: the token endpoint's answers, shared by every grant and the admin API.
-//! * `authorize`: the authorization code flow with PKCE: sign-in page, single sign-on, codes.
-//! * `upstream`, `federation`: signing in through upstream OpenID Connect providers (the
-//!   provider as a relying party sees it; the start and callback routes and user mapping).
-//! * `oidc`: OpenID Connect: discovery, ID tokens, userinfo, RP-initiated logout.
+//! * `throttle`: the login throttle: lockouts by name and by address.
+//! * `oauth/`: OAuth 2 and OpenID Connect on the public listener: the token endpoints, the
+//!   authorization code flow, OpenID Connect, scopes and registered clients.
+//! * `federation/`: signing in through upstream OpenID Connect providers (the provider as a
+//!   relying party sees it; the start and callback routes and user mapping).
 //! * `pages`: the HTML pages (askama templates, CSP); cookies are `tokengate_server::cookies`.
 //! * `admin`: the admin listener's API, behind the admin token.
-//! * `console`: the admin console on the admin listener: pages for people who sign in through
+//! * `console/`: the admin console on the admin listener: pages for people who sign in through
 //!   the IdP's own code flow and hold `admin.console_role`.
 //! * `audit`: the trail of every administrator's action, kept in the store.
+//! * `metrics`: the IdP's Prometheus metrics, and the recent samples the console shows as rates.
 //! * `extract`, `error`: request parsing and the one place errors become responses.
 
 pub mod admin;
 pub mod audit;
-pub mod authorize;
-pub mod clients;
 pub mod config;
 pub mod console;
 pub mod credentials;
@@ -39,17 +35,13 @@ pub mod federation;
 pub mod keys;
 pub mod metrics;
 pub mod oauth;
-pub mod oidc;
 pub mod pages;
 pub mod password;
 pub mod renewal;
 pub mod router;
-pub mod scope;
 pub mod sessions;
 pub mod state;
 pub mod throttle;
-pub mod token;
-pub mod upstream;
 pub mod users;
 
 use std::net::SocketAddr;
@@ -65,11 +57,11 @@ use tracing::Instrument;
 
 use crate::config::IdpConfig;
 use crate::extract::ClientAddr;
+use crate::federation::provider::Upstreams;
 use crate::keys::KeySet;
 use crate::password::Hasher;
 use crate::renewal::RenewalTask;
 use crate::state::AppState;
-use crate::upstream::Upstreams;
 
 /// How often last-use reports from `/auth/verify` are written.
 const USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);

@@ -13,9 +13,11 @@ use tokengate_store::TokenStore;
 use tracing::Instrument;
 
 use crate::error::ApiError;
+use crate::federation::sign_in;
 use crate::metrics::{RequestLabels, RouteLabels};
+use crate::oauth::{authorize, oidc, token};
 use crate::state::AppState;
-use crate::{admin, authorize, console, federation, oauth, oidc};
+use crate::{admin, console};
 
 /// Largest request body accepted (forms and admin JSON are small).
 const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -25,10 +27,10 @@ pub fn public(state: &AppState) -> Router {
     with_layers(
         state,
         "public",
-        oauth::routes()
+        token::routes()
             .merge(authorize::routes())
             .merge(oidc::routes())
-            .merge(federation::routes()),
+            .merge(sign_in::routes()),
     )
 }
 
@@ -39,7 +41,7 @@ pub fn admin(state: &AppState) -> Router {
         "admin",
         admin::routes(state.clone())
             .merge(console::routes())
-            .merge(federation::admin_routes(state.clone()))
+            .merge(sign_in::admin_routes(state.clone()))
             .route("/readyz", get(readyz)),
     )
 }

@@ -11,17 +11,17 @@ use http::HeaderMap;
 use subtle::ConstantTimeEq;
 use tokengate_store::{AnyStore, ReferenceToken, StoreError, UsageLog};
 
-use crate::clients::{Client, Clients};
 use crate::config::{CONSOLE_CLIENT_ID, ClientConfig, Grant, IdpConfig};
 use crate::credentials::{Credentials, Kind};
 use crate::error::ApiError;
 use crate::extract::{self, FormBody};
+use crate::federation::provider::Upstreams;
 use crate::keys::{KeyError, KeySet};
 use crate::metrics::{Activity, GrantLabels, Metrics};
+use crate::oauth::clients::{Client, Clients};
 use crate::password::Hasher;
 use crate::sessions::{IssueError, Issued, Issuer, NewSession};
 use crate::throttle::Throttle;
-use crate::upstream::Upstreams;
 use crate::users::Users;
 
 /// The console's settings, from `[admin]`.
@@ -137,13 +137,13 @@ impl AppState {
         self.request_timeout
     }
 
-    /// Whether `token` is the admin token. Both sides are hashed first, so the comparison takes
-    /// the same time whatever the length or content of the guess.
     /// Whether cookies get `Secure`: the IdP is reached over HTTPS (its issuer URL says so).
     pub fn secure_cookies(&self) -> bool {
         self.issuer_name.starts_with("https://")
     }
 
+    /// Whether `token` is the admin token. Both sides are hashed first, so the comparison takes
+    /// the same time whatever the length or content of the guess.
     pub fn is_admin_token(&self, token: &str) -> bool {
         sha256(token.as_bytes())
             .ct_eq(&self.admin_token_digest)

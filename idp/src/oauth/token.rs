@@ -8,16 +8,16 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 use tokengate_store::{ReferenceToken, Session, SessionKind, TokenStore, now_unix};
 
-use crate::authorize;
 use crate::config::{Grant, check_subject};
 use crate::credentials::Kind;
 use crate::error::ApiError;
 use crate::extract::{ClientAddr, FormBody, bearer};
 use crate::metrics::{GrantLabels, KindLabels};
-use crate::scope::Scope;
+use crate::oauth::authorize;
+use crate::oauth::reply::token_response;
+use crate::oauth::scope::Scope;
 use crate::sessions::NewSession;
 use crate::state::AppState;
-use crate::token::token_response;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
