@@ -258,13 +258,13 @@ pub(super) async fn callback(
     let new = NewSession::browser(&user.username, Vec::new(), &record.method)
         .for_client(CONSOLE_CLIENT_ID)
         .idle_after(state.console.idle_timeout);
-    let issued = state.issuer.issue_as(token, new).await.map_err(|e| {
-        let _ = state.issue_error(e);
-        unavailable()
-    })?;
-    if !stored(&state, state.users.admit(&issued.session).await)? {
-        return Err(refused(&state, &user.username));
-    }
+    // Issued like every user's session: kept only if the user may still sign in. A failure was
+    // counted and logged there; the person sees the store-down page.
+    let issued = state
+        .issue_admitted(token, new)
+        .await
+        .map_err(|_| unavailable())?
+        .ok_or_else(|| refused(&state, &user.username))?;
     tracing::info!(subject = %user.username, session = %issued.session.id, "signed in to the console");
     let actor = Actor::console(&user.username, address);
     audit::record(&state, &actor, "console.sign-in", &user.username).await;
