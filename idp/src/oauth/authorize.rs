@@ -481,12 +481,7 @@ fn sign_in_page(
         .upstreams
         .names()
         .iter()
-        .map(|name| {
-            (
-                name.clone(),
-                crate::federation::provider::start_link(name, &hidden),
-            )
-        })
+        .map(|name| (name.clone(), start_link(name, &hidden)))
         .collect();
     let page = SignIn {
         client_id: &request.client.id,
@@ -508,6 +503,13 @@ fn sign_in_page(
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
     response
+}
+
+/// The sign-in page's link for upstream `name`, carrying the authorize request (the route is
+/// `federation::sign_in`'s).
+fn start_link(name: &str, request: &[(&'static str, String)]) -> String {
+    let query = serde_urlencoded::to_string(request).unwrap_or_default();
+    format!("/oauth2/upstream/{name}/start?{query}")
 }
 
 /// A code for `subject`, sent back to the client (with the new SSO cookie, after a sign-in).
