@@ -15,23 +15,15 @@ use tracing::Instrument;
 use crate::error::ApiError;
 use crate::federation::sign_in;
 use crate::metrics::{RequestLabels, RouteLabels};
-use crate::oauth::{authorize, oidc, token};
 use crate::state::AppState;
-use crate::{admin, console};
+use crate::{admin, console, oauth};
 
 /// Largest request body accepted (forms and admin JSON are small).
 const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// The public listener: OAuth 2, OpenID Connect, sign-in pages, federation, forward-auth.
 pub fn public(state: &AppState) -> Router {
-    with_layers(
-        state,
-        "public",
-        token::routes()
-            .merge(authorize::routes())
-            .merge(oidc::routes())
-            .merge(sign_in::routes()),
-    )
+    with_layers(state, "public", oauth::routes().merge(sign_in::routes()))
 }
 
 /// The admin listener: the admin API, the console, readiness.
