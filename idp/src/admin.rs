@@ -14,14 +14,14 @@ use tokengate_store::{
     MAX_AUDIT_PAGE, MAX_USERS_PAGE, ReferenceToken, SessionId, TokenStore, User, now_unix,
 };
 
-use crate::AppState;
 use crate::audit::{self, Actor};
 use crate::config::{MAX_SUBJECT_LEN, check_roles, check_subject};
 use crate::error::ApiError;
 use crate::extract::{ClientAddr, JsonBody, bearer};
 use crate::metrics::KindLabels;
+use crate::oauth::reply::token_response;
 use crate::sessions::NewSession;
-use crate::token::token_response;
+use crate::state::AppState;
 use crate::users::check_password;
 
 /// Users per page of `GET /admin/users` unless `limit` says otherwise.

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use tokengate_store::{AuditEntry, AuditPage, TokenStore, now_unix};
 
-use crate::AppState;
+use crate::state::AppState;
 
 /// Who acts, and from which address.
 #[derive(Clone, Debug)]

@@ -11,11 +11,11 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use tokengate_store::{ReferenceToken, Session, SessionId, SessionKind, TokenStore, now_unix};
 
-use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{FormBody, bearer};
 use crate::keys::KeyError;
 use crate::pages::{self, LogoutConfirm, redirect};
+use crate::state::AppState;
 use tokengate_server::cookies::{self, SameSite};
 
 /// How long an ID token is good for (it proves a sign-in; the session is the reference token).

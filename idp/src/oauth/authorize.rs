@@ -20,17 +20,17 @@ use tokengate_store::{
     AuthCode, CodeId, Redeemed, ReferenceToken, Session, SessionKind, TokenStore, User, now_unix,
 };
 
-use crate::AppState;
-use crate::clients::Client;
 use crate::config::Grant;
 use crate::credentials::Kind;
 use crate::error::ApiError;
 use crate::extract::{ClientAddr, FormBody};
 use crate::metrics::{GrantLabels, KindLabels};
+use crate::oauth::clients::Client;
+use crate::oauth::reply::{token_body, token_reply};
+use crate::oauth::scope::Scope;
 use crate::pages::{self, SignIn, redirect};
-use crate::scope::Scope;
 use crate::sessions::NewSession;
-use crate::token::{token_body, token_reply};
+use crate::state::AppState;
 use tokengate_server::cookies::{self, SameSite};
 
 /// How long an authorization code may wait for its redemption.
@@ -481,7 +481,7 @@ fn sign_in_page(
         .upstreams
         .names()
         .iter()
-        .map(|name| (name.clone(), crate::upstream::start_link(name, &hidden)))
+        .map(|name| (name.clone(), start_link(name, &hidden)))
         .collect();
     let page = SignIn {
         client_id: &request.client.id,
@@ -503,6 +503,13 @@ fn sign_in_page(
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
     response
+}
+
+/// The sign-in page's link for upstream `name`, carrying the authorize request (the route is
+/// `federation::sign_in`'s).
+fn start_link(name: &str, request: &[(&'static str, String)]) -> String {
+    let query = serde_urlencoded::to_string(request).unwrap_or_default();
+    format!("/oauth2/upstream/{name}/start?{query}")
 }
 
 /// A code for `subject`, sent back to the client (with the new SSO cookie, after a sign-in).
@@ -641,7 +648,7 @@ pub async fn exchange(
         .is_some_and(|s| s.split(' ').any(|t| t == "openid"));
     let mut body = token_body(&issued, record.scope.as_deref());
     if openid {
-        let id_token = crate::oidc::id_token(
+        let id_token = crate::oauth::oidc::id_token(
             state,
             &issued.session,
             &client.id,

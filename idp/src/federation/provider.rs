@@ -444,9 +444,3 @@ impl Upstream {
         Ok(key)
     }
 }
-
-/// The sign-in page's link for upstream `name`, carrying the authorize request.
-pub fn start_link(name: &str, request: &[(&'static str, String)]) -> String {
-    let query = serde_urlencoded::to_string(request).unwrap_or_default();
-    format!("/oauth2/upstream/{name}/start?{query}")
-}

@@ -1,0 +1,127 @@
+//! The two listeners' routers: which handlers answer which paths, and the layers every request
+//! passes through (a span, a deadline, request metrics, a body limit).
+
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use http::header;
+use tokengate_store::TokenStore;
+use tracing::Instrument;
+
+use crate::error::ApiError;
+use crate::federation::sign_in;
+use crate::metrics::{RequestLabels, RouteLabels};
+use crate::state::AppState;
+use crate::{admin, console, oauth};
+
+/// Largest request body accepted (forms and admin JSON are small).
+const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// The public listener: OAuth 2, OpenID Connect, sign-in pages, federation, forward-auth.
+pub fn public(state: &AppState) -> Router {
+    with_layers(state, "public", oauth::routes().merge(sign_in::routes()))
+}
+
+/// The admin listener: the admin API, the console, readiness.
+pub fn admin(state: &AppState) -> Router {
+    with_layers(
+        state,
+        "admin",
+        admin::routes(state.clone())
+            .merge(console::routes())
+            .merge(sign_in::admin_routes(state.clone()))
+            .route("/readyz", get(readyz)),
+    )
+}
+
+/// What both listeners answer, and the layers around every route.
+fn with_layers(state: &AppState, listener: &'static str, routes: Router<AppState>) -> Router {
+    routes
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(
+            (state.clone(), listener),
+            observe,
+        ))
+        .with_state(state.clone())
+}
+
+/// Per request: a span, a deadline, and the request metrics (by route template, never by the
+/// raw path, which may be anything a client sends).
+async fn observe(
+    State((state, listener)): State<(AppState, &'static str)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let span = tracing::info_span!("request", listener, method = %req.method(), route = %route);
+    let started = Instant::now();
+    let response = match tokio::time::timeout(
+        state.request_timeout(),
+        next.run(req).instrument(span.clone()),
+    )
+    .await
+    {
+        Ok(response) => response,
+        Err(_) => ApiError::Unavailable.into_response(),
+    };
+    let status = response.status().as_u16();
+    span.in_scope(|| {
+        tracing::debug!(
+            status,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "request done"
+        )
+    });
+    state
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            listener,
+            route: route.clone(),
+            status,
+        })
+        .inc();
+    state
+        .metrics
+        .request_duration
+        .get_or_create(&RouteLabels { listener, route })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    state.store.ping().await.map_err(|e| state.store_error(e))?;
+    if !state.users.seeded() {
+        return Err(ApiError::Unavailable);
+    }
+    Ok(Json(serde_json::json!({ "status": "ready" })))
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound
+}

@@ -1,0 +1,294 @@
+//! What every handler shares: the store, the session issuer, keys, clients, users, metrics and
+//! the settings read on each request, with the checks and answers several handlers need
+//! (credentials behind the throttle, client authentication, issuing a user's session).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lc_rs::digest::{SHA256, digest};
+use http::HeaderMap;
+use subtle::ConstantTimeEq;
+use tokengate_store::{AnyStore, ReferenceToken, StoreError, UsageLog};
+
+use crate::config::{CONSOLE_CLIENT_ID, ClientConfig, Grant, IdpConfig};
+use crate::credentials::{Credentials, Kind};
+use crate::error::ApiError;
+use crate::extract::{self, FormBody};
+use crate::federation::provider::Upstreams;
+use crate::keys::{KeyError, KeySet};
+use crate::metrics::{Activity, GrantLabels, Metrics};
+use crate::oauth::clients::{Client, Clients};
+use crate::password::Hasher;
+use crate::sessions::{IssueError, Issued, Issuer, NewSession};
+use crate::throttle::Throttle;
+use crate::users::Users;
+
+/// The console's settings, from `[admin]`.
+#[derive(Clone, Debug)]
+pub struct ConsoleSettings {
+    /// The role a user needs.
+    pub role: String,
+    /// Seconds without a page load that end a console session.
+    pub idle_timeout: u64,
+    /// The admin listener's URL, without the trailing slash.
+    pub url: String,
+}
+
+impl ConsoleSettings {
+    /// Where the IdP sends the console's sign-ins back to.
+    pub fn redirect_uri(&self) -> String {
+        format!("{}/console/callback", self.url)
+    }
+
+    /// Whether the console's cookies get `Secure`.
+    pub fn secure(&self) -> bool {
+        self.url.starts_with("https://")
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone, Debug)]
+pub struct AppState(Arc<Shared>);
+
+#[derive(Debug)]
+pub struct Shared {
+    pub store: AnyStore,
+    pub issuer: Arc<Issuer>,
+    pub issuer_name: String,
+    pub keys: Arc<KeySet>,
+    pub credentials: Credentials,
+    pub clients: Clients,
+    pub users: Users,
+    pub metrics: Metrics,
+    pub usage: UsageLog,
+    pub throttle: Throttle,
+    pub console: ConsoleSettings,
+    /// Recent samples of the metrics the console shows as rates.
+    pub activity: Activity,
+    pub upstreams: Upstreams,
+    admin_token_digest: [u8; 32],
+    request_timeout: Duration,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest(&SHA256, data).as_ref());
+    out
+}
+
+impl AppState {
+    /// The state of an IdP whose listeners are bound: `issuer` is its issuer URL, `console_url`
+    /// the admin listener's URL (the console registers itself there as a client).
+    pub fn new(
+        config: &IdpConfig,
+        store: AnyStore,
+        keys: Arc<KeySet>,
+        hasher: Hasher,
+        upstreams: Upstreams,
+        issuer: String,
+        console_url: String,
+    ) -> Result<Self, KeyError> {
+        // The console is a client of the IdP itself: public, PKCE, one redirect URI.
+        let mut clients = config.clients.clone();
+        clients.push(ClientConfig::public(
+            CONSOLE_CLIENT_ID,
+            &[Grant::AuthorizationCode],
+            &[&format!("{console_url}/console/callback")],
+        ));
+        let sessions = Arc::new(Issuer::new(
+            store.clone(),
+            keys.clone(),
+            &issuer,
+            &config.tokens,
+        )?);
+        Ok(AppState(Arc::new(Shared {
+            issuer: sessions,
+            issuer_name: issuer,
+            keys,
+            credentials: Credentials::new(&config.clients, hasher.clone()),
+            clients: Clients::new(&clients),
+            users: Users::new(store.clone(), hasher),
+            metrics: Metrics::new(),
+            usage: UsageLog::new(),
+            throttle: Throttle::new(store.clone(), &config.login),
+            console: ConsoleSettings {
+                role: config.admin.console_role.clone(),
+                idle_timeout: config.admin.console_idle_timeout.as_secs(),
+                url: console_url,
+            },
+            activity: Activity::default(),
+            upstreams,
+            store,
+            admin_token_digest: sha256(config.admin.token.as_bytes()),
+            request_timeout: config.server.request_timeout,
+        })))
+    }
+
+    /// How long a request may take before it is answered `503`.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// Whether cookies get `Secure`: the IdP is reached over HTTPS (its issuer URL says so).
+    pub fn secure_cookies(&self) -> bool {
+        self.issuer_name.starts_with("https://")
+    }
+
+    /// Whether `token` is the admin token. Both sides are hashed first, so the comparison takes
+    /// the same time whatever the length or content of the guess.
+    pub fn is_admin_token(&self, token: &str) -> bool {
+        sha256(token.as_bytes())
+            .ct_eq(&self.admin_token_digest)
+            .into()
+    }
+
+    /// Checks a username's password or a client's secret, behind the login throttle: a name or
+    /// address under lockout gets [`ApiError::Locked`] before anything is checked. `Ok(None)`
+    /// when the credentials are wrong (counted as a failure).
+    pub async fn check_credentials(
+        &self,
+        kind: Kind,
+        name: &str,
+        secret: &str,
+        address: Option<IpAddr>,
+    ) -> Result<Option<Vec<String>>, ApiError> {
+        let key = match kind {
+            Kind::User => format!("user:{name}"),
+            Kind::Client => format!("client:{name}"),
+        };
+        let throttled = self
+            .throttle
+            .check(&key, address)
+            .await
+            .map_err(|e| self.store_error(e))?;
+        if let Err(wait) = throttled {
+            self.metrics.logins_throttled.inc();
+            tracing::info!(name, address = ?address, "attempt refused during a lockout");
+            return Err(ApiError::Locked(wait));
+        }
+        let roles = match kind {
+            Kind::User => self
+                .users
+                .check_password(name, secret)
+                .await
+                .map_err(|e| self.store_error(e))?
+                .map(|user| user.roles),
+            Kind::Client => self.credentials.check(name, secret).await,
+        };
+        if roles.is_some() {
+            self.throttle
+                .succeeded(&key)
+                .await
+                .map_err(|e| self.store_error(e))?;
+        } else if self
+            .throttle
+            .failed(&key, address)
+            .await
+            .map_err(|e| self.store_error(e))?
+        {
+            self.metrics.login_lockouts.inc();
+            tracing::warn!(name, address = ?address, "too many failed attempts; locked out");
+        }
+        Ok(roles)
+    }
+
+    /// The client a token-endpoint request comes from (RFC 6749 §2.3): a confidential client
+    /// by its secret (HTTP Basic or the form, not both), a public client by `client_id` alone.
+    /// Credentials that are presented are always checked: wrong ones, an unknown client, or a
+    /// confidential client without its secret are `invalid_client`, never ignored. `Ok(None)`
+    /// when the request names no client at all.
+    pub async fn client(
+        &self,
+        headers: &HeaderMap,
+        form: &FormBody,
+        address: Option<IpAddr>,
+    ) -> Result<Option<Arc<Client>>, ApiError> {
+        let (form_id, form_secret) = (form.get("client_id")?, form.get("client_secret")?);
+        let (id, secret) = match (extract::basic(headers)?, form_id, form_secret) {
+            (Some(_), _, Some(_)) => {
+                return Err(ApiError::InvalidRequest("client credentials sent twice"));
+            }
+            (Some((id, _)), Some(named), None) if named != id => {
+                return Err(ApiError::InvalidRequest(
+                    "client_id differs from the authenticated client",
+                ));
+            }
+            (Some((id, secret)), _, None) => (id, Some(secret)),
+            (None, Some(id), secret) => (id.to_owned(), secret.map(str::to_owned)),
+            (None, None, Some(_)) => {
+                return Err(ApiError::InvalidRequest("client_secret without client_id"));
+            }
+            (None, None, None) => return Ok(None),
+        };
+        let client = match secret {
+            Some(secret) => self
+                .check_credentials(Kind::Client, &id, &secret, address)
+                .await?
+                .and_then(|_| self.clients.get(&id)),
+            None => self.clients.get(&id).filter(|c| c.is_public()),
+        };
+        match client {
+            Some(client) => Ok(Some(client.clone())),
+            None => {
+                tracing::info!(client_id = %id, "client authentication failed");
+                Err(ApiError::InvalidClient)
+            }
+        }
+    }
+
+    /// Counts and logs a store failure; the client sees 503.
+    pub fn store_error(&self, e: StoreError) -> ApiError {
+        self.metrics.store_errors.inc();
+        tracing::error!(error = %e, source = ?std::error::Error::source(&e), "token store operation failed");
+        match e {
+            StoreError::Unavailable(_) => ApiError::Unavailable,
+            _ => ApiError::Internal,
+        }
+    }
+
+    /// A new session for a user, behind `token`, kept only if the user may still sign in
+    /// (`Users::admit`: a disable or delete racing the sign-in ends it): `None` then.
+    pub async fn issue_admitted(
+        &self,
+        token: ReferenceToken,
+        new: NewSession,
+    ) -> Result<Option<Issued>, ApiError> {
+        let issued = self
+            .issuer
+            .issue_as(token, new)
+            .await
+            .map_err(|e| self.issue_error(e))?;
+        let admitted = self
+            .users
+            .admit(&issued.session)
+            .await
+            .map_err(|e| self.store_error(e))?;
+        Ok(admitted.then_some(issued))
+    }
+
+    /// Counts a session issued through `grant`.
+    pub fn count_issued(&self, grant: &'static str) {
+        self.metrics
+            .tokens_issued
+            .get_or_create(&GrantLabels { grant })
+            .inc();
+    }
+
+    pub fn issue_error(&self, e: IssueError) -> ApiError {
+        match e {
+            IssueError::Store(e) => self.store_error(e),
+            IssueError::Key(e) => {
+                tracing::error!(error = %e, "signing a value token failed");
+                ApiError::Internal
+            }
+        }
+    }
+}
