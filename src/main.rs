@@ -121,6 +121,23 @@ fn reload_on_signal(reload: impl Fn() + Send + 'static) {
     drop(reload);
 }
 
+/// Runs `reopen` on every `SIGUSR1` (Unix): log files are opened again after rotation.
+fn reopen_on_signal(reopen: impl Fn() + Send + 'static) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let signal = tokio::signal::unix::SignalKind::user_defined1();
+        let Ok(mut usr1) = tokio::signal::unix::signal(signal) else {
+            tracing::error!("cannot listen for SIGUSR1: the access log will not be reopened");
+            return;
+        };
+        while usr1.recv().await.is_some() {
+            reopen();
+        }
+    });
+    #[cfg(not(unix))]
+    drop(reopen);
+}
+
 fn stop_on_signal(token: CancellationToken) {
     tokio::spawn(async move {
         let ctrl_c = tokio::signal::ctrl_c();
@@ -281,6 +298,14 @@ async fn run_gateway(path: PathBuf) -> Result<()> {
     reload_on_signal(move || {
         let _ = reloader.reload();
     });
+    if let Some(access) = gateway.access_log() {
+        reopen_on_signal(move || match access.reopen() {
+            Ok(()) => tracing::info!("SIGUSR1: access log reopened"),
+            Err(e) => {
+                tracing::error!(error = %e, "SIGUSR1: cannot reopen the access log; still writing to the old file")
+            }
+        });
+    }
     gateway.serve(shutdown).await?;
     Ok(())
 }

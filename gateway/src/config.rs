@@ -25,6 +25,9 @@ pub struct GatewayConfig {
     /// Browser sessions: the gateway signs browsers in at the IdP and keeps a session cookie.
     #[serde(default)]
     pub browser: Option<BrowserConfig>,
+    /// `[log]`: the access log.
+    #[serde(default)]
+    pub log: crate::access::LogConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -456,6 +459,12 @@ impl GatewayConfig {
         }
         if self.cache.max_staleness.is_zero() {
             return Err(invalid("cache.max_staleness".into(), "must be more than 0"));
+        }
+        if self.log.access_path.is_empty() {
+            return Err(invalid(
+                "log.access_path".into(),
+                "must be - (standard output) or a file",
+            ));
         }
         if self.sync.interval.is_zero() {
             return Err(invalid("sync.interval".into(), "must be more than 0"));

@@ -12,10 +12,15 @@
 //! * `sync`: the background task that applies events, reports last use, refreshes keys.
 //! * `browser`: browser sessions: sign-in through the IdP, the session cookie, logout, CSRF.
 //! * `login`: a sign-in under way, sealed into a cookie; which return paths are allowed.
-//! * `admin`: the admin listener (health, readiness, metrics).
+//! * `reload`: the configuration file applied again to a running gateway (`SIGHUP`,
+//!   `POST /admin/reload`); `tls`: the listener's certificate, swapped in place.
+//! * `access`: the access log (`[log] access = true`), written off the request path.
+//! * `trace`: W3C Trace Context, joined or started, passed upstream.
+//! * `admin`: the admin listener (health, readiness, metrics, reload).
 //! * `metrics`: Prometheus metrics (`prometheus-client`), handles pre-created for the hot path.
 //! * `echo`: the demo backend that answers with what it received.
 
+pub mod access;
 pub mod admin;
 pub mod browser;
 pub mod cache;
@@ -31,6 +36,7 @@ pub mod reload;
 pub mod routes;
 pub mod sync;
 pub mod tls;
+pub mod trace;
 pub mod upstream;
 
 use std::convert::Infallible;
@@ -46,6 +52,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::access::AccessLog;
 use crate::admin::Admin;
 use crate::cache::TokenCache;
 use crate::config::GatewayConfig;
@@ -72,6 +79,8 @@ pub enum GatewayError {
     Config(#[from] ReloadError),
     #[error(transparent)]
     Jwks(#[from] JwksError),
+    #[error(transparent)]
+    AccessLog(#[from] crate::access::OpenError),
 }
 
 pub struct Gateway {
@@ -88,6 +97,7 @@ pub struct Gateway {
     admin: TcpListener,
     shutdown: CancellationToken,
     reloader: Arc<Reloader>,
+    access: Option<Arc<AccessLog>>,
 }
 
 impl Gateway {
@@ -105,11 +115,13 @@ impl Gateway {
             metrics.clone(),
         ));
         let live = Live::new(reload::routes(&config, &metrics)?, reload::browser(&config));
+        let access = AccessLog::start(&config.log, metrics.access_log_dropped.clone())?;
         let proxy = Arc::new(Proxy::new(
             live,
             tokens.clone(),
             metrics.clone(),
             &config.server,
+            access.clone(),
         ));
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
@@ -147,7 +159,13 @@ impl Gateway {
             admin,
             shutdown,
             reloader,
+            access,
         })
+    }
+
+    /// The access log, when `[log] access = true` (to reopen its file on `SIGUSR1`).
+    pub fn access_log(&self) -> Option<Arc<AccessLog>> {
+        self.access.clone()
     }
 
     /// Reloads (on `SIGHUP` or `POST /admin/reload`) read this file again.
@@ -233,6 +251,10 @@ impl Gateway {
         });
         tokio::join!(public, admin);
         let _ = sync.await;
+        if let Some(access) = &self.access {
+            // The last requests' lines are written before the process ends.
+            access.close();
+        }
         Ok(())
     }
 }

@@ -84,6 +84,8 @@ pub struct Metrics {
     pub upstream_errors: Counter,
     pub events_applied: Counter,
     pub cache_drops: Counter,
+    /// Access log lines dropped because the writer could not keep up.
+    pub access_log_dropped: Counter,
     pub last_use_reported: Counter,
     pub last_use_batches: Counter,
     /// Seconds between the newest applied event's publication and its application.
@@ -127,6 +129,7 @@ impl Metrics {
             upstream_errors: Counter::default(),
             events_applied: Counter::default(),
             cache_drops: Counter::default(),
+            access_log_dropped: Counter::default(),
             last_use_reported: Counter::default(),
             last_use_batches: Counter::default(),
             event_lag: Gauge::default(),
@@ -197,6 +200,11 @@ impl Metrics {
                 "cache_drops",
                 "Whole-cache drops after events may have been missed",
                 &m.cache_drops,
+            ),
+            (
+                "access_log_dropped",
+                "Access log lines dropped because the writer could not keep up",
+                &m.access_log_dropped,
             ),
             (
                 "last_use_reported",

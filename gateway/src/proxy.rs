@@ -28,6 +28,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use tracing::{Instrument, Span};
 
+use crate::access::{AccessLog, Counted, Entry, Logged};
 use crate::browser::{self, Admission, Browser};
 use crate::cache::{Identity, TokenCache};
 use crate::config::ServerConfig;
@@ -38,6 +39,7 @@ use crate::headers::{
 use crate::metrics::Metrics;
 use crate::reject::{Body, Reject};
 use crate::routes::{Route, Routes};
+use crate::trace::TraceContext;
 use crate::upstream::{Pinned, Sender, Upstream, UpstreamBody, splice};
 use tokengate_server::cookies::{self, IDP_COOKIES};
 
@@ -52,6 +54,8 @@ pub struct Proxy {
     max_body_bytes: u64,
     /// `X-Forwarded-Proto`: how clients reach this gateway.
     proto: HeaderValue,
+    /// `[log] access = true`; `None` costs the request path nothing.
+    access: Option<Arc<AccessLog>>,
 }
 
 /// The part of the request path that a configuration reload replaces whole.
@@ -103,8 +107,10 @@ impl Proxy {
         tokens: Arc<TokenCache>,
         metrics: Arc<Metrics>,
         server: &ServerConfig,
+        access: Option<Arc<AccessLog>>,
     ) -> Self {
         Proxy {
+            access,
             live: ArcSwap::from_pointee(live),
             sender: Sender::new(server),
             tokens,
@@ -140,25 +146,31 @@ impl Proxy {
         let started = Instant::now();
         let id = self.ids.for_request(req.headers());
         req.headers_mut().insert(X_REQUEST_ID, id.clone());
-        let span = tracing::debug_span!("request", request_id = ?id);
+        // The caller's trace joined (or a new one started), a span of ours for the upstream.
+        let trace = TraceContext::join(req.headers_mut());
+        let span = tracing::debug_span!("request", request_id = ?id, trace_id = %trace);
+        let mut entry = self
+            .access
+            .as_ref()
+            .map(|log| log.begin(&req, &id, &trace, peer.ip()));
         strip_identity(req.headers_mut());
         let live = self.live.load_full();
         if let Some(browser) = &live.browser
             && req.uri().path().starts_with(browser::PREFIX)
         {
             let result = self.own_path(browser, &req).instrument(span.clone()).await;
-            return self.finish(result, None, id, started, &span);
+            return self.finish(result, None, id, started, &span, entry);
         }
         let route = live.routes.find(&req);
         let result = match route {
             Some(route) => {
-                self.serve(&live, req, route, peer, pinned)
+                self.serve(&live, req, route, peer, pinned, entry.as_mut())
                     .instrument(span.clone())
                     .await
             }
             None => Err(Reject::NoRoute),
         };
-        self.finish(result, route, id, started, &span)
+        self.finish(result, route, id, started, &span, entry)
     }
 
     async fn serve(
@@ -168,15 +180,25 @@ impl Proxy {
         route: &Route,
         peer: SocketAddr,
         pinned: Option<&Pinned>,
+        mut entry: Option<&mut Entry>,
     ) -> Result<Response<Body>, Reject> {
         let identity = match self.authenticate(live, route, &req).await? {
             None => None,
             Some(Admission::Session(identity)) => Some(identity),
             Some(Admission::SignIn(redirect)) => return Ok(redirect),
         };
+        if let (Some(entry), Some(identity)) = (entry.as_deref_mut(), &identity) {
+            entry.identity(identity);
+        }
         authorize(route, identity.as_deref())?;
-        let outgoing = self.upstream_request(live, req, route, identity.as_deref(), peer)?;
+        let counter = entry.as_deref_mut().map(Entry::bytes_in);
+        let outgoing =
+            self.upstream_request(live, req, route, identity.as_deref(), peer, counter)?;
         let pinned = pinned.filter(|_| outgoing.http1 && outgoing.upgrade.is_none());
+        let sent = entry.as_deref_mut().map(|entry| {
+            entry.upstream(outgoing.upstream.authority.as_str());
+            Instant::now()
+        });
         let response = self
             .sender
             .send(outgoing.upstream, outgoing.req, pinned)
@@ -185,7 +207,11 @@ impl Proxy {
                 if matches!(reject, Reject::UpstreamFailed | Reject::UpstreamTimeout) {
                     self.metrics.upstream_errors.inc();
                 }
-            })?;
+            });
+        if let (Some(entry), Some(sent)) = (entry, sent) {
+            entry.upstream_duration(sent.elapsed());
+        }
+        let response = response?;
         Ok(downstream_response(response, outgoing.upgrade))
     }
 
@@ -234,6 +260,7 @@ impl Proxy {
         route: &'r Route,
         identity: Option<&Identity>,
         peer: SocketAddr,
+        bytes_in: Option<Arc<std::sync::atomic::AtomicU64>>,
     ) -> Result<Outgoing<'r>, Reject> {
         let http1 = req.version() <= http::Version::HTTP_11;
         let declared = req
@@ -244,7 +271,7 @@ impl Proxy {
             return Err(Reject::BodyTooLarge);
         }
         let limit = usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX);
-        let mut req = req.map(|body| Limited::new(body, limit));
+        let mut req = req.map(|body| Counted::new(Limited::new(body, limit), bytes_in));
         let host = req
             .headers()
             .get(header::HOST)
@@ -290,7 +317,8 @@ impl Proxy {
         })
     }
 
-    /// Request id on the response, the request counted and timed.
+    /// Request id on the response, the request counted and timed; with the access log, the
+    /// response body carries the request's record until it has been sent.
     fn finish(
         &self,
         result: Result<Response<Body>, Reject>,
@@ -298,7 +326,9 @@ impl Proxy {
         id: HeaderValue,
         started: Instant,
         span: &Span,
+        entry: Option<Entry>,
     ) -> Response<Body> {
+        let reason = result.as_ref().err().map(|reject| reject.name());
         let mut response = result.unwrap_or_else(Reject::into_response);
         let status = response.status().as_u16();
         if let Some(route) = route {
@@ -314,7 +344,16 @@ impl Proxy {
         response.headers_mut().insert(X_REQUEST_ID, id);
         self.metrics.requests.count(status);
         self.metrics.observe_duration(started.elapsed());
-        response
+        match entry {
+            Some(mut entry) => {
+                entry.answered(status, reason);
+                if let Some(route) = route {
+                    entry.route(&route.prefix);
+                }
+                response.map(|body| Logged::new(body, entry).boxed())
+            }
+            None => response,
+        }
     }
 }
 

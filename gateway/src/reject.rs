@@ -62,6 +62,23 @@ impl From<LookupError> for Reject {
 }
 
 impl Reject {
+    /// The name an access log line gives as `reason`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reject::NoRoute => "no_route",
+            Reject::MissingToken => "missing_token",
+            Reject::InvalidToken => "invalid_token",
+            Reject::Unavailable => "store_unavailable",
+            Reject::CrossSite => "cross_site",
+            Reject::BadSignIn => "bad_sign_in",
+            Reject::InsufficientScope => "insufficient_scope",
+            Reject::BodyTooLarge => "body_too_large",
+            Reject::BadTarget => "bad_target",
+            Reject::UpstreamFailed => "upstream_unreachable",
+            Reject::UpstreamTimeout => "upstream_timeout",
+        }
+    }
+
     /// Status, challenge and the `error` of the JSON body.
     fn parts(self) -> (StatusCode, Option<&'static str>, &'static str) {
         match self {

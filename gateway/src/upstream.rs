@@ -14,14 +14,16 @@ use hyper::client::conn::http1;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 
+use crate::access::Counted;
 use crate::config::ServerConfig;
 use crate::reject::Reject;
 
 /// How long an upstream that refused a connection is passed over.
 const UPSTREAM_PENALTY: Duration = Duration::from_secs(5);
 
-/// What the gateway sends upstream: the client's body, cut off at `max_body_bytes`.
-pub type UpstreamBody = Limited<Incoming>;
+/// What the gateway sends upstream: the client's body, cut off at `max_body_bytes`, its bytes
+/// counted for the access log when that is on.
+pub type UpstreamBody = Counted<Limited<Incoming>>;
 
 fn epoch_ms() -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();

@@ -238,7 +238,7 @@ impl AppState {
         match client {
             Some(client) => Ok(Some(client.clone())),
             None => {
-                tracing::info!(client_id = %id, "client authentication failed");
+                tracing::info!(client_id = ?tokengate_server::Outside(&id), "client authentication failed");
                 Err(ApiError::InvalidClient)
             }
         }

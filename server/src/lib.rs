@@ -14,6 +14,25 @@ pub use config::ConfigError;
 pub mod challenge;
 pub mod cookies;
 
+/// Longest value from outside that a log line carries.
+pub const MAX_LOGGED: usize = 256;
+
+/// A value that came from outside (a client id, a username, a header), as a log field: cut to
+/// [`MAX_LOGGED`] bytes on a character boundary and written with Debug escaping, so that a line
+/// break or an escape sequence in it can never start a forged line of its own.
+/// `tracing::info!(client_id = ?Outside(id), "...")`.
+pub struct Outside<'a>(pub &'a str);
+
+impl std::fmt::Debug for Outside<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut end = self.0.len().min(MAX_LOGGED);
+        while !self.0.is_char_boundary(end) {
+            end -= 1;
+        }
+        std::fmt::Debug::fmt(&self.0[..end], f)
+    }
+}
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -307,5 +326,19 @@ async fn drive<I, S, B>(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outside_values_are_escaped_and_cut() {
+        let logged = format!("{:?}", Outside("web\nINFO forged line"));
+        assert_eq!(logged, "\"web\\nINFO forged line\"");
+        assert!(!format!("{:?}", Outside("a\r\n\u{1b}[31m")).contains('\n'));
+        let long = "é".repeat(1000);
+        assert!(format!("{:?}", Outside(&long)).len() <= MAX_LOGGED + 2);
     }
 }

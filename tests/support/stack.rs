@@ -31,6 +31,8 @@ pub struct Options {
     pub gateway_server: String,
     /// Extra lines for the gateways' `[admin]` section.
     pub gateway_admin: String,
+    /// Extra sections at the end of the gateways' config (`[log]`, say).
+    pub gateway_extra: String,
     /// The gateways' `sync.interval`.
     pub sync_interval: &'static str,
     /// Extra sections for the IdP's config.
@@ -44,6 +46,7 @@ impl Default for Options {
             persistent_redis: false,
             gateway_server: String::new(),
             gateway_admin: String::new(),
+            gateway_extra: String::new(),
             sync_interval: "100ms",
             idp_extra: String::new(),
         }
@@ -406,7 +409,9 @@ auth = false
 path_prefix = "/dead/"
 upstream = "http://{dead}"
 auth = false
+{extra}
 "#,
+                extra = options.gateway_extra,
                 server = options.gateway_server,
                 admin_extra = options.gateway_admin,
                 redis = redis.url(),
@@ -450,6 +455,11 @@ auth = false
             dir,
             _silent: silent_listener,
         }
+    }
+
+    /// The folder the stack keeps its files and logs in (removed when the test passes).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
     }
 
     /// The configuration file of gateway `i`, as it was started (tests rewrite it to reload).
@@ -524,6 +534,11 @@ auth = false
             .session_id()
             .as_str()
             .to_owned()
+    }
+
+    /// Every secret the test saw so far.
+    pub fn secrets(&self) -> Vec<String> {
+        self.secrets.lock().unwrap().clone()
     }
 
     /// Asserts that no secret the test saw (reference tokens, value tokens, passwords, the admin

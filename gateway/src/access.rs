@@ -1,0 +1,673 @@
+//! The access log (`[log] access = true`): one JSON line per request, on stdout or in a file.
+//!
+//! Off the request path: a request hands a small record to a bounded queue (never waiting:
+//! when the queue is full the record is dropped and counted in
+//! `tokengate_access_log_dropped_total`); one writer thread formats the records and writes them
+//! in batches. A record is handed over when the response body has been sent (or the client went
+//! away), so that `duration_ms` and `bytes_out` are the whole exchange's, as nginx's
+//! `$request_time`. No line carries a token: the session is its id (a hash), and every value
+//! that came from outside is escaped as JSON and cut to [`MAX_FIELD`] bytes.
+
+use std::fmt::Write as _;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderValue, Version, header};
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use prometheus_client::metrics::counter::Counter;
+use serde::Deserialize;
+
+use crate::cache::Identity;
+use crate::trace::TraceContext;
+
+/// `[log]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// One JSON line per request.
+    #[serde(default)]
+    pub access: bool,
+    /// `-` (standard output, the default) or a file, opened for appending and opened again on
+    /// `SIGUSR1` (after logrotate moved it away), as nginx does.
+    #[serde(default = "stdout")]
+    pub access_path: String,
+    /// Log the query string too (it may carry personal data, so it is left out by default).
+    #[serde(default)]
+    pub access_query: bool,
+}
+
+fn stdout() -> String {
+    "-".to_owned()
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            access: false,
+            access_path: stdout(),
+            access_query: false,
+        }
+    }
+}
+
+/// Longest value from outside (path, query, user agent, request id) that a line carries.
+pub const MAX_FIELD: usize = 256;
+/// Records waiting for the writer; more are dropped and counted.
+const QUEUE: usize = 16 * 1024;
+/// The writer writes when it has this much formatted, or when the queue runs dry.
+const WRITE_AT: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+#[error("access log {file}: {source}")]
+pub struct OpenError {
+    pub file: String,
+    #[source]
+    pub source: std::io::Error,
+}
+
+enum Sink {
+    Stdout,
+    File(std::fs::File),
+}
+
+impl Sink {
+    fn open(path: &str) -> Result<Self, OpenError> {
+        if path == "-" {
+            return Ok(Sink::Stdout);
+        }
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map(Sink::File)
+            .map_err(|source| OpenError {
+                file: path.to_owned(),
+                source,
+            })
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Sink::Stdout => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(bytes)?;
+                out.flush()
+            }
+            Sink::File(file) => file.write_all(bytes),
+        }
+    }
+}
+
+/// What the writer thread is handed.
+enum Message {
+    Line(Box<Record>),
+    /// Open the file again (log rotation).
+    Reopen(Sink),
+}
+
+/// The access log: the sending side of the queue, and the writer thread.
+pub struct AccessLog {
+    queue: SyncSender<Message>,
+    query: bool,
+    path: String,
+    dropped: Counter,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for AccessLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessLog")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AccessLog {
+    /// The log `config` asks for, with its writer thread; `None` when the access log is off.
+    pub fn start(config: &LogConfig, dropped: Counter) -> Result<Option<Arc<Self>>, OpenError> {
+        if !config.access {
+            return Ok(None);
+        }
+        let sink = Sink::open(&config.access_path)?;
+        let (queue, records) = std::sync::mpsc::sync_channel(QUEUE);
+        let writer = std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || write_lines(records, sink))
+            .map_err(|source| OpenError {
+                file: config.access_path.clone(),
+                source,
+            })?;
+        Ok(Some(Arc::new(AccessLog {
+            queue,
+            query: config.access_query,
+            path: config.access_path.clone(),
+            dropped,
+            writer: Mutex::new(Some(writer)),
+        })))
+    }
+
+    /// Opens the file again (after log rotation moved it away); an error keeps the old one.
+    pub fn reopen(&self) -> Result<(), OpenError> {
+        let sink = Sink::open(&self.path)?;
+        // Waits if the queue is full: this is a signal handler's call, never a request's.
+        let _ = self.queue.send(Message::Reopen(sink));
+        Ok(())
+    }
+
+    fn hand_over(&self, record: Record) {
+        match self.queue.try_send(Message::Line(Box::new(record))) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.dropped.inc();
+            }
+        }
+    }
+
+    /// Lets the writer write what is queued and end (at shutdown): the log's last lines are not
+    /// lost. Records handed over later are dropped.
+    pub fn close(&self) {
+        let writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(writer) = writer {
+            // A record that closes the queue: the writer ends once it has written up to it.
+            let _ = self.queue.send(Message::Line(Box::new(Record::end())));
+            let _ = writer.join();
+        }
+    }
+
+    /// The record of a request, begun before the request is taken apart.
+    pub fn begin<B>(
+        self: &Arc<Self>,
+        req: &http::Request<B>,
+        request_id: &HeaderValue,
+        trace: &TraceContext,
+        client: IpAddr,
+    ) -> Entry {
+        let (method, uri) = (req.method(), req.uri());
+        let user_agent = req
+            .headers()
+            .get(header::USER_AGENT)
+            .map(|v| cut(&String::from_utf8_lossy(v.as_bytes())).to_owned());
+        Entry {
+            log: self.clone(),
+            started: Instant::now(),
+            record: Some(Record {
+                end: false,
+                time: SystemTime::now(),
+                duration: Duration::ZERO,
+                request_id: cut(&String::from_utf8_lossy(request_id.as_bytes())).to_owned(),
+                trace_id: trace.trace_id_hex(),
+                client,
+                method: cut(method.as_str()).to_owned(),
+                path: cut(uri.path()).to_owned(),
+                query: uri
+                    .query()
+                    .filter(|_| self.query)
+                    .map(|q| cut(q).to_owned()),
+                protocol: protocol(req.version()),
+                user_agent,
+                route: None,
+                status: 0,
+                upstream: None,
+                upstream_duration: None,
+                bytes_in: Arc::new(AtomicU64::new(0)),
+                bytes_out: 0,
+                identity: None,
+                reason: None,
+            }),
+        }
+    }
+}
+
+/// One request, as its line will tell it.
+struct Record {
+    /// The writer's cue to stop (see [`AccessLog::close`]), never written.
+    end: bool,
+    time: SystemTime,
+    duration: Duration,
+    request_id: String,
+    trace_id: String,
+    client: IpAddr,
+    method: String,
+    path: String,
+    query: Option<String>,
+    protocol: &'static str,
+    user_agent: Option<String>,
+    route: Option<String>,
+    status: u16,
+    upstream: Option<String>,
+    upstream_duration: Option<Duration>,
+    bytes_in: Arc<AtomicU64>,
+    bytes_out: u64,
+    identity: Option<Arc<Identity>>,
+    reason: Option<&'static str>,
+}
+
+impl Record {
+    fn end() -> Self {
+        Record {
+            end: true,
+            time: SystemTime::UNIX_EPOCH,
+            duration: Duration::ZERO,
+            request_id: String::new(),
+            trace_id: String::new(),
+            client: IpAddr::from([0, 0, 0, 0]),
+            method: String::new(),
+            path: String::new(),
+            query: None,
+            protocol: "",
+            user_agent: None,
+            route: None,
+            status: 0,
+            upstream: None,
+            upstream_duration: None,
+            bytes_in: Arc::new(AtomicU64::new(0)),
+            bytes_out: 0,
+            identity: None,
+            reason: None,
+        }
+    }
+
+    /// The record as one JSON line.
+    fn format(&self, out: &mut String) {
+        out.push_str("{\"time\":\"");
+        let _ = write!(out, "{}", humantime::format_rfc3339_millis(self.time));
+        out.push_str("\",\"request_id\":");
+        json_str(out, &self.request_id);
+        let _ = write!(
+            out,
+            ",\"trace_id\":\"{}\",\"client_address\":\"{}\",\"method\":",
+            self.trace_id, self.client
+        );
+        json_str(out, &self.method);
+        out.push_str(",\"path\":");
+        json_str(out, &self.path);
+        if let Some(query) = &self.query {
+            out.push_str(",\"query\":");
+            json_str(out, query);
+        }
+        let _ = write!(out, ",\"protocol\":\"{}\",\"route\":", self.protocol);
+        json_opt(out, self.route.as_deref());
+        let _ = write!(
+            out,
+            ",\"status\":{},\"duration_ms\":{},\"upstream\":",
+            self.status,
+            millis(self.duration)
+        );
+        json_opt(out, self.upstream.as_deref());
+        out.push_str(",\"upstream_duration_ms\":");
+        match self.upstream_duration {
+            Some(d) => out.push_str(&millis(d)),
+            None => out.push_str("null"),
+        }
+        let _ = write!(
+            out,
+            ",\"bytes_in\":{},\"bytes_out\":{},\"session\":",
+            self.bytes_in.load(Ordering::Relaxed),
+            self.bytes_out
+        );
+        let identity = self.identity.as_deref();
+        json_opt(out, identity.map(|i| i.session.as_str()));
+        out.push_str(",\"subject\":");
+        let subject = identity.map(|i| String::from_utf8_lossy(i.subject.as_bytes()));
+        json_opt(out, subject.as_deref().map(cut));
+        out.push_str(",\"user_agent\":");
+        json_opt(out, self.user_agent.as_deref());
+        out.push_str(",\"reason\":");
+        json_opt(out, self.reason);
+        out.push_str("}\n");
+    }
+}
+
+/// The writer thread: formats records into a batch and writes it when it is large or when no
+/// more records wait.
+fn write_lines(records: Receiver<Message>, mut sink: Sink) {
+    let mut batch = String::with_capacity(WRITE_AT * 2);
+    let flush = |batch: &mut String, sink: &mut Sink| {
+        if !batch.is_empty() {
+            if let Err(e) = sink.write(batch.as_bytes()) {
+                tracing::warn!(error = %e, "access log write failed");
+            }
+            batch.clear();
+        }
+    };
+    loop {
+        let message = match records.try_recv() {
+            Ok(message) => message,
+            Err(_) => {
+                flush(&mut batch, &mut sink);
+                match records.recv_timeout(Duration::from_secs(1)) {
+                    Ok(message) => message,
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            }
+        };
+        match message {
+            Message::Line(record) if record.end => {
+                flush(&mut batch, &mut sink);
+                return;
+            }
+            Message::Line(record) => record.format(&mut batch),
+            Message::Reopen(new) => {
+                flush(&mut batch, &mut sink);
+                sink = new;
+            }
+        }
+        if batch.len() >= WRITE_AT {
+            flush(&mut batch, &mut sink);
+        }
+    }
+}
+
+/// One request's record, filled in as the request goes and handed to the writer when dropped.
+pub struct Entry {
+    log: Arc<AccessLog>,
+    started: Instant,
+    record: Option<Record>,
+}
+
+impl Entry {
+    fn record(&mut self) -> &mut Record {
+        // Present until the entry is dropped.
+        self.record.get_or_insert_with(Record::end)
+    }
+
+    /// The route that took the request (its `path_prefix`).
+    pub fn route(&mut self, prefix: &str) {
+        self.record().route = Some(prefix.to_owned());
+    }
+
+    /// Who the request proved to be.
+    pub fn identity(&mut self, identity: &Arc<Identity>) {
+        self.record().identity = Some(identity.clone());
+    }
+
+    /// The upstream the request went to.
+    pub fn upstream(&mut self, authority: &str) {
+        self.record().upstream = Some(authority.to_owned());
+    }
+
+    /// How long the upstream took to answer the head.
+    pub fn upstream_duration(&mut self, took: Duration) {
+        self.record().upstream_duration = Some(took);
+    }
+
+    /// The counter the request body's bytes go to as they are forwarded.
+    pub fn bytes_in(&mut self) -> Arc<AtomicU64> {
+        self.record().bytes_in.clone()
+    }
+
+    /// The answer: its status and, when the gateway made it itself, why.
+    pub fn answered(&mut self, status: u16, reason: Option<&'static str>) {
+        let record = self.record();
+        record.status = status;
+        record.reason = reason;
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        if let Some(mut record) = self.record.take() {
+            record.duration = self.started.elapsed();
+            self.log.hand_over(record);
+        }
+    }
+}
+
+fn protocol(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "other",
+    }
+}
+
+fn millis(d: Duration) -> String {
+    let micros = d.as_micros();
+    format!("{}.{:03}", micros / 1000, micros % 1000)
+}
+
+/// `s` cut to at most [`MAX_FIELD`] bytes, on a character boundary.
+pub fn cut(s: &str) -> &str {
+    if s.len() <= MAX_FIELD {
+        return s;
+    }
+    let mut end = MAX_FIELD;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn json_opt(out: &mut String, s: Option<&str>) {
+    match s {
+        Some(s) => json_str(out, s),
+        None => out.push_str("null"),
+    }
+}
+
+/// A JSON string: quotes, backslashes and control characters (line breaks, ANSI escapes)
+/// escaped, so one record is always one line.
+fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// A body that counts its data bytes into a shared counter (the request body, forwarded).
+pub struct Counted<B> {
+    inner: B,
+    count: Option<Arc<AtomicU64>>,
+}
+
+impl<B> Counted<B> {
+    pub fn new(inner: B, count: Option<Arc<AtomicU64>>) -> Self {
+        Counted { inner, count }
+    }
+}
+
+impl<B> HttpBody for Counted<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let (Some(count), Poll::Ready(Some(Ok(frame)))) = (&self.count, &polled)
+            && let Some(data) = frame.data_ref()
+        {
+            count.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The response body on its way to the client, carrying the request's [`Entry`]: it counts
+/// what is sent and hands the record over when done or dropped.
+pub struct Logged<B> {
+    inner: B,
+    entry: Option<Entry>,
+}
+
+impl<B> Logged<B> {
+    pub fn new(inner: B, entry: Entry) -> Self {
+        Logged {
+            inner,
+            entry: Some(entry),
+        }
+    }
+}
+
+impl<B> HttpBody for Logged<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(entry), Some(data)) = (self.entry.as_mut(), frame.data_ref()) {
+                    entry.record().bytes_out += data.len() as u64;
+                }
+            }
+            // The end: the record goes now, not whenever the connection lets go of the body.
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.entry = None,
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use http::HeaderMap;
+
+    #[test]
+    fn strings_are_escaped_into_valid_json_on_one_line() {
+        let mut out = String::new();
+        json_str(&mut out, "a\"b\\c\r\nd\u{1b}[31m\u{1}é\u{2028}");
+        assert!(!out.contains('\n') && !out.contains('\r') && !out.contains('\u{1b}'));
+        let back: String = serde_json::from_str(&out).unwrap();
+        assert_eq!(back, "a\"b\\c\r\nd\u{1b}[31m\u{1}é\u{2028}");
+    }
+
+    #[test]
+    fn long_values_are_cut_on_a_character_boundary() {
+        let long = "é".repeat(300);
+        assert!(cut(&long).len() <= MAX_FIELD);
+        assert!(cut(&long).len() >= MAX_FIELD - 1);
+        assert_eq!(cut("short"), "short");
+    }
+
+    fn log(path: &std::path::Path, query: bool) -> Arc<AccessLog> {
+        let config = LogConfig {
+            access: true,
+            access_path: path.display().to_string(),
+            access_query: query,
+        };
+        AccessLog::start(&config, Counter::default())
+            .unwrap()
+            .unwrap()
+    }
+
+    #[test]
+    fn lines_reach_the_file_and_a_closed_log_has_written_them_all() {
+        let dir = std::env::temp_dir().join(format!("tokengate-access-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("access.log");
+        let _ = std::fs::remove_file(&file);
+        let log = log(&file, true);
+        let id = HeaderValue::from_static("req-1");
+        let mut headers = HeaderMap::new();
+        headers.insert(header::USER_AGENT, HeaderValue::from_static("curl/8"));
+        let trace = TraceContext::join(&mut headers);
+        let mut req = http::Request::get("/a/b?x=1").body(()).unwrap();
+        *req.headers_mut() = headers.clone();
+        for (status, reason) in [(200, None), (404, Some("no_route"))] {
+            let mut entry = log.begin(&req, &id, &trace, [10, 0, 0, 1].into());
+            entry.answered(status, reason);
+            entry.route("/a/");
+        }
+        log.close();
+        let text = std::fs::read_to_string(&file).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[1]["status"], 404);
+        assert_eq!(lines[1]["reason"], "no_route");
+        assert_eq!(lines[0]["reason"], serde_json::Value::Null);
+        assert_eq!(lines[0]["query"], "x=1");
+        assert_eq!(lines[0]["route"], "/a/");
+        assert_eq!(lines[0]["protocol"], "HTTP/1.1");
+        assert_eq!(lines[0]["user_agent"], "curl/8");
+        assert_eq!(lines[0]["session"], serde_json::Value::Null);
+        assert_eq!(lines[0]["trace_id"], trace.trace_id_hex());
+        assert_eq!(lines[0]["client_address"], "10.0.0.1");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_without_waiting() {
+        let dropped = Counter::default();
+        let (queue, records) = std::sync::mpsc::sync_channel(2);
+        // No writer: nothing takes records off the queue.
+        let log = Arc::new(AccessLog {
+            queue,
+            query: false,
+            path: "-".into(),
+            dropped: dropped.clone(),
+            writer: Mutex::new(None),
+        });
+        let mut headers = HeaderMap::new();
+        let trace = TraceContext::join(&mut headers);
+        let req = http::Request::get("/").body(()).unwrap();
+        let id = HeaderValue::from_static("r");
+        // try_send: with nobody reading, a waiting send would hang here.
+        for _ in 0..10 {
+            drop(log.begin(&req, &id, &trace, [127, 0, 0, 1].into()));
+        }
+        assert_eq!(dropped.get(), 8);
+        drop(records);
+    }
+
+    #[test]
+    fn off_is_nothing() {
+        let log = AccessLog::start(&LogConfig::default(), Counter::default()).unwrap();
+        assert!(log.is_none());
+    }
+}

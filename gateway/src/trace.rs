@@ -1,0 +1,248 @@
+//! W3C Trace Context (`traceparent`, `tracestate`): the gateway joins the caller's trace, or
+//! starts one, and hands the upstream a `traceparent` whose parent is the gateway's own span.
+
+use std::cell::Cell;
+use std::hash::{BuildHasher, RandomState};
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// The trace a request belongs to and the gateway's span in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceContext {
+    pub trace_id: [u8; 16],
+    /// The gateway's span: the parent the upstream sees.
+    pub span_id: [u8; 8],
+    /// The caller's span, when the request came with a valid `traceparent`.
+    pub parent_id: Option<[u8; 8]>,
+    pub flags: u8,
+}
+
+const SAMPLED: u8 = 0x01;
+
+impl TraceContext {
+    /// The caller's trace with a new span of the gateway's, or a new trace when the request has
+    /// no valid `traceparent` (then its `tracestate` is meaningless and goes too, as the
+    /// specification says). Sets both headers for the upstream.
+    pub fn join(headers: &mut HeaderMap) -> Self {
+        let mut parents = headers.get_all(TRACEPARENT).iter();
+        let parent = match (parents.next(), parents.next()) {
+            (Some(one), None) => parse(one.as_bytes()),
+            _ => None,
+        };
+        let context = match parent {
+            Some((trace_id, parent_id, flags)) => TraceContext {
+                trace_id,
+                span_id: span_id(),
+                parent_id: Some(parent_id),
+                flags,
+            },
+            None => {
+                headers.remove(TRACESTATE);
+                TraceContext {
+                    trace_id: trace_id(),
+                    span_id: span_id(),
+                    parent_id: None,
+                    // Every request a trace starts at is in the access log: recorded.
+                    flags: SAMPLED,
+                }
+            }
+        };
+        headers.insert(TRACEPARENT, context.traceparent());
+        context
+    }
+
+    /// `00-{trace id}-{span id}-{flags}`.
+    pub fn traceparent(&self) -> HeaderValue {
+        let mut out = [0u8; 55];
+        out[..3].copy_from_slice(b"00-");
+        hex(&self.trace_id, &mut out[3..35]);
+        out[35] = b'-';
+        hex(&self.span_id, &mut out[36..52]);
+        out[52] = b'-';
+        hex(&[self.flags], &mut out[53..55]);
+        HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("00"))
+    }
+
+    pub fn trace_id_hex(&self) -> String {
+        let mut out = [0u8; 32];
+        hex(&self.trace_id, &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    pub fn span_id_hex(&self) -> String {
+        let mut out = [0u8; 16];
+        hex(&self.span_id, &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    pub fn parent_id_hex(&self) -> Option<String> {
+        let parent = self.parent_id?;
+        let mut out = [0u8; 16];
+        hex(&parent, &mut out);
+        Some(String::from_utf8_lossy(&out).into_owned())
+    }
+}
+
+/// The trace id, for the request's span.
+impl std::fmt::Display for TraceContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut out = [0u8; 32];
+        hex(&self.trace_id, &mut out);
+        f.write_str(std::str::from_utf8(&out).map_err(|_| std::fmt::Error)?)
+    }
+}
+
+fn hex(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in bytes.iter().enumerate() {
+        out[2 * i] = DIGITS[usize::from(b >> 4)];
+        out[2 * i + 1] = DIGITS[usize::from(b & 0x0f)];
+    }
+}
+
+fn unhex<const N: usize>(text: &[u8]) -> Option<[u8; N]> {
+    if text.len() != 2 * N {
+        return None;
+    }
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; N];
+    for (i, pair) in text.chunks_exact(2).enumerate() {
+        out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(out)
+}
+
+/// A `traceparent` of version 00 (or a later version read as 00, as the specification asks),
+/// lower-case hex, trace and parent ids not all zero.
+fn parse(value: &[u8]) -> Option<([u8; 16], [u8; 8], u8)> {
+    if value.len() < 55 || value[2] != b'-' || value[35] != b'-' || value[52] != b'-' {
+        return None;
+    }
+    let version = unhex::<1>(&value[..2])?[0];
+    // Version ff is invalid; 00 has exactly 55 characters; a later one may carry more after a dash.
+    if version == 0xff
+        || (version == 0 && value.len() != 55)
+        || (value.len() > 55 && value[55] != b'-')
+    {
+        return None;
+    }
+    let trace_id = unhex::<16>(&value[3..35])?;
+    let parent_id = unhex::<8>(&value[36..52])?;
+    let flags = unhex::<1>(&value[53..55])?[0];
+    if trace_id == [0; 16] || parent_id == [0; 8] {
+        return None;
+    }
+    Some((trace_id, parent_id, flags))
+}
+
+thread_local! {
+    static RNG: Cell<u64> = Cell::new(RandomState::new().hash_one(std::thread::current().id()) | 1);
+}
+
+/// wyrand: fast, statistically sound, seeded per thread from the OS's randomness (through
+/// `RandomState`). Trace ids need to be unique, not secret.
+fn next_u64() -> u64 {
+    RNG.with(|state| {
+        let s = state.get().wrapping_add(0xa076_1d64_78bd_642f);
+        state.set(s);
+        let t = u128::from(s) * u128::from(s ^ 0xe703_7ed1_a0b4_28db);
+        (t >> 64) as u64 ^ t as u64
+    })
+}
+
+fn trace_id() -> [u8; 16] {
+    loop {
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&next_u64().to_be_bytes());
+        id[8..].copy_from_slice(&next_u64().to_be_bytes());
+        if id != [0; 16] {
+            return id;
+        }
+    }
+}
+
+fn span_id() -> [u8; 8] {
+    loop {
+        let id = next_u64().to_be_bytes();
+        if id != [0; 8] {
+            return id;
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn a_valid_traceparent_is_joined_with_a_new_span() {
+        let mut h = HeaderMap::new();
+        h.insert(TRACEPARENT, HeaderValue::from_static(PARENT));
+        h.insert(TRACESTATE, HeaderValue::from_static("congo=t61rcWkgMzE"));
+        let t = TraceContext::join(&mut h);
+        assert_eq!(t.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(t.parent_id_hex().as_deref(), Some("00f067aa0ba902b7"));
+        assert_ne!(t.span_id_hex(), "00f067aa0ba902b7");
+        let sent = h[TRACEPARENT].to_str().unwrap();
+        assert!(
+            sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+            "{sent}"
+        );
+        assert!(sent.ends_with("-01"));
+        assert_eq!(&sent[36..52], t.span_id_hex());
+        assert_eq!(h[TRACESTATE], "congo=t61rcWkgMzE");
+    }
+
+    #[test]
+    fn a_missing_or_broken_traceparent_starts_a_trace() {
+        for bad in [
+            None,
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0"),
+            Some("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01"),
+            Some("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"),
+            Some("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x"),
+            Some("00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        ] {
+            let mut h = HeaderMap::new();
+            if let Some(bad) = bad {
+                h.insert(TRACEPARENT, HeaderValue::from_static(bad));
+            }
+            h.insert(TRACESTATE, HeaderValue::from_static("a=b"));
+            let t = TraceContext::join(&mut h);
+            assert_eq!(t.parent_id, None, "{bad:?}");
+            assert_ne!(t.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+            assert!(h.get(TRACESTATE).is_none(), "{bad:?}");
+            let sent = h[TRACEPARENT].to_str().unwrap();
+            assert_eq!(parse(sent.as_bytes()).map(|p| p.0), Some(t.trace_id));
+        }
+    }
+
+    #[test]
+    fn a_later_version_is_read_as_00_and_two_headers_are_not() {
+        let later = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra";
+        assert!(parse(later.as_bytes()).is_some());
+        let mut h = HeaderMap::new();
+        h.append(TRACEPARENT, HeaderValue::from_static(PARENT));
+        h.append(TRACEPARENT, HeaderValue::from_static(PARENT));
+        assert_eq!(TraceContext::join(&mut h).parent_id, None);
+        assert_eq!(h.get_all(TRACEPARENT).iter().count(), 1);
+    }
+
+    #[test]
+    fn new_ids_differ() {
+        let ids: std::collections::HashSet<[u8; 16]> = (0..1000).map(|_| trace_id()).collect();
+        assert_eq!(ids.len(), 1000);
+    }
+}
