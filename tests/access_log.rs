@@ -265,7 +265,10 @@ async fn a_client_id_with_a_line_break_cannot_forge_an_idp_log_line() {
     let r = support::post_form(&stack.idp.url("/oauth2/token"), &[], &form).await;
     assert_eq!(r.status, 401, "{}", r.body);
     let logged = support::eventually(Duration::from_secs(5), || async {
-        stack.idp.log_text().contains("client authentication failed")
+        stack
+            .idp
+            .log_text()
+            .contains("client authentication failed")
     })
     .await;
     assert!(logged);

@@ -178,6 +178,17 @@ pub struct RouteConfig {
     /// nowhere else.
     #[serde(default)]
     pub idp: bool,
+    /// `{ rate = "100/s", burst = 200, per = "subject" }`: more gets `429` (local to this
+    /// gateway: N replicas behind a balancer let through up to N times the rate).
+    #[serde(default)]
+    pub rate_limit: Option<crate::ratelimit::RateLimitConfig>,
+    /// Allowed responses carry the `RateLimit` header too (a `429` always does).
+    #[serde(default)]
+    pub rate_limit_headers: bool,
+    /// Keys (subjects, sessions, addresses) the limit remembers at most; past that the least
+    /// recently limited go first, so memory stays bounded whatever the traffic.
+    #[serde(default = "crate::ratelimit::default_max_keys")]
+    pub rate_limit_max_keys: usize,
 }
 
 /// `[browser]`: the gateway as a confidential client of the IdP, for browser sessions.
@@ -495,6 +506,23 @@ impl GatewayConfig {
                     "needs a [browser] section",
                 ));
             }
+            if route.rate_limit_max_keys == 0 {
+                return Err(invalid(
+                    format!("routes[{i}].rate_limit_max_keys"),
+                    "must be at least 1",
+                ));
+            }
+            if let Some(limit) = &route.rate_limit {
+                limit
+                    .validate()
+                    .map_err(|e| invalid(format!("routes[{i}].rate_limit.{}", e.key), e.message))?;
+                if limit.per.needs_identity() && !route.auth {
+                    return Err(invalid(
+                        format!("routes[{i}].rate_limit.per"),
+                        "subject and session need a protected route: use client_address or route on auth = false",
+                    ));
+                }
+            }
             if route.browser && !route.auth {
                 return Err(invalid(
                     format!("routes[{i}].browser"),
@@ -596,6 +624,40 @@ public_url = "http://127.0.0.1:8080"
             let text = format!("{BASE}{}", BROWSER.replacen(change.0, change.1, 1));
             assert_eq!(refused(&text).as_deref(), Some(key), "{change:?}");
         }
+    }
+
+    #[test]
+    fn rate_limits_are_checked_by_key() {
+        let route = |limit: &str, auth: bool| {
+            format!(
+                "{BASE}[[routes]]\npath_prefix = \"/api/\"\nupstream = \"http://127.0.0.1:1\"\nauth = {auth}\nrate_limit = {limit}\n"
+            )
+        };
+        let ok = r#"{ rate = "100/s", burst = 200, per = "subject" }"#;
+        assert_eq!(refused(&route(ok, true)), None);
+        for (limit, auth, key) in [
+            (r#"{ rate = "100", per = "route" }"#, true, "rate"),
+            (r#"{ rate = "0/s", per = "route" }"#, true, "rate"),
+            (
+                r#"{ rate = "1/s", burst = 0, per = "route" }"#,
+                true,
+                "burst",
+            ),
+            (r#"{ rate = "1/s", per = "session" }"#, false, "per"),
+        ] {
+            assert_eq!(
+                refused(&route(limit, auth)).as_deref(),
+                Some(format!("routes[0].rate_limit.{key}").as_str()),
+                "{limit}"
+            );
+        }
+        let keys = route(r#"{ rate = "1/s", per = "route" }"#, true) + "rate_limit_max_keys = 0\n";
+        assert_eq!(
+            refused(&keys).as_deref(),
+            Some("routes[0].rate_limit_max_keys")
+        );
+        let unknown = route(r#"{ rate = "1/s", per = "planet" }"#, true);
+        assert!(GatewayConfig::parse(&unknown, Path::new("g.toml")).is_err());
     }
 
     #[test]

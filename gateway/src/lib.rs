@@ -5,6 +5,7 @@
 //!   upstream request, send, finish.
 //! * `reject`: every way a request is declined, and the one place that answers it.
 //! * `routes`: the route table (longest prefix, host).
+//! * `ratelimit`: per-route rate limits (GCRA, bounded keys), state kept across reloads.
 //! * `headers`: identity, hop-by-hop and forwarded headers; request ids.
 //! * `cache`: reference token → verified identity; coalesced store reads, generations.
 //! * `jwks`: the IdP's signing keys and their conditional refresh.
@@ -31,6 +32,7 @@ pub mod jwks;
 pub mod login;
 pub mod metrics;
 pub mod proxy;
+pub mod ratelimit;
 pub mod reject;
 pub mod reload;
 pub mod routes;
@@ -114,7 +116,10 @@ impl Gateway {
             keys.clone(),
             metrics.clone(),
         ));
-        let live = Live::new(reload::routes(&config, &metrics)?, reload::browser(&config));
+        let live = Live::new(
+            reload::routes(&config, &metrics, None)?,
+            reload::browser(&config),
+        );
         let access = AccessLog::start(&config.log, metrics.access_log_dropped.clone())?;
         let proxy = Arc::new(Proxy::new(
             live,

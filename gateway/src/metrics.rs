@@ -28,6 +28,12 @@ struct StatusLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    route: String,
+    per: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
 }
@@ -74,6 +80,7 @@ pub struct Metrics {
     registry: Registry,
     pub requests: StatusCounters,
     route_requests: Family<RouteLabels, Counter>,
+    rate_limited: Family<LimitLabels, Counter>,
     pub request_duration: Histogram,
     pub cache_hits: Counter,
     pub cache_misses: Counter,
@@ -119,6 +126,7 @@ impl Metrics {
                 requests.get_or_create_owned(&StatusLabels { status })
             }),
             route_requests: Family::default(),
+            rate_limited: Family::default(),
             request_duration: Histogram::new(LATENCY_BUCKETS),
             cache_hits: Counter::default(),
             cache_misses: Counter::default(),
@@ -153,6 +161,11 @@ impl Metrics {
             "route_requests",
             "Requests answered, by route and status",
             m.route_requests.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "Requests answered 429 by a route's rate limit, by route and what it counts by",
+            m.rate_limited.clone(),
         );
         registry.register(
             "request_duration_seconds",
@@ -241,6 +254,14 @@ impl Metrics {
                 host: host.unwrap_or("*").to_owned(),
                 status,
             })
+        })
+    }
+
+    /// The counter of one route's rate-limited requests, created with the route.
+    pub fn rate_limited(&self, prefix: &str, per: &'static str) -> Counter {
+        self.rate_limited.get_or_create_owned(&LimitLabels {
+            route: prefix.to_owned(),
+            per,
         })
     }
 

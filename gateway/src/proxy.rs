@@ -37,7 +37,7 @@ use crate::headers::{
     strip_identity,
 };
 use crate::metrics::Metrics;
-use crate::reject::{Body, Reject};
+use crate::reject::{Body, RATELIMIT, RATELIMIT_POLICY, Reject};
 use crate::routes::{Route, Routes};
 use crate::trace::TraceContext;
 use crate::upstream::{Pinned, Sender, Upstream, UpstreamBody, splice};
@@ -87,6 +87,10 @@ impl Live {
 
     pub fn browser(&self) -> Option<&Arc<Browser>> {
         self.browser.as_ref()
+    }
+
+    pub fn routes(&self) -> &Routes {
+        &self.routes
     }
 }
 
@@ -182,6 +186,13 @@ impl Proxy {
         pinned: Option<&Pinned>,
         mut entry: Option<&mut Entry>,
     ) -> Result<Response<Body>, Reject> {
+        // By address or for the whole route: before authentication, so that a flood costs no
+        // cache or store lookup.
+        let limit = route.limit.as_deref();
+        let mut allowed = match limit.filter(|l| l.before_authentication()) {
+            Some(limit) => Some(limit.check(None, peer.ip()).map_err(Reject::RateLimited)?),
+            None => None,
+        };
         let identity = match self.authenticate(live, route, &req).await? {
             None => None,
             Some(Admission::Session(identity)) => Some(identity),
@@ -189,6 +200,10 @@ impl Proxy {
         };
         if let (Some(entry), Some(identity)) = (entry.as_deref_mut(), &identity) {
             entry.identity(identity);
+        }
+        if let Some(limit) = limit.filter(|l| !l.before_authentication()) {
+            let checked = limit.check(identity.as_deref(), peer.ip());
+            allowed = Some(checked.map_err(Reject::RateLimited)?);
         }
         authorize(route, identity.as_deref())?;
         let counter = entry.as_deref_mut().map(Entry::bytes_in);
@@ -211,8 +226,15 @@ impl Proxy {
         if let (Some(entry), Some(sent)) = (entry, sent) {
             entry.upstream_duration(sent.elapsed());
         }
-        let response = response?;
-        Ok(downstream_response(response, outgoing.upgrade))
+        let mut response = downstream_response(response?, outgoing.upgrade);
+        if route.limit_headers
+            && let (Some(limit), Some(allowed)) = (limit, allowed)
+        {
+            let h = response.headers_mut();
+            h.insert(RATELIMIT_POLICY, limit.policy.clone());
+            h.insert(RATELIMIT, limit.state(&allowed));
+        }
+        Ok(response)
     }
 
     /// On a protected route, the session behind the request's one `Authorization` header; on a

@@ -9,6 +9,11 @@ use http_body_util::{BodyExt, Full};
 use tokengate_server::challenge::{BEARER, BEARER_INSUFFICIENT_SCOPE, BEARER_INVALID_TOKEN};
 
 use crate::cache::LookupError;
+use crate::ratelimit::Denied;
+
+/// The fields of draft-ietf-httpapi-ratelimit-headers.
+pub const RATELIMIT_POLICY: http::HeaderName = http::HeaderName::from_static("ratelimit-policy");
+pub const RATELIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit");
 
 /// What the gateway answers with: the upstream's body, or one of its own.
 pub type Body = BoxBody<Bytes, hyper::Error>;
@@ -44,6 +49,9 @@ pub enum Reject {
     UpstreamFailed,
     #[error("upstream did not answer in time")]
     UpstreamTimeout,
+    /// Over the route's `rate_limit`.
+    #[error("rate limit reached")]
+    RateLimited(Denied),
 }
 
 /// How a failed token lookup is answered.
@@ -76,6 +84,7 @@ impl Reject {
             Reject::BadTarget => "bad_target",
             Reject::UpstreamFailed => "upstream_unreachable",
             Reject::UpstreamTimeout => "upstream_timeout",
+            Reject::RateLimited(_) => "rate_limited",
         }
     }
 
@@ -105,6 +114,7 @@ impl Reject {
             Reject::BadTarget => (StatusCode::BAD_REQUEST, None, "invalid_request"),
             Reject::UpstreamFailed => (StatusCode::BAD_GATEWAY, None, "bad_gateway"),
             Reject::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, None, "gateway_timeout"),
+            Reject::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, None, "rate_limited"),
         }
     }
 
@@ -119,6 +129,13 @@ impl Reject {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(c));
+        }
+        if let Reject::RateLimited(denied) = self {
+            let h = response.headers_mut();
+            h.insert(header::RETRY_AFTER, HeaderValue::from(denied.retry_after));
+            let [policy, state] = denied.headers();
+            h.insert(RATELIMIT_POLICY, policy);
+            h.insert(RATELIMIT, state);
         }
         response
     }

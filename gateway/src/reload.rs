@@ -41,13 +41,22 @@ pub struct Reloaded {
     pub needs_restart: Vec<String>,
 }
 
-/// The request path's routes, built from their configuration.
-pub fn routes(config: &GatewayConfig, metrics: &Metrics) -> Result<Routes, ReloadError> {
+/// The request path's routes, built from their configuration. A route of `previous` with the
+/// same prefix, host and rate limit hands its limiter's state on.
+pub fn routes(
+    config: &GatewayConfig,
+    metrics: &Metrics,
+    previous: Option<&Routes>,
+) -> Result<Routes, ReloadError> {
     let routes = config
         .routes
         .iter()
         .enumerate()
-        .map(|(i, r)| Route::new(r, metrics).ok_or(ReloadError::Route(i)))
+        .map(|(i, r)| {
+            let host = r.host.as_ref().map(|h| h.to_ascii_lowercase());
+            let old = previous.and_then(|p| p.get(&r.path_prefix, host.as_deref()));
+            Route::new(r, metrics, old).ok_or(ReloadError::Route(i))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Routes::new(routes))
 }
@@ -155,7 +164,7 @@ impl Reloader {
         let needs_restart = kept.into_iter().map(|(key, _)| key).collect();
 
         // Build everything first: nothing below may fail once the swap begins.
-        let routes = routes(&new, &self.metrics)?;
+        let routes = routes(&new, &self.metrics, Some(self.proxy.live().routes()))?;
         let browser_changed = new.browser != current.browser;
         let browser = if browser_changed {
             browser(&new)

@@ -1,12 +1,14 @@
 //! The route table: the longest matching path prefix wins, and a route limited to a host is
 //! preferred over a catch-all of equal prefix.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use http::{Request, header};
 
 use crate::config::RouteConfig;
 use crate::metrics::{Metrics, StatusCounters};
+use crate::ratelimit::RateLimiter;
 use crate::upstream::{self, Upstream};
 
 /// A route with its upstreams parsed once.
@@ -26,11 +28,18 @@ pub struct Route {
     pub idp: bool,
     /// Requests this route answered, by status.
     pub requests: StatusCounters,
+    /// `rate_limit`: `None` costs the request path nothing. Shared with the route that a
+    /// reload replaces this one with when its limit is unchanged, so its state survives.
+    pub limit: Option<Arc<RateLimiter>>,
+    /// `rate_limit_headers`: allowed responses carry `RateLimit` too.
+    pub limit_headers: bool,
 }
 
 impl Route {
-    /// `None` if an upstream URL is not `scheme://authority`, or there is none.
-    pub fn new(config: &RouteConfig, metrics: &Metrics) -> Option<Self> {
+    /// `None` if an upstream URL is not `scheme://authority`, or there is none, or the rate
+    /// limit is invalid. `previous` is the route of the same prefix and host in the table this
+    /// one replaces: an unchanged rate limit keeps its state.
+    pub fn new(config: &RouteConfig, metrics: &Metrics, previous: Option<&Route>) -> Option<Self> {
         let upstreams = config
             .upstream
             .iter()
@@ -40,7 +49,23 @@ impl Route {
             return None;
         }
         let host = config.host.as_ref().map(|h| h.to_ascii_lowercase());
+        let limit = match &config.rate_limit {
+            Some(limit) => {
+                let mut limit = limit.clone();
+                limit.max_keys = config.rate_limit_max_keys;
+                match previous.and_then(|p| p.limit.as_ref()) {
+                    Some(kept) if *kept.config() == limit => Some(kept.clone()),
+                    _ => Some(Arc::new(RateLimiter::new(
+                        &limit,
+                        metrics.rate_limited(&config.path_prefix, limit.per.as_str()),
+                    )?)),
+                }
+            }
+            None => None,
+        };
         Some(Route {
+            limit,
+            limit_headers: config.rate_limit_headers,
             requests: metrics.route_counters(&config.path_prefix, host.as_deref()),
             prefix: config.path_prefix.clone(),
             host,
@@ -76,6 +101,13 @@ impl Route {
 pub struct Routes(Vec<Route>);
 
 impl Routes {
+    /// The route with this prefix and host, if the table has one.
+    pub fn get(&self, prefix: &str, host: Option<&str>) -> Option<&Route> {
+        self.0
+            .iter()
+            .find(|r| r.prefix == prefix && r.host.as_deref() == host)
+    }
+
     /// Sorts routes most specific first and numbers their upstreams.
     pub fn new(mut routes: Vec<Route>) -> Self {
         // Longest prefix first; at equal length, a route for a named host before a catch-all.
@@ -125,8 +157,11 @@ mod tests {
             websocket: false,
             browser: false,
             idp: false,
+            rate_limit: None,
+            rate_limit_headers: false,
+            rate_limit_max_keys: 100,
         };
-        Route::new(&config, &Metrics::new()).unwrap()
+        Route::new(&config, &Metrics::new(), None).unwrap()
     }
 
     fn table() -> Routes {

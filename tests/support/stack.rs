@@ -31,7 +31,8 @@ pub struct Options {
     pub gateway_server: String,
     /// Extra lines for the gateways' `[admin]` section.
     pub gateway_admin: String,
-    /// Extra sections at the end of the gateways' config (`[log]`, say).
+    /// Extra sections at the end of the gateways' config (`[log]`, more `[[routes]]`);
+    /// `{backend}` in it becomes the recording backend's URL.
     pub gateway_extra: String,
     /// The gateways' `sync.interval`.
     pub sync_interval: &'static str,
@@ -411,7 +412,7 @@ upstream = "http://{dead}"
 auth = false
 {extra}
 "#,
-                extra = options.gateway_extra,
+                extra = options.gateway_extra.replace("{backend}", &backend.url()),
                 server = options.gateway_server,
                 admin_extra = options.gateway_admin,
                 redis = redis.url(),
