@@ -206,8 +206,76 @@ fn live_config(c: &mut Criterion) {
     });
 }
 
+/// W3C trace context on every request: joining the caller's `traceparent` (or starting a
+/// trace) and setting the upstream's.
+fn trace_context(c: &mut Criterion) {
+    use tokengate_gateway::trace::{TRACEPARENT, TraceContext};
+    let parent =
+        http::HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    c.bench_function("trace: join a traceparent, set the upstream's", |b| {
+        b.iter(|| {
+            let mut h = http::HeaderMap::new();
+            h.insert(TRACEPARENT, parent.clone());
+            TraceContext::join(black_box(&mut h)).flags
+        })
+    });
+    c.bench_function("trace: start a trace (no traceparent)", |b| {
+        b.iter(|| {
+            let mut h = http::HeaderMap::new();
+            TraceContext::join(black_box(&mut h)).flags
+        })
+    });
+}
+
+/// The access log's share of a request: the record begun, filled and handed to the writer
+/// thread (which formats and writes it to /dev/null here).
+fn access_log(c: &mut Criterion) {
+    use tokengate_gateway::access::{AccessLog, LogConfig};
+    use tokengate_gateway::trace::TraceContext;
+    let config = LogConfig {
+        access: true,
+        access_path: "/dev/null".into(),
+        access_query: false,
+    };
+    let log = AccessLog::start(&config, Default::default()).unwrap().unwrap();
+    let req = http::Request::get("/api/orders?x=1")
+        .header(header::USER_AGENT, "oha/1.4")
+        .body(())
+        .unwrap();
+    let id = http::HeaderValue::from_static("0f3a9c2e-000001");
+    let trace = TraceContext::join(&mut HeaderMap::new());
+    let peer = std::net::IpAddr::from([127, 0, 0, 1]);
+    c.bench_function("access log: a request's record, handed to the writer", |b| {
+        b.iter(|| {
+            let mut entry = log.begin(black_box(&req), &id, &trace, peer);
+            entry.route("/api/");
+            entry.answered(200, None);
+        })
+    });
+    log.close();
+}
+
+/// A route's rate limit that never triggers, per request: one hash and one short lock.
+fn rate_limit(c: &mut Criterion) {
+    use tokengate_gateway::ratelimit::{Per, RateLimitConfig, RateLimiter};
+    let config = RateLimitConfig {
+        rate: "1000000000/s".into(),
+        burst: None,
+        per: Per::ClientAddress,
+        max_keys: 100_000,
+    };
+    let limiter = RateLimiter::new(&config, Default::default()).unwrap();
+    let peer = std::net::IpAddr::from([10, 1, 2, 3]);
+    c.bench_function("rate limit: check one client address", |b| {
+        b.iter(|| limiter.check(None, black_box(peer)).is_ok())
+    });
+}
+
 criterion_group!(
     benches,
+    trace_context,
+    access_log,
+    rate_limit,
     live_config,
     cache_hit,
     session_cookie,

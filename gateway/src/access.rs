@@ -194,11 +194,8 @@ impl AccessLog {
         trace: &TraceContext,
         client: IpAddr,
     ) -> Entry {
-        let (method, uri) = (req.method(), req.uri());
-        let user_agent = req
-            .headers()
-            .get(header::USER_AGENT)
-            .map(|v| cut(&String::from_utf8_lossy(v.as_bytes())).to_owned());
+        // Cheap clones (shared buffers): the writer thread cuts, escapes and formats.
+        let user_agent = req.headers().get(header::USER_AGENT).cloned();
         Entry {
             log: self.clone(),
             started: Instant::now(),
@@ -206,15 +203,12 @@ impl AccessLog {
                 end: false,
                 time: SystemTime::now(),
                 duration: Duration::ZERO,
-                request_id: cut(&String::from_utf8_lossy(request_id.as_bytes())).to_owned(),
-                trace_id: trace.trace_id_hex(),
+                request_id: request_id.clone(),
+                trace: Some(*trace),
                 client,
-                method: cut(method.as_str()).to_owned(),
-                path: cut(uri.path()).to_owned(),
-                query: uri
-                    .query()
-                    .filter(|_| self.query)
-                    .map(|q| cut(q).to_owned()),
+                method: req.method().clone(),
+                uri: req.uri().clone(),
+                query: self.query,
                 protocol: protocol(req.version()),
                 user_agent,
                 route: None,
@@ -236,14 +230,15 @@ struct Record {
     end: bool,
     time: SystemTime,
     duration: Duration,
-    request_id: String,
-    trace_id: String,
+    request_id: HeaderValue,
+    trace: Option<TraceContext>,
     client: IpAddr,
-    method: String,
-    path: String,
-    query: Option<String>,
+    method: http::Method,
+    uri: http::Uri,
+    /// Whether the line shows the query.
+    query: bool,
     protocol: &'static str,
-    user_agent: Option<String>,
+    user_agent: Option<HeaderValue>,
     route: Option<String>,
     status: u16,
     upstream: Option<String>,
@@ -260,12 +255,12 @@ impl Record {
             end: true,
             time: SystemTime::UNIX_EPOCH,
             duration: Duration::ZERO,
-            request_id: String::new(),
-            trace_id: String::new(),
+            request_id: HeaderValue::from_static(""),
+            trace: None,
             client: IpAddr::from([0, 0, 0, 0]),
-            method: String::new(),
-            path: String::new(),
-            query: None,
+            method: http::Method::GET,
+            uri: http::Uri::from_static("/"),
+            query: false,
             protocol: "",
             user_agent: None,
             route: None,
@@ -284,18 +279,17 @@ impl Record {
         out.push_str("{\"time\":\"");
         let _ = write!(out, "{}", humantime::format_rfc3339_millis(self.time));
         out.push_str("\",\"request_id\":");
-        json_str(out, &self.request_id);
-        let _ = write!(
-            out,
-            ",\"trace_id\":\"{}\",\"client_address\":\"{}\",\"method\":",
-            self.trace_id, self.client
-        );
-        json_str(out, &self.method);
+        json_str(out, cut(&String::from_utf8_lossy(self.request_id.as_bytes())));
+        out.push_str(",\"trace_id\":");
+        let trace = self.trace.map(|t| t.trace_id_hex());
+        json_opt(out, trace.as_deref());
+        let _ = write!(out, ",\"client_address\":\"{}\",\"method\":", self.client);
+        json_str(out, cut(self.method.as_str()));
         out.push_str(",\"path\":");
-        json_str(out, &self.path);
-        if let Some(query) = &self.query {
+        json_str(out, cut(self.uri.path()));
+        if let Some(query) = self.uri.query().filter(|_| self.query) {
             out.push_str(",\"query\":");
-            json_str(out, query);
+            json_str(out, cut(query));
         }
         let _ = write!(out, ",\"protocol\":\"{}\",\"route\":", self.protocol);
         json_opt(out, self.route.as_deref());
@@ -323,7 +317,11 @@ impl Record {
         let subject = identity.map(|i| String::from_utf8_lossy(i.subject.as_bytes()));
         json_opt(out, subject.as_deref().map(cut));
         out.push_str(",\"user_agent\":");
-        json_opt(out, self.user_agent.as_deref());
+        let user_agent = self
+            .user_agent
+            .as_ref()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()));
+        json_opt(out, user_agent.as_deref().map(cut));
         out.push_str(",\"reason\":");
         json_opt(out, self.reason);
         out.push_str("}\n");
