@@ -1,6 +1,7 @@
 //! The `tokengate` binary: parses the command line and starts what it names.
 
 mod demo;
+mod dev;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -8,12 +9,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use tokengate_idp::Idp;
-use tokengate_idp::config::{
-    AdminConfig, ClientConfig, Grant, IdpConfig, ServerConfig, TokensConfig, UserConfig,
-};
+use tokengate_idp::config::IdpConfig;
 use tokengate_idp::keys::{KeySet, SigningKey};
 use tokengate_idp::password::hash_password;
-use tokengate_store::{AnyStore, MemoryStore, ReferenceToken, StoreConfig};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -200,7 +198,7 @@ async fn run(cli: Cli) -> Result<()> {
             backend_listen,
             demo_listen,
         } => {
-            let listen = DevListen {
+            let listen = dev::DevListen {
                 idp: idp_listen,
                 idp_admin: admin_listen,
                 gateway: gateway_listen,
@@ -208,7 +206,7 @@ async fn run(cli: Cli) -> Result<()> {
                 backend: backend_listen,
                 demo: demo_listen,
             };
-            run_dev(redis_url, listen).await
+            dev::run(redis_url, listen).await
         }
         Command::HashPassword => {
             let mut password = String::new();
@@ -307,196 +305,5 @@ async fn run_gateway(path: PathBuf) -> Result<()> {
         });
     }
     gateway.serve(shutdown).await?;
-    Ok(())
-}
-
-/// `addr` with port 0 replaced by a free port (the gateway's URL must be known before it binds).
-fn resolve_port(addr: std::net::SocketAddr) -> Result<std::net::SocketAddr> {
-    if addr.port() != 0 {
-        return Ok(addr);
-    }
-    Ok(std::net::TcpListener::bind(addr)?.local_addr()?)
-}
-
-/// Where `tokengate dev` listens.
-struct DevListen {
-    idp: std::net::SocketAddr,
-    idp_admin: std::net::SocketAddr,
-    gateway: std::net::SocketAddr,
-    gateway_admin: std::net::SocketAddr,
-    backend: std::net::SocketAddr,
-    demo: std::net::SocketAddr,
-}
-
-async fn run_dev(redis_url: Option<String>, listen: DevListen) -> Result<()> {
-    init_tracing();
-    let store = match &redis_url {
-        Some(url) => {
-            let config = StoreConfig::redis(url);
-            config
-                .validate()
-                .map_err(|e| anyhow::anyhow!("--redis-url ({}): {}", e.key, e.message))?;
-            config.connect()?
-        }
-        None => AnyStore::Memory(MemoryStore::new()),
-    };
-    let demo_listener = tokio::net::TcpListener::bind(listen.demo)
-        .await
-        .with_context(|| format!("cannot listen on {}", listen.demo))?;
-    let demo_url = format!("http://{}", demo_listener.local_addr()?);
-    // A fresh admin token each run, printed below: dev never has a guessable one.
-    let admin_token = ReferenceToken::generate().expose().to_owned();
-    let (user, password) = ("alice", "wonderland");
-    // The gateway signs browsers in as a confidential client; its address names its callback.
-    let gateway_listen = resolve_port(listen.gateway)?;
-    let gateway_url = format!("http://{gateway_listen}");
-    let gateway_secret = ReferenceToken::generate().expose().to_owned();
-    // The console's demo administrator gets a fresh password each run, like the admin token.
-    let console_password = ReferenceToken::generate().expose()[..20].to_owned();
-    let config = IdpConfig {
-        server: ServerConfig {
-            listen: listen.idp,
-            max_connections: 1024,
-            header_timeout: std::time::Duration::from_secs(10),
-            request_timeout: std::time::Duration::from_secs(30),
-            drain_timeout: std::time::Duration::from_secs(5),
-        },
-        admin: AdminConfig::new(listen.idp_admin, &admin_token),
-        store: StoreConfig::default(),
-        tokens: TokensConfig::default(),
-        login: Default::default(),
-        users: vec![
-            UserConfig {
-                username: user.to_owned(),
-                password_hash: hash_password(password)?,
-                roles: vec!["orders:read".to_owned()],
-            },
-            UserConfig {
-                username: "admin".to_owned(),
-                password_hash: hash_password(&console_password)?,
-                roles: vec!["tokengate:admin".to_owned()],
-            },
-        ],
-        // The walkthrough's curl commands use the password grant, which only a client that
-        // lists it may use (RFC 9700 advises against it anywhere else).
-        clients: vec![
-            ClientConfig::public("cli", &[Grant::Password], &[]),
-            {
-                let redirect = demo::DemoApp::redirect_uri(&demo_url);
-                let mut app = ClientConfig::public(
-                    demo::CLIENT_ID,
-                    &[Grant::AuthorizationCode],
-                    &[&redirect],
-                );
-                app.post_logout_redirect_uris = vec![format!("{demo_url}/")];
-                app
-            },
-            {
-                let mut gateway = ClientConfig::confidential(
-                    "gateway",
-                    hash_password(&gateway_secret)?,
-                    &[Grant::AuthorizationCode],
-                );
-                gateway.redirect_uris = vec![format!("{gateway_url}/.tokengate/callback")];
-                gateway.post_logout_redirect_uris = vec![format!("{gateway_url}/")];
-                gateway
-            },
-        ],
-        upstreams: Vec::new(),
-        base_dir: PathBuf::from("."),
-    };
-    let idp_bound = Idp::new(config, store.clone(), KeySet::ephemeral()?)?
-        .bind()
-        .await?;
-    let (idp, admin) = (idp_bound.public_addr(), idp_bound.admin_addr());
-    let console_url = idp_bound.console_url();
-    let backend_listener = tokio::net::TcpListener::bind(listen.backend)
-        .await
-        .with_context(|| format!("cannot listen on {}", listen.backend))?;
-    let backend = backend_listener.local_addr()?;
-    let gateway_toml = format!(
-        r#"
-[server]
-listen = "{gw}"
-[admin]
-listen = "{gw_admin}"
-[idp]
-jwks_url = "http://{idp}/.well-known/jwks.json"
-[sync]
-interval = "1s"
-[browser]
-issuer = "{issuer}"
-client_id = "gateway"
-client_secret = "{gateway_secret}"
-public_url = "{gateway_url}"
-[[routes]]
-path_prefix = "/api/"
-upstream = "http://{backend}"
-roles = ["orders:read"]
-[[routes]]
-path_prefix = "/public/"
-upstream = "http://{backend}"
-auth = false
-[[routes]]
-path_prefix = "/app/"
-upstream = "{demo_url}"
-browser = true
-[[routes]]
-path_prefix = "/app/api/"
-upstream = "http://{backend}"
-roles = ["orders:read"]
-browser = true
-"#,
-        issuer = idp_bound.issuer(),
-        gw = gateway_listen,
-        gw_admin = listen.gateway_admin,
-    );
-    let gateway_config: tokengate_gateway::config::GatewayConfig = toml::from_str(&gateway_toml)?;
-    let gateway = tokengate_gateway::Gateway::bind(gateway_config, store).await?;
-    let gw = gateway.public_addr();
-    let gw_admin = gateway.admin_addr();
-    let demo_app = demo::DemoApp::new(idp_bound.issuer(), &format!("http://{gw}"), &demo_url);
-    println!(
-        r#"tokengate dev ({store}):
-  gateway  http://{gw}   (/api/ needs role orders:read, /public/ is open; admin: http://{gw_admin})
-  IdP      http://{idp}   (admin API on http://{admin})
-  backend  http://{backend}   (echoes what it receives)
-
-  console  {console_url}   (admin console: sign in as admin / {console_password})
-
-Demo user: {user} / {password}   Admin token: {admin_token}
-
-In a browser: {demo_url}/ is a small web app that signs you in through the IdP (authorization
-code flow with PKCE, then single sign-on) and calls /api/ through the gateway with its token.
-Browser app: http://{gw}/app/ is served through the gateway, which signs the browser in itself
-and keeps the session in an HttpOnly cookie (no token in the page); a forced logout ends it.
-
-  # log in: the answer's access_token is an opaque reference token
-  TOKEN=$(curl -s -d grant_type=password -d client_id=cli -d username={user} -d password={password} http://{idp}/oauth2/token | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
-  # call a backend through the gateway: it receives the signed value token and role headers
-  curl -s -H "Authorization: Bearer $TOKEN" http://{gw}/api/orders
-  # force a logout of every session of the user
-  curl -s -X DELETE -H "Authorization: Bearer {admin_token}" http://{admin}/admin/users/{user}/sessions
-  # the same call now answers 401
-  curl -i -H "Authorization: Bearer $TOKEN" http://{gw}/api/orders
-"#,
-        store = if redis_url.is_some() {
-            "on Redis"
-        } else {
-            "in-memory store"
-        },
-    );
-    let shutdown = CancellationToken::new();
-    stop_on_signal(shutdown.clone());
-    let demo = axum::serve(demo_listener, demo_app.router())
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let (_, gateway_result, _, demo_result) = tokio::join!(
-        idp_bound.serve(shutdown.clone()),
-        gateway.serve(shutdown.clone()),
-        tokengate_gateway::echo::serve(backend_listener, shutdown.clone()),
-        demo,
-    );
-    gateway_result?;
-    demo_result.context("the demo app")?;
     Ok(())
 }

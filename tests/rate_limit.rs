@@ -156,3 +156,73 @@ async fn an_address_limit_refuses_before_any_token_lookup_and_survives_a_reload(
     let r = send("GET", &url, &[("authorization", &token)], String::new()).await;
     assert_eq!(r.status, 429, "the limit forgot its state on reload");
 }
+
+/// A GET from a source address of our choosing on the loopback range (127.0.0.2, ...).
+async fn get_from(source: [u8; 4], gateway: std::net::SocketAddr, path: &str, token: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind((std::net::Ipv4Addr::from(source), 0).into())
+        .unwrap();
+    let mut stream = socket.connect(gateway).await.unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nhost: gw\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let head = String::from_utf8_lossy(&response);
+    head.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn guessing_tokens_from_one_address_is_braked_and_others_are_not() {
+    // The brake is on by default: 20 invalid tokens a second, bursts of 50, per address.
+    let stack = Stack::start(Options {
+        gateways: 1,
+        ..Options::default()
+    })
+    .await;
+    let gw = &stack.gateways[0];
+    let token = stack.login("alice").await;
+    let misses = || async {
+        let text = support::get(&gw.admin_url("/metrics")).await.body;
+        text.lines()
+            .find(|l| l.starts_with("tokengate_cache_misses_total"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap()
+    };
+    let before = misses().await;
+    let mut statuses = std::collections::BTreeMap::new();
+    for _ in 0..200 {
+        let guess = tokengate_store::ReferenceToken::generate();
+        let status = get_from([127, 0, 0, 1], gw.public, "/api/x", guess.expose()).await;
+        *statuses.entry(status).or_insert(0) += 1;
+    }
+    let unauthorized = statuses.get(&401).copied().unwrap_or(0);
+    let braked = statuses.get(&429).copied().unwrap_or(0);
+    assert_eq!(unauthorized + braked, 200, "{statuses:?}");
+    assert!((50..100).contains(&unauthorized), "{statuses:?}");
+    // Past the allowance, guesses never reach the store.
+    let looked_up = misses().await - before;
+    assert!(
+        looked_up < 100.0,
+        "{looked_up} store lookups for 200 guesses"
+    );
+    // The same address with a good token waits too; another address does not.
+    assert_eq!(
+        get_from([127, 0, 0, 1], gw.public, "/api/x", &token).await,
+        429
+    );
+    assert_eq!(
+        get_from([127, 0, 0, 2], gw.public, "/api/x", &token).await,
+        200
+    );
+    assert_eq!(
+        get_from([127, 0, 0, 2], gw.public, "/api/x", "wrong").await,
+        401
+    );
+}

@@ -237,7 +237,9 @@ fn access_log(c: &mut Criterion) {
         access_path: "/dev/null".into(),
         access_query: false,
     };
-    let log = AccessLog::start(&config, Default::default()).unwrap().unwrap();
+    let log = AccessLog::start(&config, Default::default())
+        .unwrap()
+        .unwrap();
     let req = http::Request::get("/api/orders?x=1")
         .header(header::USER_AGENT, "oha/1.4")
         .body(())
@@ -245,13 +247,16 @@ fn access_log(c: &mut Criterion) {
     let id = http::HeaderValue::from_static("0f3a9c2e-000001");
     let trace = TraceContext::join(&mut HeaderMap::new());
     let peer = std::net::IpAddr::from([127, 0, 0, 1]);
-    c.bench_function("access log: a request's record, handed to the writer", |b| {
-        b.iter(|| {
-            let mut entry = log.begin(black_box(&req), &id, &trace, peer);
-            entry.route("/api/");
-            entry.answered(200, None);
-        })
-    });
+    c.bench_function(
+        "access log: a request's record, handed to the writer",
+        |b| {
+            b.iter(|| {
+                let mut entry = log.begin(black_box(&req), &id, &trace, peer);
+                entry.route("/api/");
+                entry.answered(200, None);
+            })
+        },
+    );
     log.close();
 }
 

@@ -279,7 +279,10 @@ impl Record {
         out.push_str("{\"time\":\"");
         let _ = write!(out, "{}", humantime::format_rfc3339_millis(self.time));
         out.push_str("\",\"request_id\":");
-        json_str(out, cut(&String::from_utf8_lossy(self.request_id.as_bytes())));
+        json_str(
+            out,
+            cut(&String::from_utf8_lossy(self.request_id.as_bytes())),
+        );
         out.push_str(",\"trace_id\":");
         let trace = self.trace.map(|t| t.trace_id_hex());
         json_opt(out, trace.as_deref());

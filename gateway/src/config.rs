@@ -28,6 +28,43 @@ pub struct GatewayConfig {
     /// `[log]`: the access log.
     #[serde(default)]
     pub log: crate::access::LogConfig,
+    /// `[protection]`: the brake on token guessing.
+    #[serde(default)]
+    pub protection: ProtectionConfig,
+}
+
+/// `[protection]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProtectionConfig {
+    /// Answers of `401 invalid_token` one client address may get, as a rate (`"20/s"`); beyond
+    /// it (and its burst) the address gets `429` without a cache or store lookup until it slows
+    /// down. `"off"` turns the brake off.
+    #[serde(default = "d::invalid_token_rate")]
+    pub invalid_token_rate: String,
+    #[serde(default = "d::invalid_token_burst")]
+    pub invalid_token_burst: u64,
+}
+
+impl Default for ProtectionConfig {
+    fn default() -> Self {
+        ProtectionConfig {
+            invalid_token_rate: d::invalid_token_rate(),
+            invalid_token_burst: d::invalid_token_burst(),
+        }
+    }
+}
+
+impl ProtectionConfig {
+    /// The brake as a rate limit per client address, `None` when it is off.
+    pub fn invalid_token_limit(&self) -> Option<crate::ratelimit::RateLimitConfig> {
+        (self.invalid_token_rate != "off").then(|| crate::ratelimit::RateLimitConfig {
+            rate: self.invalid_token_rate.clone(),
+            burst: Some(self.invalid_token_burst),
+            per: crate::ratelimit::Per::ClientAddress,
+            max_keys: crate::ratelimit::default_max_keys(),
+        })
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -393,6 +430,12 @@ mod d {
     pub fn sync_interval() -> Duration {
         Duration::from_secs(1)
     }
+    pub fn invalid_token_rate() -> String {
+        "20/s".to_owned()
+    }
+    pub fn invalid_token_burst() -> u64 {
+        50
+    }
     pub fn login_timeout() -> Duration {
         Duration::from_secs(600)
     }
@@ -470,6 +513,15 @@ impl GatewayConfig {
         }
         if self.cache.max_staleness.is_zero() {
             return Err(invalid("cache.max_staleness".into(), "must be more than 0"));
+        }
+        if let Some(limit) = self.protection.invalid_token_limit() {
+            limit.validate().map_err(|e| {
+                let key = match e.key {
+                    "burst" => "protection.invalid_token_burst",
+                    _ => "protection.invalid_token_rate",
+                };
+                invalid(key.into(), e.message)
+            })?;
         }
         if self.log.access_path.is_empty() {
             return Err(invalid(

@@ -61,6 +61,7 @@ use crate::config::GatewayConfig;
 use crate::jwks::{Jwks, JwksError, Keys};
 use crate::metrics::Metrics;
 use crate::proxy::{Live, Proxy};
+use crate::ratelimit::RateLimiter;
 use crate::reload::{ReloadError, Reloader};
 use crate::sync::SyncTask;
 use crate::tls::Certificate;
@@ -127,6 +128,10 @@ impl Gateway {
             metrics.clone(),
             &config.server,
             access.clone(),
+            config.protection.invalid_token_limit().and_then(|limit| {
+                let counted = metrics.rate_limited("(invalid tokens)", "client_address");
+                RateLimiter::new(&limit, counted)
+            }),
         ));
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)

@@ -37,6 +37,7 @@ use crate::headers::{
     strip_identity,
 };
 use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
 use crate::reject::{Body, RATELIMIT, RATELIMIT_POLICY, Reject};
 use crate::routes::{Route, Routes};
 use crate::trace::TraceContext;
@@ -56,6 +57,8 @@ pub struct Proxy {
     proto: HeaderValue,
     /// `[log] access = true`; `None` costs the request path nothing.
     access: Option<Arc<AccessLog>>,
+    /// `[protection] invalid_token_rate`: answers of `invalid_token` per client address.
+    brake: Option<RateLimiter>,
 }
 
 /// The part of the request path that a configuration reload replaces whole.
@@ -112,9 +115,11 @@ impl Proxy {
         metrics: Arc<Metrics>,
         server: &ServerConfig,
         access: Option<Arc<AccessLog>>,
+        brake: Option<RateLimiter>,
     ) -> Self {
         Proxy {
             access,
+            brake,
             live: ArcSwap::from_pointee(live),
             sender: Sender::new(server),
             tokens,
@@ -193,7 +198,17 @@ impl Proxy {
             Some(limit) => Some(limit.check(None, peer.ip()).map_err(Reject::RateLimited)?),
             None => None,
         };
-        let identity = match self.authenticate(live, route, &req).await? {
+        // An address that guessed too many tokens waits, without a cache or store lookup.
+        if route.auth
+            && let Some(brake) = &self.brake
+        {
+            brake.peek(None, peer.ip()).map_err(Reject::RateLimited)?;
+        }
+        let admitted = self.authenticate(live, route, &req).await;
+        if let (Err(Reject::InvalidToken), Some(brake)) = (&admitted, &self.brake) {
+            brake.check(None, peer.ip()).map_err(Reject::RateLimited)?;
+        }
+        let identity = match admitted? {
             None => None,
             Some(Admission::Session(identity)) => Some(identity),
             Some(Admission::SignIn(redirect)) => return Ok(redirect),

@@ -261,15 +261,43 @@ impl RateLimiter {
 
     /// Counts one request of the key the request gives, now.
     pub fn check(&self, identity: Option<&Identity>, peer: IpAddr) -> Result<Allowed, Denied> {
-        let key = match (self.per, identity) {
+        self.check_key(self.key(identity, peer), self.now())
+    }
+
+    /// Whether one more request of this key would pass now, without counting one.
+    pub fn peek(&self, identity: Option<&Identity>, peer: IpAddr) -> Result<(), Denied> {
+        let (key, now) = (self.key(identity, peer), self.now());
+        let shard = &self.shards[(key >> 60) as usize % SHARDS];
+        let tat = {
+            let map = shard.lock().unwrap_or_else(|p| p.into_inner());
+            map.get(&key).copied()
+        };
+        let Some(tat) = tat else { return Ok(()) };
+        let owed = tat.max(now).saturating_add(self.quota.interval) - now;
+        if owed <= self.quota.capacity {
+            return Ok(());
+        }
+        self.limited.inc();
+        Err(Denied {
+            retry_after: (owed - self.quota.capacity).div_ceil(NANOS).max(1),
+            per: self.per,
+            quota: self.quota.burst,
+            window: self.window,
+        })
+    }
+
+    fn key(&self, identity: Option<&Identity>, peer: IpAddr) -> u64 {
+        match (self.per, identity) {
             (Per::Subject, Some(i)) => self.hasher.hash_one(i.subject.as_bytes()),
             (Per::Session, Some(i)) => self.hasher.hash_one(i.session.as_str()),
             (Per::ClientAddress, _) => self.hasher.hash_one(peer),
             // A route without identity never has a subject or session limit (validation).
             (Per::Route | Per::Subject | Per::Session, _) => 0,
-        };
-        let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.check_key(key, now)
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
     fn check_key(&self, key: u64, now: u64) -> Result<Allowed, Denied> {
@@ -391,6 +419,26 @@ mod tests {
         let later = now + 10 * NANOS;
         assert_eq!(l.check_key(1, later).unwrap().remaining, 2);
         assert_eq!(l.limited.get(), 2);
+    }
+
+    #[test]
+    fn peeking_counts_nothing() {
+        let config = RateLimitConfig {
+            rate: "1/h".into(),
+            burst: Some(2),
+            per: Per::ClientAddress,
+            max_keys: 100,
+        };
+        let l = RateLimiter::new(&config, Counter::default()).unwrap();
+        let peer = IpAddr::from([10, 0, 0, 1]);
+        for _ in 0..5 {
+            assert!(l.peek(None, peer).is_ok());
+        }
+        assert!(l.check(None, peer).is_ok());
+        assert!(l.check(None, peer).is_ok());
+        let denied = l.peek(None, peer).unwrap_err();
+        assert!(denied.retry_after > 0);
+        assert!(l.peek(None, IpAddr::from([10, 0, 0, 2])).is_ok());
     }
 
     #[test]

@@ -291,6 +291,13 @@ fn keep_restart_only(current: &GatewayConfig, new: &mut GatewayConfig) -> Vec<(S
     keep(&mut kept, "sync", &c.sync, &mut n.sync, |v| shown(v));
     keep(&mut kept, "idp", &c.idp, &mut n.idp, |v| shown(v));
     keep(&mut kept, "log", &c.log, &mut n.log, |v| shown(v));
+    keep(
+        &mut kept,
+        "protection",
+        &c.protection,
+        &mut n.protection,
+        |v| shown(v),
+    );
     kept
 }
 
