@@ -1,5 +1,10 @@
 //! The token store contract shared by the IdP (which writes it) and the gateways (which read it).
 //!
+//! * `traits`: what the store does, one trait per concern, so each consumer names only what it
+//!   uses. The gateway: [`SessionRead`], [`EventStream`], [`UsageReport`]. The IdP, besides:
+//!   [`SessionAdmin`], [`TokenRenewal`], [`UserDirectory`], [`Codes`], [`PendingSignIns`],
+//!   [`LoginThrottle`], [`AuditTrail`], [`Health`]. [`TokenStore`] is all of them at once.
+//! * `any`: [`AnyStore`], the implementation chosen from the configuration, dispatching each trait.
 //! * `token`: reference tokens and the session ids derived from their hash (the store never sees
 //!   a reference token in clear).
 //! * `record`: what a session holds and when it expires; a value token's renewal.
@@ -8,16 +13,19 @@
 //! * `claims`: the value token's claims and their verification (the store alone cannot mint).
 //! * `event`: revocations and role changes, delivered at least once, with gap detection.
 //! * `redis`: the Redis implementation: its key schema and scripts (`redis/schema.rs`, the only
-//!   place that knows them), connections per topology, and the event stream.
+//!   place that knows them), connections per topology, the event stream, and one file per trait
+//!   (`redis/sessions.rs`, `redis/users.rs`, ...).
+//! * `memory`: the in-memory implementation, the embedded default of `tokengate dev`; one state
+//!   behind one lock (`memory/mod.rs`) and one file per trait, named as in `redis/`.
 //! * `usage`: last-use reports, coalesced and written in batches.
 //! * `audit`: the bounded audit trail of administrators' actions, and who reported last use.
 //! * `config`: the `[store]` section both services share, and `StoreConfigError`, which names the
 //!   key (a service adds its file and section).
-//! * `memory`: the in-memory implementation, the embedded default of `tokengate dev`.
 //! * `error`: what callers see go wrong; no driver type in it (the driver's error stays opaque
 //!   inside `DriverError`, for logs).
 //!
-//! Both implementations pass one contract suite (`testing::suite`).
+//! Both implementations pass one contract suite (`testing::suite`, one file per concern), run
+//! against memory, one Redis server, a Sentinel group and a Redis Cluster by `contract`.
 
 mod any;
 mod audit;

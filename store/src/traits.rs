@@ -81,7 +81,8 @@ pub trait UsageReport: Send + Sync {
         uses: &[(SessionId, u64)],
     ) -> impl Future<Output = Result<usize, StoreError>> + Send;
 
-    /// Notes that `reporter` wrote last-use reports at `at`; at most [`MAX_REPORTERS`] are kept.
+    /// Notes that `reporter` wrote last-use reports at `at`; at most
+    /// [`MAX_REPORTERS`](crate::MAX_REPORTERS) are kept.
     fn report_seen(
         &self,
         reporter: &str,
@@ -183,7 +184,7 @@ pub trait TokenRenewal: Send + Sync {
 /// Users kept in the store: the IdP's directory.
 pub trait UserDirectory: Send + Sync {
     /// Stores a new user: `false`, and nothing written, if the name is taken. A name longer than
-    /// [`MAX_USERNAME_LEN`] is refused with [`StoreError::Invalid`].
+    /// [`MAX_USERNAME_LEN`](crate::MAX_USERNAME_LEN) is refused with [`StoreError::Invalid`].
     fn create_user(&self, user: &User) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// The user with this name, if any.
@@ -197,7 +198,8 @@ pub trait UserDirectory: Send + Sync {
     fn delete_user(&self, username: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Users whose name starts with `prefix`, ordered by name (bytewise), after the name `after`
-    /// (the previous page's `next`), at most `limit` (1 to [`MAX_USERS_PAGE`]; clamped).
+    /// (the previous page's `next`), at most `limit` (1 to
+    /// [`MAX_USERS_PAGE`](crate::MAX_USERS_PAGE); clamped).
     fn list_users(
         &self,
         prefix: &str,
@@ -281,8 +283,8 @@ pub trait AuditTrail: Send + Sync {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Audit entries, newest first, older than the entry `before` (the previous page's
-    /// `next`), at most `limit` (1 to [`MAX_AUDIT_PAGE`]; clamped). A malformed `before` is
-    /// [`StoreError::Invalid`].
+    /// `next`), at most `limit` (1 to [`MAX_AUDIT_PAGE`](crate::MAX_AUDIT_PAGE); clamped). A
+    /// malformed `before` is [`StoreError::Invalid`].
     fn audit(
         &self,
         before: Option<&str>,
