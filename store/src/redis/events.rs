@@ -9,10 +9,9 @@ use redis::aio::ConnectionLike;
 use redis::streams::{StreamId, StreamReadReply};
 use tokio::sync::Mutex;
 
-use super::RedisStore;
 use super::connection::{Con, Reader, RedisOptions, Source};
 use super::schema::{Keys, Scripts};
-use crate::{Event, EventBatch, EventCursor, EventStream, SessionId, StoreError};
+use crate::{Event, EventBatch, EventCursor, SessionId, StoreError};
 
 /// Appends `event` to the stream with the next sequence number, keeping about `max_len`.
 pub(super) async fn publish(
@@ -245,29 +244,6 @@ pub(crate) fn decode_event(entry: &StreamId) -> Option<Event> {
             sessions,
         }),
         _ => None,
-    }
-}
-
-impl EventStream for RedisStore {
-    async fn events_head(&self) -> Result<EventCursor, StoreError> {
-        head(
-            &mut self.con.clone(),
-            &self.shared.keys,
-            &self.shared.scripts,
-        )
-        .await
-    }
-
-    async fn read_events(
-        &self,
-        after: &EventCursor,
-        wait: Duration,
-    ) -> Result<EventBatch, StoreError> {
-        let shared = &self.shared;
-        shared
-            .reader
-            .read(&shared.keys, &shared.scripts, &shared.options, after, wait)
-            .await
     }
 }
 

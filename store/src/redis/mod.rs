@@ -14,7 +14,8 @@
 //! * `codes`: [`Codes`](crate::Codes); `pending`: [`PendingSignIns`](crate::PendingSignIns).
 //! * `throttle`: [`LoginThrottle`](crate::LoginThrottle).
 //! * `audit`: [`AuditTrail`](crate::AuditTrail).
-//! * [`Health`] is here, with the connections.
+//! * [`EventStream`](crate::EventStream) and [`Health`] are here, with the connections (the
+//!   stream itself is in `events`).
 
 mod audit;
 mod codes;
@@ -30,6 +31,7 @@ mod usage;
 mod users;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use redis::{Cmd, ErrorKind, Script, ServerErrorKind, Value};
 
@@ -37,7 +39,10 @@ use self::connection::Con;
 pub use self::connection::RedisOptions;
 use self::events::EventReader;
 use self::schema::{Keys, Scripts};
-use crate::{Event, Health, Reporter, SessionId, StoreError, ValueToken};
+use crate::{
+    Event, EventBatch, EventCursor, EventStream, Health, Reporter, SessionId, StoreError,
+    ValueToken,
+};
 
 /// Sessions, indexes and events in Redis.
 #[derive(Clone)]
@@ -183,6 +188,29 @@ impl RedisStore {
             cmd.arg(id);
         }
         cmd
+    }
+}
+
+impl EventStream for RedisStore {
+    async fn events_head(&self) -> Result<EventCursor, StoreError> {
+        events::head(
+            &mut self.con.clone(),
+            &self.shared.keys,
+            &self.shared.scripts,
+        )
+        .await
+    }
+
+    async fn read_events(
+        &self,
+        after: &EventCursor,
+        wait: Duration,
+    ) -> Result<EventBatch, StoreError> {
+        let shared = &self.shared;
+        shared
+            .reader
+            .read(&shared.keys, &shared.scripts, &shared.options, after, wait)
+            .await
     }
 }
 
