@@ -196,7 +196,7 @@ async fn a_sentinel_failover_under_load_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_speaks_tls_to_redis() {
-    use tokengate_store::TokenStore;
+    use tokengate_store::Health;
     let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let redis = TestRedis::start_tls(
         &fixtures.join("localhost.crt"),

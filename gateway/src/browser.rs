@@ -25,7 +25,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use tokengate_store::{ReferenceToken, TokenStore, now_unix};
+use tokengate_store::{ReferenceToken, SessionRead, now_unix};
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::{Identity, TokenCache};

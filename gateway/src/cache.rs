@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use http::HeaderValue;
 use moka::sync::Cache;
 use tokengate_store::{
-    AnyStore, Claims, EXPIRY_MARGIN, ReferenceToken, Session, SessionId, SessionKind, StoreError,
-    TokenStore, UsageLog, Verifier, now_unix,
+    AnyStore, Claims, EXPIRY_MARGIN, ReferenceToken, Session, SessionId, SessionKind, SessionRead,
+    StoreError, UsageLog, Verifier, now_unix,
 };
 use tokio::sync::OnceCell;
 
@@ -350,7 +350,7 @@ impl Identity {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use tokengate_idp::keys::KeySet;
-    use tokengate_store::{MemoryStore, Renewal, ValueToken};
+    use tokengate_store::{MemoryStore, Renewal, SessionAdmin, TokenRenewal, ValueToken};
 
     use super::*;
     use crate::jwks::Jwks;

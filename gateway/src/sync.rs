@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tokengate_store::{EventBatch, EventCursor, TokenStore};
+use tokengate_store::{EventBatch, EventCursor, EventStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::TokenCache;

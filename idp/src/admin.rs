@@ -11,7 +11,8 @@ use axum::{Json, Router};
 use http::StatusCode;
 use serde::Deserialize;
 use tokengate_store::{
-    MAX_AUDIT_PAGE, MAX_USERS_PAGE, ReferenceToken, SessionId, TokenStore, User, now_unix,
+    AuditTrail, MAX_AUDIT_PAGE, MAX_USERS_PAGE, ReferenceToken, SessionAdmin, SessionId,
+    SessionRead, User, UserDirectory, now_unix,
 };
 
 use crate::audit::{self, Actor};

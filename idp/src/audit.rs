@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use tokengate_store::{AuditEntry, AuditPage, TokenStore, now_unix};
+use tokengate_store::{AuditEntry, AuditPage, AuditTrail, now_unix};
 
 use crate::state::AppState;
 

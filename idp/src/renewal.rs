@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use tokengate_store::{AnyStore, Renewal, StoreError, TokenStore, now_unix};
+use tokengate_store::{AnyStore, Renewal, StoreError, TokenRenewal, now_unix};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{Metrics, ReasonLabels};
@@ -149,6 +149,8 @@ impl RenewalTask {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use std::sync::Arc;
+
+    use tokengate_store::SessionRead;
 
     use super::*;
     use crate::config::TokensConfig;

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use http::header;
-use tokengate_store::TokenStore;
+use tokengate_store::Health;
 use tracing::Instrument;
 
 use crate::error::ApiError;

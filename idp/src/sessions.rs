@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use tokengate_store::{
-    AnyStore, Claims, EXPIRY_MARGIN, ReferenceToken, Renewal, Session, SessionKind, StoreError,
-    TokenStore, ValueToken, Verifier, VerifyError, now_unix,
+    AnyStore, Claims, EXPIRY_MARGIN, ReferenceToken, Renewal, Session, SessionAdmin, SessionKind,
+    SessionRead, StoreError, TokenRenewal, ValueToken, Verifier, VerifyError, now_unix,
 };
 
 use crate::config::TokensConfig;

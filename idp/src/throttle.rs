@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use tokengate_store::{AnyStore, StoreError, TokenStore};
+use tokengate_store::{AnyStore, LoginThrottle, StoreError};
 
 use crate::config::LoginConfig;
 

@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokengate_store::{AnyStore, Session, StoreError, TokenStore, User, now_unix};
+use tokengate_store::{AnyStore, Session, SessionAdmin, StoreError, User, UserDirectory, now_unix};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::UserConfig;
@@ -141,7 +141,7 @@ impl Users {
 
 #[cfg(test)]
 mod tests {
-    use tokengate_store::MemoryStore;
+    use tokengate_store::{MemoryStore, SessionRead};
 
     use super::*;
     use crate::password::hash_password;

@@ -3,7 +3,7 @@
 
 /// Audit entries kept unless the store is told otherwise; the oldest go first.
 pub const DEFAULT_AUDIT_MAX_LEN: usize = 10_000;
-/// Most entries one page of [`crate::TokenStore::audit`] returns.
+/// Most entries one page of [`crate::AuditTrail::audit`] returns.
 pub const MAX_AUDIT_PAGE: usize = 1000;
 /// Most reporters remembered; past it, the one seen longest ago is forgotten.
 pub const MAX_REPORTERS: usize = 1000;

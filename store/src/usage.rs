@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::{SessionId, StoreError, TokenStore};
+use crate::{SessionId, StoreError, UsageReport};
 
 /// Many uses of one session between two flushes become one report (the latest time).
 #[derive(Debug, Default)]
@@ -19,7 +19,7 @@ impl UsageLog {
         Self::default()
     }
 
-    /// A log whose flushes also note `reporter` as seen ([`TokenStore::report_seen`]).
+    /// A log whose flushes also note `reporter` as seen ([`UsageReport::report_seen`]).
     pub fn reporting_as(reporter: impl Into<String>) -> Self {
         UsageLog {
             reporter: Some(reporter.into()),
@@ -55,7 +55,7 @@ impl UsageLog {
 
     /// Writes every pending report in one batch. On failure the reports stay pending for the
     /// next flush. Returns the batch size.
-    pub async fn flush<S: TokenStore>(&self, store: &S) -> Result<usize, StoreError> {
+    pub async fn flush<S: UsageReport>(&self, store: &S) -> Result<usize, StoreError> {
         let batch: Vec<(SessionId, u64)> =
             std::mem::take(&mut *self.pending()).into_iter().collect();
         if batch.is_empty() {
@@ -84,7 +84,7 @@ impl UsageLog {
 mod tests {
     use super::*;
     use crate::testing::suite::session;
-    use crate::{MemoryStore, now_unix};
+    use crate::{Health, MemoryStore, SessionAdmin, SessionRead, now_unix};
 
     #[tokio::test]
     async fn uses_are_coalesced_and_kept_until_written() {

@@ -4,7 +4,7 @@ use std::fmt;
 
 /// Longest username the store keeps (bytes).
 pub const MAX_USERNAME_LEN: usize = 256;
-/// Most users one page of [`crate::TokenStore::list_users`] returns.
+/// Most users one page of [`crate::UserDirectory::list_users`] returns.
 pub const MAX_USERS_PAGE: usize = 1000;
 
 /// A user. Times are Unix seconds.

@@ -4,7 +4,7 @@
 
 use axum::extract::State;
 use axum::response::Response;
-use tokengate_store::TokenStore;
+use tokengate_store::SessionRead;
 
 use super::auth::{Admin, csrf_refused};
 use super::layout::{see_other, unavailable};

@@ -11,7 +11,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{HeaderMap, StatusCode};
 use subtle::ConstantTimeEq;
 use tokengate_store::{
-    ReferenceToken, Session, SessionKind, StoreError, TokenStore, User, now_unix,
+    ReferenceToken, Session, SessionAdmin, SessionKind, StoreError, User, UserDirectory, now_unix,
 };
 
 use super::layout::{Nav, add_cookie, message, see_other, stored, unavailable};

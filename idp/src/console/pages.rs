@@ -5,7 +5,9 @@ use askama::Template;
 use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use http::{StatusCode, header};
-use tokengate_store::{SessionKind, StoreError, TokenStore, now_unix};
+use tokengate_store::{
+    AuditTrail, Health, SessionAdmin, SessionKind, StoreError, UserDirectory, now_unix,
+};
 
 use super::auth::Admin;
 use super::layout::{Nav, message, page, stored};

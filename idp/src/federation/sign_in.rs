@@ -21,7 +21,9 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
-use tokengate_store::{CodeId, ReferenceToken, TokenStore, User, now_unix};
+use tokengate_store::{
+    CodeId, PendingSignIns, ReferenceToken, SessionAdmin, User, UserDirectory, now_unix,
+};
 
 use crate::config::{MAX_ROLES, UpstreamConfig, check_subject};
 use crate::error::ApiError;

@@ -17,7 +17,8 @@ use axum::routing::get;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use subtle::ConstantTimeEq;
 use tokengate_store::{
-    AuthCode, CodeId, Redeemed, ReferenceToken, Session, SessionKind, TokenStore, User, now_unix,
+    AuthCode, CodeId, Codes, Redeemed, ReferenceToken, Session, SessionAdmin, SessionKind, User,
+    UserDirectory, now_unix,
 };
 
 use crate::config::Grant;

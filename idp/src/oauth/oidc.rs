@@ -9,7 +9,9 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use jsonwebtoken::{DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
-use tokengate_store::{ReferenceToken, Session, SessionId, SessionKind, TokenStore, now_unix};
+use tokengate_store::{
+    ReferenceToken, Session, SessionAdmin, SessionId, SessionKind, SessionRead, now_unix,
+};
 
 use crate::error::ApiError;
 use crate::extract::{FormBody, bearer};

@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 use http::{HeaderMap, StatusCode};
-use tokengate_store::{ReferenceToken, TokenStore};
+use tokengate_store::{ReferenceToken, SessionAdmin, SessionRead};
 
 use crate::error::ApiError;
 use crate::extract::{ClientAddr, FormBody};

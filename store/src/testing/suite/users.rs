@@ -1,0 +1,141 @@
+//! Users: the IdP's directory.
+
+use super::user;
+use crate::{MAX_USERNAME_LEN, StoreError, User, UserDirectory};
+
+pub async fn users_are_created_once_read_updated_and_deleted<S: UserDirectory>(store: &S) {
+    assert_eq!(store.user("alice").await.expect("get"), None);
+    let alice = user("alice");
+    assert!(store.create_user(&alice).await.expect("create"));
+    let mut other = user("alice");
+    other.roles = vec!["admin".to_owned()];
+    assert!(
+        !store.create_user(&other).await.expect("create again"),
+        "a name is taken once"
+    );
+    assert_eq!(store.user("alice").await.expect("get"), Some(alice.clone()));
+
+    let mut changed = alice.clone();
+    changed.password_hash = None;
+    changed.roles = vec!["a".to_owned(), "b".to_owned()];
+    changed.disabled = true;
+    changed.upstream = Some("corp".to_owned());
+    changed.updated_at += 5;
+    assert!(store.update_user(&changed).await.expect("update"));
+    assert_eq!(
+        store.user("alice").await.expect("get"),
+        Some(changed.clone())
+    );
+    // And back: optional fields come back too.
+    assert!(store.update_user(&alice).await.expect("update"));
+    assert_eq!(store.user("alice").await.expect("get"), Some(alice.clone()));
+    assert!(!store.update_user(&user("nobody")).await.expect("update"));
+    assert_eq!(store.user("nobody").await.expect("get"), None);
+
+    assert!(store.delete_user("alice").await.expect("delete"));
+    assert_eq!(store.user("alice").await.expect("get"), None);
+    assert!(!store.delete_user("alice").await.expect("delete again"));
+    assert!(
+        store
+            .create_user(&other)
+            .await
+            .expect("create after delete")
+    );
+    assert_eq!(store.user("alice").await.expect("get"), Some(other));
+
+    // Names with characters that mean something to Redis are kept apart.
+    let odd = user("x}{y:*");
+    assert!(store.create_user(&odd).await.expect("create"));
+    assert_eq!(store.user("x}{y:*").await.expect("get"), Some(odd));
+    assert_eq!(store.user("x}{y").await.expect("get"), None);
+    // Names past the bound are refused, and never found.
+    let long = "a".repeat(MAX_USERNAME_LEN + 1);
+    assert!(matches!(
+        store.create_user(&user(&long)).await,
+        Err(StoreError::Invalid { .. })
+    ));
+    assert_eq!(store.user(&long).await.expect("get"), None);
+    assert!(
+        store
+            .create_user(&user(&"a".repeat(MAX_USERNAME_LEN)))
+            .await
+            .expect("create at the bound")
+    );
+}
+
+pub async fn users_are_listed_by_name_in_pages<S: UserDirectory>(store: &S) {
+    let mut created: Vec<User> = [
+        "al", "alice", "alicia", "albert", "al}{x", "al:*", "bob", "zed", "ålice", "Alice",
+    ]
+    .into_iter()
+    .map(user)
+    .collect();
+    for u in &created {
+        assert!(store.create_user(u).await.expect("create"));
+    }
+    // Bytewise order, as Rust orders strings.
+    created.sort_by(|a, b| a.username.cmp(&b.username));
+    let names: Vec<&str> = created.iter().map(|u| u.username.as_str()).collect();
+    let all = store.list_users("", None, 1000).await.expect("list");
+    assert_eq!(all.users, created);
+    assert_eq!(all.next, None);
+
+    // Paging through a prefix, two at a time, gives every match once, in order.
+    let wanted: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| n.starts_with("al"))
+        .collect();
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store
+            .list_users("al", after.as_deref(), 2)
+            .await
+            .expect("list");
+        assert!(page.users.len() <= 2);
+        seen.extend(page.users.iter().map(|u| u.username.clone()));
+        match page.next {
+            Some(next) => {
+                assert_eq!(
+                    Some(&next),
+                    seen.last(),
+                    "the cursor is the page's last name"
+                );
+                after = Some(next);
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen, wanted);
+
+    // An exact last page says there is no next one.
+    let exact = store.list_users("b", None, 1).await.expect("list");
+    assert_eq!((exact.users.len(), exact.next), (1, None));
+    assert!(
+        store
+            .list_users("nobody", None, 10)
+            .await
+            .expect("list")
+            .users
+            .is_empty()
+    );
+    // A limit of 0 is taken as 1; a deleted user is no longer listed.
+    assert_eq!(
+        store
+            .list_users("", None, 0)
+            .await
+            .expect("list")
+            .users
+            .len(),
+        1
+    );
+    assert!(store.delete_user("alice").await.expect("delete"));
+    let after_delete = store.list_users("alic", None, 10).await.expect("list");
+    let listed: Vec<&str> = after_delete
+        .users
+        .iter()
+        .map(|u| u.username.as_str())
+        .collect();
+    assert_eq!(listed, ["alicia"]);
+}
