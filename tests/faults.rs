@@ -321,3 +321,25 @@ async fn a_slow_or_dead_upstream_costs_its_route_only() {
     assert_eq!(tally.count(Some(200)), tally.total(), "{tally:?}");
     stack.assert_logs_clean();
 }
+
+#[tokio::test]
+async fn a_graceful_idp_stop_gives_the_renewal_lease_up_at_once() {
+    let mut stack = Stack::start(Options {
+        gateways: 1,
+        ..Options::default()
+    })
+    .await;
+    let lease = "tg:{renewal}:lease";
+    let held = |stack: &Stack| stack.redis.dump().contains(lease);
+    // The IdP's renewal task takes the lease at its first round.
+    assert!(
+        eventually(Duration::from_secs(10), || async { held(&stack) }).await,
+        "the IdP never took the renewal lease"
+    );
+    stack.idp.signal("TERM");
+    let status = stack.idp.wait_exit(Duration::from_secs(15)).await;
+    assert!(status.success(), "{status}: {}", stack.idp.log_text());
+    // Gone right after the stop: a restarted or other IdP renews at once, not when it runs out.
+    assert!(!held(&stack), "the lease outlived the IdP that held it");
+    assert!(stack.idp.log_text().contains("renewal lease released"));
+}

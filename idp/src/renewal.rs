@@ -93,6 +93,19 @@ impl RenewalTask {
                 }
             };
         }
+        // A graceful stop gives the lease up, so that another replica (or this IdP restarted)
+        // renews at once rather than after the lease runs out: no session's token goes unrenewed.
+        let release = self.store.release_renewal_lease(&self.holder);
+        match tokio::time::timeout(Duration::from_secs(2), release).await {
+            Ok(Ok(true)) => tracing::info!("renewal lease released"),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "releasing the renewal lease failed; it runs out by itself")
+            }
+            Err(_) => {
+                tracing::warn!("releasing the renewal lease timed out; it runs out by itself")
+            }
+        }
     }
 
     /// One round: while this replica holds the lease, renews every session whose token has less

@@ -98,6 +98,10 @@ impl TokenRenewal for AnyStore {
     async fn renewal_lease(&self, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
         dispatch!(self, s => s.renewal_lease(holder, ttl).await)
     }
+
+    async fn release_renewal_lease(&self, holder: &str) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.release_renewal_lease(holder).await)
+    }
 }
 
 impl UserDirectory for AnyStore {

@@ -179,6 +179,14 @@ pub trait TokenRenewal: Send + Sync {
         holder: &str,
         ttl: Duration,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Gives the renewal lease up if `holder` has it (an IdP stopping gracefully), so that
+    /// another replica, or the same IdP restarted, renews at once instead of after the lease runs
+    /// out. `true` if it was `holder`'s.
+    fn release_renewal_lease(
+        &self,
+        holder: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
 /// Users kept in the store: the IdP's directory.

@@ -66,4 +66,16 @@ impl TokenRenewal for MemoryStore {
         state.lease = Some((holder.to_owned(), now + ttl));
         Ok(true)
     }
+
+    async fn release_renewal_lease(&self, holder: &str) -> Result<bool, StoreError> {
+        let mut state = self.state();
+        let theirs = state
+            .lease
+            .as_ref()
+            .is_some_and(|(h, until)| h == holder && *until > std::time::Instant::now());
+        if theirs {
+            state.lease = None;
+        }
+        Ok(theirs)
+    }
 }

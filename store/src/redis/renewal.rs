@@ -114,4 +114,17 @@ impl TokenRenewal for RedisStore {
             .map_err(StoreError::unavailable)?;
         Ok(taken == 1)
     }
+
+    async fn release_renewal_lease(&self, holder: &str) -> Result<bool, StoreError> {
+        let released: i64 = self
+            .shared
+            .scripts
+            .release_lease
+            .key(&self.shared.keys.renewal_lease)
+            .arg(holder)
+            .invoke_async(&mut self.con.clone())
+            .await
+            .map_err(StoreError::unavailable)?;
+        Ok(released == 1)
+    }
 }

@@ -102,6 +102,7 @@ pub(super) struct Scripts {
     pub update: Script,
     pub replace: Script,
     pub lease: Script,
+    pub release_lease: Script,
     pub publish: Script,
     pub head: Script,
     pub login_failed: Script,
@@ -167,6 +168,11 @@ impl Scripts {
                   if holder and holder ~= ARGV[1] then return 0 end
                   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
                   return 1",
+            ),
+            // KEYS[1] lease; ARGV holder. Deleted only by its holder.
+            release_lease: Script::new(
+                r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+                  return 0",
             ),
             // KEYS[1] seq, KEYS[2] stream; ARGV maxlen, type, sids, sub. One number per event,
             // in the same step as the event, so a reader can see a gap.

@@ -160,4 +160,10 @@ pub async fn one_holder_at_a_time_has_the_renewal_lease<S: TokenRenewal>(store: 
     tokio::time::sleep(ttl + Duration::from_millis(100)).await;
     assert!(store.renewal_lease("idp-b", ttl).await.expect("lease"));
     assert!(!store.renewal_lease("idp-a", ttl).await.expect("lease"));
+    // Only its holder gives it up; then the next one takes it at once.
+    assert!(!store.release_renewal_lease("idp-a").await.expect("release"));
+    assert!(!store.renewal_lease("idp-a", ttl).await.expect("lease"));
+    assert!(store.release_renewal_lease("idp-b").await.expect("release"));
+    assert!(store.renewal_lease("idp-a", ttl).await.expect("lease"));
+    assert!(!store.release_renewal_lease("idp-b").await.expect("release"));
 }
