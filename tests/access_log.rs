@@ -135,6 +135,7 @@ async fn every_request_gets_one_line_with_every_field_and_never_a_token() {
         ("bytes_in", 5.into()),
         ("session", session.clone().into()),
         ("subject", "alice".into()),
+        ("client_id", "cli".into()),
         ("user_agent", "curl/8.5".into()),
         ("trace_id", PARENT_TRACE.into()),
         ("client_address", "127.0.0.1".into()),

@@ -21,6 +21,10 @@ rate_limit_headers = true
 path_prefix = "/by-address/"
 upstream = "{backend}"
 rate_limit = { rate = "2/m", per = "client_address" }
+[[routes]]
+path_prefix = "/by-client/"
+upstream = "{backend}"
+rate_limit = { rate = "1/h", burst = 2, per = "client" }
 "#;
     Stack::start(Options {
         gateways: 1,
@@ -155,6 +159,28 @@ async fn an_address_limit_refuses_before_any_token_lookup_and_survives_a_reload(
     assert!(reloaded, "{}", gw.log_text());
     let r = send("GET", &url, &[("authorization", &token)], String::new()).await;
     assert_eq!(r.status, 429, "the limit forgot its state on reload");
+}
+
+#[tokio::test]
+async fn every_user_of_one_client_shares_its_bucket() {
+    let stack = stack().await;
+    let gw = &stack.gateways[0];
+    // Both signed in through the `cli` client (the password grant).
+    let alice = format!("Bearer {}", stack.login("alice").await);
+    let bob = format!("Bearer {}", stack.login("bob").await);
+    let url = gw.url("/by-client/x");
+    let status = |auth: String| {
+        let url = url.clone();
+        async move {
+            send("GET", &url, &[("authorization", &auth)], String::new())
+                .await
+                .status
+        }
+    };
+    assert_eq!(status(alice.clone()).await, 200);
+    assert_eq!(status(bob.clone()).await, 200);
+    assert_eq!(status(alice).await, 429);
+    assert_eq!(status(bob).await, 429);
 }
 
 /// A GET from a source address of our choosing on the loopback range (127.0.0.2, ...).

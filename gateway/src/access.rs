@@ -319,6 +319,8 @@ impl Record {
         out.push_str(",\"subject\":");
         let subject = identity.map(|i| String::from_utf8_lossy(i.subject.as_bytes()));
         json_opt(out, subject.as_deref().map(cut));
+        out.push_str(",\"client_id\":");
+        json_opt(out, identity.and_then(|i| i.client_id.as_deref()).map(cut));
         out.push_str(",\"user_agent\":");
         let user_agent = self
             .user_agent

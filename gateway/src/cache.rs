@@ -31,6 +31,8 @@ pub struct Identity {
     pub subject: HeaderValue,
     pub roles_header: HeaderValue,
     pub session_header: HeaderValue,
+    /// The client the session was issued to, if one was named.
+    pub client_id: Option<String>,
     /// The last second a use was queued for reporting: a hot token takes the report queue's
     /// lock once a second, not once a request.
     last_use: AtomicU64,
@@ -340,6 +342,7 @@ impl Identity {
             roles_header: header(&claims.roles.join(","))?,
             session_header: header(session.id.as_str())?,
             roles: claims.roles,
+            client_id: session.client_id,
             session: session.id,
             last_use: AtomicU64::new(0),
         })

@@ -571,7 +571,7 @@ impl GatewayConfig {
                 if limit.per.needs_identity() && !route.auth {
                     return Err(invalid(
                         format!("routes[{i}].rate_limit.per"),
-                        "subject and session need a protected route: use client_address or route on auth = false",
+                        "subject, session and client need a protected route: use client_address or route on auth = false",
                     ));
                 }
             }

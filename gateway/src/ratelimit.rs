@@ -27,6 +27,9 @@ pub enum Per {
     Subject,
     /// The session (one sign-in).
     Session,
+    /// The client (`client_id`) the session was issued to: every user of one application
+    /// shares one bucket. Sessions without a client share the bucket of no client.
+    Client,
     /// The TCP peer's IP address (the address the gateway sees, not `X-Forwarded-For`).
     ClientAddress,
     /// Every request of the route together.
@@ -38,6 +41,7 @@ impl Per {
         match self {
             Per::Subject => "subject",
             Per::Session => "session",
+            Per::Client => "client",
             Per::ClientAddress => "client_address",
             Per::Route => "route",
         }
@@ -45,7 +49,7 @@ impl Per {
 
     /// Whether the key comes from the identity, so the route must be protected.
     pub fn needs_identity(self) -> bool {
-        matches!(self, Per::Subject | Per::Session)
+        matches!(self, Per::Subject | Per::Session | Per::Client)
     }
 }
 
@@ -290,9 +294,10 @@ impl RateLimiter {
         match (self.per, identity) {
             (Per::Subject, Some(i)) => self.hasher.hash_one(i.subject.as_bytes()),
             (Per::Session, Some(i)) => self.hasher.hash_one(i.session.as_str()),
+            (Per::Client, Some(i)) => self.hasher.hash_one(i.client_id.as_deref()),
             (Per::ClientAddress, _) => self.hasher.hash_one(peer),
             // A route without identity never has a subject or session limit (validation).
-            (Per::Route | Per::Subject | Per::Session, _) => 0,
+            (Per::Route | Per::Subject | Per::Session | Per::Client, _) => 0,
         }
     }
 
