@@ -475,6 +475,16 @@ mod tests {
     }
 
     #[test]
+    fn a_million_keys_through_a_default_limit_stay_within_max_keys() {
+        let l = limiter("10/s", Some(10), default_max_keys());
+        for key in 0..1_000_000u64 {
+            let _ = l.check_key(key.wrapping_mul(0x9E37_79B9_7F4A_7C15), key);
+        }
+        // 100,000 keys of 16 bytes each (plus the maps' spare room): a few MiB at most.
+        assert!(l.keys() <= default_max_keys(), "{} keys", l.keys());
+    }
+
+    #[test]
     fn refilled_keys_are_forgotten_first() {
         let l = limiter("10/s", Some(1), 16);
         for key in 0..16u64 {
