@@ -23,40 +23,11 @@ use bytes::Bytes;
 use http::{HeaderValue, Version, header};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use prometheus_client::metrics::counter::Counter;
-use serde::Deserialize;
 
 use crate::cache::Identity;
 use crate::trace::TraceContext;
 
-/// `[log]`.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct LogConfig {
-    /// One JSON line per request.
-    #[serde(default)]
-    pub access: bool,
-    /// `-` (standard output, the default) or a file, opened for appending and opened again on
-    /// `SIGUSR1` (after logrotate moved it away), as nginx does.
-    #[serde(default = "stdout")]
-    pub access_path: String,
-    /// Log the query string too (it may carry personal data, so it is left out by default).
-    #[serde(default)]
-    pub access_query: bool,
-}
-
-fn stdout() -> String {
-    "-".to_owned()
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            access: false,
-            access_path: stdout(),
-            access_query: false,
-        }
-    }
-}
+pub use crate::config::LogConfig;
 
 /// Longest value from outside (path, query, user agent, request id) that a line carries.
 pub const MAX_FIELD: usize = 256;

@@ -27,7 +27,7 @@ pub struct GatewayConfig {
     pub browser: Option<BrowserConfig>,
     /// `[log]`: the access log.
     #[serde(default)]
-    pub log: crate::access::LogConfig,
+    pub log: LogConfig,
     /// `[protection]`: the brake on token guessing.
     #[serde(default)]
     pub protection: ProtectionConfig,
@@ -57,12 +57,12 @@ impl Default for ProtectionConfig {
 
 impl ProtectionConfig {
     /// The brake as a rate limit per client address, `None` when it is off.
-    pub fn invalid_token_limit(&self) -> Option<crate::ratelimit::RateLimitConfig> {
-        (self.invalid_token_rate != "off").then(|| crate::ratelimit::RateLimitConfig {
+    pub fn invalid_token_limit(&self) -> Option<RateLimitConfig> {
+        (self.invalid_token_rate != "off").then(|| RateLimitConfig {
             rate: self.invalid_token_rate.clone(),
             burst: Some(self.invalid_token_burst),
-            per: crate::ratelimit::Per::ClientAddress,
-            max_keys: crate::ratelimit::default_max_keys(),
+            per: Per::ClientAddress,
+            max_keys: default_max_keys(),
         })
     }
 }
@@ -218,13 +218,13 @@ pub struct RouteConfig {
     /// `{ rate = "100/s", burst = 200, per = "subject" }`: more gets `429` (local to this
     /// gateway: N replicas behind a balancer let through up to N times the rate).
     #[serde(default)]
-    pub rate_limit: Option<crate::ratelimit::RateLimitConfig>,
+    pub rate_limit: Option<RateLimitConfig>,
     /// Allowed responses carry the `RateLimit` header too (a `429` always does).
     #[serde(default)]
     pub rate_limit_headers: bool,
     /// Keys (subjects, sessions, addresses) the limit remembers at most; past that the least
     /// recently limited go first, so memory stays bounded whatever the traffic.
-    #[serde(default = "crate::ratelimit::default_max_keys")]
+    #[serde(default = "default_max_keys")]
     pub rate_limit_max_keys: usize,
 }
 
@@ -586,6 +586,91 @@ impl GatewayConfig {
             browser.validate(self.server.tls_cert.is_some(), invalid)?;
         }
         Ok(())
+    }
+}
+
+/// What one limit counts by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Per {
+    /// The token's subject: every session of one user shares one bucket.
+    Subject,
+    /// The session (one sign-in).
+    Session,
+    /// The client (`client_id`) the session was issued to: every user of one application
+    /// shares one bucket. Sessions without a client share the bucket of no client.
+    Client,
+    /// The TCP peer's IP address (the address the gateway sees, not `X-Forwarded-For`).
+    ClientAddress,
+    /// Every request of the route together.
+    Route,
+}
+
+impl Per {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Per::Subject => "subject",
+            Per::Session => "session",
+            Per::Client => "client",
+            Per::ClientAddress => "client_address",
+            Per::Route => "route",
+        }
+    }
+
+    /// Whether the key comes from the identity, so the route must be protected.
+    pub fn needs_identity(self) -> bool {
+        matches!(self, Per::Subject | Per::Session | Per::Client)
+    }
+}
+
+/// `rate_limit = { rate = "100/s", burst = 200, per = "subject" }` on a route.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// `N/s`, `N/m`, `N/h` or `N/d` (also `sec`, `min`, `hour`, `day`).
+    pub rate: String,
+    /// Requests that may come at once after a quiet spell; default: the rate's `N`.
+    #[serde(default)]
+    pub burst: Option<u64>,
+    pub per: Per,
+    /// Keys remembered at most (each takes 16 to 40 bytes, with the map's spare room): the
+    /// route's `rate_limit_max_keys`, not a key of this table.
+    #[serde(skip, default = "default_max_keys")]
+    pub max_keys: usize,
+}
+
+/// `rate_limit_max_keys`'s default.
+pub fn default_max_keys() -> usize {
+    100_000
+}
+
+/// `[log]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// One JSON line per request.
+    #[serde(default)]
+    pub access: bool,
+    /// `-` (standard output, the default) or a file, opened for appending and opened again on
+    /// `SIGUSR1` (after logrotate moved it away), as nginx does.
+    #[serde(default = "stdout")]
+    pub access_path: String,
+    /// Log the query string too (it may carry personal data, so it is left out by default).
+    #[serde(default)]
+    pub access_query: bool,
+}
+
+fn stdout() -> String {
+    "-".to_owned()
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            access: false,
+            access_path: stdout(),
+            access_query: false,
+        }
     }
 }
 

@@ -15,64 +15,10 @@ use std::time::Instant;
 
 use http::HeaderValue;
 use prometheus_client::metrics::counter::Counter;
-use serde::Deserialize;
 
 use crate::cache::Identity;
 
-/// What one limit counts by.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Per {
-    /// The token's subject: every session of one user shares one bucket.
-    Subject,
-    /// The session (one sign-in).
-    Session,
-    /// The client (`client_id`) the session was issued to: every user of one application
-    /// shares one bucket. Sessions without a client share the bucket of no client.
-    Client,
-    /// The TCP peer's IP address (the address the gateway sees, not `X-Forwarded-For`).
-    ClientAddress,
-    /// Every request of the route together.
-    Route,
-}
-
-impl Per {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Per::Subject => "subject",
-            Per::Session => "session",
-            Per::Client => "client",
-            Per::ClientAddress => "client_address",
-            Per::Route => "route",
-        }
-    }
-
-    /// Whether the key comes from the identity, so the route must be protected.
-    pub fn needs_identity(self) -> bool {
-        matches!(self, Per::Subject | Per::Session | Per::Client)
-    }
-}
-
-/// `rate_limit = { rate = "100/s", burst = 200, per = "subject" }` on a route.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimitConfig {
-    /// `N/s`, `N/m`, `N/h` or `N/d` (also `sec`, `min`, `hour`, `day`).
-    pub rate: String,
-    /// Requests that may come at once after a quiet spell; default: the rate's `N`.
-    #[serde(default)]
-    pub burst: Option<u64>,
-    pub per: Per,
-    /// Keys remembered at most (each takes 16 to 40 bytes, with the map's spare room): the
-    /// route's `rate_limit_max_keys`, not a key of this table.
-    #[serde(skip, default = "default_max_keys")]
-    pub max_keys: usize,
-}
-
-/// `rate_limit_max_keys`'s default.
-pub fn default_max_keys() -> usize {
-    100_000
-}
+pub use crate::config::{Per, RateLimitConfig, default_max_keys};
 
 /// Why a `rate_limit` is refused; `key` is below `routes[i].rate_limit`.
 #[derive(Debug, PartialEq, Eq)]
