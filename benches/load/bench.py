@@ -110,14 +110,20 @@ class Stack:
             self.stop(p)
 
 
-def cpu_seconds(pids):
-    """utime + stime of the processes, all threads included, from /proc/PID/stat."""
-    total = 0
+def cpu_split(pids):
+    """(utime, stime) of the processes in seconds, all threads included, from /proc/PID/stat."""
+    user = kernel = 0
     for pid in pids:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / CLK_TCK
+        user += int(fields[11])
+        kernel += int(fields[12])
+    return user / CLK_TCK, kernel / CLK_TCK
+
+
+def cpu_seconds(pids):
+    """utime + stime of the processes, all threads included."""
+    return sum(cpu_split(pids))
 
 
 def rss_bytes(pid):
@@ -227,6 +233,32 @@ def start_nginx_proxy(stack, backend):
     return port, proc
 
 
+def start_haproxy(stack, backend):
+    """Scenario 10: HAProxy with one thread as a keep-alive reverse proxy, no auth."""
+    port = free_port()
+    conf = stack.work / "haproxy.cfg"
+    conf.write_text(f"""
+global
+    nbthread 1
+    maxconn 20000
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend bench
+    bind 127.0.0.1:{port}
+    default_backend backend
+backend backend
+    server nginx 127.0.0.1:{backend} maxconn 1000
+""")
+    proc = stack.spawn("haproxy", ["haproxy", "-db", "-f", str(conf)], SUT_CPU)
+    wait_port(port, proc)
+    return port, proc
+
+
 def start_nginx_auth(stack, backend, idp_port):
     """Scenario 3: the usual way, auth_request to the IdP with the answer cached per token."""
     port = free_port()
@@ -302,7 +334,7 @@ roles = ["orders:read"]
 
 
 def start_gateway(stack, name, redis_port, idp_port, backend, extra_cache="", interval="1s",
-                  cpu=SUT_CPU, max_entries=200000, browser=False):
+                  cpu=SUT_CPU, max_entries=200000, browser=False, extra=""):
     """With `browser`, the gateway also has `[browser]` and a `browser = true` route `/app/`
     (the cookie scenario; no one signs in during the run, so the client need not exist)."""
     public, admin = free_port(), free_port()
@@ -343,7 +375,8 @@ roles = ["orders:read"]
 path_prefix = "/public/"
 upstream = "http://127.0.0.1:{backend}"
 auth = false
-{browser_conf}""")
+{browser_conf}
+{extra}""")
     proc = stack.spawn(name, [str(BIN), "gateway", "--config", str(conf)], cpu,
                        {"RUST_LOG": "warn"})
     wait_ready(admin)
@@ -454,10 +487,14 @@ def wrk(url, seconds, conns, tokens_file, script):
 
 
 def measure(run, pids):
-    before = cpu_seconds(pids)
+    user0, kernel0 = cpu_split(pids)
     result = run()
-    used = cpu_seconds(pids) - before
-    result["cpu_us_per_req"] = used * 1e6 / result["requests"] if result["requests"] else 0.0
+    user1, kernel1 = cpu_split(pids)
+    n = result["requests"] or 0
+    per = lambda seconds: seconds * 1e6 / n if n else 0.0
+    result["cpu_us_per_req"] = per(user1 - user0 + kernel1 - kernel0)
+    result["user_us_per_req"] = per(user1 - user0)
+    result["kernel_us_per_req"] = per(kernel1 - kernel0)
     return result
 
 
@@ -500,6 +537,10 @@ def run(stack, args):
                                                  extra_cache="enabled = false")
     br_public, br_admin, br_proc = start_gateway(stack, "gateway-browser", redis_port,
                                                  idp_public, backend_port, browser=True)
+    log_public, log_admin, log_proc = start_gateway(
+        stack, "gateway-log", redis_port, idp_public, backend_port,
+        extra=f'[log]\naccess = true\naccess_file = "{stack.work / "access.log"}"\n')
+    haproxy_port, haproxy_proc = start_haproxy(stack, backend_port)
     backend_master = next(p for p in stack.procs if "backend.conf" in " ".join(p.args))
     hot = mint(idp_admin, 1)[0]
     log(f"minting {args.tokens} tokens for scenario 6")
@@ -530,6 +571,11 @@ def run(stack, args):
         # `browser = true` route, among other cookies (stripped before forwarding).
         ("8. tokengate, one hot cookie", lambda: [br_proc.pid],
          lambda s: oha(f"http://127.0.0.1:{br_public}/app/x", s, C, cookie=hot)),
+        # Scenario 5 with `[log] access = true` (one JSON line per request, to a file).
+        ("9. tokengate, one hot token, access log on", lambda: [log_proc.pid],
+         lambda s: oha(f"http://127.0.0.1:{log_public}/api/x", s, C, token=hot)),
+        ("10. HAProxy, one thread, no auth", lambda: [haproxy_proc.pid],
+         lambda s: oha(f"http://127.0.0.1:{haproxy_port}/api/x", s, C)),
     ]
     # Warm up every path (connections, caches, the 10,000 tokens) before measuring.
     log("warm-up")
@@ -553,6 +599,8 @@ def run(stack, args):
             "name": name,
             "rps": median_of(runs, "rps"),
             "cpu": median_of(runs, "cpu_us_per_req"),
+            "user": median_of(runs, "user_us_per_req"),
+            "kernel": median_of(runs, "kernel_us_per_req"),
             "success": min(r["success"] for r in runs),
             "latency_ms": {p: statistics.median(r["latency_ms"][p] for r in runs)
                            for p in PERCENTILES},
@@ -718,6 +766,7 @@ def machine():
         "cores": os.cpu_count(),
         "kernel": platform.release(),
         "nginx": version(["nginx", "-v"]),
+        "haproxy": version(["haproxy", "-v"]),
         "oha": version(["oha", "--version"]),
         "wrk": version(["wrk", "-v"]),
         "rustc": version(["rustc", "--version"]),
@@ -747,7 +796,7 @@ def write_report(report, args):
         f" alternated, {args.conns} connections; medians of the rounds.",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, Linux {m['kernel']}; {m['nginx']};"
-        f" {m['oha']}; {m['wrk']}; {m['rustc']}; {m['redis']}.",
+        f" {m['haproxy']}; {m['oha']}; {m['wrk']}; {m['rustc']}; {m['redis']}.",
         "The proxy under test runs alone on CPU 0; the load generator, the nginx backend"
         " (fixed 3-byte body), Redis and the IdP share CPU 1. Throughput is capped by the load"
         " generator on one core, so **CPU per request** (from `/proc/PID/stat` of the proxy's"
@@ -755,14 +804,16 @@ def write_report(report, args):
         "",
         "## Closed loop",
         "",
-        "| scenario | req/s | p50 ms | p99 ms | p99.9 ms | success | CPU µs/req | CPU vs nginx proxy |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| scenario | req/s | p50 ms | p99 ms | p99.9 ms | success | CPU µs/req | user | kernel"
+        " | CPU vs nginx proxy |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in t:
         lat = row["latency_ms"]
         lines.append(
             f"| {row['name']} | {row['rps']:,.0f} | {lat[50]:.3f} | {lat[99]:.3f} | "
             f"{lat[99.9]:.3f} | {row['success'] * 100:.2f}% | {row['cpu']:.1f} | "
+            f"{row.get('user', 0):.1f} | {row.get('kernel', 0):.1f} | "
             f"{row['cpu'] / base['cpu']:.2f}× |")
     lines += [
         "",
@@ -772,7 +823,10 @@ def write_report(report, args):
         " so its latencies come from another tool). Scenario 7 reads Redis and verifies the JWT"
         " on every request (`cache.enabled = false`). Scenario 8 sends scenario 5's token"
         " as a browser does, in the session cookie of a `browser = true` route among two other"
-        " cookies, which the gateway reads and then strips before forwarding.",
+        " cookies, which the gateway reads and then strips before forwarding. Scenario 9 is"
+        " scenario 5 on a gateway with `[log] access = true` writing to a file. Scenario 10 is"
+        " Debian's HAProxy with one thread (`nbthread 1`), keep-alive both ways, no auth. User"
+        " and kernel are the CPU µs/req split by `/proc/PID/stat` (utime, stime).",
         "",
         f"## Open loop at {report['rate']:,} req/s (about half of nginx's maximum)",
         "",
@@ -798,6 +852,11 @@ def write_report(report, args):
          f"{ol_hot:.3f} vs {ol_nginx:.3f} ms", ol_hot <= ol_nginx + 0.2),
         ("hot-token throughput ≥ 0.9× own public route",
          f"{hot['rps']:,.0f} vs {public['rps']:,.0f} req/s", hot["rps"] >= 0.9 * public["rps"]),
+        ("access log on: CPU/request ≤ 1.10× hot token",
+         f"{t[8]['cpu']:.1f} vs {hot['cpu']:.1f} µs ({t[8]['cpu'] / hot['cpu']:.2f}×)",
+         t[8]["cpu"] <= 1.10 * hot["cpu"]),
+        ("user-space CPU/request, hot token ≤ nginx proxy's",
+         f"{hot['user']:.1f} vs {base['user']:.1f} µs", hot["user"] <= base["user"]),
     ]
     if "revocation" in report:
         rev = report["revocation"]

@@ -12,6 +12,7 @@ cd "$(dirname "$0")/../.."
 need_apt=()
 command -v nginx >/dev/null 2>&1 || need_apt+=(nginx-light)
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
+command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v taskset >/dev/null 2>&1 || need_apt+=(util-linux)
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -20,6 +21,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     $sudo apt-get install -y "${need_apt[@]}" || { $sudo apt-get update && $sudo apt-get install -y "${need_apt[@]}"; }
     # The package starts a system nginx on port 80; the benchmark runs its own.
     $sudo nginx -s stop 2>/dev/null || true
+    $sudo systemctl stop haproxy 2>/dev/null || $sudo service haproxy stop 2>/dev/null || true
 fi
 if ! command -v oha >/dev/null 2>&1; then
     export PATH="$HOME/.cargo/bin:$PATH"
