@@ -6,17 +6,27 @@ use std::path::PathBuf;
 /// What is wrong with a configuration file (of the IdP or a gateway), naming the file and key.
 #[derive(Debug)]
 pub enum ConfigError {
+    /// The file cannot be read.
     Read {
+        /// The file.
         file: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
+    /// The file is not TOML of the expected shape (the parser's message names line and key).
     Parse {
+        /// The file.
         file: PathBuf,
+        /// The parser's message.
         message: String,
     },
+    /// A value is out of bounds or inconsistent with another.
     Invalid {
+        /// The file.
         file: PathBuf,
+        /// The key, as `section.key` (`routes[2].upstream`).
         key: String,
+        /// What is wrong with it.
         message: String,
     },
 }

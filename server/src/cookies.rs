@@ -31,7 +31,9 @@ pub const MAX_VALUE: usize = 4096;
 /// What a request's cookies hold under one name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Found<'a> {
+    /// No cookie of that name (or only an empty or over-long one).
     None,
+    /// Exactly one, with this value.
     One(&'a str),
     /// Two or more: ambiguous, so none of them is used.
     Many,

@@ -7,6 +7,8 @@
 //! * `config`: `ConfigError`, how both services report a configuration file they cannot use.
 //! * `cookies`: reading, writing and stripping cookies, and the names of the IdP's cookies.
 
+#![warn(missing_docs)]
+
 mod config;
 
 pub use config::ConfigError;
@@ -100,9 +102,11 @@ impl<S, B: SendBody> ConnService<B> for S where
 /// Limits of one listener.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
+    /// Connections served at once; at the limit, idle ones are closed to make room.
     pub max_connections: usize,
     /// Time to send a request head, and longest idle time between requests.
     pub header_timeout: Duration,
+    /// Longest time in-flight requests get to finish on shutdown.
     pub drain_timeout: Duration,
 }
 
