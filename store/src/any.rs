@@ -12,7 +12,9 @@ use crate::{
 /// One of the two implementations, chosen at start-up from the configuration.
 #[derive(Clone, Debug)]
 pub enum AnyStore {
+    /// One Redis server, a Cluster or a Sentinel-watched master.
     Redis(RedisStore),
+    /// The embedded in-memory store of `tokengate dev` (one process only).
     Memory(MemoryStore),
 }
 

@@ -13,6 +13,7 @@ pub const MAX_REPORTERS: usize = 1000;
 pub struct AuditEntry {
     /// Given by the store when the entry is appended (ignored on append); pages are cut here.
     pub id: String,
+    /// Unix seconds.
     pub at: u64,
     /// Who: `admin-token`, or `console:<username>`.
     pub actor: String,
@@ -27,6 +28,7 @@ pub struct AuditEntry {
 /// Entries newest first.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AuditPage {
+    /// Newest first.
     pub entries: Vec<AuditEntry>,
     /// Where the next (older) page starts (pass it as `before`); `None` on the last page.
     pub next: Option<String>,
@@ -35,6 +37,7 @@ pub struct AuditPage {
 /// A process that reported last use (a gateway, or an IdP answering `/auth/verify`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reporter {
+    /// The reporter (a gateway replica) by its name.
     pub name: String,
     /// When its newest report was written (Unix seconds).
     pub last_seen: u64,

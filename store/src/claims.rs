@@ -10,10 +10,13 @@ use serde::{Deserialize, Serialize};
 /// What a value token says about its bearer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
+    /// The issuer: the IdP's `tokens.issuer`.
     pub iss: String,
+    /// The subject: the user (or client) the session is for.
     pub sub: String,
     /// The session id.
     pub sid: String,
+    /// The session's roles.
     pub roles: Vec<String>,
     /// When this value token was signed (it is renewed while its session lives).
     pub iat: u64,
@@ -37,14 +40,19 @@ impl Claims {
 /// between IdP, gateways and backends, and for the request still on its way to the backend.
 pub const EXPIRY_MARGIN: u64 = 5;
 
+/// Why a value token is refused.
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
+    /// The header names no key (`kid`).
     #[error("value token names no key id")]
     NoKeyId,
+    /// The key it names is not in the JWKS.
     #[error("value token signed with an unknown key")]
     UnknownKey,
+    /// Its `exp` has passed.
     #[error("value token expired")]
     Expired,
+    /// Signature, algorithm, issuer or shape wrong.
     #[error("value token rejected")]
     Rejected(#[source] jsonwebtoken::errors::Error),
 }
@@ -101,6 +109,7 @@ impl Verifier {
         self.keys.len()
     }
 
+    /// Whether no key is known.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }

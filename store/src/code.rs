@@ -7,13 +7,19 @@ use crate::SessionId;
 /// What an authorization code was issued for, kept under the code's hash ([`crate::CodeId`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthCode {
+    /// The client the code was issued to.
     pub client_id: String,
+    /// The redirect URI it was issued for (matched exactly on redemption).
     pub redirect_uri: String,
     /// The PKCE `S256` challenge, if the client sent one.
     pub code_challenge: Option<String>,
+    /// The authorization request's `nonce`, for the ID token.
     pub nonce: Option<String>,
+    /// The scope granted, when it narrows the roles.
     pub scope: Option<String>,
+    /// Who signed in.
     pub subject: String,
+    /// The roles the session will carry.
     pub roles: Vec<String>,
     /// When the user authenticated (Unix seconds).
     pub auth_time: u64,

@@ -12,7 +12,9 @@ use crate::{AnyStore, RedisOptions, RedisStore, StoreError};
 #[derive(Debug, thiserror::Error)]
 #[error("`{key}`: {message}")]
 pub struct StoreConfigError {
+    /// The key below `store.` (`redis_url`, `nodes`, ...).
     pub key: &'static str,
+    /// What is wrong with it.
     pub message: String,
 }
 
@@ -23,6 +25,7 @@ fn invalid(key: &'static str, message: impl Into<String>) -> StoreConfigError {
     }
 }
 
+/// How the store reaches Redis.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum StoreMode {
@@ -36,17 +39,23 @@ pub enum StoreMode {
     Sentinel,
 }
 
+/// `[store]`: where the token store is, shared by the IdP and every gateway.
 #[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
+    /// `standalone` (default), `cluster` or `sentinel`.
     #[serde(default)]
     pub mode: StoreMode,
+    /// `redis://` or `rediss://` (TLS); may carry a password and a database.
     #[serde(default = "defaults::redis_url")]
     pub redis_url: String,
+    /// Seed nodes of a Redis Cluster (`mode = "cluster"`).
     #[serde(default)]
     pub nodes: Vec<String>,
+    /// Sentinels that know the master (`mode = "sentinel"`).
     #[serde(default)]
     pub sentinels: Vec<String>,
+    /// The master's name at the sentinels.
     #[serde(default)]
     pub master_name: Option<String>,
     /// Prefix of every key, so that several deployments can share one Redis.

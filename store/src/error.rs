@@ -9,11 +9,17 @@ pub enum StoreError {
     Unavailable(#[source] DriverError),
     /// A record or event in the store does not have the shape this version writes.
     #[error("malformed {what} in the token store")]
-    Corrupt { what: &'static str },
+    Corrupt {
+        /// What kind of record.
+        what: &'static str,
+    },
     /// The caller asked for something outside the store's bounds (a name too long): a bug in
     /// the caller, which checks its input first.
     #[error("refused by the token store: {what} out of bounds")]
-    Invalid { what: &'static str },
+    Invalid {
+        /// What was out of bounds.
+        what: &'static str,
+    },
     /// The store's address or options are wrong (reported at start-up).
     #[error("invalid store configuration: {0}")]
     Config(String),

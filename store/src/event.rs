@@ -4,12 +4,20 @@ use crate::token::SessionId;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// One session was revoked.
-    Revoked { session: SessionId },
+    Revoked {
+        /// The session.
+        session: SessionId,
+    },
     /// These sessions got new roles (and a new value token): reload them.
-    RolesChanged { sessions: Vec<SessionId> },
+    RolesChanged {
+        /// The sessions.
+        sessions: Vec<SessionId>,
+    },
     /// Every session of a subject was revoked (forced logout).
     SubjectRevoked {
+        /// The subject.
         subject: String,
+        /// Its sessions that were live.
         sessions: Vec<SessionId>,
     },
 }
@@ -51,6 +59,7 @@ impl EventCursor {
 /// What one read of the event stream returned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EventBatch {
+    /// The events, oldest first.
     pub events: Vec<Event>,
     /// Where to read next.
     pub cursor: EventCursor,

@@ -27,6 +27,8 @@
 //! Both implementations pass one contract suite (`testing::suite`, one file per concern), run
 //! against memory, one Redis server, a Sentinel group and a Redis Cluster by `contract`.
 
+#![warn(missing_docs)]
+
 mod any;
 mod audit;
 mod claims;

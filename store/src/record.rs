@@ -10,6 +10,7 @@ use crate::token::SessionId;
 pub struct ValueToken(pub String);
 
 impl ValueToken {
+    /// The compact JWT.
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -37,10 +38,12 @@ impl ValueToken {
 /// still holds the token `replaces`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Renewal {
+    /// The session renewed.
     pub session: SessionId,
     /// The token the session held when it was read; a session holding another one (changed
     /// roles, or renewed meanwhile by another IdP replica) is left alone.
     pub replaces: ValueToken,
+    /// Its new value token.
     pub token: ValueToken,
 }
 
@@ -85,11 +88,17 @@ impl SessionKind {
 /// A session as the store holds it. Times are Unix seconds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Session {
+    /// The session id: a hash of the reference token, never the token.
     pub id: SessionId,
+    /// Who the session is for.
     pub subject: String,
+    /// Its roles.
     pub roles: Vec<String>,
+    /// The signed value token gateways forward.
     pub value_token: ValueToken,
+    /// Unix seconds.
     pub created_at: u64,
+    /// Unix seconds; moved by gateways' last-use reports.
     pub last_used_at: u64,
     /// Seconds of inactivity after which the session ends.
     pub idle_timeout: u64,
@@ -100,6 +109,7 @@ pub struct Session {
     /// How it was obtained: `password`, `client_credentials`, `authorization_code`, `admin`,
     /// `upstream:NAME`; empty in records written before methods were recorded.
     pub method: String,
+    /// An access session (a bearer token) or a browser's single-sign-on session.
     pub kind: SessionKind,
 }
 

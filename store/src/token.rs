@@ -22,8 +22,10 @@ pub struct ReferenceToken(String);
 /// Why a presented string is not a reference token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TokenFormatError {
+    /// Not 43 characters.
     #[error("reference token has the wrong length")]
     Length,
+    /// A character outside the URL-safe base64 alphabet.
     #[error("reference token has characters outside base64url")]
     Alphabet,
 }
@@ -93,6 +95,7 @@ impl SessionId {
         ok.then(|| SessionId(text.to_owned()))
     }
 
+    /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -129,6 +132,7 @@ impl CodeId {
         CodeId(hash_id(code))
     }
 
+    /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -15,6 +15,7 @@ pub struct UsageLog {
 }
 
 impl UsageLog {
+    /// An empty log.
     pub fn new() -> Self {
         Self::default()
     }
@@ -49,6 +50,7 @@ impl UsageLog {
         self.pending().len()
     }
 
+    /// Whether nothing waits to be reported.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -10,16 +10,20 @@ pub const MAX_USERS_PAGE: usize = 1000;
 /// A user. Times are Unix seconds.
 #[derive(Clone, PartialEq, Eq)]
 pub struct User {
+    /// The unique name users sign in with.
     pub username: String,
     /// An argon2id hash in PHC format; `None` for a user who signs in only through an upstream
     /// provider.
     pub password_hash: Option<String>,
+    /// The roles new sessions get.
     pub roles: Vec<String>,
     /// A disabled user cannot sign in and has no live session.
     pub disabled: bool,
     /// The federation provider that created the user, if one did.
     pub upstream: Option<String>,
+    /// Unix seconds.
     pub created_at: u64,
+    /// Unix seconds.
     pub updated_at: u64,
 }
 
@@ -43,6 +47,7 @@ impl fmt::Debug for User {
 /// One page of users, ordered by username.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UserPage {
+    /// The users of this page, in name order.
     pub users: Vec<User>,
     /// Where the next page starts (pass it as `after`); `None` on the last page.
     pub next: Option<String>,

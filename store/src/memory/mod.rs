@@ -38,6 +38,7 @@ const DEFAULT_EVENTS_MAX_LEN: usize = 10_000;
 /// Creations between two sweeps of expired sessions.
 const SWEEP_EVERY: u64 = 1024;
 
+/// The token store in this process's memory: the embedded default of `tokengate dev`, passing the same contract suite as Redis.
 #[derive(Clone)]
 pub struct MemoryStore {
     inner: Arc<Inner>,
@@ -96,6 +97,7 @@ impl Default for MemoryStore {
 }
 
 impl MemoryStore {
+    /// An empty store.
     pub fn new() -> Self {
         Self::with_events_max_len(DEFAULT_EVENTS_MAX_LEN)
     }

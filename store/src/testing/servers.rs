@@ -144,10 +144,12 @@ impl TestRedis {
         }
     }
 
+    /// The URL clients connect with.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -222,9 +224,11 @@ pub struct TestSentinel {
     dir: std::path::PathBuf,
 }
 
+/// The master name the test sentinels watch.
 pub const SENTINEL_MASTER: &str = "mymaster";
 
 impl TestSentinel {
+    /// Starts a master, a replica and three sentinels, and waits until they agree.
     pub fn start() -> Self {
         let master = TestRedis::start();
         let mut replica = TestRedis {
@@ -378,6 +382,7 @@ pub struct TestCluster {
 }
 
 impl TestCluster {
+    /// Starts a three-node Redis Cluster and waits until its slots are assigned.
     pub fn start() -> Self {
         let nodes: Vec<TestRedis> = (0..3).map(|_| TestRedis::start_cluster_node()).collect();
         let addrs: Vec<String> = nodes

@@ -3,6 +3,9 @@
 //! One file per concern, as the traits are; the behaviours are re-exported here, where
 //! [`store_contract_tests!`](crate::store_contract_tests) finds them.
 
+// Each behaviour of the contract is named by its function; the names are its documentation.
+#![allow(missing_docs)]
+
 mod audit;
 mod codes;
 mod events;
