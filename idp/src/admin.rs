@@ -273,7 +273,7 @@ pub async fn change(
     match patch.disabled {
         Some(true) => {
             let revoked = revoke_subject(state, username).await?;
-            tracing::info!(subject = %username, revoked, "user disabled");
+            tracing::info!(subject = ?tokengate_server::Outside(username), revoked, "user disabled");
             audit::record(state, actor, "user.disable", username).await;
             body["revoked"] = revoked.into();
             return Ok(body);
@@ -287,11 +287,11 @@ pub async fn change(
             .set_roles(username, roles)
             .await
             .map_err(|e| state.issue_error(e))?;
-        tracing::info!(subject = %username, sessions = updated, "user's roles replaced");
+        tracing::info!(subject = ?tokengate_server::Outside(username), sessions = updated, "user's roles replaced");
         audit::record(state, actor, &roles_action(roles), username).await;
         body["sessions_updated"] = updated.into();
     } else {
-        tracing::info!(subject = %username, "user changed");
+        tracing::info!(subject = ?tokengate_server::Outside(username), "user changed");
     }
     Ok(body)
 }
@@ -330,7 +330,7 @@ async fn delete_user(
         .delete_user(username)
         .await
         .map_err(|e| state.store_error(e))?;
-    tracing::info!(subject = %username, revoked, "user deleted");
+    tracing::info!(subject = ?tokengate_server::Outside(username), revoked, "user deleted");
     audit::record(
         &state,
         &Actor::admin_token(address),
@@ -375,7 +375,7 @@ pub async fn end_sessions(
 ) -> Result<usize, ApiError> {
     let username = subject(username)?;
     let revoked = revoke_subject(state, username).await?;
-    tracing::info!(subject = %username, revoked, "forced logout");
+    tracing::info!(subject = ?tokengate_server::Outside(username), revoked, "forced logout");
     audit::record(state, actor, "user.logout", username).await;
     Ok(revoked)
 }
@@ -458,7 +458,7 @@ async fn set_roles(
         .set_roles(username, &body.roles)
         .await
         .map_err(|e| state.issue_error(e))?;
-    tracing::info!(subject = %username, sessions = updated, "roles replaced");
+    tracing::info!(subject = ?tokengate_server::Outside(username), sessions = updated, "roles replaced");
     let actor = Actor::admin_token(address);
     audit::record(&state, &actor, &roles_action(&body.roles), username).await;
     Ok(Json(
@@ -512,7 +512,7 @@ async fn mint_session(
             .map_err(|e| state.issue_error(e))?,
     };
     state.count_issued("admin");
-    tracing::info!(subject = %username, session = %issued.session.id, "session minted by an administrator");
+    tracing::info!(subject = ?tokengate_server::Outside(username), session = %issued.session.id, "session minted by an administrator");
     let target = format!("{username} session {}", issued.session.id);
     audit::record(
         &state,

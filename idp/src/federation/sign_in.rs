@@ -78,7 +78,7 @@ async fn remove_override(
         .clear_subject_roles(&username)
         .await
         .map_err(|e| state.store_error(e))?;
-    tracing::info!(subject = %username, removed, "role override of a federated user removed");
+    tracing::info!(subject = ?tokengate_server::Outside(&username), removed, "role override of a federated user removed");
     Ok(axum::Json(
         serde_json::json!({ "override_removed": removed }),
     ))
@@ -389,7 +389,7 @@ async fn callback(
             upstream: name.clone(),
         })
         .inc();
-    tracing::info!(subject = %username, upstream = %name, "signed in through an upstream provider");
+    tracing::info!(subject = ?tokengate_server::Outside(&username), upstream = %name, "signed in through an upstream provider");
     let method = format!("upstream:{name}");
     let mut response =
         authorize::finish_sign_in(&state, &request, &username, &roles, &method).await;

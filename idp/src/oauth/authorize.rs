@@ -405,7 +405,7 @@ pub async fn finish_sign_in(
         state.secure_cookies(),
         Some(sso.session.max_expires_at.saturating_sub(now_unix())),
     );
-    tracing::info!(subject = %username, session = %sso.session.id, method, "signed in");
+    tracing::info!(subject = ?tokengate_server::Outside(username), session = %sso.session.id, method, "signed in");
     // The password form's codes keep their historical method; other ways name themselves.
     let code_method = match method {
         "password" => "authorization_code",
