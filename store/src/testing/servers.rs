@@ -433,14 +433,24 @@ impl TestCluster {
     }
 }
 
-/// A loopback port nothing listens on (bound once and released).
+/// A loopback port nothing listens on (bound once and released), never one this process handed
+/// out before: the kernel may give a released port out again at once, and two servers of one
+/// test (an IdP's public and admin listeners, say) would then be told the same port.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    let port = listener.local_addr().expect("local address").port();
-    drop(listener);
-    // Make sure nothing answers there (another test's server started meanwhile).
-    if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-        return free_port();
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        let port = listener.local_addr().expect("local address").port();
+        drop(listener);
+        let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+        if given.contains(&port) {
+            continue;
+        }
+        // Make sure nothing answers there (another test's server started meanwhile).
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            continue;
+        }
+        given.push(port);
+        return port;
     }
-    port
 }
