@@ -88,8 +88,6 @@ pub enum GatewayError {
 
 pub struct Gateway {
     config: GatewayConfig,
-    /// The file the configuration came from, read again on reload.
-    path: Option<std::path::PathBuf>,
     proxy: Arc<Proxy>,
     tokens: Arc<TokenCache>,
     keys: Arc<Keys>,
@@ -158,7 +156,6 @@ impl Gateway {
         metrics.config_loaded(true);
         Ok(Gateway {
             config,
-            path: None,
             proxy,
             tokens,
             keys,
@@ -180,7 +177,6 @@ impl Gateway {
 
     /// Reloads (on `SIGHUP` or `POST /admin/reload`) read this file again.
     pub fn reload_from(mut self, path: std::path::PathBuf) -> Self {
-        self.path = Some(path.clone());
         self.reloader = Arc::new(Reloader::new(
             Some(path),
             self.config.clone(),

@@ -27,12 +27,17 @@ pub struct Outside<'a>(pub &'a str);
 
 impl std::fmt::Debug for Outside<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut end = self.0.len().min(MAX_LOGGED);
-        while !self.0.is_char_boundary(end) {
-            end -= 1;
-        }
-        std::fmt::Debug::fmt(&self.0[..end], f)
+        std::fmt::Debug::fmt(cut(self.0), f)
     }
+}
+
+/// `s` cut to at most [`MAX_LOGGED`] bytes, on a character boundary.
+pub fn cut(s: &str) -> &str {
+    let mut end = s.len().min(MAX_LOGGED);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 use std::convert::Infallible;
