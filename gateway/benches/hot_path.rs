@@ -251,7 +251,13 @@ fn access_log(c: &mut Criterion) {
         "access log: a request's record, handed to the writer",
         |b| {
             b.iter(|| {
-                let mut entry = log.begin(black_box(&req), &id, &trace, peer);
+                let mut entry = log.begin(
+                    black_box(&req),
+                    std::time::Instant::now(),
+                    &id,
+                    &trace,
+                    peer,
+                );
                 entry.route("/api/");
                 entry.answered(200, None);
             })

@@ -29,8 +29,10 @@ use crate::trace::TraceContext;
 
 pub use crate::config::LogConfig;
 
-/// Longest value from outside (path, query, user agent, request id) that a line carries.
-pub const MAX_FIELD: usize = 256;
+/// Longest value from outside (path, query, user agent, request id) that a line carries: the
+/// same bound as for every log field.
+pub use tokengate_server::MAX_LOGGED as MAX_FIELD;
+use tokengate_server::cut;
 /// Records waiting for the writer; more are dropped and counted.
 const QUEUE: usize = 16 * 1024;
 /// The writer writes when it has this much formatted, or when the queue runs dry.
@@ -82,6 +84,8 @@ enum Message {
     Line(Box<Record>),
     /// Open the file again (log rotation).
     Reopen(Sink),
+    /// Write what is queued and stop (see [`AccessLog::close`]).
+    Close,
 }
 
 /// The access log: the sending side of the queue, and the writer thread.
@@ -133,8 +137,8 @@ impl AccessLog {
         Ok(())
     }
 
-    fn hand_over(&self, record: Record) {
-        match self.queue.try_send(Message::Line(Box::new(record))) {
+    fn hand_over(&self, record: Box<Record>) {
+        match self.queue.try_send(Message::Line(record)) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.dropped.inc();
@@ -151,16 +155,18 @@ impl AccessLog {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         if let Some(writer) = writer {
-            // A record that closes the queue: the writer ends once it has written up to it.
-            let _ = self.queue.send(Message::Line(Box::new(Record::end())));
+            // Queued behind every record handed over so far: the writer ends once they are written.
+            let _ = self.queue.send(Message::Close);
             let _ = writer.join();
         }
     }
 
-    /// The record of a request, begun before the request is taken apart.
+    /// The record of a request that arrived at `started`, begun before the request is taken
+    /// apart.
     pub fn begin<B>(
         self: &Arc<Self>,
         req: &http::Request<B>,
+        started: Instant,
         request_id: &HeaderValue,
         trace: &TraceContext,
         client: IpAddr,
@@ -169,13 +175,12 @@ impl AccessLog {
         let user_agent = req.headers().get(header::USER_AGENT).cloned();
         Entry {
             log: self.clone(),
-            started: Instant::now(),
-            record: Some(Record {
-                end: false,
+            started,
+            record: Some(Box::new(Record {
                 time: SystemTime::now(),
                 duration: Duration::ZERO,
                 request_id: request_id.clone(),
-                trace: Some(*trace),
+                trace: *trace,
                 client,
                 method: req.method().clone(),
                 uri: req.uri().clone(),
@@ -190,19 +195,17 @@ impl AccessLog {
                 bytes_out: 0,
                 identity: None,
                 reason: None,
-            }),
+            })),
         }
     }
 }
 
 /// One request, as its line will tell it.
 struct Record {
-    /// The writer's cue to stop (see [`AccessLog::close`]), never written.
-    end: bool,
     time: SystemTime,
     duration: Duration,
     request_id: HeaderValue,
-    trace: Option<TraceContext>,
+    trace: TraceContext,
     client: IpAddr,
     method: http::Method,
     uri: http::Uri,
@@ -221,30 +224,6 @@ struct Record {
 }
 
 impl Record {
-    fn end() -> Self {
-        Record {
-            end: true,
-            time: SystemTime::UNIX_EPOCH,
-            duration: Duration::ZERO,
-            request_id: HeaderValue::from_static(""),
-            trace: None,
-            client: IpAddr::from([0, 0, 0, 0]),
-            method: http::Method::GET,
-            uri: http::Uri::from_static("/"),
-            query: false,
-            protocol: "",
-            user_agent: None,
-            route: None,
-            status: 0,
-            upstream: None,
-            upstream_duration: None,
-            bytes_in: Arc::new(AtomicU64::new(0)),
-            bytes_out: 0,
-            identity: None,
-            reason: None,
-        }
-    }
-
     /// The record as one JSON line.
     fn format(&self, out: &mut String) {
         out.push_str("{\"time\":\"");
@@ -255,8 +234,7 @@ impl Record {
             cut(&String::from_utf8_lossy(self.request_id.as_bytes())),
         );
         out.push_str(",\"trace_id\":");
-        let trace = self.trace.map(|t| t.trace_id_hex());
-        json_opt(out, trace.as_deref());
+        json_str(out, &self.trace.trace_id_hex());
         let _ = write!(out, ",\"client_address\":\"{}\",\"method\":", self.client);
         json_str(out, cut(self.method.as_str()));
         out.push_str(",\"path\":");
@@ -329,7 +307,7 @@ fn write_lines(records: Receiver<Message>, mut sink: Sink) {
             }
         };
         match message {
-            Message::Line(record) if record.end => {
+            Message::Close => {
                 flush(&mut batch, &mut sink);
                 return;
             }
@@ -349,45 +327,48 @@ fn write_lines(records: Receiver<Message>, mut sink: Sink) {
 pub struct Entry {
     log: Arc<AccessLog>,
     started: Instant,
-    record: Option<Record>,
+    /// Taken only when the entry is dropped.
+    record: Option<Box<Record>>,
 }
 
 impl Entry {
-    fn record(&mut self) -> &mut Record {
-        // Present until the entry is dropped.
-        self.record.get_or_insert_with(Record::end)
+    fn with(&mut self, fill: impl FnOnce(&mut Record)) {
+        if let Some(record) = self.record.as_deref_mut() {
+            fill(record);
+        }
     }
 
     /// The route that took the request (its `path_prefix`).
     pub fn route(&mut self, prefix: &str) {
-        self.record().route = Some(prefix.to_owned());
+        self.with(|r| r.route = Some(prefix.to_owned()));
     }
 
     /// Who the request proved to be.
     pub fn identity(&mut self, identity: &Arc<Identity>) {
-        self.record().identity = Some(identity.clone());
+        self.with(|r| r.identity = Some(identity.clone()));
     }
 
     /// The upstream the request went to.
     pub fn upstream(&mut self, authority: &str) {
-        self.record().upstream = Some(authority.to_owned());
+        self.with(|r| r.upstream = Some(authority.to_owned()));
     }
 
     /// How long the upstream took to answer the head.
     pub fn upstream_duration(&mut self, took: Duration) {
-        self.record().upstream_duration = Some(took);
+        self.with(|r| r.upstream_duration = Some(took));
     }
 
     /// The counter the request body's bytes go to as they are forwarded.
-    pub fn bytes_in(&mut self) -> Arc<AtomicU64> {
-        self.record().bytes_in.clone()
+    pub fn bytes_in(&mut self) -> Option<Arc<AtomicU64>> {
+        self.record.as_ref().map(|r| r.bytes_in.clone())
     }
 
     /// The answer: its status and, when the gateway made it itself, why.
     pub fn answered(&mut self, status: u16, reason: Option<&'static str>) {
-        let record = self.record();
-        record.status = status;
-        record.reason = reason;
+        self.with(|r| {
+            r.status = status;
+            r.reason = reason;
+        });
     }
 }
 
@@ -414,18 +395,6 @@ fn protocol(version: Version) -> &'static str {
 fn millis(d: Duration) -> String {
     let micros = d.as_micros();
     format!("{}.{:03}", micros / 1000, micros % 1000)
-}
-
-/// `s` cut to at most [`MAX_FIELD`] bytes, on a character boundary.
-pub fn cut(s: &str) -> &str {
-    if s.len() <= MAX_FIELD {
-        return s;
-    }
-    let mut end = MAX_FIELD;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 fn json_opt(out: &mut String, s: Option<&str>) {
@@ -524,7 +493,8 @@ where
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(entry), Some(data)) = (self.entry.as_mut(), frame.data_ref()) {
-                    entry.record().bytes_out += data.len() as u64;
+                    let sent = data.len() as u64;
+                    entry.with(|r| r.bytes_out += sent);
                 }
             }
             // The end: the record goes now, not whenever the connection lets go of the body.
@@ -591,7 +561,7 @@ mod tests {
         let mut req = http::Request::get("/a/b?x=1").body(()).unwrap();
         *req.headers_mut() = headers.clone();
         for (status, reason) in [(200, None), (404, Some("no_route"))] {
-            let mut entry = log.begin(&req, &id, &trace, [10, 0, 0, 1].into());
+            let mut entry = log.begin(&req, Instant::now(), &id, &trace, [10, 0, 0, 1].into());
             entry.answered(status, reason);
             entry.route("/a/");
         }
@@ -633,7 +603,7 @@ mod tests {
         let id = HeaderValue::from_static("r");
         // try_send: with nobody reading, a waiting send would hang here.
         for _ in 0..10 {
-            drop(log.begin(&req, &id, &trace, [127, 0, 0, 1].into()));
+            drop(log.begin(&req, Instant::now(), &id, &trace, [127, 0, 0, 1].into()));
         }
         assert_eq!(dropped.get(), 8);
         drop(records);

@@ -161,7 +161,7 @@ impl Proxy {
         let mut entry = self
             .access
             .as_ref()
-            .map(|log| log.begin(&req, &id, &trace, peer.ip()));
+            .map(|log| log.begin(&req, started, &id, &trace, peer.ip()));
         strip_identity(req.headers_mut());
         let live = self.live.load_full();
         if let Some(browser) = &live.browser
@@ -221,7 +221,7 @@ impl Proxy {
             allowed = Some(checked.map_err(Reject::RateLimited)?);
         }
         authorize(route, identity.as_deref())?;
-        let counter = entry.as_deref_mut().map(Entry::bytes_in);
+        let counter = entry.as_deref_mut().and_then(Entry::bytes_in);
         let outgoing =
             self.upstream_request(live, req, route, identity.as_deref(), peer, counter)?;
         let pinned = pinned.filter(|_| outgoing.http1 && outgoing.upgrade.is_none());
