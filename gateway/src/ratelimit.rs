@@ -217,15 +217,26 @@ impl RateLimiter {
     /// Whether one more request of this key would pass now, without counting one.
     pub fn peek(&self, identity: Option<&Identity>, peer: IpAddr) -> Result<(), Denied> {
         let (key, now) = (self.key(identity, peer), self.now());
-        let shard = &self.shards[(key >> 60) as usize % SHARDS];
-        let tat = {
-            let map = shard.lock().unwrap_or_else(|p| p.into_inner());
-            map.get(&key).copied()
-        };
-        let Some(tat) = tat else { return Ok(()) };
+        let tat = self.shard(key).get(&key).copied();
+        match tat {
+            Some(tat) => self.owed(tat, now).map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    /// A key's shard, locked.
+    fn shard(&self, key: u64) -> std::sync::MutexGuard<'_, Shard> {
+        self.shards[(key >> 60) as usize % SHARDS]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// GCRA: the credit one more request of a key whose theoretical arrival time is `tat` would
+    /// owe now, or why it may not come (counted as limited).
+    fn owed(&self, tat: u64, now: u64) -> Result<u64, Denied> {
         let owed = tat.max(now).saturating_add(self.quota.interval) - now;
         if owed <= self.quota.capacity {
-            return Ok(());
+            return Ok(owed);
         }
         self.limited.inc();
         Err(Denied {
@@ -255,28 +266,13 @@ impl RateLimiter {
         let Quota {
             interval, capacity, ..
         } = self.quota;
-        let shard = &self.shards[(key >> 60) as usize % SHARDS];
-        let mut map = shard
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let tat = map.get(&key).copied().unwrap_or(now).max(now);
-        let next = tat.saturating_add(interval);
-        let owed = next - now;
-        if owed > capacity {
-            drop(map);
-            self.limited.inc();
-            let wait = owed - capacity;
-            return Err(Denied {
-                retry_after: wait.div_ceil(NANOS).max(1),
-                per: self.per,
-                quota: self.quota.burst,
-                window: self.window,
-            });
-        }
+        let mut map = self.shard(key);
+        let tat = map.get(&key).copied().unwrap_or(now);
+        let owed = self.owed(tat, now)?;
         if map.len() >= self.shard_cap && !map.contains_key(&key) {
             make_room(&mut map, now, self.shard_cap);
         }
-        map.insert(key, next);
+        map.insert(key, now + owed);
         Ok(Allowed {
             remaining: (capacity - owed) / interval,
             reset: owed.div_ceil(NANOS),
