@@ -66,7 +66,7 @@ pub async fn run(redis_url: Option<String>, listen: DevListen) -> Result<()> {
         gateway_config(&idp, &secrets, gateway_listen, &listen, backend, &demo_url)?;
     let gateway = tokengate_gateway::Gateway::bind(gateway_config, store).await?;
     let demo_app = demo::DemoApp::new(
-        idp.issuer(),
+        &idp.issuer(),
         &format!("http://{}", gateway.public_addr()),
         &demo_url,
     );

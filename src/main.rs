@@ -259,10 +259,20 @@ async fn run_idp(path: PathBuf) -> Result<()> {
             "admin.token is the example value: set TOKENGATE_ADMIN_TOKEN before exposing the admin listener"
         );
     }
-    let bound = Idp::new(config, store, keys)?.bind().await?;
+    let bound = Idp::new(config, store, keys)?
+        .bind()
+        .await?
+        .reload_from(path);
     tracing::info!(public = %bound.public_addr(), admin = %bound.admin_addr(), "IdP listening");
     let shutdown = CancellationToken::new();
     stop_on_signal(shutdown.clone());
+    let reloader = bound.reloader();
+    reload_on_signal(move || {
+        let reloader = reloader.clone();
+        tokio::spawn(async move {
+            let _ = reloader.reload().await;
+        });
+    });
     bound.serve(shutdown).await;
     Ok(())
 }

@@ -415,3 +415,202 @@ async fn a_new_certificate_serves_new_handshakes_and_open_connections_keep_going
     assert!(connect(addr, &trusts_new).await.is_ok());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `POST /admin/reload` on the IdP's admin listener, with its admin token.
+async fn reload_idp(stack: &Stack) -> Reply {
+    stack.admin("POST", "/admin/reload", None).await
+}
+
+/// The `kid` of the value token the backend saw behind `token`.
+async fn kid_behind(stack: &Stack, token: &str) -> String {
+    let r = stack.get(0, "/api/orders/1", Some(token)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let auth = r.json()["headers"]["authorization"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let jwt = auth.strip_prefix("Bearer ").unwrap();
+    jsonwebtoken::decode_header(jwt).unwrap().kid.unwrap()
+}
+
+fn kids(jwks: &serde_json::Value) -> Vec<String> {
+    jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The password grant through `client`.
+async fn login_through(stack: &Stack, client: &str) -> Reply {
+    support::post_form(
+        &stack.idp.url("/oauth2/token"),
+        &[],
+        &format!(
+            "grant_type=password&client_id={client}&username=alice&password={}",
+            support::PASSWORD
+        ),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn idp_clients_and_signing_keys_change_by_reload() {
+    let stack = Stack::start(Options {
+        gateways: 1,
+        ..Options::default()
+    })
+    .await;
+    let path = stack.idp_config_path();
+    let original = std::fs::read_to_string(&path).unwrap();
+    let jwks_url = stack.idp.url("/.well-known/jwks.json");
+
+    // A client added by reload can sign in; removed again, it no longer can.
+    assert_eq!(login_through(&stack, "newcomer").await.status, 401);
+    let added = format!(
+        "{original}\n[[clients]]\nclient_id = \"newcomer\"\ntype = \"public\"\ngrants = [\"password\"]\n"
+    );
+    std::fs::write(&path, &added).unwrap();
+    let r = reload_idp(&stack).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["reloaded"], true);
+    assert_eq!(r.json()["changed"], serde_json::json!(["clients"]));
+    let signed_in = login_through(&stack, "newcomer").await;
+    assert_eq!(signed_in.status, 200, "{}", signed_in.body);
+    stack.secret(signed_in.json()["access_token"].as_str().unwrap());
+    std::fs::write(&path, &original).unwrap();
+    assert_eq!(reload_idp(&stack).await.status, 200);
+    let refused = login_through(&stack, "newcomer").await;
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    assert_eq!(refused.json()["error"], "invalid_client");
+
+    // Rotation: a new first key signs new sessions; sessions made before pass on.
+    let before = stack.login("alice").await;
+    let old_kid = kid_behind(&stack, &before).await;
+    let made = std::process::Command::new(env!("CARGO_BIN_EXE_tokengate"))
+        .args(["gen-key", "--out"])
+        .arg(stack.dir().join("next.pem"))
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "gen-key: {made:?}");
+    let rotated = original.replace(
+        "signing_keys = [\"signing.pem\"]",
+        "signing_keys = [\"next.pem\", \"signing.pem\"]",
+    );
+    assert_ne!(rotated, original);
+    std::fs::write(&path, &rotated).unwrap();
+    let r = reload_idp(&stack).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["changed"], serde_json::json!(["signing_keys"]));
+    let published = kids(&support::get(&jwks_url).await.json());
+    assert_eq!(published.len(), 2, "{published:?}");
+    assert!(published.contains(&old_kid));
+    let after = stack.login("bob").await;
+    let new_kid = kid_behind(&stack, &after).await;
+    assert_ne!(new_kid, old_kid);
+    assert!(published.contains(&new_kid));
+    assert_eq!(kid_behind(&stack, &before).await, old_kid);
+
+    // The old key removed: the JWKS no longer lists it.
+    let next_only = original.replace(
+        "signing_keys = [\"signing.pem\"]",
+        "signing_keys = [\"next.pem\"]",
+    );
+    std::fs::write(&path, &next_only).unwrap();
+    assert_eq!(reload_idp(&stack).await.status, 200);
+    assert_eq!(kids(&support::get(&jwks_url).await.json()), vec![new_kid]);
+    stack.assert_logs_clean();
+}
+
+#[tokio::test]
+async fn a_broken_idp_file_changes_nothing() {
+    let stack = Stack::start(Options {
+        gateways: 0,
+        ..Options::default()
+    })
+    .await;
+    let path = stack.idp_config_path();
+    let original = std::fs::read_to_string(&path).unwrap();
+    let broken = [
+        ("syntax", format!("{original}\n[[clients]\n"), "line"),
+        (
+            "unknown key",
+            format!("{original}\nsurprise = 1\n"),
+            "surprise",
+        ),
+        (
+            "missing key file",
+            original.replace("\"signing.pem\"", "\"gone.pem\""),
+            "gone.pem",
+        ),
+    ];
+    for (what, text, named) in &broken {
+        std::fs::write(&path, text).unwrap();
+        let r = reload_idp(&stack).await;
+        assert_eq!(r.status, 400, "{what}: {}", r.body);
+        assert_eq!(r.json()["error"], "invalid_config", "{what}");
+        let description = r.json()["error_description"].as_str().unwrap().to_owned();
+        assert!(
+            description.contains(path.to_str().unwrap()),
+            "{what}: {description}"
+        );
+        assert!(description.contains(named), "{what}: {description}");
+        // The running configuration still signs people in.
+        assert_eq!(stack.try_login("alice").await.status, 200, "{what}");
+    }
+    // A signal with a broken file changes nothing either, and the log names the line.
+    std::fs::write(&path, &broken[0].1).unwrap();
+    stack.idp.signal("HUP");
+    let logged = support::eventually(Duration::from_secs(5), || async {
+        stack
+            .idp
+            .log_text()
+            .lines()
+            .any(|l| l.contains("reload refused") && l.contains("line"))
+    })
+    .await;
+    assert!(logged, "{}", stack.idp.log_text());
+    let metrics = support::get(&stack.idp.admin_url("/metrics")).await.body;
+    assert_eq!(
+        metric(&metrics, "tokengate_config_reloads_total{result=\"error\"}"),
+        (broken.len() + 1) as f64
+    );
+
+    // Settings that need a restart are kept and named; the rest takes effect.
+    let moved = original.replace(
+        &format!("listen = \"{}\"", stack.idp.public),
+        "listen = \"127.0.0.1:1\"",
+    );
+    std::fs::write(&path, moved).unwrap();
+    let r = reload_idp(&stack).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.json()["needs_restart"],
+        serde_json::json!(["server.listen"])
+    );
+    assert!(
+        stack.idp.log_text().contains(&format!(
+            "reload: server.listen needs a restart, kept {}",
+            stack.idp.public
+        )),
+        "{}",
+        stack.idp.log_text()
+    );
+    let metrics = support::get(&stack.idp.admin_url("/metrics")).await.body;
+    assert_eq!(
+        metric(&metrics, "tokengate_config_reloads_total{result=\"ok\"}"),
+        2.0
+    );
+    assert_eq!(stack.try_login("alice").await.status, 200);
+
+    // Reloading takes the admin token like every /admin call.
+    let r = send(
+        "POST",
+        &stack.idp.admin_url("/admin/reload"),
+        &[],
+        String::new(),
+    )
+    .await;
+    assert_eq!(r.status, 401);
+}

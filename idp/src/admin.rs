@@ -22,13 +22,13 @@ use crate::extract::{ClientAddr, JsonBody, bearer};
 use crate::metrics::KindLabels;
 use crate::oauth::reply::token_response;
 use crate::sessions::NewSession;
-use crate::state::AppState;
+use crate::state::{AppState, Live};
 use crate::users::check_password;
 
 /// Users per page of `GET /admin/users` unless `limit` says otherwise.
 const DEFAULT_PAGE: usize = 100;
 
-pub fn routes(state: AppState) -> Router<AppState> {
+pub fn routes(live: Live) -> Router<Live> {
     Router::new()
         .route("/admin/users", post(create_user).get(list_users))
         .route(
@@ -43,7 +43,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/admin/sessions/{id}", delete(revoke_session))
         .route("/admin/sessions", post(mint_session))
         .route("/admin/audit", get(read_audit))
-        .route_layer(middleware::from_fn_with_state(state, require_admin))
+        .route_layer(middleware::from_fn_with_state(live, require_admin))
 }
 
 /// Refuses a missing or wrong admin token (compared in constant time).

@@ -8,7 +8,7 @@ use serde::Deserialize;
 pub use tokengate_server::ConfigError;
 pub use tokengate_store::StoreConfig;
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct IdpConfig {
     pub server: ServerConfig,
@@ -31,7 +31,7 @@ pub struct IdpConfig {
     pub base_dir: PathBuf,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
@@ -49,7 +49,7 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
 }
 
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
@@ -93,7 +93,7 @@ impl std::fmt::Debug for AdminConfig {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TokensConfig {
     #[serde(default = "defaults::issuer")]
@@ -124,7 +124,7 @@ impl Default for TokensConfig {
 }
 
 /// Password-guessing defence of `/oauth2/token` and client authentication.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LoginConfig {
     /// Failures for one username (or client id) within `window` that start a lockout; 0 = off.
@@ -151,7 +151,7 @@ impl Default for LoginConfig {
     }
 }
 
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
     pub username: String,
@@ -202,7 +202,7 @@ impl Grant {
     }
 }
 
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ClientConfig {
     pub client_id: String,
@@ -275,7 +275,7 @@ impl std::fmt::Debug for ClientConfig {
 
 /// An upstream OpenID Connect provider (federation): people sign in there, and get an ordinary
 /// tokengate session here. Its callback is `{issuer}/oauth2/upstream/{name}/callback`.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// Shown on the sign-in button, in the callback path and in metrics; `[a-z0-9_-]`.

@@ -47,6 +47,9 @@ pub enum ApiError {
     Unavailable,
     #[error("internal error")]
     Internal,
+    /// `POST /admin/reload` changed nothing.
+    #[error(transparent)]
+    Reload(#[from] crate::reload::ReloadError),
 }
 
 fn body(error: &'static str, description: Option<&'static str>) -> Json<serde_json::Value> {
@@ -140,6 +143,16 @@ impl IntoResponse for ApiError {
                 body("server_error", None),
                 None,
             ),
+            ApiError::Reload(e) => {
+                let (status, error) = match e {
+                    crate::reload::ReloadError::NoFile => (StatusCode::CONFLICT, "no_config_file"),
+                    _ => (StatusCode::BAD_REQUEST, "invalid_config"),
+                };
+                let description = e.to_string();
+                let json =
+                    Json(serde_json::json!({ "error": error, "error_description": description }));
+                (status, json, None)
+            }
         };
         let mut response = (status, json).into_response();
         let headers = response.headers_mut();

@@ -11,6 +11,7 @@
 //! * `users`: the user directory in the token store, seeded from the configuration.
 //! * `sessions`: creating sessions and (re)signing their value tokens.
 //! * `renewal`: the background task that renews value tokens before they expire.
+//! * `reload`: reloading the configuration file without a restart.
 //! * `throttle`: the login throttle: lockouts by name and by address.
 //! * `oauth/`: OAuth 2 and OpenID Connect on the public listener: the token endpoints, the
 //!   authorization code flow, OpenID Connect, scopes and registered clients.
@@ -37,6 +38,7 @@ pub mod metrics;
 pub mod oauth;
 pub mod pages;
 pub mod password;
+pub mod reload;
 pub mod renewal;
 pub mod router;
 pub mod sessions;
@@ -45,6 +47,7 @@ pub mod throttle;
 pub mod users;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,8 +63,9 @@ use crate::extract::ClientAddr;
 use crate::federation::provider::Upstreams;
 use crate::keys::KeySet;
 use crate::password::Hasher;
+use crate::reload::Reloader;
 use crate::renewal::RenewalTask;
-use crate::state::AppState;
+use crate::state::{AppState, Lasting, Live};
 
 /// How often last-use reports from `/auth/verify` are written.
 const USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
@@ -162,9 +166,19 @@ impl Idp {
                 admin.local_addr().unwrap_or(config.admin.listen)
             ),
         };
-        let state = AppState::new(&config, store, keys, hasher, upstreams, issuer, console_url)?;
+        let lasting = Lasting::new(store, hasher, issuer, console_url);
+        // The start counts as the first load that took effect, as on the gateway.
+        lasting.metrics.config_loaded(true);
+        let live = Live::new(AppState::new(&config, &lasting, keys, upstreams)?);
         Ok(BoundIdp {
-            state,
+            reloader: Arc::new(Reloader::new(
+                None,
+                config.clone(),
+                live.clone(),
+                lasting.clone(),
+            )),
+            live,
+            lasting,
             config,
             public,
             admin,
@@ -174,7 +188,9 @@ impl Idp {
 
 /// An IdP with its listeners bound.
 pub struct BoundIdp {
-    state: AppState,
+    live: Live,
+    lasting: Lasting,
+    reloader: Arc<Reloader>,
     config: IdpConfig,
     public: TcpListener,
     admin: TcpListener,
@@ -193,28 +209,45 @@ impl BoundIdp {
 
     /// The admin console's URL (`/console/` on the admin listener).
     pub fn console_url(&self) -> String {
-        format!("{}/console/", self.state.console.url)
+        format!("{}/console/", self.live.load().console.url)
     }
 
     /// The issuer URL: `iss` of every token, base of every OpenID Connect endpoint.
-    pub fn issuer(&self) -> &str {
-        &self.state.issuer_name
+    pub fn issuer(&self) -> String {
+        self.live.load().issuer_name.clone()
+    }
+
+    /// Reloads from `path` on [`Reloader::reload`] (`SIGHUP`, `POST /admin/reload`); without
+    /// it, a reload answers that there is no file.
+    pub fn reload_from(mut self, path: PathBuf) -> Self {
+        self.reloader = Arc::new(Reloader::new(
+            Some(path),
+            self.config.clone(),
+            self.live.clone(),
+            self.lasting.clone(),
+        ));
+        self
+    }
+
+    /// What applies a new configuration file to this IdP.
+    pub fn reloader(&self) -> Arc<Reloader> {
+        self.reloader.clone()
     }
 
     /// Serves until `shutdown`, then drains connections and writes pending last-use reports.
     pub async fn serve(self, shutdown: CancellationToken) {
         let idp = self;
-        let public_app = router::public(&idp.state);
-        let admin_app = router::admin(&idp.state);
+        let public_app = router::public(&idp.live);
+        let admin_app = router::admin(&idp.live, idp.reloader.clone());
         let s = &idp.config.server;
         let limits =
             tokengate_server::Limits::new(s.max_connections, s.header_timeout, s.drain_timeout);
-        let state = idp.state.clone();
+        let state = idp.lasting.clone();
         // Seed users before the first request is served (connections wait in the backlog
         // meanwhile), so a seed user can sign in as soon as the IdP answers; with the store
         // down, keep trying while serving.
         let seeds = &idp.config.users;
-        if let Err(e) = idp.state.users.seed(seeds).await {
+        if let Err(e) = idp.lasting.users.seed(seeds).await {
             tracing::warn!(error = %e, "writing the seed users failed; will retry");
         }
         let flusher = {
@@ -233,10 +266,11 @@ impl BoundIdp {
                 }
             })
         };
-        let renewal = RenewalTask::new(
-            idp.state.store.clone(),
-            idp.state.issuer.clone(),
-            &idp.state.metrics,
+        let live = idp.live.clone();
+        let renewal = RenewalTask::following(
+            idp.lasting.store.clone(),
+            move || live.load().issuer.clone(),
+            &idp.lasting.metrics,
         );
         let renewal = tokio::spawn(
             renewal
@@ -246,12 +280,13 @@ impl BoundIdp {
         tokio::join!(
             serve(idp.public, public_app, limits, shutdown.clone()),
             serve(idp.admin, admin_app, limits, shutdown.clone()),
-            idp.state.users.keep_seeding(seeds, &shutdown),
+            idp.lasting.users.keep_seeding(seeds, &shutdown),
         );
         let _ = flusher.await;
         let _ = renewal.await;
-        if let Err(e) = idp.state.usage.flush(&idp.state.store).await {
-            tracing::warn!(error = %e, pending = idp.state.usage.len(), "last-use reports lost at shutdown");
+        let lasting = &idp.lasting;
+        if let Err(e) = lasting.usage.flush(&lasting.store).await {
+            tracing::warn!(error = %e, pending = lasting.usage.len(), "last-use reports lost at shutdown");
         }
     }
 }

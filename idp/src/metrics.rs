@@ -10,6 +10,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use tokengate_server::reload::ReloadMetrics;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GrantLabels {
@@ -78,6 +79,8 @@ pub struct Metrics {
     pub upstream_signins: Family<UpstreamLabels, Counter>,
     pub upstream_failures: Family<UpstreamReasonLabels, Counter>,
     pub upstream_duration: Family<UpstreamCallLabels, Histogram, fn() -> Histogram>,
+    /// Configuration reloads (`tokengate_config_*`, named as the gateway's).
+    pub reloads: ReloadMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -94,7 +97,9 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("tokengate_idp");
+        let mut root = Registry::with_prefix("tokengate");
+        let reloads = ReloadMetrics::register(&mut root);
+        let registry = root.sub_registry_with_prefix("idp");
         let m = Metrics {
             tokens_issued: Family::default(),
             logins_failed: Family::default(),
@@ -110,6 +115,7 @@ impl Metrics {
             upstream_signins: Family::default(),
             upstream_failures: Family::default(),
             upstream_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            reloads,
             registry: Registry::default(),
         };
         registry.register(
@@ -179,7 +185,15 @@ impl Metrics {
             "Latency of calls to upstream providers (discovery, keys, token)",
             m.upstream_duration.clone(),
         );
-        Metrics { registry, ..m }
+        Metrics {
+            registry: root,
+            ..m
+        }
+    }
+
+    /// A configuration reload: counted by result; one that took effect is timestamped.
+    pub fn config_loaded(&self, ok: bool) {
+        self.reloads.record(ok);
     }
 
     /// The Prometheus text exposition of every metric.

@@ -8,6 +8,7 @@
 //! a short lease in the store lets one of them renew at a time, and a renewal only replaces the
 //! token it was made from, so two replicas renewing the same session is harmless.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
@@ -21,14 +22,17 @@ use crate::sessions::Issuer;
 /// Sessions read and renewed per store round trip.
 const BATCH: usize = 500;
 
+/// Where each round finds the issuer in force (a reload may replace it, with new keys or a
+/// new value-token lifetime).
+type IssuerSource = Box<dyn Fn() -> Arc<Issuer> + Send + Sync>;
+
 pub struct RenewalTask {
     store: AnyStore,
-    issuer: std::sync::Arc<Issuer>,
+    issuer: IssuerSource,
     resigned: Counter,
     failures: Family<ReasonLabels, Counter>,
     /// Who holds the lease: this process, by a random name.
     holder: String,
-    interval: Duration,
 }
 
 /// How often a round runs for a value-token lifetime of `ttl`: a twentieth of it, between 1 s
@@ -49,27 +53,34 @@ fn holder_name() -> String {
 }
 
 impl RenewalTask {
-    pub fn new(store: AnyStore, issuer: std::sync::Arc<Issuer>, metrics: &Metrics) -> Self {
-        let ttl = Duration::from_secs(issuer.value_token_ttl());
+    /// A task that renews with `issuer`.
+    pub fn new(store: AnyStore, issuer: Arc<Issuer>, metrics: &Metrics) -> Self {
+        Self::following(store, move || issuer.clone(), metrics)
+    }
+
+    /// A task that renews with whichever issuer `issuer` answers at the start of each round,
+    /// its rounds and lease sized from that issuer's value-token lifetime.
+    pub fn following(
+        store: AnyStore,
+        issuer: impl Fn() -> Arc<Issuer> + Send + Sync + 'static,
+        metrics: &Metrics,
+    ) -> Self {
         RenewalTask {
             store,
-            issuer,
+            issuer: Box::new(issuer),
             resigned: metrics.value_tokens_resigned.clone(),
             failures: metrics.value_token_renewal_failures.clone(),
             holder: holder_name(),
-            interval: interval(ttl),
         }
     }
 
-    /// The lease outlives a few rounds, so that its holder keeps it from round to round and
-    /// another replica takes over within seconds of a crash.
-    fn lease(&self) -> Duration {
-        self.interval * 3
+    /// The time between rounds, from the value-token lifetime in force.
+    fn interval(&self) -> Duration {
+        interval(Duration::from_secs((self.issuer)().value_token_ttl()))
     }
 
     pub async fn run(self, shutdown: CancellationToken) {
-        // Retries back off up to a fifth of the lifetime, well within the half left as slack.
-        let (first_retry, max_retry) = (Duration::from_secs(1), self.interval * 4);
+        let first_retry = Duration::from_secs(1);
         let mut retry = first_retry;
         let mut wait = Duration::ZERO;
         loop {
@@ -80,15 +91,17 @@ impl RenewalTask {
             wait = match self.round(&shutdown).await {
                 Ok(()) => {
                     retry = first_retry;
-                    self.interval
+                    self.interval()
                 }
                 Err(e) => {
                     self.failures
                         .get_or_create(&ReasonLabels { reason: "store" })
                         .inc();
                     tracing::warn!(error = %e, retry_in = ?retry, "renewing value tokens failed");
+                    // Retries back off up to a fifth of the lifetime, well within the half
+                    // left as slack.
                     let now = retry;
-                    retry = (retry * 2).min(max_retry);
+                    retry = (retry * 2).min(self.interval() * 4);
                     now
                 }
             };
@@ -111,12 +124,17 @@ impl RenewalTask {
     /// One round: while this replica holds the lease, renews every session whose token has less
     /// than half its lifetime left, a batch at a time. (Public for the renewal benchmark.)
     pub async fn round(&self, shutdown: &CancellationToken) -> Result<(), StoreError> {
-        let before = now_unix() + self.issuer.value_token_ttl() / 2;
+        let issuer = (self.issuer)();
+        let ttl = Duration::from_secs(issuer.value_token_ttl());
+        // The lease outlives a few rounds, so that its holder keeps it from round to round and
+        // another replica takes over within seconds of a crash.
+        let lease = interval(ttl) * 3;
+        let before = now_unix() + ttl.as_secs() / 2;
         // Entries that stay due this round (not renewable, or changed meanwhile) are passed over.
         let mut skip = 0;
         let mut failed = 0;
         while !shutdown.is_cancelled() {
-            if !self.store.renewal_lease(&self.holder, self.lease()).await? {
+            if !self.store.renewal_lease(&self.holder, lease).await? {
                 tracing::debug!("another IdP replica renews value tokens");
                 return Ok(());
             }
@@ -127,7 +145,7 @@ impl RenewalTask {
             let now = now_unix();
             let mut renewals = Vec::with_capacity(due.len());
             for session in &due {
-                match self.issuer.renewed(session, now) {
+                match issuer.renewed(session, now) {
                     Ok(token) => renewals.push(Renewal {
                         session: session.id.clone(),
                         replaces: session.value_token.clone(),
@@ -161,8 +179,6 @@ impl RenewalTask {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::sync::Arc;
-
     use tokengate_store::SessionRead;
 
     use super::*;

@@ -1,12 +1,13 @@
 //! The two listeners' routers: which handlers answer which paths, and the layers every request
 //! passes through (a span, a deadline, request metrics, a body limit).
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, Extension, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use http::header;
 use tokengate_store::Health;
@@ -15,50 +16,60 @@ use tracing::Instrument;
 use crate::error::ApiError;
 use crate::federation::sign_in;
 use crate::metrics::{RequestLabels, RouteLabels};
-use crate::state::AppState;
+use crate::reload::{self, Reloader};
+use crate::state::{AppState, Live};
 use crate::{admin, console, oauth};
 
 /// Largest request body accepted (forms and admin JSON are small).
 const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// The public listener: OAuth 2, OpenID Connect, sign-in pages, federation, forward-auth.
-pub fn public(state: &AppState) -> Router {
-    with_layers(state, "public", oauth::routes().merge(sign_in::routes()))
+pub fn public(live: &Live) -> Router {
+    with_layers(live, "public", oauth::routes().merge(sign_in::routes()))
 }
 
-/// The admin listener: the admin API, the console, readiness.
-pub fn admin(state: &AppState) -> Router {
+/// The admin listener: the admin API, reload, the console, readiness.
+pub fn admin(live: &Live, reloader: Arc<Reloader>) -> Router {
+    let reload = Router::new()
+        .route("/admin/reload", post(reload::handle))
+        .route_layer(middleware::from_fn_with_state(
+            live.clone(),
+            admin::require_admin,
+        ))
+        .layer(Extension(reloader));
     with_layers(
-        state,
+        live,
         "admin",
-        admin::routes(state.clone())
+        admin::routes(live.clone())
+            .merge(reload)
             .merge(console::routes())
-            .merge(sign_in::admin_routes(state.clone()))
+            .merge(sign_in::admin_routes(live.clone()))
             .route("/readyz", get(readyz)),
     )
 }
 
 /// What both listeners answer, and the layers around every route.
-fn with_layers(state: &AppState, listener: &'static str, routes: Router<AppState>) -> Router {
+fn with_layers(live: &Live, listener: &'static str, routes: Router<Live>) -> Router {
     routes
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(
-            (state.clone(), listener),
+            (live.clone(), listener),
             observe,
         ))
-        .with_state(state.clone())
+        .with_state(live.clone())
 }
 
 /// Per request: a span, a deadline, and the request metrics (by route template, never by the
 /// raw path, which may be anything a client sends).
 async fn observe(
-    State((state, listener)): State<(AppState, &'static str)>,
+    State((live, listener)): State<(Live, &'static str)>,
     req: Request,
     next: Next,
 ) -> Response {
+    let state = live.load();
     let route = req
         .extensions()
         .get::<MatchedPath>()

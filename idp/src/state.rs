@@ -6,7 +6,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use aws_lc_rs::digest::{SHA256, digest};
+use axum::extract::FromRef;
 use http::HeaderMap;
 use subtle::ConstantTimeEq;
 use tokengate_store::{AnyStore, ReferenceToken, StoreError, UsageLog};
@@ -47,9 +49,68 @@ impl ConsoleSettings {
     }
 }
 
-/// What every handler shares.
+/// What every handler shares: one snapshot of the state in force, taken per request from
+/// [`Live`], so a request runs to its end with the configuration it started with.
 #[derive(Clone, Debug)]
 pub struct AppState(Arc<Shared>);
+
+/// The state in force, swapped whole by a reload: one atomic load per request.
+#[derive(Clone, Debug)]
+pub struct Live(Arc<ArcSwap<Shared>>);
+
+impl Live {
+    pub fn new(state: AppState) -> Self {
+        Live(Arc::new(ArcSwap::new(state.0)))
+    }
+
+    /// The state in force now.
+    pub fn load(&self) -> AppState {
+        AppState(self.0.load_full())
+    }
+
+    /// Puts `state` in force; requests already running keep the one they took.
+    pub fn store(&self, state: AppState) {
+        self.0.store(state.0);
+    }
+}
+
+impl FromRef<Live> for AppState {
+    fn from_ref(live: &Live) -> AppState {
+        live.load()
+    }
+}
+
+/// What lasts as long as the process, whatever a reload changes: the store and what counts or
+/// remembers (metrics, last-use reports, users' seeding), and what the bound listeners fixed
+/// (the issuer URL, the console's URL).
+#[derive(Clone, Debug)]
+pub struct Lasting {
+    pub store: AnyStore,
+    pub users: Arc<Users>,
+    pub metrics: Arc<Metrics>,
+    pub usage: Arc<UsageLog>,
+    pub activity: Arc<Activity>,
+    hasher: Hasher,
+    issuer_name: String,
+    console_url: String,
+}
+
+impl Lasting {
+    /// `issuer` is the IdP's issuer URL, `console_url` the admin listener's URL (the console
+    /// registers itself there as a client).
+    pub fn new(store: AnyStore, hasher: Hasher, issuer: String, console_url: String) -> Self {
+        Lasting {
+            users: Arc::new(Users::new(store.clone(), hasher.clone())),
+            metrics: Arc::new(Metrics::new()),
+            usage: Arc::new(UsageLog::new()),
+            activity: Arc::new(Activity::default()),
+            store,
+            hasher,
+            issuer_name: issuer,
+            console_url,
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct Shared {
@@ -59,13 +120,13 @@ pub struct Shared {
     pub keys: Arc<KeySet>,
     pub credentials: Credentials,
     pub clients: Clients,
-    pub users: Users,
-    pub metrics: Metrics,
-    pub usage: UsageLog,
+    pub users: Arc<Users>,
+    pub metrics: Arc<Metrics>,
+    pub usage: Arc<UsageLog>,
     pub throttle: Throttle,
     pub console: ConsoleSettings,
     /// Recent samples of the metrics the console shows as rates.
-    pub activity: Activity,
+    pub activity: Arc<Activity>,
     pub upstreams: Upstreams,
     admin_token_digest: [u8; 32],
     request_timeout: Duration,
@@ -85,17 +146,24 @@ fn sha256(data: &[u8]) -> [u8; 32] {
 }
 
 impl AppState {
-    /// The state of an IdP whose listeners are bound: `issuer` is its issuer URL, `console_url`
-    /// the admin listener's URL (the console registers itself there as a client).
+    /// The state `config` describes, around what lasts: built whole at the start and by every
+    /// reload.
     pub fn new(
         config: &IdpConfig,
-        store: AnyStore,
+        lasting: &Lasting,
         keys: Arc<KeySet>,
-        hasher: Hasher,
         upstreams: Upstreams,
-        issuer: String,
-        console_url: String,
     ) -> Result<Self, KeyError> {
+        let Lasting {
+            store,
+            users,
+            metrics,
+            usage,
+            activity,
+            hasher,
+            issuer_name,
+            console_url,
+        } = lasting.clone();
         // The console is a client of the IdP itself: public, PKCE, one redirect URI.
         let mut clients = config.clients.clone();
         clients.push(ClientConfig::public(
@@ -106,25 +174,25 @@ impl AppState {
         let sessions = Arc::new(Issuer::new(
             store.clone(),
             keys.clone(),
-            &issuer,
+            &issuer_name,
             &config.tokens,
         )?);
         Ok(AppState(Arc::new(Shared {
             issuer: sessions,
-            issuer_name: issuer,
+            issuer_name,
             keys,
-            credentials: Credentials::new(&config.clients, hasher.clone()),
+            credentials: Credentials::new(&config.clients, hasher),
             clients: Clients::new(&clients),
-            users: Users::new(store.clone(), hasher),
-            metrics: Metrics::new(),
-            usage: UsageLog::new(),
+            users,
+            metrics,
+            usage,
             throttle: Throttle::new(store.clone(), &config.login),
             console: ConsoleSettings {
                 role: config.admin.console_role.clone(),
                 idle_timeout: config.admin.console_idle_timeout.as_secs(),
                 url: console_url,
             },
-            activity: Activity::default(),
+            activity,
             upstreams,
             store,
             admin_token_digest: sha256(config.admin.token.as_bytes()),

@@ -6,6 +6,7 @@
 //!
 //! * `config`: `ConfigError`, how both services report a configuration file they cannot use.
 //! * `cookies`: reading, writing and stripping cookies, and the names of the IdP's cookies.
+//! * `reload`: what both services share when they reload their configuration file.
 
 #![warn(missing_docs)]
 
@@ -15,6 +16,7 @@ pub use config::ConfigError;
 
 pub mod challenge;
 pub mod cookies;
+pub mod reload;
 
 /// Longest value from outside that a log line carries.
 pub const MAX_LOGGED: usize = 256;

@@ -463,6 +463,11 @@ auth = false
         &self.dir
     }
 
+    /// The IdP's configuration file, as it was started (tests rewrite it to reload).
+    pub fn idp_config_path(&self) -> PathBuf {
+        self.dir.join("idp.toml")
+    }
+
     /// The configuration file of gateway `i`, as it was started (tests rewrite it to reload).
     pub fn gateway_config_path(&self, i: usize) -> PathBuf {
         self.dir.join(format!("gateway{i}.toml"))

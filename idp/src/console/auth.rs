@@ -22,7 +22,7 @@ use crate::extract::{ClientAddr, FormBody};
 use crate::oauth::authorize::{self, pkce_challenge};
 use crate::pages;
 use crate::sessions::NewSession;
-use crate::state::AppState;
+use crate::state::{AppState, Live};
 use tokengate_server::cookies::{self, SameSite};
 
 /// The console session cookie: the reference token of the console's browser session.
@@ -95,13 +95,14 @@ impl Admin {
     }
 }
 
-impl FromRequestParts<AppState> for Admin {
+impl FromRequestParts<Live> for Admin {
     type Rejection = Response;
 
     async fn from_request_parts(
         parts: &mut http::request::Parts,
-        state: &AppState,
+        live: &Live,
     ) -> Result<Self, Response> {
+        let state = &live.load();
         let address = parts.extensions.get::<ClientAddr>().and_then(|a| a.0);
         let signed_out = || {
             if parts.method == http::Method::GET {

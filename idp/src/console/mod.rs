@@ -26,14 +26,14 @@ use axum::Router;
 use axum::response::Redirect;
 use axum::routing::{get, post};
 
-use crate::state::AppState;
+use crate::state::Live;
 
 mod actions;
 mod auth;
 mod layout;
 mod pages;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Router<Live> {
     Router::new()
         .route("/console", get(|| async { Redirect::to("/console/") }))
         .route("/console/", get(pages::overview))

@@ -32,7 +32,7 @@ use crate::federation::provider::{Upstream, UpstreamError};
 use crate::metrics::{UpstreamLabels, UpstreamReasonLabels};
 use crate::oauth::authorize::{self, AuthorizeRequest};
 use crate::pages;
-use crate::state::AppState;
+use crate::state::{AppState, Live};
 use tokengate_server::cookies::{self, SameSite};
 
 /// How long a sign-in may stay at the upstream provider.
@@ -40,7 +40,7 @@ const PENDING_TTL: std::time::Duration = std::time::Duration::from_secs(600);
 /// The cookie that binds a pending sign-in's `state` to the browser that started it.
 pub const STATE_COOKIE: &str = cookies::UPSTREAM;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Router<Live> {
     Router::new()
         .route("/oauth2/upstream/{name}/start", get(start))
         .route("/oauth2/upstream/{name}/callback", get(callback))
@@ -49,11 +49,11 @@ pub fn routes() -> Router<AppState> {
 /// On the admin listener: `DELETE /admin/users/{username}/roles` removes the roles an
 /// administrator set for a federated user (`PATCH /admin/users/{username}` with `roles`, or
 /// `PUT .../roles`), so that its next sign-in takes its roles from its provider again.
-pub fn admin_routes(state: AppState) -> Router<AppState> {
+pub fn admin_routes(live: Live) -> Router<Live> {
     Router::new()
         .route("/admin/users/{username}/roles", delete(remove_override))
         .route_layer(axum::middleware::from_fn_with_state(
-            state,
+            live,
             crate::admin::require_admin,
         ))
 }

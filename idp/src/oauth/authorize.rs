@@ -31,7 +31,7 @@ use crate::oauth::reply::{token_body, token_reply};
 use crate::oauth::scope::Scope;
 use crate::pages::{self, SignIn, redirect};
 use crate::sessions::NewSession;
-use crate::state::AppState;
+use crate::state::{AppState, Live};
 use tokengate_server::cookies::{self, SameSite};
 
 /// How long an authorization code may wait for its redemption.
@@ -41,7 +41,7 @@ const MAX_NONCE: usize = 512;
 const MAX_USERNAME: usize = 256;
 const MAX_PASSWORD: usize = 1024;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Router<Live> {
     Router::new()
         .route("/oauth2/authorize", get(show).post(sign_in))
         .route("/oauth2/assets/style.css", get(pages::style))

@@ -13,7 +13,7 @@
 use axum::Router;
 use axum::routing::{any, get, post};
 
-use crate::state::AppState;
+use crate::state::Live;
 
 pub mod authorize;
 pub mod clients;
@@ -27,7 +27,7 @@ pub mod scope;
 pub mod token;
 
 /// The public listener's OAuth 2 and OpenID Connect routes.
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Router<Live> {
     Router::new()
         .route("/oauth2/token", post(token::token))
         .route("/oauth2/revoke", post(revoke::revoke))

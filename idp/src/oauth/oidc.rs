@@ -17,13 +17,13 @@ use crate::error::ApiError;
 use crate::extract::{FormBody, bearer};
 use crate::keys::KeyError;
 use crate::pages::{self, LogoutConfirm, redirect};
-use crate::state::AppState;
+use crate::state::{AppState, Live};
 use tokengate_server::cookies::{self, SameSite};
 
 /// How long an ID token is good for (it proves a sign-in; the session is the reference token).
 pub const ID_TOKEN_TTL: u64 = 300;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Router<Live> {
     Router::new()
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/oauth2/userinfo", get(userinfo).post(userinfo))
