@@ -343,3 +343,53 @@ async fn a_graceful_idp_stop_gives_the_renewal_lease_up_at_once() {
     assert!(!held(&stack), "the lease outlived the IdP that held it");
     assert!(stack.idp.log_text().contains("renewal lease released"));
 }
+
+/// A session in use through a gateway every 250 ms, with `value_token_ttl = "30s"`, while the IdP
+/// is stopped gracefully and started again, then while its TTL is changed by reload: not one
+/// request fails, and the restarted IdP renews the session's value token before it expires.
+#[tokio::test]
+async fn renewal_leaves_no_gap_across_a_restart_and_a_ttl_reload() {
+    let mut stack = Stack::start(Options {
+        gateways: 1,
+        idp_extra: "value_token_ttl = \"30s\"".into(),
+        ..Options::default()
+    })
+    .await;
+    let token = stack.login("alice").await;
+    let started = std::time::Instant::now();
+    let mut statuses = std::collections::BTreeMap::<u16, u32>::new();
+    let mut use_for = async |stack: &Stack, until: Duration| {
+        while started.elapsed() < until {
+            let status = stack.get(0, "/api/in-use", Some(&token)).await.status;
+            *statuses.entry(status).or_default() += 1;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    };
+    use_for(&stack, Duration::from_secs(3)).await;
+    stack.idp.signal("TERM");
+    let status = stack.idp.wait_exit(Duration::from_secs(15)).await;
+    assert!(status.success(), "{status}: {}", stack.idp.log_text());
+    stack.idp.restart().await;
+    use_for(&stack, Duration::from_secs(6)).await;
+
+    let path = stack.dir().join("idp.toml");
+    let config = std::fs::read_to_string(&path).unwrap();
+    let longer = config.replace("value_token_ttl = \"30s\"", "value_token_ttl = \"40s\"");
+    assert_ne!(longer, config);
+    std::fs::write(&path, longer).unwrap();
+    let r = stack.admin("POST", "/admin/reload", None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["changed"], serde_json::json!(["tokens"]));
+    // Past half of the first token's 30 s: the restarted IdP must have renewed it by now.
+    use_for(&stack, Duration::from_secs(20)).await;
+
+    assert_eq!(statuses.keys().collect::<Vec<_>>(), [&200], "{statuses:?}");
+    let metrics = support::get(&stack.idp.admin_url("/metrics")).await.body;
+    let resigned = metrics
+        .lines()
+        .find(|l| l.starts_with("tokengate_idp_value_tokens_resigned_total"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(resigned >= 1.0, "no value token renewed:\n{metrics}");
+    stack.assert_logs_clean();
+}
