@@ -150,6 +150,7 @@ fn idp_config(
         store: StoreConfig::default(),
         tokens: TokensConfig::default(),
         login: Default::default(),
+        log: Default::default(),
         users: vec![
             UserConfig {
                 username: user.to_owned(),

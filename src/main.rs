@@ -119,6 +119,16 @@ fn reload_on_signal(reload: impl Fn() + Send + 'static) {
     drop(reload);
 }
 
+/// Logs how opening an access log's file again went.
+fn reopened(result: Result<(), tokengate_server::access::OpenError>) {
+    match result {
+        Ok(()) => tracing::info!("SIGUSR1: access log reopened"),
+        Err(e) => {
+            tracing::error!(error = %e, "SIGUSR1: cannot reopen the access log; still writing to the old file")
+        }
+    }
+}
+
 /// Runs `reopen` on every `SIGUSR1` (Unix): log files are opened again after rotation.
 fn reopen_on_signal(reopen: impl Fn() + Send + 'static) {
     #[cfg(unix)]
@@ -273,6 +283,9 @@ async fn run_idp(path: PathBuf) -> Result<()> {
             let _ = reloader.reload().await;
         });
     });
+    if let Some(access) = bound.access_log() {
+        reopen_on_signal(move || reopened(access.reopen()));
+    }
     bound.serve(shutdown).await;
     Ok(())
 }
@@ -307,12 +320,7 @@ async fn run_gateway(path: PathBuf) -> Result<()> {
         let _ = reloader.reload();
     });
     if let Some(access) = gateway.access_log() {
-        reopen_on_signal(move || match access.reopen() {
-            Ok(()) => tracing::info!("SIGUSR1: access log reopened"),
-            Err(e) => {
-                tracing::error!(error = %e, "SIGUSR1: cannot reopen the access log; still writing to the old file")
-            }
-        });
+        reopen_on_signal(move || reopened(access.reopen()));
     }
     gateway.serve(shutdown).await?;
     Ok(())

@@ -280,3 +280,78 @@ async fn a_client_id_with_a_line_break_cannot_forge_an_idp_log_line() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_idp_logs_client_grant_and_outcome_and_never_a_secret() {
+    let file = log_path("idp");
+    let stack = Stack::start(Options {
+        gateways: 0,
+        idp_extra: format!(
+            "[log]\naccess = true\naccess_path = \"{}\"\naccess_query = true\n",
+            file.display()
+        ),
+        ..Options::default()
+    })
+    .await;
+    let token = stack.login("alice").await;
+    let wrong = support::post_form(
+        &stack.idp.url("/oauth2/token"),
+        &[],
+        "grant_type=password&client_id=cli&username=alice&password=not-hers",
+    )
+    .await;
+    assert_eq!(wrong.status, 400, "{}", wrong.body);
+    let hostile = format!("x\r\n\u{1b}[31m{}", "y".repeat(10 * 1024));
+    let form = serde_urlencoded::to_string([
+        ("grant_type", "client_credentials"),
+        ("client_id", hostile.as_str()),
+        ("client_secret", "wrong-secret"),
+    ])
+    .unwrap();
+    let r = support::post_form(&stack.idp.url("/oauth2/token"), &[], &form).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    let code_query = "/oauth2/authorize?client_id=cli&code_challenge=c&state=secret-state";
+    support::get(&stack.idp.url(code_query)).await;
+
+    let lines = lines(&file, 4).await;
+    let token_lines: Vec<_> = lines
+        .iter()
+        .filter(|l| l["route"] == "/oauth2/token")
+        .collect();
+    assert_eq!(token_lines.len(), 3, "{lines:?}");
+    let (ok, refused, unknown) = (token_lines[0], token_lines[1], token_lines[2]);
+    assert_eq!(ok["status"], 200);
+    assert_eq!(ok["client_id"], "cli");
+    assert_eq!(ok["grant"], "password");
+    assert_eq!(ok["subject"], "alice");
+    assert_eq!(ok["outcome"], "ok");
+    assert_eq!(ok["method"], "POST");
+    assert!(ok["duration_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(refused["outcome"], "invalid_grant");
+    assert_eq!(refused["subject"], "alice");
+    assert_eq!(unknown["outcome"], "invalid_client");
+    assert_eq!(unknown["grant"], "client_credentials");
+    let shown = unknown["client_id"].as_str().unwrap();
+    assert!(
+        shown.starts_with("x\r\n\u{1b}[31m") && shown.len() <= 256,
+        "{shown:?}"
+    );
+    let authorize = lines
+        .iter()
+        .find(|l| l["path"] == "/oauth2/authorize")
+        .unwrap();
+    assert_eq!(authorize["query"], "client_id=cli&code_challenge=c&state=-");
+
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(text.lines().count(), lines.len());
+    assert!(text.lines().all(|l| l.len() < 4096), "a line is too long");
+    for secret in [
+        token.as_str(),
+        support::PASSWORD,
+        "not-hers",
+        "wrong-secret",
+        "secret-state",
+    ] {
+        assert!(!text.contains(secret), "{secret} is in the access log");
+    }
+}

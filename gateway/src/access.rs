@@ -9,20 +9,18 @@
 //! that came from outside is escaped as JSON and cut to [`MAX_FIELD`] bytes.
 
 use std::fmt::Write as _;
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http::{HeaderValue, Version, header};
+use http::{HeaderValue, header};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use prometheus_client::metrics::counter::Counter;
+use tokengate_server::access::{Line, Writer, json_opt, json_str, millis, protocol};
 
 use crate::cache::Identity;
 use crate::trace::TraceContext;
@@ -32,75 +30,19 @@ pub use crate::config::LogConfig;
 /// Longest value from outside (path, query, user agent, request id) that a line carries: the
 /// same bound as for every log field.
 pub use tokengate_server::MAX_LOGGED as MAX_FIELD;
+pub use tokengate_server::access::OpenError;
 use tokengate_server::cut;
-/// Records waiting for the writer; more are dropped and counted.
-const QUEUE: usize = 16 * 1024;
-/// The writer writes when it has this much formatted, or when the queue runs dry.
-const WRITE_AT: usize = 64 * 1024;
 
-#[derive(Debug, thiserror::Error)]
-#[error("access log {file}: {source}")]
-pub struct OpenError {
-    pub file: String,
-    #[source]
-    pub source: std::io::Error,
-}
-
-enum Sink {
-    Stdout,
-    File(std::fs::File),
-}
-
-impl Sink {
-    fn open(path: &str) -> Result<Self, OpenError> {
-        if path == "-" {
-            return Ok(Sink::Stdout);
-        }
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map(Sink::File)
-            .map_err(|source| OpenError {
-                file: path.to_owned(),
-                source,
-            })
-    }
-
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        match self {
-            Sink::Stdout => {
-                let mut out = std::io::stdout().lock();
-                out.write_all(bytes)?;
-                out.flush()
-            }
-            Sink::File(file) => file.write_all(bytes),
-        }
-    }
-}
-
-/// What the writer thread is handed.
-enum Message {
-    Line(Box<Record>),
-    /// Open the file again (log rotation).
-    Reopen(Sink),
-    /// Write what is queued and stop (see [`AccessLog::close`]).
-    Close,
-}
-
-/// The access log: the sending side of the queue, and the writer thread.
+/// The access log: the queue to its writer thread, and whether lines show the query.
 pub struct AccessLog {
-    queue: SyncSender<Message>,
+    writer: Writer<Record>,
     query: bool,
-    path: String,
-    dropped: Counter,
-    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for AccessLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AccessLog")
-            .field("path", &self.path)
+            .field("writer", &self.writer)
             .finish_non_exhaustive()
     }
 }
@@ -111,54 +53,21 @@ impl AccessLog {
         if !config.access {
             return Ok(None);
         }
-        let sink = Sink::open(&config.access_path)?;
-        let (queue, records) = std::sync::mpsc::sync_channel(QUEUE);
-        let writer = std::thread::Builder::new()
-            .name("access-log".into())
-            .spawn(move || write_lines(records, sink))
-            .map_err(|source| OpenError {
-                file: config.access_path.clone(),
-                source,
-            })?;
         Ok(Some(Arc::new(AccessLog {
-            queue,
+            writer: Writer::start(&config.access_path, dropped)?,
             query: config.access_query,
-            path: config.access_path.clone(),
-            dropped,
-            writer: Mutex::new(Some(writer)),
         })))
     }
 
     /// Opens the file again (after log rotation moved it away); an error keeps the old one.
     pub fn reopen(&self) -> Result<(), OpenError> {
-        let sink = Sink::open(&self.path)?;
-        // Waits if the queue is full: this is a signal handler's call, never a request's.
-        let _ = self.queue.send(Message::Reopen(sink));
-        Ok(())
-    }
-
-    fn hand_over(&self, record: Box<Record>) {
-        match self.queue.try_send(Message::Line(record)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.dropped.inc();
-            }
-        }
+        self.writer.reopen()
     }
 
     /// Lets the writer write what is queued and end (at shutdown): the log's last lines are not
     /// lost. Records handed over later are dropped.
     pub fn close(&self) {
-        let writer = self
-            .writer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(writer) = writer {
-            // Queued behind every record handed over so far: the writer ends once they are written.
-            let _ = self.queue.send(Message::Close);
-            let _ = writer.join();
-        }
+        self.writer.close();
     }
 
     /// The record of a request that arrived at `started`, begun before the request is taken
@@ -223,8 +132,7 @@ struct Record {
     reason: Option<&'static str>,
 }
 
-impl Record {
-    /// The record as one JSON line.
+impl Line for Record {
     fn format(&self, out: &mut String) {
         out.push_str("{\"time\":\"");
         let _ = write!(out, "{}", humantime::format_rfc3339_millis(self.time));
@@ -282,47 +190,6 @@ impl Record {
     }
 }
 
-/// The writer thread: formats records into a batch and writes it when it is large or when no
-/// more records wait.
-fn write_lines(records: Receiver<Message>, mut sink: Sink) {
-    let mut batch = String::with_capacity(WRITE_AT * 2);
-    let flush = |batch: &mut String, sink: &mut Sink| {
-        if !batch.is_empty() {
-            if let Err(e) = sink.write(batch.as_bytes()) {
-                tracing::warn!(error = %e, "access log write failed");
-            }
-            batch.clear();
-        }
-    };
-    loop {
-        let message = match records.try_recv() {
-            Ok(message) => message,
-            Err(_) => {
-                flush(&mut batch, &mut sink);
-                match records.recv_timeout(Duration::from_secs(1)) {
-                    Ok(message) => message,
-                    Err(RecvTimeoutError::Timeout) => continue,
-                    Err(RecvTimeoutError::Disconnected) => return,
-                }
-            }
-        };
-        match message {
-            Message::Close => {
-                flush(&mut batch, &mut sink);
-                return;
-            }
-            Message::Line(record) => record.format(&mut batch),
-            Message::Reopen(new) => {
-                flush(&mut batch, &mut sink);
-                sink = new;
-            }
-        }
-        if batch.len() >= WRITE_AT {
-            flush(&mut batch, &mut sink);
-        }
-    }
-}
-
 /// One request's record, filled in as the request goes and handed to the writer when dropped.
 pub struct Entry {
     log: Arc<AccessLog>,
@@ -376,49 +243,9 @@ impl Drop for Entry {
     fn drop(&mut self) {
         if let Some(mut record) = self.record.take() {
             record.duration = self.started.elapsed();
-            self.log.hand_over(record);
+            self.log.writer.send(record);
         }
     }
-}
-
-fn protocol(version: Version) -> &'static str {
-    match version {
-        Version::HTTP_09 => "HTTP/0.9",
-        Version::HTTP_10 => "HTTP/1.0",
-        Version::HTTP_11 => "HTTP/1.1",
-        Version::HTTP_2 => "HTTP/2",
-        Version::HTTP_3 => "HTTP/3",
-        _ => "other",
-    }
-}
-
-fn millis(d: Duration) -> String {
-    let micros = d.as_micros();
-    format!("{}.{:03}", micros / 1000, micros % 1000)
-}
-
-fn json_opt(out: &mut String, s: Option<&str>) {
-    match s {
-        Some(s) => json_str(out, s),
-        None => out.push_str("null"),
-    }
-}
-
-/// A JSON string: quotes, backslashes and control characters (line breaks, ANSI escapes)
-/// escaped, so one record is always one line.
-fn json_str(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 /// A body that counts its data bytes into a shared counter (the request body, forwarded).
@@ -520,15 +347,6 @@ mod tests {
     use http::HeaderMap;
 
     #[test]
-    fn strings_are_escaped_into_valid_json_on_one_line() {
-        let mut out = String::new();
-        json_str(&mut out, "a\"b\\c\r\nd\u{1b}[31m\u{1}é\u{2028}");
-        assert!(!out.contains('\n') && !out.contains('\r') && !out.contains('\u{1b}'));
-        let back: String = serde_json::from_str(&out).unwrap();
-        assert_eq!(back, "a\"b\\c\r\nd\u{1b}[31m\u{1}é\u{2028}");
-    }
-
-    #[test]
     fn long_values_are_cut_on_a_character_boundary() {
         let long = "é".repeat(300);
         assert!(cut(&long).len() <= MAX_FIELD);
@@ -583,30 +401,6 @@ mod tests {
         assert_eq!(lines[0]["trace_id"], trace.trace_id_hex());
         assert_eq!(lines[0]["client_address"], "10.0.0.1");
         let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn a_full_queue_drops_and_counts_without_waiting() {
-        let dropped = Counter::default();
-        let (queue, records) = std::sync::mpsc::sync_channel(2);
-        // No writer: nothing takes records off the queue.
-        let log = Arc::new(AccessLog {
-            queue,
-            query: false,
-            path: "-".into(),
-            dropped: dropped.clone(),
-            writer: Mutex::new(None),
-        });
-        let mut headers = HeaderMap::new();
-        let trace = TraceContext::join(&mut headers);
-        let req = http::Request::get("/").body(()).unwrap();
-        let id = HeaderValue::from_static("r");
-        // try_send: with nobody reading, a waiting send would hang here.
-        for _ in 0..10 {
-            drop(log.begin(&req, Instant::now(), &id, &trace, [127, 0, 0, 1].into()));
-        }
-        assert_eq!(dropped.get(), 8);
-        drop(records);
     }
 
     #[test]

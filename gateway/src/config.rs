@@ -644,35 +644,8 @@ pub fn default_max_keys() -> usize {
     100_000
 }
 
-/// `[log]`.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct LogConfig {
-    /// One JSON line per request.
-    #[serde(default)]
-    pub access: bool,
-    /// `-` (standard output, the default) or a file, opened for appending and opened again on
-    /// `SIGUSR1` (after logrotate moved it away), as nginx does.
-    #[serde(default = "stdout")]
-    pub access_path: String,
-    /// Log the query string too (it may carry personal data, so it is left out by default).
-    #[serde(default)]
-    pub access_query: bool,
-}
-
-fn stdout() -> String {
-    "-".to_owned()
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            access: false,
-            access_path: stdout(),
-            access_query: false,
-        }
-    }
-}
+/// `[log]`, the same on both services.
+pub use tokengate_server::access::LogConfig;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

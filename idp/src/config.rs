@@ -26,6 +26,9 @@ pub struct IdpConfig {
     /// Upstream OpenID Connect providers people may sign in through (federation).
     #[serde(default)]
     pub upstreams: Vec<UpstreamConfig>,
+    /// `[log]`: the access log.
+    #[serde(default)]
+    pub log: tokengate_server::access::LogConfig,
     /// The folder relative paths (signing keys) are resolved against: the config file's.
     #[serde(skip)]
     pub base_dir: PathBuf,

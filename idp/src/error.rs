@@ -1,9 +1,13 @@
 //! Every error a client can see, and the one place that turns it into a response: RFC 6749
 //! §5.2 bodies for OAuth endpoints, RFC 6750 `WWW-Authenticate` for bearer tokens.
 
+use std::borrow::Cow;
+
 use axum::Json;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
+
+use crate::access::Outcome;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -52,13 +56,6 @@ pub enum ApiError {
     Reload(#[from] crate::reload::ReloadError),
 }
 
-fn body(error: &'static str, description: Option<&'static str>) -> Json<serde_json::Value> {
-    match description {
-        Some(d) => Json(serde_json::json!({ "error": error, "error_description": d })),
-        None => Json(serde_json::json!({ "error": error })),
-    }
-}
-
 use tokengate_server::challenge::{BEARER, BEARER_INSUFFICIENT_SCOPE, BEARER_INVALID_TOKEN};
 
 impl IntoResponse for ApiError {
@@ -68,93 +65,99 @@ impl IntoResponse for ApiError {
             ApiError::Unavailable => Some(1),
             _ => None,
         };
-        let (status, json, challenge) = match self {
+        let (status, code, description, challenge) = match self {
             ApiError::InvalidRequest(d) => (
                 StatusCode::BAD_REQUEST,
-                body("invalid_request", Some(d)),
+                "invalid_request",
+                Some(Cow::from(d)),
                 None,
             ),
-            ApiError::InvalidGrant => (StatusCode::BAD_REQUEST, body("invalid_grant", None), None),
+            ApiError::InvalidGrant => (StatusCode::BAD_REQUEST, "invalid_grant", None, None),
             ApiError::InvalidClient => (
                 StatusCode::UNAUTHORIZED,
-                body("invalid_client", None),
+                "invalid_client",
+                None,
                 Some(r#"Basic realm="tokengate""#),
             ),
             ApiError::UnsupportedGrantType => (
                 StatusCode::BAD_REQUEST,
-                body("unsupported_grant_type", None),
+                "unsupported_grant_type",
+                None,
                 None,
             ),
             ApiError::UnauthorizedClient(d) => (
                 StatusCode::BAD_REQUEST,
-                body("unauthorized_client", Some(d)),
+                "unauthorized_client",
+                Some(Cow::from(d)),
                 None,
             ),
             ApiError::InvalidScope(d) => (
                 StatusCode::BAD_REQUEST,
-                body("invalid_scope", Some(d)),
+                "invalid_scope",
+                Some(Cow::from(d)),
                 None,
             ),
             ApiError::BodyTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                body("invalid_request", Some("request body too large")),
+                "invalid_request",
+                Some(Cow::from("request body too large")),
                 None,
             ),
-            ApiError::MissingToken => (
-                StatusCode::UNAUTHORIZED,
-                body("unauthorized", None),
-                Some(BEARER),
-            ),
+            ApiError::MissingToken => {
+                (StatusCode::UNAUTHORIZED, "unauthorized", None, Some(BEARER))
+            }
             ApiError::InvalidToken => (
                 StatusCode::UNAUTHORIZED,
-                body("invalid_token", None),
+                "invalid_token",
+                None,
                 Some(BEARER_INVALID_TOKEN),
             ),
             ApiError::InsufficientScope => (
                 StatusCode::FORBIDDEN,
-                body("insufficient_scope", None),
+                "insufficient_scope",
+                None,
                 Some(BEARER_INSUFFICIENT_SCOPE),
             ),
             ApiError::AdminUnauthorized => (
                 StatusCode::UNAUTHORIZED,
-                body("unauthorized", Some("admin token missing or wrong")),
+                "unauthorized",
+                Some(Cow::from("admin token missing or wrong")),
                 Some(r#"Bearer realm="tokengate-admin""#),
             ),
-            ApiError::NotFound => (StatusCode::NOT_FOUND, body("not_found", None), None),
-            ApiError::Conflict => (StatusCode::CONFLICT, body("conflict", None), None),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", None, None),
+            ApiError::Conflict => (StatusCode::CONFLICT, "conflict", None, None),
             ApiError::Locked(_) => (
                 StatusCode::TOO_MANY_REQUESTS,
-                body(
-                    "too_many_attempts",
-                    Some("too many failed attempts; try again later"),
-                ),
+                "too_many_attempts",
+                Some(Cow::from("too many failed attempts; try again later")),
                 None,
             ),
             ApiError::Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                body(
-                    "temporarily_unavailable",
-                    Some("token store unreachable, try again"),
-                ),
+                "temporarily_unavailable",
+                Some(Cow::from("token store unreachable, try again")),
                 None,
             ),
             ApiError::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
-                body("server_error", None),
+                "server_error",
+                None,
                 None,
             ),
             ApiError::Reload(e) => {
-                let (status, error) = match e {
+                let (status, code) = match e {
                     crate::reload::ReloadError::NoFile => (StatusCode::CONFLICT, "no_config_file"),
                     _ => (StatusCode::BAD_REQUEST, "invalid_config"),
                 };
-                let description = e.to_string();
-                let json =
-                    Json(serde_json::json!({ "error": error, "error_description": description }));
-                (status, json, None)
+                (status, code, Some(Cow::from(e.to_string())), None)
             }
         };
+        let json = match description {
+            Some(d) => Json(serde_json::json!({ "error": code, "error_description": d })),
+            None => Json(serde_json::json!({ "error": code })),
+        };
         let mut response = (status, json).into_response();
+        response.extensions_mut().insert(Outcome(code));
         let headers = response.headers_mut();
         if let Some(challenge) = challenge {
             headers.insert(

@@ -22,9 +22,11 @@
 //! * `console/`: the admin console on the admin listener: pages for people who sign in through
 //!   the IdP's own code flow and hold `admin.console_role`.
 //! * `audit`: the trail of every administrator's action, kept in the store.
+//! * `access`: the access log's lines (who asked for what, and the outcome).
 //! * `metrics`: the IdP's Prometheus metrics, and the recent samples the console shows as rates.
 //! * `extract`, `error`: request parsing and the one place errors become responses.
 
+pub mod access;
 pub mod admin;
 pub mod audit;
 pub mod config;
@@ -58,6 +60,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::access::AccessLog;
 use crate::config::IdpConfig;
 use crate::extract::ClientAddr;
 use crate::federation::provider::Upstreams;
@@ -78,6 +81,8 @@ pub enum IdpError {
     Credentials(#[from] password::HashError),
     #[error("{0}")]
     Upstream(String),
+    #[error(transparent)]
+    AccessLog(#[from] tokengate_server::access::OpenError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -166,7 +171,8 @@ impl Idp {
                 admin.local_addr().unwrap_or(config.admin.listen)
             ),
         };
-        let lasting = Lasting::new(store, hasher, issuer, console_url);
+        let mut lasting = Lasting::new(store, hasher, issuer, console_url);
+        lasting.access = AccessLog::start(&config.log, lasting.metrics.access_log_dropped.clone())?;
         // The start counts as the first load that took effect, as on the gateway.
         lasting.metrics.config_loaded(true);
         let live = Live::new(AppState::new(&config, &lasting, keys, upstreams)?);
@@ -229,6 +235,11 @@ impl BoundIdp {
         self
     }
 
+    /// The access log, when `[log] access = true` (to reopen its file on `SIGUSR1`).
+    pub fn access_log(&self) -> Option<Arc<AccessLog>> {
+        self.lasting.access.clone()
+    }
+
     /// What applies a new configuration file to this IdP.
     pub fn reloader(&self) -> Arc<Reloader> {
         self.reloader.clone()
@@ -287,6 +298,9 @@ impl BoundIdp {
         let lasting = &idp.lasting;
         if let Err(e) = lasting.usage.flush(&lasting.store).await {
             tracing::warn!(error = %e, pending = lasting.usage.len(), "last-use reports lost at shutdown");
+        }
+        if let Some(access) = &lasting.access {
+            access.close();
         }
     }
 }

@@ -81,6 +81,8 @@ pub struct Metrics {
     pub upstream_duration: Family<UpstreamCallLabels, Histogram, fn() -> Histogram>,
     /// Configuration reloads (`tokengate_config_*`, named as the gateway's).
     pub reloads: ReloadMetrics,
+    /// Access log lines dropped because the writer fell behind.
+    pub access_log_dropped: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -99,6 +101,12 @@ impl Metrics {
     pub fn new() -> Self {
         let mut root = Registry::with_prefix("tokengate");
         let reloads = ReloadMetrics::register(&mut root);
+        let access_log_dropped = Counter::default();
+        root.register(
+            "access_log_dropped",
+            "Access log lines dropped because the writer fell behind (the queue was full)",
+            access_log_dropped.clone(),
+        );
         let registry = root.sub_registry_with_prefix("idp");
         let m = Metrics {
             tokens_issued: Family::default(),
@@ -116,6 +124,7 @@ impl Metrics {
             upstream_failures: Family::default(),
             upstream_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             reloads,
+            access_log_dropped,
             registry: Registry::default(),
         };
         registry.register(

@@ -182,6 +182,7 @@ fn keep_restart_only(current: &IdpConfig, new: &mut IdpConfig) -> Kept {
         &c.admin.public_url,
         &mut n.admin.public_url,
     );
+    kept.keep_shown("log", &c.log, &mut n.log);
     // The store's URL may carry a password: never shown.
     kept.keep("store", &c.store, &mut n.store, |_| {
         "the running connection".to_owned()

@@ -13,7 +13,9 @@ use http::header;
 use tokengate_store::Health;
 use tracing::Instrument;
 
+use crate::access::Arrived;
 use crate::error::ApiError;
+use crate::extract::ClientAddr;
 use crate::federation::sign_in;
 use crate::metrics::{RequestLabels, RouteLabels};
 use crate::reload::{self, Reloader};
@@ -74,6 +76,10 @@ async fn observe(
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let arrived = state.access.as_ref().map(|_| {
+        let client = req.extensions().get::<ClientAddr>().and_then(|a| a.0);
+        Arrived::new(&req, client)
+    });
     let span = tracing::info_span!("request", listener, method = %req.method(), route = %route);
     let started = Instant::now();
     let response = match tokio::time::timeout(
@@ -85,6 +91,9 @@ async fn observe(
         Ok(response) => response,
         Err(_) => ApiError::Unavailable.into_response(),
     };
+    if let (Some(log), Some(arrived)) = (&state.access, arrived) {
+        log.record(arrived, &route, &response, started.elapsed());
+    }
     let status = response.status().as_u16();
     span.in_scope(|| {
         tracing::debug!(

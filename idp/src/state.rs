@@ -13,6 +13,7 @@ use http::HeaderMap;
 use subtle::ConstantTimeEq;
 use tokengate_store::{AnyStore, ReferenceToken, StoreError, UsageLog};
 
+use crate::access::AccessLog;
 use crate::config::{CONSOLE_CLIENT_ID, ClientConfig, Grant, IdpConfig};
 use crate::credentials::{Credentials, Kind};
 use crate::error::ApiError;
@@ -90,6 +91,8 @@ pub struct Lasting {
     pub metrics: Arc<Metrics>,
     pub usage: Arc<UsageLog>,
     pub activity: Arc<Activity>,
+    /// The access log, when `[log] access = true`.
+    pub access: Option<Arc<AccessLog>>,
     hasher: Hasher,
     issuer_name: String,
     console_url: String,
@@ -104,6 +107,7 @@ impl Lasting {
             metrics: Arc::new(Metrics::new()),
             usage: Arc::new(UsageLog::new()),
             activity: Arc::new(Activity::default()),
+            access: None,
             store,
             hasher,
             issuer_name: issuer,
@@ -128,6 +132,7 @@ pub struct Shared {
     /// Recent samples of the metrics the console shows as rates.
     pub activity: Arc<Activity>,
     pub upstreams: Upstreams,
+    pub access: Option<Arc<AccessLog>>,
     admin_token_digest: [u8; 32],
     request_timeout: Duration,
 }
@@ -160,6 +165,7 @@ impl AppState {
             metrics,
             usage,
             activity,
+            access,
             hasher,
             issuer_name,
             console_url,
@@ -194,6 +200,7 @@ impl AppState {
             },
             activity,
             upstreams,
+            access,
             store,
             admin_token_digest: sha256(config.admin.token.as_bytes()),
             request_timeout: config.server.request_timeout,

@@ -4,6 +4,7 @@
 //! closed to make room (as nginx reuses keep-alive connections), so idle or silent clients can
 //! hold slots only until someone else needs one. Each service decides nothing here but what it answers.
 //!
+//! * `access`: the access log's writer thread and `[log]`, shared by both services.
 //! * `config`: `ConfigError`, how both services report a configuration file they cannot use.
 //! * `cookies`: reading, writing and stripping cookies, and the names of the IdP's cookies.
 //! * `reload`: what both services share when they reload their configuration file.
@@ -14,6 +15,7 @@ mod config;
 
 pub use config::ConfigError;
 
+pub mod access;
 pub mod challenge;
 pub mod cookies;
 pub mod reload;

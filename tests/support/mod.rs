@@ -53,6 +53,7 @@ pub fn idp_config(redis_url: &str) -> IdpConfig {
         store: StoreConfig::redis(redis_url),
         tokens: TokensConfig::default(),
         login: Default::default(),
+        log: Default::default(),
         users: vec![user("alice"), user("bob")],
         clients: vec![
             ClientConfig {

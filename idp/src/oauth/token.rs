@@ -4,14 +4,15 @@
 use std::net::IpAddr;
 
 use axum::extract::State;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use http::HeaderMap;
 use tokengate_store::ReferenceToken;
 
+use crate::access::Noted;
 use crate::config::{Grant, check_subject};
 use crate::credentials::Kind;
 use crate::error::ApiError;
-use crate::extract::{ClientAddr, FormBody};
+use crate::extract::{self, ClientAddr, FormBody};
 use crate::metrics::GrantLabels;
 use crate::oauth::authorize;
 use crate::oauth::clients::Client;
@@ -37,10 +38,36 @@ pub(super) async fn token(
     ClientAddr(address): ClientAddr,
     headers: HeaderMap,
     form: FormBody,
+) -> Response {
+    let mut noted = Noted::default();
+    let mut response = answer(&state, address, &headers, &form, &mut noted)
+        .await
+        .into_response();
+    response.extensions_mut().insert(noted);
+    response
+}
+
+/// The token endpoint's answer; what the access log tells of the request goes into `noted`
+/// as it is learned (as presented: also when it turns out wrong).
+async fn answer(
+    state: &AppState,
+    address: Option<IpAddr>,
+    headers: &HeaderMap,
+    form: &FormBody,
+    noted: &mut Noted,
 ) -> Result<Response, ApiError> {
+    noted.client_id = match extract::basic(headers) {
+        Ok(Some((id, _))) => Some(id),
+        _ => form.get("client_id").ok().flatten().map(str::to_owned),
+    };
     let grant = grant_type(form.require("grant_type", "grant_type is required")?)?;
+    noted.grant = Some(grant.as_str());
+    if grant == Grant::Password {
+        noted.subject = form.get("username").ok().flatten().map(str::to_owned);
+    }
+    let state = state.clone();
     let client = state
-        .client(&headers, &form, address)
+        .client(headers, form, address)
         .await
         .inspect_err(|e| {
             if matches!(e, ApiError::InvalidClient) {
@@ -57,9 +84,9 @@ pub(super) async fn token(
     }
     let scope = Scope::parse(form.get("scope")?)?;
     match grant {
-        Grant::Password => password(&state, &client, &form, &scope, address).await,
+        Grant::Password => password(&state, &client, form, &scope, address).await,
         Grant::ClientCredentials => client_credentials(&state, &client, &scope).await,
-        Grant::AuthorizationCode => authorize::exchange(&state, &client, &form).await,
+        Grant::AuthorizationCode => authorize::exchange(&state, &client, form).await,
     }
 }
 

@@ -1,0 +1,265 @@
+//! The IdP's access log (`[log] access = true`): one JSON line per request, written off the
+//! request path by the shared writer (`tokengate_server::access`).
+//!
+//! Where the gateway's lines tell routing, the IdP's tell who asked for what: `client_id`,
+//! `grant`, `subject` (as presented) and `outcome` (`ok`, or the error code the client got).
+//! Never a token, code, password or secret: the query is left out unless `access_query = true`,
+//! and even then the values of the parameters that carry secrets are replaced by `-`.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderValue, Method, Uri, Version, header};
+use prometheus_client::metrics::counter::Counter;
+use tokengate_server::access::{
+    Line, LogConfig, OpenError, Writer, json_opt, json_str, millis, protocol,
+};
+use tokengate_server::cut;
+
+/// Query parameters whose values a line never shows.
+const SECRET_PARAMETERS: [&str; 10] = [
+    "code",
+    "code_verifier",
+    "client_secret",
+    "password",
+    "token",
+    "access_token",
+    "refresh_token",
+    "id_token_hint",
+    "state",
+    "nonce",
+];
+
+/// What a handler tells the log about a request, as a response extension.
+#[derive(Clone, Debug, Default)]
+pub struct Noted {
+    /// The client that asked, as presented.
+    pub client_id: Option<String>,
+    /// The grant type asked for.
+    pub grant: Option<&'static str>,
+    /// The user it was about, as presented.
+    pub subject: Option<String>,
+}
+
+/// The error code a client got, set on every error response (`crate::error`).
+#[derive(Clone, Copy, Debug)]
+pub struct Outcome(pub &'static str);
+
+/// The access log: the queue to its writer thread, and whether lines show the query.
+pub struct AccessLog {
+    writer: Writer<Record>,
+    query: bool,
+}
+
+impl std::fmt::Debug for AccessLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessLog")
+            .field("writer", &self.writer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A request as it arrived: taken before the handler consumes it.
+pub struct Arrived {
+    time: SystemTime,
+    method: Method,
+    uri: Uri,
+    version: Version,
+    user_agent: Option<HeaderValue>,
+    client: Option<IpAddr>,
+}
+
+impl Arrived {
+    pub fn new<B>(req: &http::Request<B>, client: Option<IpAddr>) -> Self {
+        Arrived {
+            time: SystemTime::now(),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            user_agent: req.headers().get(header::USER_AGENT).cloned(),
+            client,
+        }
+    }
+}
+
+impl AccessLog {
+    /// The log `config` asks for, with its writer thread; `None` when the access log is off.
+    pub fn start(config: &LogConfig, dropped: Counter) -> Result<Option<Arc<Self>>, OpenError> {
+        if !config.access {
+            return Ok(None);
+        }
+        Ok(Some(Arc::new(AccessLog {
+            writer: Writer::start(&config.access_path, dropped)?,
+            query: config.access_query,
+        })))
+    }
+
+    /// Opens the file again (after log rotation moved it away); an error keeps the old one.
+    pub fn reopen(&self) -> Result<(), OpenError> {
+        self.writer.reopen()
+    }
+
+    /// Lets the writer write what is queued and end (at shutdown).
+    pub fn close(&self) {
+        self.writer.close();
+    }
+
+    /// Hands the line of a request that `arrived`, matched `route` and got `response` after
+    /// `duration`, to the writer.
+    pub fn record<B>(
+        &self,
+        arrived: Arrived,
+        route: &str,
+        response: &http::Response<B>,
+        duration: Duration,
+    ) {
+        let noted = response.extensions().get::<Noted>().cloned();
+        let outcome = response.extensions().get::<Outcome>().map(|o| o.0);
+        self.writer.send(Box::new(Record {
+            arrived,
+            query: self.query,
+            route: route.to_owned(),
+            status: response.status().as_u16(),
+            duration,
+            noted: noted.unwrap_or_default(),
+            outcome: outcome.unwrap_or(if response.status().is_success() {
+                "ok"
+            } else {
+                "-"
+            }),
+        }));
+    }
+}
+
+/// One request, as its line will tell it.
+struct Record {
+    arrived: Arrived,
+    query: bool,
+    route: String,
+    status: u16,
+    duration: Duration,
+    noted: Noted,
+    outcome: &'static str,
+}
+
+impl Line for Record {
+    fn format(&self, out: &mut String) {
+        let a = &self.arrived;
+        let _ = write!(
+            out,
+            "{{\"time\":\"{}\",\"client_address\":",
+            humantime::format_rfc3339_millis(a.time)
+        );
+        match a.client {
+            Some(ip) => {
+                let _ = write!(out, "\"{ip}\"");
+            }
+            None => out.push_str("null"),
+        }
+        out.push_str(",\"method\":");
+        json_str(out, cut(a.method.as_str()));
+        out.push_str(",\"path\":");
+        json_str(out, cut(a.uri.path()));
+        if let Some(query) = a.uri.query().filter(|_| self.query) {
+            out.push_str(",\"query\":");
+            json_str(out, cut(&redacted(query)));
+        }
+        let _ = write!(out, ",\"protocol\":\"{}\",\"route\":", protocol(a.version));
+        json_str(out, cut(&self.route));
+        let _ = write!(
+            out,
+            ",\"status\":{},\"duration_ms\":{},\"client_id\":",
+            self.status,
+            millis(self.duration)
+        );
+        json_opt(out, self.noted.client_id.as_deref().map(cut));
+        out.push_str(",\"grant\":");
+        json_opt(out, self.noted.grant);
+        out.push_str(",\"subject\":");
+        json_opt(out, self.noted.subject.as_deref().map(cut));
+        out.push_str(",\"outcome\":");
+        json_str(out, self.outcome);
+        out.push_str(",\"user_agent\":");
+        let user_agent = a
+            .user_agent
+            .as_ref()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()));
+        json_opt(out, user_agent.as_deref().map(cut));
+        out.push_str("}\n");
+    }
+}
+
+/// `query` with the value of every parameter that may carry a secret replaced by `-`.
+fn redacted(query: &str) -> String {
+    let mut out = String::with_capacity(query.len());
+    for (i, pair) in query.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        let name = pair.split('=').next().unwrap_or("");
+        let secret = SECRET_PARAMETERS
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(name));
+        if secret && pair.len() > name.len() {
+            out.push_str(name);
+            out.push_str("=-");
+        } else {
+            out.push_str(pair);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_in_the_query_are_replaced() {
+        assert_eq!(
+            redacted("client_id=web&code=abc&state=xyz&CODE_verifier=v&scope=openid"),
+            "client_id=web&code=-&state=-&CODE_verifier=-&scope=openid"
+        );
+        assert_eq!(redacted("code"), "code");
+    }
+
+    #[test]
+    fn a_line_is_one_json_object_with_what_the_handler_noted() {
+        let req = http::Request::post("/oauth2/token?x=1&password=hunter2")
+            .header(header::USER_AGENT, "curl/8")
+            .body(())
+            .unwrap();
+        let record = Record {
+            arrived: Arrived::new(&req, Some([10, 0, 0, 1].into())),
+            query: true,
+            route: "/oauth2/token".into(),
+            status: 400,
+            duration: Duration::from_micros(1500),
+            noted: Noted {
+                client_id: Some("cli\nent".into()),
+                grant: Some("password"),
+                subject: Some("alice".into()),
+            },
+            outcome: "invalid_grant",
+        };
+        let mut line = String::new();
+        record.format(&mut line);
+        assert_eq!(line.matches('\n').count(), 1, "{line}");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["client_address"], "10.0.0.1");
+        assert_eq!(v["method"], "POST");
+        assert_eq!(v["path"], "/oauth2/token");
+        assert_eq!(v["query"], "x=1&password=-");
+        assert_eq!(v["route"], "/oauth2/token");
+        assert_eq!(v["status"], 400);
+        assert_eq!(v["duration_ms"], 1.5);
+        assert_eq!(v["client_id"], "cli\nent");
+        assert_eq!(v["grant"], "password");
+        assert_eq!(v["subject"], "alice");
+        assert_eq!(v["outcome"], "invalid_grant");
+        assert_eq!(v["user_agent"], "curl/8");
+    }
+}

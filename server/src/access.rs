@@ -1,0 +1,339 @@
+//! The access log's writing, shared by both services (`[log] access = true`): one JSON line per
+//! request, on stdout or in a file, written off the request path.
+//!
+//! A request hands a small record to a bounded queue, never waiting: when the queue is full the
+//! record is dropped and counted (`tokengate_access_log_dropped_total`). One writer thread formats
+//! the records and writes them in batches. Each service has its own record ([`Line`]); every
+//! value from outside goes through [`json_str`] (escaped) after [`crate::cut`] (bounded).
+
+use std::fmt::Write as _;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use serde::Deserialize;
+
+/// Records waiting for the writer; more are dropped and counted.
+const QUEUE: usize = 16 * 1024;
+/// The writer writes when it has this much formatted, or when the queue runs dry.
+const WRITE_AT: usize = 64 * 1024;
+
+/// `[log]`, the same on both services.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// One JSON line per request.
+    #[serde(default)]
+    pub access: bool,
+    /// `-` (standard output, the default) or a file, opened for appending and opened again on
+    /// `SIGUSR1` (after logrotate moved it away), as nginx does.
+    #[serde(default = "stdout")]
+    pub access_path: String,
+    /// Log the query string too (it may carry personal data, so it is left out by default).
+    #[serde(default)]
+    pub access_query: bool,
+}
+
+fn stdout() -> String {
+    "-".to_owned()
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            access: false,
+            access_path: stdout(),
+            access_query: false,
+        }
+    }
+}
+
+/// The access log's file cannot be opened.
+#[derive(Debug)]
+pub struct OpenError {
+    /// The file.
+    pub file: String,
+    /// Why.
+    pub source: std::io::Error,
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "access log {}: {}", self.file, self.source)
+    }
+}
+
+impl std::error::Error for OpenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// A record the writer thread turns into one line.
+pub trait Line: Send + 'static {
+    /// Appends the record as one JSON object and a line break.
+    fn format(&self, out: &mut String);
+}
+
+enum Sink {
+    Stdout,
+    File(std::fs::File),
+}
+
+impl Sink {
+    fn open(path: &str) -> Result<Self, OpenError> {
+        if path == "-" {
+            return Ok(Sink::Stdout);
+        }
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map(Sink::File)
+            .map_err(|source| OpenError {
+                file: path.to_owned(),
+                source,
+            })
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Sink::Stdout => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(bytes)?;
+                out.flush()
+            }
+            Sink::File(file) => file.write_all(bytes),
+        }
+    }
+}
+
+/// What the writer thread is handed.
+enum Message<R> {
+    Line(Box<R>),
+    /// Open the file again (log rotation).
+    Reopen(Sink),
+    /// Write what is queued and stop (see [`Writer::close`]).
+    Close,
+}
+
+/// The sending side of the queue, and the writer thread.
+pub struct Writer<R> {
+    queue: SyncSender<Message<R>>,
+    path: String,
+    dropped: Counter,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl<R> std::fmt::Debug for Writer<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Line> Writer<R> {
+    /// Opens `path` (`-`: stdout) and starts the writer thread; records that find the queue
+    /// full count in `dropped`.
+    pub fn start(path: &str, dropped: Counter) -> Result<Self, OpenError> {
+        let sink = Sink::open(path)?;
+        let (queue, records) = std::sync::mpsc::sync_channel(QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || write_lines(records, sink))
+            .map_err(|source| OpenError {
+                file: path.to_owned(),
+                source,
+            })?;
+        Ok(Writer {
+            queue,
+            path: path.to_owned(),
+            dropped,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// A writer whose queue nobody empties, and the queue's receiving end.
+    #[cfg(test)]
+    fn stalled(dropped: Counter, queue: usize) -> (Self, Receiver<Message<R>>) {
+        let (queue, records) = std::sync::mpsc::sync_channel(queue);
+        let writer = Writer {
+            queue,
+            path: "-".into(),
+            dropped,
+            thread: Mutex::new(None),
+        };
+        (writer, records)
+    }
+
+    /// Opens the file again (after log rotation moved it away); an error keeps the old one.
+    pub fn reopen(&self) -> Result<(), OpenError> {
+        let sink = Sink::open(&self.path)?;
+        // Waits if the queue is full: this is a signal handler's call, never a request's.
+        let _ = self.queue.send(Message::Reopen(sink));
+        Ok(())
+    }
+
+    /// Hands a record over without waiting; a full queue drops it and counts.
+    pub fn send(&self, record: Box<R>) {
+        match self.queue.try_send(Message::Line(record)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.dropped.inc();
+            }
+        }
+    }
+
+    /// Lets the writer write what is queued and end (at shutdown): the log's last lines are not
+    /// lost. Records handed over later are dropped.
+    pub fn close(&self) {
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(thread) = thread {
+            // Queued behind every record handed over so far: the writer ends once they are written.
+            let _ = self.queue.send(Message::Close);
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The writer thread: formats records into a batch and writes it when it is large or when no
+/// more records wait.
+fn write_lines<R: Line>(records: Receiver<Message<R>>, mut sink: Sink) {
+    let mut batch = String::with_capacity(WRITE_AT * 2);
+    let flush = |batch: &mut String, sink: &mut Sink| {
+        if !batch.is_empty() {
+            if let Err(e) = sink.write(batch.as_bytes()) {
+                tracing::warn!(error = %e, "access log write failed");
+            }
+            batch.clear();
+        }
+    };
+    loop {
+        let message = match records.try_recv() {
+            Ok(message) => message,
+            Err(_) => {
+                flush(&mut batch, &mut sink);
+                match records.recv_timeout(Duration::from_secs(1)) {
+                    Ok(message) => message,
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            }
+        };
+        match message {
+            Message::Close => {
+                flush(&mut batch, &mut sink);
+                return;
+            }
+            Message::Line(record) => record.format(&mut batch),
+            Message::Reopen(new) => {
+                flush(&mut batch, &mut sink);
+                sink = new;
+            }
+        }
+        if batch.len() >= WRITE_AT {
+            flush(&mut batch, &mut sink);
+        }
+    }
+}
+
+/// The HTTP version as a line shows it.
+pub fn protocol(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_11 => "HTTP/1.1",
+        http::Version::HTTP_2 => "HTTP/2",
+        http::Version::HTTP_3 => "HTTP/3",
+        _ => "other",
+    }
+}
+
+/// Milliseconds with three decimals.
+pub fn millis(d: Duration) -> String {
+    let micros = d.as_micros();
+    format!("{}.{:03}", micros / 1000, micros % 1000)
+}
+
+/// A JSON string, or `null`.
+pub fn json_opt(out: &mut String, s: Option<&str>) {
+    match s {
+        Some(s) => json_str(out, s),
+        None => out.push_str("null"),
+    }
+}
+
+/// A JSON string: quotes, backslashes and control characters (line breaks, ANSI escapes)
+/// escaped, so one record is always one line.
+pub fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_are_escaped_into_one_line() {
+        let mut out = String::new();
+        json_str(&mut out, "a\"b\\c\r\nd\u{1b}[31m\u{1}é\u{2028}");
+        assert!(!out.contains('\n') && !out.contains('\r') && !out.contains('\u{1b}'));
+        assert_eq!(
+            out,
+            "\"a\\\"b\\\\c\\u000d\\u000ad\\u001b[31m\\u0001é\\u2028\""
+        );
+    }
+
+    struct Text(&'static str);
+
+    impl Line for Text {
+        fn format(&self, out: &mut String) {
+            out.push_str(self.0);
+            out.push('\n');
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_without_waiting() {
+        let dropped = Counter::default();
+        let (writer, _queue) = Writer::<Text>::stalled(dropped.clone(), 2);
+        // try_send: with nobody reading, a waiting send would hang here.
+        for _ in 0..10 {
+            writer.send(Box::new(Text("x")));
+        }
+        assert_eq!(dropped.get(), 8);
+    }
+
+    #[test]
+    fn a_closed_writer_has_written_every_line() {
+        let file = std::env::temp_dir().join(format!("tokengate-writer-{}", std::process::id()));
+        let _ = std::fs::remove_file(&file);
+        let writer = Writer::start(file.to_str().unwrap_or("-"), Counter::default());
+        let writer = writer.unwrap_or_else(|e| panic!("{e}"));
+        writer.send(Box::new(Text("one")));
+        writer.send(Box::new(Text("two")));
+        writer.close();
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        assert_eq!(text, "one\ntwo\n");
+        let _ = std::fs::remove_file(&file);
+    }
+}
