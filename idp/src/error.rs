@@ -51,9 +51,12 @@ pub enum ApiError {
     Unavailable,
     #[error("internal error")]
     Internal,
-    /// `POST /admin/reload` changed nothing.
-    #[error(transparent)]
-    Reload(#[from] crate::reload::ReloadError),
+    /// `POST /admin/reload` on an IdP that was not started from a file.
+    #[error("no configuration file")]
+    NoConfigFile,
+    /// `POST /admin/reload` found the file unusable and changed nothing: what is wrong.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
 }
 
 use tokengate_server::challenge::{BEARER, BEARER_INSUFFICIENT_SCOPE, BEARER_INVALID_TOKEN};
@@ -144,13 +147,20 @@ impl IntoResponse for ApiError {
                 None,
                 None,
             ),
-            ApiError::Reload(e) => {
-                let (status, code) = match e {
-                    crate::reload::ReloadError::NoFile => (StatusCode::CONFLICT, "no_config_file"),
-                    _ => (StatusCode::BAD_REQUEST, "invalid_config"),
-                };
-                (status, code, Some(Cow::from(e.to_string())), None)
-            }
+            ApiError::NoConfigFile => (
+                StatusCode::CONFLICT,
+                "no_config_file",
+                Some(Cow::from(
+                    "this IdP was not started from a configuration file",
+                )),
+                None,
+            ),
+            ApiError::InvalidConfig(d) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_config",
+                Some(Cow::from(d)),
+                None,
+            ),
         };
         let json = match description {
             Some(d) => Json(serde_json::json!({ "error": code, "error_description": d })),

@@ -13,10 +13,13 @@
 //! * `renewal`: the background task that renews value tokens before they expire.
 //! * `reload`: reloading the configuration file without a restart.
 //! * `throttle`: the login throttle: lockouts by name and by address.
+//! * `clients`: registered clients: grants, redirect URIs, public or confidential.
+//! * `upstreams`: upstream OpenID Connect providers as a relying party sees them (discovery,
+//!   keys, the code exchange, the id_token's verification).
 //! * `oauth/`: OAuth 2 and OpenID Connect on the public listener: the token endpoints, the
-//!   authorization code flow, OpenID Connect, scopes and registered clients.
-//! * `federation/`: signing in through upstream OpenID Connect providers (the provider as a
-//!   relying party sees it; the start and callback routes and user mapping).
+//!   authorization code flow, OpenID Connect and scopes.
+//! * `federation`: signing in through an upstream provider: the start and callback routes and
+//!   the mapping of an upstream identity to a user.
 //! * `pages`: the HTML pages (askama templates, CSP); cookies are `tokengate_server::cookies`.
 //! * `admin`: the admin listener's API, behind the admin token.
 //! * `console/`: the admin console on the admin listener: pages for people who sign in through
@@ -29,6 +32,7 @@
 pub mod access;
 pub mod admin;
 pub mod audit;
+pub mod clients;
 pub mod config;
 pub mod console;
 pub mod credentials;
@@ -46,6 +50,7 @@ pub mod router;
 pub mod sessions;
 pub mod state;
 pub mod throttle;
+pub mod upstreams;
 pub mod users;
 
 use std::net::SocketAddr;
@@ -63,12 +68,12 @@ use tracing::Instrument;
 use crate::access::AccessLog;
 use crate::config::IdpConfig;
 use crate::extract::ClientAddr;
-use crate::federation::provider::Upstreams;
 use crate::keys::KeySet;
 use crate::password::Hasher;
 use crate::reload::Reloader;
 use crate::renewal::RenewalTask;
 use crate::state::{AppState, Lasting, Live};
+use crate::upstreams::Upstreams;
 
 /// How often last-use reports from `/auth/verify` are written.
 const USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);

@@ -9,17 +9,14 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::Json;
-use axum::extract::Extension;
 use tokengate_server::ConfigError;
 use tokengate_server::reload::{Kept, Reloaded};
 use tokio::sync::Mutex;
 
 use crate::config::IdpConfig;
-use crate::error::ApiError;
-use crate::federation::provider::Upstreams;
 use crate::keys::{KeyError, KeySet};
 use crate::state::{AppState, Lasting, Live};
+use crate::upstreams::Upstreams;
 
 /// Why a reload changed nothing.
 #[derive(Debug, thiserror::Error)]
@@ -188,18 +185,6 @@ fn keep_restart_only(current: &IdpConfig, new: &mut IdpConfig) -> Kept {
         "the running connection".to_owned()
     });
     kept
-}
-
-/// `POST /admin/reload`, behind the admin token.
-pub async fn handle(
-    Extension(reloader): Extension<Arc<Reloader>>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let done = reloader.reload().await?;
-    Ok(Json(serde_json::json!({
-        "reloaded": true,
-        "changed": done.changed,
-        "needs_restart": done.needs_restart,
-    })))
 }
 
 #[cfg(test)]

@@ -16,9 +16,9 @@ use tracing::Instrument;
 use crate::access::Arrived;
 use crate::error::ApiError;
 use crate::extract::ClientAddr;
-use crate::federation::sign_in;
+use crate::federation;
 use crate::metrics::{RequestLabels, RouteLabels};
-use crate::reload::{self, Reloader};
+use crate::reload::{ReloadError, Reloader};
 use crate::state::{AppState, Live};
 use crate::{admin, console, oauth};
 
@@ -27,13 +27,13 @@ const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// The public listener: OAuth 2, OpenID Connect, sign-in pages, federation, forward-auth.
 pub fn public(live: &Live) -> Router {
-    with_layers(live, "public", oauth::routes().merge(sign_in::routes()))
+    with_layers(live, "public", oauth::routes().merge(federation::routes()))
 }
 
 /// The admin listener: the admin API, reload, the console, readiness.
 pub fn admin(live: &Live, reloader: Arc<Reloader>) -> Router {
     let reload = Router::new()
-        .route("/admin/reload", post(reload::handle))
+        .route("/admin/reload", post(reload))
         .route_layer(middleware::from_fn_with_state(
             live.clone(),
             admin::require_admin,
@@ -45,7 +45,7 @@ pub fn admin(live: &Live, reloader: Arc<Reloader>) -> Router {
         admin::routes(live.clone())
             .merge(reload)
             .merge(console::routes())
-            .merge(sign_in::admin_routes(live.clone()))
+            .merge(federation::admin_routes(live.clone()))
             .route("/readyz", get(readyz)),
     )
 }
@@ -117,6 +117,21 @@ async fn observe(
         .get_or_create(&RouteLabels { listener, route })
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// `POST /admin/reload`, behind the admin token.
+async fn reload(
+    Extension(reloader): Extension<Arc<Reloader>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let done = reloader.reload().await.map_err(|e| match e {
+        ReloadError::NoFile => ApiError::NoConfigFile,
+        e => ApiError::InvalidConfig(e.to_string()),
+    })?;
+    Ok(Json(serde_json::json!({
+        "reloaded": true,
+        "changed": done.changed,
+        "needs_restart": done.needs_restart,
+    })))
 }
 
 async fn healthz() -> Json<serde_json::Value> {

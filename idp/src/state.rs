@@ -14,17 +14,17 @@ use subtle::ConstantTimeEq;
 use tokengate_store::{AnyStore, ReferenceToken, StoreError, UsageLog};
 
 use crate::access::AccessLog;
+use crate::clients::{Client, Clients};
 use crate::config::{CONSOLE_CLIENT_ID, ClientConfig, Grant, IdpConfig};
 use crate::credentials::{Credentials, Kind};
 use crate::error::ApiError;
 use crate::extract::{self, FormBody};
-use crate::federation::provider::Upstreams;
 use crate::keys::{KeyError, KeySet};
 use crate::metrics::{Activity, GrantLabels, Metrics};
-use crate::oauth::clients::{Client, Clients};
 use crate::password::Hasher;
 use crate::sessions::{IssueError, Issued, Issuer, NewSession};
 use crate::throttle::Throttle;
+use crate::upstreams::Upstreams;
 use crate::users::Users;
 
 /// The console's settings, from `[admin]`.

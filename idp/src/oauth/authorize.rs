@@ -21,12 +21,12 @@ use tokengate_store::{
     UserDirectory, now_unix,
 };
 
+use crate::clients::Client;
 use crate::config::Grant;
 use crate::credentials::Kind;
 use crate::error::ApiError;
 use crate::extract::{ClientAddr, FormBody};
 use crate::metrics::{GrantLabels, KindLabels};
-use crate::oauth::clients::Client;
 use crate::oauth::reply::{token_body, token_reply};
 use crate::oauth::scope::Scope;
 use crate::pages::{self, SignIn, redirect};

@@ -8,7 +8,6 @@
 //! * `authorize`: the authorization code flow with PKCE: sign-in page, single sign-on, codes.
 //! * `oidc`: OpenID Connect: discovery, ID tokens, userinfo, RP-initiated logout.
 //! * `scope`: a requested scope narrows a session's roles.
-//! * `clients`: registered clients: grants, redirect URIs, public or confidential.
 
 use axum::Router;
 use axum::routing::{any, get, post};
@@ -16,7 +15,6 @@ use axum::routing::{any, get, post};
 use crate::state::Live;
 
 pub mod authorize;
-pub mod clients;
 pub mod forward_auth;
 pub mod introspect;
 pub mod jwks;

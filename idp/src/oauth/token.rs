@@ -9,13 +9,13 @@ use http::HeaderMap;
 use tokengate_store::ReferenceToken;
 
 use crate::access::Noted;
+use crate::clients::Client;
 use crate::config::{Grant, check_subject};
 use crate::credentials::Kind;
 use crate::error::ApiError;
 use crate::extract::{self, ClientAddr, FormBody};
 use crate::metrics::GrantLabels;
 use crate::oauth::authorize;
-use crate::oauth::clients::Client;
 use crate::oauth::reply::token_response;
 use crate::oauth::scope::{Granted, Scope};
 use crate::sessions::{Issued, NewSession};

@@ -7,7 +7,7 @@
 //!    binds that `state` to the browser with a cookie and sends the browser to the provider.
 //! 2. `GET /oauth2/upstream/{name}/callback` takes the pending sign-in back (once: a replay
 //!    finds nothing), checks it came back to the browser that started it, redeems the code,
-//!    verifies the id_token (`provider`), maps its claims to a user in the store, and finishes
+//!    verifies the id_token (`crate::upstreams`), maps its claims to a user in the store, and finishes
 //!    the original authorize request exactly as the password form does.
 //!
 //! Every failure answers a page, counts in `tokengate_idp_upstream_failures_total{reason}` and
@@ -28,11 +28,11 @@ use tokengate_store::{
 use crate::config::{MAX_ROLES, UpstreamConfig, check_subject};
 use crate::error::ApiError;
 use crate::extract::FormBody;
-use crate::federation::provider::{Upstream, UpstreamError};
 use crate::metrics::{UpstreamLabels, UpstreamReasonLabels};
 use crate::oauth::authorize::{self, AuthorizeRequest};
 use crate::pages;
 use crate::state::{AppState, Live};
+use crate::upstreams::{Upstream, UpstreamError};
 use tokengate_server::cookies::{self, SameSite};
 
 /// How long a sign-in may stay at the upstream provider.
