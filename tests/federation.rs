@@ -47,6 +47,7 @@ role_map = {{ "eng" = ["orders:read"], "ops" = ["orders:read", "orders:admin"] }
 default_roles = ["staff"]
 allowed_domains = ["example.com"]
 timeout = "1s"
+backchannel_logout = true
 "#
     ))
     .unwrap()
@@ -648,4 +649,151 @@ async fn an_https_upstream_is_trusted_through_its_ca_and_only_through_it() {
     assert_eq!(refused.status, 502, "{}", refused.body);
     assert_eq!(fed.failures("unreachable").await, 1);
     let _ = std::fs::remove_dir_all(&base);
+}
+
+/// A logout token from the provider, signed with its key (`signing.pem`, as it publishes it) or
+/// with `key` instead; `change` edits the claims first.
+fn logout_token(
+    fed: &Fed,
+    key: &str,
+    change: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+) -> String {
+    let mut claims = serde_json::json!({
+        "iss": fed.upstream.issuer,
+        "aud": CLIENT_ID,
+        "iat": tokengate_store::now_unix(),
+        "jti": tokengate_store::ReferenceToken::generate().session_id().as_str(),
+        "sub": "alice",
+        "events": { "http://schemas.openid.net/event/backchannel-logout": {} },
+    });
+    change(claims.as_object_mut().unwrap());
+    let pem = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/upstream/keys/{key}")),
+    )
+    .unwrap();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some("upstream-key-1".into());
+    header.typ = Some("logout+jwt".into());
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem).unwrap();
+    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+}
+
+async fn send_logout(fed: &Fed, token: &str) -> Reply {
+    let form = serde_urlencoded::to_string([("logout_token", token)]).unwrap();
+    support::post_form(
+        &fed.idp.url("/oauth2/upstream/corp/backchannel-logout"),
+        &[],
+        &form,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_logout_at_the_provider_ends_the_sessions_made_through_it_on_every_gateway() {
+    let fed = Fed::start(UpstreamOptions::default()).await;
+    let backend = EchoBackend::start().await;
+    let gw1 = TestGateway::spawn(gateway_config(&fed.redis.url(), &fed.idp, &backend.url())).await;
+    let gw2 = TestGateway::spawn(gateway_config(&fed.redis.url(), &fed.idp, &backend.url())).await;
+    let browser = Browser::new();
+    let (_, access) = sign_in(&fed, &browser, "alice").await;
+    let access = access.unwrap();
+    // A session of the same user made otherwise (here by the admin API) is not the provider's.
+    let minted = fed
+        .idp
+        .admin(
+            "POST",
+            "/admin/sessions",
+            Some(&format!(r#"{{"username": "{ALICE}"}}"#)),
+        )
+        .await;
+    assert_eq!(minted.status, 200, "{}", minted.body);
+    for gw in [&gw1, &gw2] {
+        assert_eq!(gw.get_with_token("/api/orders", &access).await.status, 200);
+    }
+
+    // Tokens that do not verify end nothing.
+    let forged = [
+        ("bad signature", logout_token(&fed, "stray.pem", |_| {})),
+        (
+            "other audience",
+            logout_token(&fed, "signing.pem", |c| {
+                c.insert("aud".into(), "someone-else".into());
+            }),
+        ),
+        (
+            "nonce present",
+            logout_token(&fed, "signing.pem", |c| {
+                c.insert("nonce".into(), "n".into());
+            }),
+        ),
+        (
+            "no event",
+            logout_token(&fed, "signing.pem", |c| {
+                c.remove("events");
+            }),
+        ),
+        (
+            "neither sub nor sid",
+            logout_token(&fed, "signing.pem", |c| {
+                c.remove("sub");
+            }),
+        ),
+        (
+            "issued long ago",
+            logout_token(&fed, "signing.pem", |c| {
+                c.insert("iat".into(), (tokengate_store::now_unix() - 3600).into());
+            }),
+        ),
+    ];
+    for (what, token) in &forged {
+        let r = send_logout(&fed, token).await;
+        assert_eq!(r.status, 400, "{what}: {}", r.body);
+        assert_eq!(r.json()["error"], "invalid_request", "{what}");
+    }
+    assert_eq!(gw1.get_with_token("/api/orders", &access).await.status, 200);
+
+    // The provider's own logout token ends every session made through it, on both gateways.
+    let token = logout_token(&fed, "signing.pem", |_| {});
+    let r = send_logout(&fed, &token).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    for gw in [&gw1, &gw2] {
+        assert!(
+            eventually(Duration::from_secs(5), || async {
+                gw.get_with_token("/api/orders", &access).await.status == 401
+            })
+            .await,
+            "the session still works after the provider's logout"
+        );
+    }
+    let sessions = fed
+        .idp
+        .admin("GET", &format!("/admin/users/{ALICE}/sessions"), None)
+        .await;
+    let left = sessions.json()["sessions"].as_array().unwrap().clone();
+    let minted = minted.json()["access_token"].as_str().unwrap().to_owned();
+    let minted = tokengate_store::ReferenceToken::parse(&minted).unwrap();
+    assert_eq!(
+        left.len(),
+        1,
+        "only the admin-minted session is left: {left:?}"
+    );
+    assert_eq!(left[0]["id"], minted.session_id().as_str());
+
+    // A replayed token is refused, by any replica (the store remembers its jti).
+    let again = send_logout(&fed, &token).await;
+    assert_eq!(again.status, 400, "{}", again.body);
+    let audit = fed.idp.admin("GET", "/admin/audit", None).await;
+    let entry = &audit.json()["entries"][0];
+    assert_eq!(entry["action"], "session.backchannel_logout");
+    assert_eq!(entry["actor"], "upstream:corp");
+    assert_eq!(entry["target"], ALICE);
+    // An upstream that does not take back-channel logout has no such endpoint.
+    let none = support::post_form(
+        &fed.idp.url("/oauth2/upstream/other/backchannel-logout"),
+        &[],
+        "logout_token=x",
+    )
+    .await;
+    assert_eq!(none.status, 404);
 }

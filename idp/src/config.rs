@@ -313,6 +313,11 @@ pub struct UpstreamConfig {
     /// (a provider behind a private CA); relative to the config file.
     #[serde(default)]
     pub tls_ca_file: Option<PathBuf>,
+    /// Accept OpenID Connect Back-Channel Logout from this provider at
+    /// `{issuer}/oauth2/upstream/{name}/backchannel-logout`: a logout there ends the sessions
+    /// made from that sign-in here.
+    #[serde(default)]
+    pub backchannel_logout: bool,
 }
 
 impl UpstreamConfig {
@@ -340,6 +345,7 @@ impl std::fmt::Debug for UpstreamConfig {
             .field("allowed_domains", &self.allowed_domains)
             .field("timeout", &self.timeout)
             .field("tls_ca_file", &self.tls_ca_file)
+            .field("backchannel_logout", &self.backchannel_logout)
             .finish()
     }
 }

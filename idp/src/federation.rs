@@ -25,6 +25,7 @@ use tokengate_store::{
     CodeId, PendingSignIns, ReferenceToken, SessionAdmin, User, UserDirectory, now_unix,
 };
 
+use crate::backchannel;
 use crate::config::{MAX_ROLES, UpstreamConfig, check_subject};
 use crate::error::ApiError;
 use crate::extract::FormBody;
@@ -390,7 +391,8 @@ async fn callback(
         })
         .inc();
     tracing::info!(subject = ?tokengate_server::Outside(&username), upstream = %name, "signed in through an upstream provider");
-    let method = format!("upstream:{name}");
+    backchannel::remember_sign_in(&state, &upstream, &claims, &username).await;
+    let method = backchannel::method(&name);
     let mut response =
         authorize::finish_sign_in(&state, &request, &username, &roles, &method).await;
     clear_state_cookie(&state, &mut response);

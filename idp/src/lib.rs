@@ -20,6 +20,7 @@
 //!   authorization code flow, OpenID Connect and scopes.
 //! * `federation`: signing in through an upstream provider: the start and callback routes and
 //!   the mapping of an upstream identity to a user.
+//! * `backchannel`: OpenID Connect Back-Channel Logout received from upstream providers.
 //! * `pages`: the HTML pages (askama templates, CSP); cookies are `tokengate_server::cookies`.
 //! * `admin`: the admin listener's API, behind the admin token.
 //! * `console/`: the admin console on the admin listener: pages for people who sign in through
@@ -32,6 +33,7 @@
 pub mod access;
 pub mod admin;
 pub mod audit;
+pub mod backchannel;
 pub mod clients;
 pub mod config;
 pub mod console;

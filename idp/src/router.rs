@@ -20,14 +20,17 @@ use crate::federation;
 use crate::metrics::{RequestLabels, RouteLabels};
 use crate::reload::{ReloadError, Reloader};
 use crate::state::{AppState, Live};
-use crate::{admin, console, oauth};
+use crate::{admin, backchannel, console, oauth};
 
 /// Largest request body accepted (forms and admin JSON are small).
 const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// The public listener: OAuth 2, OpenID Connect, sign-in pages, federation, forward-auth.
 pub fn public(live: &Live) -> Router {
-    with_layers(live, "public", oauth::routes().merge(federation::routes()))
+    let routes = oauth::routes()
+        .merge(federation::routes())
+        .merge(backchannel::routes());
+    with_layers(live, "public", routes)
 }
 
 /// The admin listener: the admin API, reload, the console, readiness.

@@ -193,6 +193,11 @@ impl Issuer {
         self.value_token_ttl
     }
 
+    /// The longest a session lasts, in seconds.
+    pub fn max_lifetime(&self) -> u64 {
+        self.max_lifetime
+    }
+
     /// A new session, stored before the token is returned.
     pub async fn issue(&self, new: NewSession) -> Result<Issued, IssueError> {
         self.issue_as(ReferenceToken::generate(), new).await

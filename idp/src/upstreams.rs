@@ -33,6 +33,21 @@ const MAX_BODY_BYTES: usize = 256 * 1024;
 const KEYS_REFRESH_EVERY: Duration = Duration::from_secs(5);
 /// Clock difference tolerated on `exp` and `iat`.
 const CLOCK_SKEW: u64 = 60;
+/// The oldest logout token taken, by its `iat`, in seconds (its `jti` is remembered as long).
+pub const LOGOUT_TOKEN_MAX_AGE: u64 = 120 + CLOCK_SKEW;
+/// The `events` member that makes a JWT a back-channel logout token.
+const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+/// What a verified logout token names.
+#[derive(Debug)]
+pub struct LogoutToken {
+    /// Its id, refused when seen again.
+    pub jti: String,
+    /// The provider's subject.
+    pub sub: Option<String>,
+    /// The provider's session.
+    pub sid: Option<String>,
+}
 /// Signature algorithms accepted (asymmetric only: never `none`, never a shared secret).
 const ALGORITHMS: [Algorithm; 6] = [
     Algorithm::RS256,
@@ -356,7 +371,100 @@ impl Upstream {
         discovery: &Discovery,
         nonce: &str,
     ) -> Result<Map<String, Value>, UpstreamError> {
-        let header = jsonwebtoken::decode_header(id_token)
+        let (_, claims) = self
+            .signed_claims(
+                metrics,
+                id_token,
+                discovery,
+                &["exp", "iat", "iss", "aud", "sub"],
+            )
+            .await?;
+        // §3.1.3.7 items 4 and 5: several audiences need an `azp`, and an `azp` must be us.
+        let several = claims
+            .get("aud")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.len() > 1);
+        match claims.get("azp") {
+            Some(azp) if azp.as_str() != Some(self.config.client_id.as_str()) => {
+                return Err(UpstreamError::WrongAudience);
+            }
+            None if several => return Err(UpstreamError::WrongAudience),
+            _ => {}
+        }
+        if claims.get("nonce").and_then(Value::as_str) != Some(nonce) {
+            return Err(UpstreamError::WrongNonce);
+        }
+        Ok(claims)
+    }
+
+    /// OpenID Connect Back-Channel Logout 1.0 §2.6: a logout token signed by a key of the
+    /// provider, for this client (`aud`), from its issuer, issued within the last
+    /// [`LOGOUT_TOKEN_MAX_AGE`] seconds, typed `logout+jwt` when typed at all, with the
+    /// back-channel logout event, a `jti`, a `sub` or a `sid`, and no `nonce`.
+    pub async fn verify_logout(
+        &self,
+        metrics: &Metrics,
+        token: &str,
+    ) -> Result<LogoutToken, UpstreamError> {
+        let discovery = self.discovery(metrics).await?;
+        let (header, claims) = self
+            .signed_claims(metrics, token, &discovery, &["iat", "iss", "aud"])
+            .await?;
+        // §2.4: explicit typing keeps an id_token from passing as a logout token.
+        if header
+            .typ
+            .as_deref()
+            .is_some_and(|t| !t.eq_ignore_ascii_case("logout+jwt"))
+        {
+            return Err(UpstreamError::BadToken("typ is not logout+jwt".into()));
+        }
+        let iat = claims.get("iat").and_then(Value::as_u64).unwrap_or(0);
+        if iat + LOGOUT_TOKEN_MAX_AGE < tokengate_store::now_unix() {
+            return Err(UpstreamError::Expired);
+        }
+        let event = claims
+            .get("events")
+            .and_then(Value::as_object)
+            .is_some_and(|e| {
+                e.get(BACKCHANNEL_LOGOUT_EVENT)
+                    .is_some_and(Value::is_object)
+            });
+        if !event {
+            return Err(UpstreamError::BadToken(
+                "no back-channel logout event".into(),
+            ));
+        }
+        if claims.contains_key("nonce") {
+            return Err(UpstreamError::BadToken(
+                "a logout token has no nonce".into(),
+            ));
+        }
+        let text = |name: &str| {
+            claims
+                .get(name)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty() && s.len() <= 1024)
+                .map(str::to_owned)
+        };
+        let jti = text("jti").ok_or(UpstreamError::BadToken("no jti".into()))?;
+        let (sub, sid) = (text("sub"), text("sid"));
+        if sub.is_none() && sid.is_none() {
+            return Err(UpstreamError::BadToken("neither sub nor sid".into()));
+        }
+        Ok(LogoutToken { jti, sub, sid })
+    }
+
+    /// A token's header and claims, once its signature by a key of the provider, its `iss`,
+    /// its `aud` (this client), its `exp` (when there is one) and `iat` (not in the future)
+    /// check out, and every claim of `required` is present.
+    async fn signed_claims(
+        &self,
+        metrics: &Metrics,
+        token: &str,
+        discovery: &Discovery,
+        required: &[&str],
+    ) -> Result<(jsonwebtoken::Header, Map<String, Value>), UpstreamError> {
+        let header = jsonwebtoken::decode_header(token)
             .map_err(|e| UpstreamError::BadToken(e.to_string()))?;
         if !ALGORITHMS.contains(&header.alg) {
             return Err(UpstreamError::BadToken(format!(
@@ -372,8 +480,8 @@ impl Upstream {
         validation.set_issuer(&[&self.config.issuer]);
         validation.set_audience(&[&self.config.client_id]);
         validation.leeway = CLOCK_SKEW;
-        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
-        let claims = jsonwebtoken::decode::<Map<String, Value>>(id_token, &key, &validation)
+        validation.set_required_spec_claims(required);
+        let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation)
             .map_err(|e| match e.kind() {
                 ErrorKind::InvalidSignature => UpstreamError::BadSignature,
                 ErrorKind::InvalidAudience => UpstreamError::WrongAudience,
@@ -384,18 +492,6 @@ impl Upstream {
                 _ => UpstreamError::BadToken(e.to_string()),
             })?
             .claims;
-        // §3.1.3.7 items 4 and 5: several audiences need an `azp`, and an `azp` must be us.
-        let several = claims
-            .get("aud")
-            .and_then(Value::as_array)
-            .is_some_and(|a| a.len() > 1);
-        match claims.get("azp") {
-            Some(azp) if azp.as_str() != Some(self.config.client_id.as_str()) => {
-                return Err(UpstreamError::WrongAudience);
-            }
-            None if several => return Err(UpstreamError::WrongAudience),
-            _ => {}
-        }
         let now = tokengate_store::now_unix();
         let iat = claims
             .get("iat")
@@ -404,10 +500,7 @@ impl Upstream {
         if iat > now + CLOCK_SKEW {
             return Err(UpstreamError::Expired);
         }
-        if claims.get("nonce").and_then(Value::as_str) != Some(nonce) {
-            return Err(UpstreamError::WrongNonce);
-        }
-        Ok(claims)
+        Ok((header, claims))
     }
 
     /// The provider's key of id `kid` (or its only key when the token names none), fetching

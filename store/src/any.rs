@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use crate::{
     AuditEntry, AuditPage, AuditTrail, AuthCode, CodeId, Codes, EventBatch, EventCursor,
-    EventStream, Health, LoginThrottle, MemoryStore, PendingSignIns, Redeemed, RedisStore, Renewal,
-    Reporter, Session, SessionAdmin, SessionId, SessionRead, StoreError, TokenRenewal, UsageReport,
-    User, UserDirectory, UserPage, ValueToken,
+    EventStream, Health, LoginThrottle, MemoryStore, Notes, PendingSignIns, Redeemed, RedisStore,
+    Renewal, Reporter, Session, SessionAdmin, SessionId, SessionRead, StoreError, TokenRenewal,
+    UsageReport, User, UserDirectory, UserPage, ValueToken,
 };
 
 /// One of the two implementations, chosen at start-up from the configuration.
@@ -154,6 +154,23 @@ impl PendingSignIns for AnyStore {
     }
     async fn take_pending(&self, id: &CodeId) -> Result<Option<String>, StoreError> {
         dispatch!(self, s => s.take_pending(id).await)
+    }
+}
+
+impl Notes for AnyStore {
+    async fn put_note(&self, id: &CodeId, value: &str, ttl: Duration) -> Result<(), StoreError> {
+        dispatch!(self, s => s.put_note(id, value, ttl).await)
+    }
+    async fn put_note_once(
+        &self,
+        id: &CodeId,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.put_note_once(id, value, ttl).await)
+    }
+    async fn note(&self, id: &CodeId) -> Result<Option<String>, StoreError> {
+        dispatch!(self, s => s.note(id).await)
     }
 }
 

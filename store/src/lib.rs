@@ -64,7 +64,7 @@ pub use record::{Renewal, Session, SessionKind, ValueToken};
 pub use redis::{RedisOptions, RedisStore};
 pub use token::{CodeId, ReferenceToken, SessionId, TokenFormatError, bearer_credentials};
 pub use traits::{
-    AuditTrail, Codes, EventStream, Health, LoginThrottle, PendingSignIns, SessionAdmin,
+    AuditTrail, Codes, EventStream, Health, LoginThrottle, Notes, PendingSignIns, SessionAdmin,
     SessionRead, TokenRenewal, TokenStore, UsageReport, UserDirectory,
 };
 pub use usage::UsageLog;

@@ -23,6 +23,7 @@ pub trait TokenStore:
     + UserDirectory
     + Codes
     + PendingSignIns
+    + Notes
     + LoginThrottle
     + AuditTrail
     + Health
@@ -40,6 +41,7 @@ impl<S> TokenStore for S where
         + UserDirectory
         + Codes
         + PendingSignIns
+        + Notes
         + LoginThrottle
         + AuditTrail
         + Health
@@ -255,6 +257,30 @@ pub trait PendingSignIns: Send + Sync {
         &self,
         id: &CodeId,
     ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+}
+
+/// Short records kept under the hash of a name until they expire, shared by every IdP on the
+/// store: which user an upstream provider's session belongs to, and the logout tokens used.
+pub trait Notes: Send + Sync {
+    /// Keeps `value` under `id` for `ttl`, replacing what was there.
+    fn put_note(
+        &self,
+        id: &CodeId,
+        value: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Keeps `value` under `id` for `ttl` unless something is kept there: `true` when this call
+    /// wrote it (the first use of a one-time name), `false` when it was there already.
+    fn put_note_once(
+        &self,
+        id: &CodeId,
+        value: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// What is kept under `id`, until its TTL ends.
+    fn note(&self, id: &CodeId) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
 }
 
 /// Failed logins counted per key, shared by every IdP on the store.

@@ -8,7 +8,8 @@
 //! * `usage`: [`UsageReport`](crate::UsageReport).
 //! * `renewal`: [`TokenRenewal`](crate::TokenRenewal).
 //! * `users`: [`UserDirectory`](crate::UserDirectory).
-//! * `codes`: [`Codes`](crate::Codes); `pending`: [`PendingSignIns`](crate::PendingSignIns).
+//! * `codes`: [`Codes`](crate::Codes); `pending`: [`PendingSignIns`](crate::PendingSignIns) and
+//!   [`Notes`](crate::Notes).
 //! * `throttle`: [`LoginThrottle`](crate::LoginThrottle).
 //! * `audit`: [`AuditTrail`](crate::AuditTrail).
 //! * [`Health`] is here.
@@ -77,6 +78,8 @@ struct State {
     reporters: HashMap<String, u64>,
     /// Pending records (sign-ins waiting for an upstream provider) and when they expire.
     pending: HashMap<CodeId, (String, std::time::Instant)>,
+    /// Notes and when they expire.
+    notes: HashMap<CodeId, (String, std::time::Instant)>,
 }
 
 /// Most login keys kept; past it, the ones whose window and lockout are over go first.

@@ -11,7 +11,8 @@
 //! * `usage`: [`UsageReport`](crate::UsageReport).
 //! * `renewal`: [`TokenRenewal`](crate::TokenRenewal).
 //! * `users`: [`UserDirectory`](crate::UserDirectory).
-//! * `codes`: [`Codes`](crate::Codes); `pending`: [`PendingSignIns`](crate::PendingSignIns).
+//! * `codes`: [`Codes`](crate::Codes); `pending`: [`PendingSignIns`](crate::PendingSignIns) and
+//!   [`Notes`](crate::Notes).
 //! * `throttle`: [`LoginThrottle`](crate::LoginThrottle).
 //! * `audit`: [`AuditTrail`](crate::AuditTrail).
 //! * [`EventStream`](crate::EventStream) and [`Health`] are here, with the connections (the

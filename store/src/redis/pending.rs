@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::RedisStore;
-use crate::{CodeId, PendingSignIns, StoreError};
+use crate::{CodeId, Notes, PendingSignIns, StoreError};
 
 impl PendingSignIns for RedisStore {
     async fn create_pending(
@@ -29,6 +29,48 @@ impl PendingSignIns for RedisStore {
         let mut con = self.con.clone();
         redis::cmd("GETDEL")
             .arg(self.shared.keys.pending(id))
+            .query_async(&mut con)
+            .await
+            .map_err(StoreError::unavailable)
+    }
+}
+
+impl Notes for RedisStore {
+    async fn put_note(&self, id: &CodeId, value: &str, ttl: Duration) -> Result<(), StoreError> {
+        let mut con = self.con.clone();
+        redis::cmd("SET")
+            .arg(self.shared.keys.note(id))
+            .arg(value)
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64)
+            .query_async::<()>(&mut con)
+            .await
+            .map_err(StoreError::unavailable)
+    }
+
+    async fn put_note_once(
+        &self,
+        id: &CodeId,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut con = self.con.clone();
+        let created: Option<String> = redis::cmd("SET")
+            .arg(self.shared.keys.note(id))
+            .arg(value)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64)
+            .query_async(&mut con)
+            .await
+            .map_err(StoreError::unavailable)?;
+        Ok(created.is_some())
+    }
+
+    async fn note(&self, id: &CodeId) -> Result<Option<String>, StoreError> {
+        let mut con = self.con.clone();
+        redis::cmd("GET")
+            .arg(self.shared.keys.note(id))
             .query_async(&mut con)
             .await
             .map_err(StoreError::unavailable)

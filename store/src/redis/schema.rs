@@ -77,6 +77,9 @@ impl Keys {
     pub fn pending(&self, id: &CodeId) -> String {
         format!("{}:p:{{{}}}", self.prefix, id.as_str())
     }
+    pub fn note(&self, id: &CodeId) -> String {
+        format!("{}:n:{{{}}}", self.prefix, id.as_str())
+    }
     pub fn login(&self, key: &str, what: &str) -> String {
         format!(
             "{}:l:{{{}}}:{what}",

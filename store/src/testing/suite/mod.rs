@@ -22,7 +22,9 @@ pub use self::events::{
     blocked_reader_wakes_on_event, events_resume_from_cursor_at_least_once,
     trimmed_stream_is_reported_as_gap,
 };
-pub use self::pending::pending_records_are_taken_once_then_forgotten;
+pub use self::pending::{
+    notes_are_kept_replaced_once_only_and_forgotten, pending_records_are_taken_once_then_forgotten,
+};
 pub use self::renewal::{
     one_holder_at_a_time_has_the_renewal_lease, renewed_value_tokens_replace_without_an_event,
     value_tokens_come_due_by_expiry,
@@ -166,7 +168,8 @@ macro_rules! store_contract_tests {
             codes_are_redeemed_once_then_replayed_then_forgotten,
             audit_is_read_newest_first_in_pages,
             reporters_are_remembered_by_last_report,
-            pending_records_are_taken_once_then_forgotten
+            pending_records_are_taken_once_then_forgotten,
+            notes_are_kept_replaced_once_only_and_forgotten
         );
         #[tokio::test]
         async fn trimmed_stream_is_reported_as_gap() {

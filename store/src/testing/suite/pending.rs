@@ -1,8 +1,8 @@
-//! Pending sign-ins.
+//! Pending sign-ins and notes.
 
 use std::time::Duration;
 
-use crate::{CodeId, PendingSignIns, ReferenceToken};
+use crate::{CodeId, Notes, PendingSignIns, ReferenceToken};
 
 pub async fn pending_records_are_taken_once_then_forgotten<S: PendingSignIns>(store: &S) {
     let id = CodeId::of_code(ReferenceToken::generate().expose());
@@ -36,4 +36,29 @@ pub async fn pending_records_are_taken_once_then_forgotten<S: PendingSignIns>(st
     );
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(store.take_pending(&short).await.expect("take"), None);
+}
+
+pub async fn notes_are_kept_replaced_once_only_and_forgotten<S: Notes>(store: &S) {
+    let id = CodeId::of_code(ReferenceToken::generate().expose());
+    let ttl = Duration::from_secs(60);
+    assert_eq!(store.note(&id).await.expect("read"), None);
+    store.put_note(&id, "alice", ttl).await.expect("put");
+    store.put_note(&id, "bob", ttl).await.expect("put again");
+    assert_eq!(store.note(&id).await.expect("read").as_deref(), Some("bob"));
+    assert!(
+        !store.put_note_once(&id, "carol", ttl).await.expect("once"),
+        "a name already kept is not taken again"
+    );
+    assert_eq!(store.note(&id).await.expect("read").as_deref(), Some("bob"));
+    let once = CodeId::of_code(ReferenceToken::generate().expose());
+    let short = Duration::from_millis(200);
+    assert!(store.put_note_once(&once, "1", short).await.expect("once"));
+    assert!(!store.put_note_once(&once, "1", short).await.expect("twice"));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        store.note(&once).await.expect("read"),
+        None,
+        "forgotten after its TTL"
+    );
+    assert!(store.put_note_once(&once, "1", short).await.expect("after"));
 }
