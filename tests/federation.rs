@@ -14,7 +14,7 @@ use openidconnect::{
     PkceCodeChallenge, RedirectUrl, Scope, TokenResponse,
 };
 use support::browser::Chrome;
-use support::oidc::{Browser, Http, Rp, location_query, unescape};
+use support::oidc::{Browser, Http, Rp, hidden_fields, location_query, unescape};
 use support::upstream::{CLIENT_ID, CLIENT_SECRET, TestUpstream, UpstreamOptions};
 use support::{
     EchoBackend, Reply, TestGateway, TestIdp, TestRedis, eventually, gateway_config, get,
@@ -796,4 +796,50 @@ async fn a_logout_at_the_provider_ends_the_sessions_made_through_it_on_every_gat
     )
     .await;
     assert_eq!(none.status, 404);
+}
+
+#[tokio::test]
+async fn signing_out_at_the_real_provider_ends_the_tokengate_session_everywhere() {
+    let fed = Fed::start(UpstreamOptions::default()).await;
+    let backend = EchoBackend::start().await;
+    let gw1 = TestGateway::spawn(gateway_config(&fed.redis.url(), &fed.idp, &backend.url())).await;
+    let gw2 = TestGateway::spawn(gateway_config(&fed.redis.url(), &fed.idp, &backend.url())).await;
+    let browser = Browser::new();
+    let (_, access) = sign_in(&fed, &browser, "alice").await;
+    let access = access.unwrap();
+    for gw in [&gw1, &gw2] {
+        assert_eq!(gw.get_with_token("/api/orders", &access).await.status, 200);
+    }
+    // The person signs out at the provider (its end-session page, then "yes"); the provider
+    // sends its logout token to tokengate's back-channel endpoint.
+    let page = browser.get(&fed.upstream.url("/session/end")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let mut form = hidden_fields(&page.body);
+    form.push(("logout".into(), "yes".into()));
+    let fields: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let done = browser
+        .post_form(&fed.upstream.url("/session/end/confirm"), &fields)
+        .await;
+    assert!(
+        [200, 302, 303].contains(&done.status),
+        "{}: {}",
+        done.status,
+        done.body
+    );
+    for gw in [&gw1, &gw2] {
+        assert!(
+            eventually(Duration::from_secs(5), || async {
+                gw.get_with_token("/api/orders", &access).await.status == 401
+            })
+            .await,
+            "the session outlived the provider's logout ({}: {})",
+            done.status,
+            done.body
+        );
+    }
+    let sessions = fed
+        .idp
+        .admin("GET", &format!("/admin/users/{ALICE}/sessions"), None)
+        .await;
+    assert_eq!(sessions.json()["sessions"], serde_json::json!([]));
 }

@@ -51,6 +51,9 @@ server.listen(0, '127.0.0.1', () => {
       grant_types: ['authorization_code'],
       response_types: ['code'],
       token_endpoint_auth_method: 'client_secret_basic',
+      // OpenID Connect Back-Channel Logout: the IdP's endpoint beside its callback.
+      backchannel_logout_uri: env.CALLBACK.replace(/callback$/, 'backchannel-logout'),
+      backchannel_logout_session_required: true,
     }],
     async findAccount(ctx, id) {
       const known = accounts[id] || { email: `${id}@example.com`, groups: [], name: id };
@@ -77,12 +80,18 @@ server.listen(0, '127.0.0.1', () => {
     scopes: ['openid', 'profile', 'email', 'groups'],
     // Claims of the scope in the id_token itself, as Keycloak, Entra ID and Okta put them.
     conformIdTokenClaims: false,
-    features: { devInteractions: { enabled: true } },
+    features: { devInteractions: { enabled: true }, backchannelLogout: { enabled: true } },
+    // The provider refuses to call special-use addresses (SSRF protection); the tokengate IdP it
+    // delivers back-channel logout tokens to is on loopback in these tests, so that check is off.
+    fetch: (url, options) => fetch(url, { ...options, dispatcher: undefined }),
     cookies: { keys: ['test-only-cookie-key'] },
     jwks: { keys: [signing] },
     pkce: { required: () => true },
   });
   provider.proxy = false;
+  provider.on('backchannel.error', (ctx, err, client) => {
+    console.error(`backchannel logout to ${client.clientId} failed: ${err.message} ${err.cause && err.cause.message}`);
+  });
 
   provider.use(async (ctx, next) => {
     if (ctx.path === '/token' && delayMs > 0) {
