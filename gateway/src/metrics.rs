@@ -11,6 +11,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use tokengate_server::reload::ReloadMetrics;
 
 /// Upper bounds (seconds) of the latency histogram's buckets.
 pub const LATENCY_BUCKETS: [f64; 14] = [
@@ -31,11 +32,6 @@ struct StatusLabels {
 struct LimitLabels {
     route: String,
     per: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ResultLabels {
-    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -97,11 +93,8 @@ pub struct Metrics {
     pub last_use_batches: Counter,
     /// Seconds between the newest applied event's publication and its application.
     pub event_lag: Gauge<f64, AtomicU64>,
-    /// Configuration reloads that took effect, and those refused.
-    pub config_reloads_ok: Counter,
-    pub config_reloads_error: Counter,
-    /// Unix time of the last reload that took effect (or of the start).
-    pub config_last_reload_success: Gauge<f64, AtomicU64>,
+    /// Configuration reloads (`tokengate_config_*`, named as the IdP's).
+    pub reloads: ReloadMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -120,7 +113,7 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("tokengate");
         let requests = Family::<StatusLabels, Counter>::default();
-        let reloads = Family::<ResultLabels, Counter>::default();
+        let reloads = ReloadMetrics::register(&mut registry);
         let m = Metrics {
             requests: StatusCounters::of(|status| {
                 requests.get_or_create_owned(&StatusLabels { status })
@@ -141,21 +134,9 @@ impl Metrics {
             last_use_reported: Counter::default(),
             last_use_batches: Counter::default(),
             event_lag: Gauge::default(),
-            config_reloads_ok: reloads.get_or_create_owned(&ResultLabels { result: "ok" }),
-            config_reloads_error: reloads.get_or_create_owned(&ResultLabels { result: "error" }),
-            config_last_reload_success: Gauge::default(),
+            reloads,
             registry: Registry::default(),
         };
-        registry.register(
-            "config_reloads",
-            "Configuration reloads, by result (ok: took effect; error: refused, nothing changed)",
-            reloads,
-        );
-        registry.register(
-            "config_last_reload_success_timestamp_seconds",
-            "Unix time of the last configuration (re)load that took effect",
-            m.config_last_reload_success.clone(),
-        );
         registry.register("requests", "Requests answered, by status", requests);
         registry.register(
             "route_requests",
@@ -267,15 +248,7 @@ impl Metrics {
 
     /// A configuration (re)load: counted by result; one that took effect is timestamped.
     pub fn config_loaded(&self, ok: bool) {
-        if !ok {
-            self.config_reloads_error.inc();
-            return;
-        }
-        self.config_reloads_ok.inc();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        self.config_last_reload_success.set(now.as_secs_f64());
+        self.reloads.record(ok);
     }
 
     pub fn observe_duration(&self, elapsed: Duration) {

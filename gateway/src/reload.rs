@@ -19,6 +19,8 @@ use crate::metrics::Metrics;
 use crate::proxy::{Live, Proxy};
 use crate::routes::{Route, Routes};
 use crate::tls::{self, Certificate, TlsError};
+use tokengate_server::reload::Kept;
+pub use tokengate_server::reload::Reloaded;
 
 /// Why a reload changed nothing.
 #[derive(Debug, thiserror::Error)]
@@ -31,15 +33,6 @@ pub enum ReloadError {
     Route(usize),
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
-}
-
-/// What a reload that took effect did.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Reloaded {
-    /// Sections that changed: `routes`, `browser`, `tls`, `admin`.
-    pub changed: Vec<&'static str>,
-    /// Keys whose new value needs a restart; their running value was kept.
-    pub needs_restart: Vec<String>,
 }
 
 /// The request path's routes, built from their configuration. A route of `previous` with the
@@ -158,11 +151,7 @@ impl Reloader {
             _ => None,
         };
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        let kept = keep_restart_only(&current, &mut new);
-        for (key, value) in &kept {
-            tracing::warn!("reload: {key} needs a restart, kept {value}");
-        }
-        let needs_restart = kept.into_iter().map(|(key, _)| key).collect();
+        let needs_restart = keep_restart_only(&current, &mut new).log();
 
         // Build everything first: nothing below may fail once the swap begins.
         let routes = routes(&new, &self.metrics, Some(self.proxy.live().routes()))?;
@@ -201,78 +190,47 @@ impl Reloader {
 }
 
 /// Puts back into `new` every setting that only a restart can change, naming those that differ.
-/// Each as its key and the running value kept, as the log shows it.
-fn keep_restart_only(current: &GatewayConfig, new: &mut GatewayConfig) -> Vec<(String, String)> {
-    let mut kept = Vec::new();
-    fn keep<T: PartialEq + Clone>(
-        kept: &mut Vec<(String, String)>,
-        key: &str,
-        current: &T,
-        new: &mut T,
-        show: impl Fn(&T) -> String,
-    ) {
-        if new != current {
-            kept.push((key.to_owned(), show(current)));
-            *new = current.clone();
-        }
-    }
-    let shown = |v: &dyn std::fmt::Debug| format!("{v:?}");
+fn keep_restart_only(current: &GatewayConfig, new: &mut GatewayConfig) -> Kept {
+    let mut kept = Kept::default();
     let (c, n) = (current, &mut *new);
-    keep(
-        &mut kept,
+    kept.keep(
         "server.listen",
         &c.server.listen,
         &mut n.server.listen,
         |v| v.to_string(),
     );
-    keep(
-        &mut kept,
-        "admin.listen",
-        &c.admin.listen,
-        &mut n.admin.listen,
-        |v| v.to_string(),
-    );
-    keep(
-        &mut kept,
+    kept.keep("admin.listen", &c.admin.listen, &mut n.admin.listen, |v| {
+        v.to_string()
+    });
+    kept.keep_shown(
         "server.max_connections",
         &c.server.max_connections,
         &mut n.server.max_connections,
-        |v| shown(v),
     );
-    keep(
-        &mut kept,
+    kept.keep_shown(
         "server.header_timeout",
         &c.server.header_timeout,
         &mut n.server.header_timeout,
-        |v| shown(v),
     );
-    keep(
-        &mut kept,
+    kept.keep_shown(
         "server.upstream_timeout",
         &c.server.upstream_timeout,
         &mut n.server.upstream_timeout,
-        |v| shown(v),
     );
-    keep(
-        &mut kept,
+    kept.keep_shown(
         "server.connect_timeout",
         &c.server.connect_timeout,
         &mut n.server.connect_timeout,
-        |v| shown(v),
     );
-    keep(
-        &mut kept,
+    kept.keep_shown(
         "server.drain_timeout",
         &c.server.drain_timeout,
         &mut n.server.drain_timeout,
-        |v| shown(v),
     );
-    keep(
-        &mut kept,
+    kept.keep_shown(
         "server.max_body_bytes",
         &c.server.max_body_bytes,
         &mut n.server.max_body_bytes,
-        |v| shown(v),
     );
     if c.server.tls_cert.is_some() != n.server.tls_cert.is_some() {
         let was = if c.server.tls_cert.is_some() {
@@ -280,25 +238,19 @@ fn keep_restart_only(current: &GatewayConfig, new: &mut GatewayConfig) -> Vec<(S
         } else {
             "off"
         };
-        kept.push(("server.tls_cert".to_owned(), format!("TLS {was}")));
+        kept.push("server.tls_cert", format!("TLS {was}"));
         n.server.tls_cert = c.server.tls_cert.clone();
         n.server.tls_key = c.server.tls_key.clone();
     }
     // The store's URL may carry a password: never shown.
-    keep(&mut kept, "store", &c.store, &mut n.store, |_| {
+    kept.keep("store", &c.store, &mut n.store, |_| {
         "the running connection".to_owned()
     });
-    keep(&mut kept, "cache", &c.cache, &mut n.cache, |v| shown(v));
-    keep(&mut kept, "sync", &c.sync, &mut n.sync, |v| shown(v));
-    keep(&mut kept, "idp", &c.idp, &mut n.idp, |v| shown(v));
-    keep(&mut kept, "log", &c.log, &mut n.log, |v| shown(v));
-    keep(
-        &mut kept,
-        "protection",
-        &c.protection,
-        &mut n.protection,
-        |v| shown(v),
-    );
+    kept.keep_shown("cache", &c.cache, &mut n.cache);
+    kept.keep_shown("sync", &c.sync, &mut n.sync);
+    kept.keep_shown("idp", &c.idp, &mut n.idp);
+    kept.keep_shown("log", &c.log, &mut n.log);
+    kept.keep_shown("protection", &c.protection, &mut n.protection);
     kept
 }
 
@@ -329,6 +281,7 @@ jwks_url = "http://127.0.0.1:7000/.well-known/jwks.json"
         new.routes =
             config("[[routes]]\npath_prefix = \"/a/\"\nupstream = \"http://127.0.0.1:1\"\n").routes;
         let kept = keep_restart_only(&current, &mut new);
+        let kept = kept.entries();
         assert_eq!(kept.len(), 2, "{kept:?}");
         assert_eq!(kept[0], ("server.listen".into(), "127.0.0.1:8080".into()));
         assert_eq!(kept[1].0, "cache");
@@ -336,6 +289,10 @@ jwks_url = "http://127.0.0.1:7000/.well-known/jwks.json"
         assert_eq!(new.cache, current.cache);
         // What reloads live is left as the new file says.
         assert_eq!(new.routes.len(), 1);
-        assert!(keep_restart_only(&current, &mut current.clone()).is_empty());
+        assert!(
+            keep_restart_only(&current, &mut current.clone())
+                .entries()
+                .is_empty()
+        );
     }
 }
