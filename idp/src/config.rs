@@ -11,19 +11,27 @@ pub use tokengate_store::StoreConfig;
 mod validate;
 pub use validate::{check_issuer, check_redirect_uri, check_roles, check_subject};
 
+/// The whole IdP configuration file, as parsed; [`IdpConfig::load`] also validates it.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct IdpConfig {
+    /// `[server]`: the public listener (OAuth, OpenID Connect, sign-in pages); required.
     pub server: ServerConfig,
+    /// `[admin]`: the admin listener (admin API, console); required.
     pub admin: AdminConfig,
+    /// `[store]`: the Redis token store; default: one server at `redis://127.0.0.1:6379`.
     #[serde(default)]
     pub store: StoreConfig,
+    /// `[tokens]`: the issuer URL, session lifetimes and signing keys.
     #[serde(default)]
     pub tokens: TokensConfig,
+    /// `[login]`: the login throttle.
     #[serde(default)]
     pub login: LoginConfig,
+    /// `[[users]]`: seed users, created in the store when absent, never overwritten.
     #[serde(default)]
     pub users: Vec<UserConfig>,
+    /// `[[clients]]`: the registered OAuth clients (the console's own is added by the IdP).
     #[serde(default)]
     pub clients: Vec<ClientConfig>,
     /// Upstream OpenID Connect providers people may sign in through (federation).
@@ -37,9 +45,11 @@ pub struct IdpConfig {
     pub base_dir: PathBuf,
 }
 
+/// `[server]`: the public listener and its limits.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
+    /// Where the public listener binds (`0` as port: the OS picks one).
     pub listen: SocketAddr,
     /// Connections served at once; more wait in the kernel's backlog.
     #[serde(default = "defaults::max_connections")]
@@ -55,9 +65,11 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
 }
 
+/// `[admin]`: the admin listener, its token, and the console. `Debug` hides the token.
 #[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
+    /// Where the admin listener binds; must differ from `server.listen`.
     pub listen: SocketAddr,
     /// The bearer token of the admin API. `TOKENGATE_ADMIN_TOKEN` replaces it.
     #[serde(default)]
@@ -99,13 +111,18 @@ impl std::fmt::Debug for AdminConfig {
     }
 }
 
+/// `[tokens]`: what sessions are and how long they last.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TokensConfig {
+    /// The IdP's public URL, `iss` of every token. Default empty: `http://` and the public
+    /// listener's bound address.
     #[serde(default = "defaults::issuer")]
     pub issuer: String,
+    /// A session ends after this long without use. Default 30 minutes.
     #[serde(default = "defaults::idle_timeout", with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// No session outlives this, used or not; at least `idle_timeout`. Default 12 hours.
     #[serde(default = "defaults::max_lifetime", with = "humantime_serde")]
     pub max_lifetime: Duration,
     /// How long a value token lasts (at most until its session ends); the IdP renews the value
@@ -139,6 +156,7 @@ pub struct LoginConfig {
     /// Failures from one client address within `window` that start a lockout; 0 = off.
     #[serde(default = "defaults::max_failures_per_address")]
     pub max_failures_per_address: u32,
+    /// The window failures are counted over. Default 15 minutes.
     #[serde(default = "defaults::login_window", with = "humantime_serde")]
     pub window: Duration,
     /// How long a lockout holds; attempts get `429` with `Retry-After` meanwhile.
@@ -157,12 +175,15 @@ impl Default for LoginConfig {
     }
 }
 
+/// `[[users]]`: one seed user. `Debug` hides the hash.
 #[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
+    /// 1 to 256 bytes, no control characters; unique.
     pub username: String,
     /// An argon2id PHC string (`tokengate hash-password` prints one).
     pub password_hash: String,
+    /// Each 1 to 128 visible ASCII characters without commas; at most 64.
     #[serde(default)]
     pub roles: Vec<String>,
 }
@@ -193,12 +214,16 @@ pub enum ClientType {
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum Grant {
+    /// The code flow of `/oauth2/authorize` (`authorization_code`).
     AuthorizationCode,
+    /// A confidential client acting for itself, with its own roles (`client_credentials`).
     ClientCredentials,
+    /// A username and password sent by the client (`password`); only when listed.
     Password,
 }
 
 impl Grant {
+    /// The name as `grant_type` spells it.
     pub fn as_str(self) -> &'static str {
         match self {
             Grant::AuthorizationCode => "authorization_code",
@@ -208,9 +233,11 @@ impl Grant {
     }
 }
 
+/// `[[clients]]`: one registered OAuth client. `Debug` hides the secret hash.
 #[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ClientConfig {
+    /// Unique, 1 to 256 bytes; not `tokengate-console` (the IdP's own).
     pub client_id: String,
     /// `public` or `confidential` (the default).
     #[serde(default, rename = "type")]
@@ -288,10 +315,12 @@ pub struct UpstreamConfig {
     pub name: String,
     /// The provider's issuer URL; its `/.well-known/openid-configuration` is read.
     pub issuer: String,
+    /// The client id registered at the provider.
     pub client_id: String,
     /// `TOKENGATE_UPSTREAM_<NAME>_SECRET` replaces it (name upper-cased, `-` as `_`).
     #[serde(default)]
     pub client_secret: String,
+    /// Default `openid profile email`; must contain `openid`.
     #[serde(default = "defaults::upstream_scopes")]
     pub scopes: Vec<String>,
     /// The id_token claim that names the user. Empty: `preferred_username`, then `email`, then
@@ -301,6 +330,7 @@ pub struct UpstreamConfig {
     /// The id_token claim (a string or an array of strings) whose values `role_map` maps.
     #[serde(default)]
     pub roles_claim: String,
+    /// A value of `roles_claim` to the roles it gives here; values not listed give none.
     #[serde(default)]
     pub role_map: std::collections::BTreeMap<String, Vec<String>>,
     /// Roles every user of this provider gets.
