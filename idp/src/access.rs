@@ -72,6 +72,8 @@ pub struct Arrived {
 }
 
 impl Arrived {
+    /// Copies what the line needs from `req` (the router calls it before the handler runs);
+    /// `client` is the peer address.
     pub fn new<B>(req: &http::Request<B>, client: Option<IpAddr>) -> Self {
         Arrived {
             time: SystemTime::now(),

@@ -28,6 +28,7 @@ use crate::users::check_password;
 /// Users per page of `GET /admin/users` unless `limit` says otherwise.
 const DEFAULT_PAGE: usize = 100;
 
+/// The `/admin/*` API routes, every one behind `require_admin` (the admin token).
 pub fn routes(live: Live) -> Router<Live> {
     Router::new()
         .route("/admin/users", post(create_user).get(list_users))
@@ -63,11 +64,14 @@ pub(crate) async fn require_admin(
     Ok(next.run(req).await)
 }
 
+/// `username` if it is a valid subject name, else `400 invalid_request` (also used by the
+/// console).
 pub fn subject(username: &str) -> Result<&str, ApiError> {
     check_subject(username).map_err(|_| ApiError::InvalidRequest("invalid username"))?;
     Ok(username)
 }
 
+/// `400 invalid_request` unless every role is valid (see `config::check_roles`).
 pub fn valid_roles(roles: &[String]) -> Result<(), ApiError> {
     check_roles(roles).map_err(|_| ApiError::InvalidRequest("invalid roles"))
 }
@@ -137,9 +141,14 @@ async fn revoke_subject(state: &AppState, subject: &str) -> Result<usize, ApiErr
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
+    /// 1 to 256 bytes, no control characters.
     pub username: String,
+    /// Checked for length, then hashed with argon2id; `None`: no password, so password sign-ins
+    /// always fail.
     pub password: Option<String>,
+    /// Required (may be empty); each 1 to 128 visible ASCII characters without commas.
     pub roles: Vec<String>,
+    /// A disabled user cannot sign in; default `false`.
     #[serde(default)]
     pub disabled: bool,
 }
@@ -233,8 +242,11 @@ async fn get_user(
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserPatch {
+    /// A new password (8 to 1024 bytes), hashed before it is stored.
     pub password: Option<String>,
+    /// Replaces every role, in the user's live sessions too.
     pub roles: Option<Vec<String>>,
+    /// `true` also revokes every session of the user.
     pub disabled: Option<bool>,
 }
 

@@ -13,6 +13,7 @@ use crate::state::AppState;
 pub struct Actor {
     /// `admin-token`, or `console:<username>`.
     pub who: String,
+    /// The connection's peer address; `None` outside a listener (tests).
     pub address: Option<IpAddr>,
 }
 

@@ -7,22 +7,30 @@ use std::sync::Arc;
 
 use crate::config::{ClientConfig, ClientType, Grant};
 
+/// One registered client, as handlers check it (no secret here: see `credentials`).
 #[derive(Debug)]
 pub struct Client {
+    /// The `client_id` it presents.
     pub id: String,
+    /// Public clients must use PKCE and have no secret.
     pub client_type: ClientType,
+    /// Where `/oauth2/authorize` may send people back, exact strings.
     pub redirect_uris: Vec<String>,
+    /// Where `/oauth2/logout` may send people after signing out, exact strings.
     pub post_logout_redirect_uris: Vec<String>,
+    /// The grants it may use, with the type's default filled in when none are configured.
     pub grants: Vec<Grant>,
     /// The roles of the client itself, for `client_credentials`.
     pub roles: Vec<String>,
 }
 
 impl Client {
+    /// Whether `grant` is among its grants (defaults included).
     pub fn may_use(&self, grant: Grant) -> bool {
         self.grants.contains(&grant)
     }
 
+    /// Whether it is a public client (no secret, PKCE required).
     pub fn is_public(&self) -> bool {
         self.client_type == ClientType::Public
     }
@@ -43,6 +51,7 @@ impl Client {
 pub struct Clients(HashMap<String, Arc<Client>>);
 
 impl Clients {
+    /// Every client of `configs`, with default grants filled in; the caller adds the console's.
     pub fn new(configs: &[ClientConfig]) -> Self {
         Clients(
             configs
@@ -62,6 +71,7 @@ impl Clients {
         )
     }
 
+    /// The client with `client_id` `id`, if registered.
     pub fn get(&self, id: &str) -> Option<&Arc<Client>> {
         self.0.get(id)
     }

@@ -1,26 +1,37 @@
 //! The IdP's configuration: typed, with defaults, validated right after parsing.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 pub use tokengate_server::ConfigError;
 pub use tokengate_store::StoreConfig;
 
+mod validate;
+pub use validate::{check_issuer, check_redirect_uri, check_roles, check_subject};
+
+/// The whole IdP configuration file, as parsed; [`IdpConfig::load`] also validates it.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct IdpConfig {
+    /// `[server]`: the public listener (OAuth, OpenID Connect, sign-in pages); required.
     pub server: ServerConfig,
+    /// `[admin]`: the admin listener (admin API, console); required.
     pub admin: AdminConfig,
+    /// `[store]`: the Redis token store; default: one server at `redis://127.0.0.1:6379`.
     #[serde(default)]
     pub store: StoreConfig,
+    /// `[tokens]`: the issuer URL, session lifetimes and signing keys.
     #[serde(default)]
     pub tokens: TokensConfig,
+    /// `[login]`: the login throttle.
     #[serde(default)]
     pub login: LoginConfig,
+    /// `[[users]]`: seed users, created in the store when absent, never overwritten.
     #[serde(default)]
     pub users: Vec<UserConfig>,
+    /// `[[clients]]`: the registered OAuth clients (the console's own is added by the IdP).
     #[serde(default)]
     pub clients: Vec<ClientConfig>,
     /// Upstream OpenID Connect providers people may sign in through (federation).
@@ -34,9 +45,11 @@ pub struct IdpConfig {
     pub base_dir: PathBuf,
 }
 
+/// `[server]`: the public listener and its limits.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
+    /// Where the public listener binds (`0` as port: the OS picks one).
     pub listen: SocketAddr,
     /// Connections served at once; more wait in the kernel's backlog.
     #[serde(default = "defaults::max_connections")]
@@ -52,9 +65,11 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
 }
 
+/// `[admin]`: the admin listener, its token, and the console. `Debug` hides the token.
 #[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
+    /// Where the admin listener binds; must differ from `server.listen`.
     pub listen: SocketAddr,
     /// The bearer token of the admin API. `TOKENGATE_ADMIN_TOKEN` replaces it.
     #[serde(default)]
@@ -96,13 +111,18 @@ impl std::fmt::Debug for AdminConfig {
     }
 }
 
+/// `[tokens]`: what sessions are and how long they last.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TokensConfig {
+    /// The IdP's public URL, `iss` of every token. Default empty: `http://` and the public
+    /// listener's bound address.
     #[serde(default = "defaults::issuer")]
     pub issuer: String,
+    /// A session ends after this long without use. Default 30 minutes.
     #[serde(default = "defaults::idle_timeout", with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// No session outlives this, used or not; at least `idle_timeout`. Default 12 hours.
     #[serde(default = "defaults::max_lifetime", with = "humantime_serde")]
     pub max_lifetime: Duration,
     /// How long a value token lasts (at most until its session ends); the IdP renews the value
@@ -136,6 +156,7 @@ pub struct LoginConfig {
     /// Failures from one client address within `window` that start a lockout; 0 = off.
     #[serde(default = "defaults::max_failures_per_address")]
     pub max_failures_per_address: u32,
+    /// The window failures are counted over. Default 15 minutes.
     #[serde(default = "defaults::login_window", with = "humantime_serde")]
     pub window: Duration,
     /// How long a lockout holds; attempts get `429` with `Retry-After` meanwhile.
@@ -154,12 +175,15 @@ impl Default for LoginConfig {
     }
 }
 
+/// `[[users]]`: one seed user. `Debug` hides the hash.
 #[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
+    /// 1 to 256 bytes, no control characters; unique.
     pub username: String,
     /// An argon2id PHC string (`tokengate hash-password` prints one).
     pub password_hash: String,
+    /// Each 1 to 128 visible ASCII characters without commas; at most 64.
     #[serde(default)]
     pub roles: Vec<String>,
 }
@@ -190,12 +214,16 @@ pub enum ClientType {
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum Grant {
+    /// The code flow of `/oauth2/authorize` (`authorization_code`).
     AuthorizationCode,
+    /// A confidential client acting for itself, with its own roles (`client_credentials`).
     ClientCredentials,
+    /// A username and password sent by the client (`password`); only when listed.
     Password,
 }
 
 impl Grant {
+    /// The name as `grant_type` spells it.
     pub fn as_str(self) -> &'static str {
         match self {
             Grant::AuthorizationCode => "authorization_code",
@@ -205,9 +233,11 @@ impl Grant {
     }
 }
 
+/// `[[clients]]`: one registered OAuth client. `Debug` hides the secret hash.
 #[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ClientConfig {
+    /// Unique, 1 to 256 bytes; not `tokengate-console` (the IdP's own).
     pub client_id: String,
     /// `public` or `confidential` (the default).
     #[serde(default, rename = "type")]
@@ -285,10 +315,12 @@ pub struct UpstreamConfig {
     pub name: String,
     /// The provider's issuer URL; its `/.well-known/openid-configuration` is read.
     pub issuer: String,
+    /// The client id registered at the provider.
     pub client_id: String,
     /// `TOKENGATE_UPSTREAM_<NAME>_SECRET` replaces it (name upper-cased, `-` as `_`).
     #[serde(default)]
     pub client_secret: String,
+    /// Default `openid profile email`; must contain `openid`.
     #[serde(default = "defaults::upstream_scopes")]
     pub scopes: Vec<String>,
     /// The id_token claim that names the user. Empty: `preferred_username`, then `email`, then
@@ -298,6 +330,7 @@ pub struct UpstreamConfig {
     /// The id_token claim (a string or an array of strings) whose values `role_map` maps.
     #[serde(default)]
     pub roles_claim: String,
+    /// A value of `roles_claim` to the roles it gives here; values not listed give none.
     #[serde(default)]
     pub role_map: std::collections::BTreeMap<String, Vec<String>>,
     /// Roles every user of this provider gets.
@@ -350,46 +383,22 @@ impl std::fmt::Debug for UpstreamConfig {
     }
 }
 
-/// Why an issuer cannot be used, if it cannot: OpenID Connect needs the IdP's public URL,
-/// `http(s)://host[:port][/path]` without query, fragment or trailing slash (it is compared
-/// character for character with `iss`).
-pub fn check_issuer(issuer: &str) -> Result<(), &'static str> {
-    let uri: http::Uri = issuer
-        .parse()
-        .map_err(|_| "must be the IdP's public URL, e.g. https://sso.example.com")?;
-    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
-        return Err("must be the IdP's public URL, e.g. https://sso.example.com");
-    }
-    if uri.query().is_some() || issuer.contains('#') || issuer.ends_with('/') {
-        return Err("must not end in a slash or carry a query or fragment");
-    }
-    Ok(())
-}
-
 /// The client id of the admin console, which signs in through the IdP's own code flow.
 pub const CONSOLE_CLIENT_ID: &str = "tokengate-console";
 
 /// Longest redirect URI accepted.
 pub const MAX_URI_LEN: usize = 2048;
 
-/// Why a redirect URI cannot be registered, if it cannot: an absolute `http(s)` URL without a
-/// fragment (RFC 6749 §3.1.2), of bounded length.
-pub fn check_redirect_uri(uri: &str) -> Result<(), &'static str> {
-    if uri.len() > MAX_URI_LEN {
-        return Err("must be at most 2048 bytes");
-    }
-    let parsed: http::Uri = uri
-        .parse()
-        .map_err(|_| "must be an absolute http or https URL")?;
-    let scheme_ok = matches!(parsed.scheme_str(), Some("http" | "https"));
-    if !scheme_ok || parsed.authority().is_none() {
-        return Err("must be an absolute http or https URL");
-    }
-    if uri.contains('#') {
-        return Err("must not contain a fragment");
-    }
-    Ok(())
-}
+/// The shortest `tokens.value_token_ttl`: renewal starts at half of it, and readers stop using a
+/// token a few seconds before it expires (`EXPIRY_MARGIN`).
+pub const MIN_VALUE_TOKEN_TTL: Duration = Duration::from_secs(30);
+
+/// Longest username, client id or subject accepted anywhere.
+pub const MAX_SUBJECT_LEN: usize = 256;
+/// Longest role name.
+pub const MAX_ROLE_LEN: usize = 128;
+/// Most roles one subject may hold.
+pub const MAX_ROLES: usize = 64;
 
 mod defaults {
     use std::time::Duration;
@@ -444,448 +453,6 @@ mod defaults {
     }
 }
 
-/// The shortest `tokens.value_token_ttl`: renewal starts at half of it, and readers stop using a
-/// token a few seconds before it expires (`EXPIRY_MARGIN`).
-pub const MIN_VALUE_TOKEN_TTL: Duration = Duration::from_secs(30);
-
-/// Longest username, client id or subject accepted anywhere.
-pub const MAX_SUBJECT_LEN: usize = 256;
-/// Longest role name.
-pub const MAX_ROLE_LEN: usize = 128;
-/// Most roles one subject may hold.
-pub const MAX_ROLES: usize = 64;
-
-/// Why a subject name is refused, if it is.
-pub fn check_subject(name: &str) -> Result<(), &'static str> {
-    if name.is_empty() || name.len() > MAX_SUBJECT_LEN {
-        return Err("must be 1 to 256 bytes long");
-    }
-    if name.chars().any(char::is_control) {
-        return Err("must not contain control characters");
-    }
-    Ok(())
-}
-
-/// Why a role list is refused, if it is. Roles travel comma-separated in `X-Auth-Roles` and
-/// space-separated in `scope`, so neither may appear in a role.
-pub fn check_roles(roles: &[String]) -> Result<(), String> {
-    if roles.len() > MAX_ROLES {
-        return Err(format!("at most {MAX_ROLES} roles"));
-    }
-    for role in roles {
-        let ok = !role.is_empty()
-            && role.len() <= MAX_ROLE_LEN
-            && role.bytes().all(|b| b.is_ascii_graphic() && b != b',');
-        if !ok {
-            return Err(format!(
-                "role {role:?} must be 1 to {MAX_ROLE_LEN} visible ASCII characters without commas"
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Checks users or clients: valid unique names, argon2id hashes, valid roles. `keys` names the
-/// table, the name field and the hash field, for the error.
-fn check_principals<'a>(
-    items: impl Iterator<Item = (&'a str, &'a str, &'a [String])>,
-    [table, name_key, hash_key]: [&str; 3],
-    invalid: &dyn Fn(&str, &str) -> ConfigError,
-) -> Result<(), ConfigError> {
-    let mut seen = std::collections::HashSet::new();
-    for (i, (name, hash, roles)) in items.enumerate() {
-        check_subject(name).map_err(|m| invalid(&format!("{table}[{i}].{name_key}"), m))?;
-        if !seen.insert(name) {
-            return Err(invalid(
-                &format!("{table}[{i}].{name_key}"),
-                "appears twice",
-            ));
-        }
-        if !hash.starts_with("$argon2id$") {
-            return Err(invalid(
-                &format!("{table}[{i}].{hash_key}"),
-                "must be an argon2id hash (tokengate hash-password prints one)",
-            ));
-        }
-        check_roles(roles).map_err(|m| invalid(&format!("{table}[{i}].roles"), &m))?;
-    }
-    Ok(())
-}
-
-impl IdpConfig {
-    /// Reads, parses and validates a config file; `TOKENGATE_ADMIN_TOKEN` replaces `admin.token`.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            file: path.to_owned(),
-            source,
-        })?;
-        let mut config = Self::parse(&text, path)?;
-        if let Ok(token) = std::env::var("TOKENGATE_ADMIN_TOKEN") {
-            config.admin.token = token;
-        }
-        for upstream in &mut config.upstreams {
-            if let Ok(secret) = std::env::var(upstream.secret_variable()) {
-                upstream.client_secret = secret;
-            }
-        }
-        config.validate(path)?;
-        Ok(config)
-    }
-
-    /// Parses TOML without validating it (see [`IdpConfig::validate`]).
-    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let mut config: IdpConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            file: path.to_owned(),
-            message: e.to_string(),
-        })?;
-        config.base_dir = path
-            .parent()
-            .map(Path::to_owned)
-            .unwrap_or_else(|| PathBuf::from("."));
-        Ok(config)
-    }
-
-    /// Checks what types alone cannot: non-empty secrets, sane durations, unique names.
-    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |key: &str, message: &str| ConfigError::Invalid {
-            file: path.to_owned(),
-            key: key.to_owned(),
-            message: message.to_owned(),
-        };
-        if self.admin.token.len() < 8 {
-            return Err(invalid(
-                "admin.token",
-                "must be at least 8 characters (or set TOKENGATE_ADMIN_TOKEN)",
-            ));
-        }
-        if self.server.listen == self.admin.listen {
-            return Err(invalid(
-                "admin.listen",
-                "must differ from server.listen: the admin API never shares the public port",
-            ));
-        }
-        if self.server.max_connections == 0 {
-            return Err(invalid("server.max_connections", "must be at least 1"));
-        }
-        self.store
-            .validate()
-            .map_err(|e| invalid(&format!("store.{}", e.key), &e.message))?;
-        let t = &self.tokens;
-        if !t.issuer.is_empty() {
-            check_issuer(&t.issuer).map_err(|m| invalid("tokens.issuer", m))?;
-        }
-        if t.idle_timeout.as_secs() == 0 {
-            return Err(invalid("tokens.idle_timeout", "must be at least 1s"));
-        }
-        if t.max_lifetime < t.idle_timeout {
-            return Err(invalid(
-                "tokens.max_lifetime",
-                "must be at least tokens.idle_timeout",
-            ));
-        }
-        if t.value_token_ttl < MIN_VALUE_TOKEN_TTL {
-            return Err(invalid("tokens.value_token_ttl", "must be at least 30s"));
-        }
-        if t.value_token_ttl > t.max_lifetime {
-            return Err(invalid(
-                "tokens.value_token_ttl",
-                "must be at most tokens.max_lifetime",
-            ));
-        }
-        let a = &self.admin;
-        check_roles(std::slice::from_ref(&a.console_role))
-            .map_err(|m| invalid("admin.console_role", &m))?;
-        if a.console_role.is_empty() {
-            return Err(invalid("admin.console_role", "must not be empty"));
-        }
-        if a.console_idle_timeout.as_secs() == 0 {
-            return Err(invalid("admin.console_idle_timeout", "must be at least 1s"));
-        }
-        if let Some(url) = &a.public_url {
-            check_issuer(url).map_err(|_| {
-                invalid(
-                    "admin.public_url",
-                    "must be the admin listener's URL, e.g. https://admin.example.com, without a trailing slash",
-                )
-            })?;
-        }
-        if self.login.window.is_zero() {
-            return Err(invalid("login.window", "must be longer than 0s"));
-        }
-        if self.login.lockout.is_zero() {
-            return Err(invalid("login.lockout", "must be longer than 0s"));
-        }
-        let users = self.users.iter().map(|u| {
-            (
-                u.username.as_str(),
-                u.password_hash.as_str(),
-                u.roles.as_slice(),
-            )
-        });
-        check_principals(users, ["users", "username", "password_hash"], &invalid)?;
-        self.validate_clients(&invalid)?;
-        self.validate_upstreams(&invalid)?;
-        Ok(())
-    }
-
-    /// Upstreams: unique names fit for a URL path, a usable issuer URL, a client and its
-    /// secret, `openid` in the scopes, valid roles.
-    fn validate_upstreams(
-        &self,
-        invalid: &dyn Fn(&str, &str) -> ConfigError,
-    ) -> Result<(), ConfigError> {
-        let mut seen = std::collections::HashSet::new();
-        for (i, u) in self.upstreams.iter().enumerate() {
-            let key = |field: &str| format!("upstreams[{i}].{field}");
-            let name_ok = (1..=32).contains(&u.name.len())
-                && u.name.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
-                });
-            if !name_ok {
-                return Err(invalid(
-                    &key("name"),
-                    "must be 1 to 32 characters of a-z, 0-9, - and _",
-                ));
-            }
-            if !seen.insert(u.name.as_str()) {
-                return Err(invalid(&key("name"), "appears twice"));
-            }
-            check_issuer(&u.issuer).map_err(|m| invalid(&key("issuer"), m))?;
-            check_subject(&u.client_id).map_err(|m| invalid(&key("client_id"), m))?;
-            if u.client_secret.is_empty() {
-                let message = format!("is required (or set {})", u.secret_variable());
-                return Err(invalid(&key("client_secret"), &message));
-            }
-            if !u.scopes.iter().any(|s| s == "openid") {
-                return Err(invalid(&key("scopes"), "must contain \"openid\""));
-            }
-            if u.scopes.iter().any(|s| s.is_empty() || s.contains(' ')) {
-                return Err(invalid(&key("scopes"), "must be words without spaces"));
-            }
-            check_roles(&u.default_roles).map_err(|m| invalid(&key("default_roles"), &m))?;
-            for (value, roles) in &u.role_map {
-                check_roles(roles).map_err(|m| invalid(&key(&format!("role_map.{value}")), &m))?;
-            }
-            if u.timeout.is_zero() || u.timeout > Duration::from_secs(60) {
-                return Err(invalid(&key("timeout"), "must be between 1ms and 60s"));
-            }
-            if u.allowed_domains
-                .iter()
-                .any(|d| d.is_empty() || d.contains('@'))
-            {
-                return Err(invalid(
-                    &key("allowed_domains"),
-                    "must be domain names such as example.com",
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// Clients: unique valid ids; a secret exactly when confidential; grants the type can use;
-    /// registered URIs that can be compared exactly.
-    fn validate_clients(
-        &self,
-        invalid: &dyn Fn(&str, &str) -> ConfigError,
-    ) -> Result<(), ConfigError> {
-        let mut seen = std::collections::HashSet::new();
-        for (i, c) in self.clients.iter().enumerate() {
-            let key = |field: &str| format!("clients[{i}].{field}");
-            check_subject(&c.client_id).map_err(|m| invalid(&key("client_id"), m))?;
-            if c.client_id == CONSOLE_CLIENT_ID {
-                return Err(invalid(
-                    &key("client_id"),
-                    "is the admin console's own client, registered by the IdP itself",
-                ));
-            }
-            if !seen.insert(c.client_id.as_str()) {
-                return Err(invalid(&key("client_id"), "appears twice"));
-            }
-            match (c.client_type, &c.client_secret_hash) {
-                (ClientType::Confidential, None) => {
-                    return Err(invalid(
-                        &key("client_secret_hash"),
-                        "a confidential client needs one (tokengate hash-password prints one), or set type = \"public\"",
-                    ));
-                }
-                (ClientType::Confidential, Some(hash)) if !hash.starts_with("$argon2id$") => {
-                    return Err(invalid(
-                        &key("client_secret_hash"),
-                        "must be an argon2id hash (tokengate hash-password prints one)",
-                    ));
-                }
-                (ClientType::Public, Some(_)) => {
-                    return Err(invalid(
-                        &key("client_secret_hash"),
-                        "a public client has no secret (it could not keep one)",
-                    ));
-                }
-                _ => {}
-            }
-            let grants = c.grants();
-            if c.client_type == ClientType::Public && grants.contains(&Grant::ClientCredentials) {
-                return Err(invalid(
-                    &key("grants"),
-                    "client_credentials needs a confidential client",
-                ));
-            }
-            if grants.contains(&Grant::AuthorizationCode) && c.redirect_uris.is_empty() {
-                return Err(invalid(
-                    &key("redirect_uris"),
-                    "authorization_code needs at least one redirect URI",
-                ));
-            }
-            for (field, uris) in [
-                ("redirect_uris", &c.redirect_uris),
-                ("post_logout_redirect_uris", &c.post_logout_redirect_uris),
-            ] {
-                for (j, uri) in uris.iter().enumerate() {
-                    check_redirect_uri(uri)
-                        .map_err(|m| invalid(&key(&format!("{field}[{j}]")), m))?;
-                }
-            }
-            check_roles(&c.roles).map_err(|m| invalid(&key("roles"), &m))?;
-        }
-        Ok(())
-    }
-
-    /// The signing key files, resolved against the config file's folder.
-    pub fn signing_key_paths(&self) -> Vec<PathBuf> {
-        self.tokens
-            .signing_keys
-            .iter()
-            .map(|p| self.base_dir.join(p))
-            .collect()
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_commented_upstream_example_is_valid() {
-        let example = include_str!("../../config/idp.toml");
-        let block: String = example
-            .lines()
-            .skip_while(|l| *l != "# [[upstreams]]")
-            .map_while(|l| l.strip_prefix("# ").or((l == "#").then_some("")))
-            // The example's CA file is not shipped.
-            .filter(|l| !l.starts_with("tls_ca_file"))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        assert!(block.contains("role_map"), "{block}");
-        let path = Path::new("config/idp.toml");
-        let config = IdpConfig::parse(&format!("{BASE}{block}"), path).unwrap();
-        config.validate(path).unwrap();
-        assert_eq!(config.upstreams[0].roles_claim, "groups");
-    }
-
-    #[test]
-    fn upstream_secrets_never_show_in_debug() {
-        let text = format!(
-            "{BASE}[[upstreams]]\nname = \"corp\"\nissuer = \"https://sso.example.com\"\nclient_id = \"tg\"\nclient_secret = \"hush-hush\"\n"
-        );
-        let config = IdpConfig::parse(&text, Path::new("idp.toml")).unwrap();
-        let debug = format!("{config:?}");
-        assert!(
-            debug.contains("corp") && !debug.contains("hush-hush"),
-            "{debug}"
-        );
-    }
-
-    const BASE: &str = r#"
-[server]
-listen = "127.0.0.1:7000"
-[admin]
-listen = "127.0.0.1:7001"
-token = "long-enough-token"
-"#;
-
-    fn error_of(extra: &str) -> String {
-        let path = Path::new("conf/idp.toml");
-        let text = format!("{BASE}{extra}");
-        match IdpConfig::parse(&text, path).and_then(|c| c.validate(path).map(|_| c)) {
-            Ok(_) => String::new(),
-            Err(e) => e.to_string(),
-        }
-    }
-
-    #[test]
-    fn errors_name_the_file_and_the_key() {
-        assert_eq!(error_of(""), "");
-        let user = r#"[[users]]
-username = "alice"
-password_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA"
-"#;
-        let twice = error_of(&format!("{user}{user}"));
-        assert!(
-            twice.contains("conf/idp.toml") && twice.contains("users[1].username"),
-            "{twice}"
-        );
-        let plain = error_of("[[clients]]\nclient_id = \"c\"\nclient_secret_hash = \"secret\"\n");
-        assert!(plain.contains("clients[0].client_secret_hash"), "{plain}");
-        let roles = error_of(&format!("{user}roles = [\"a,b\"]\n"));
-        assert!(roles.contains("users[0].roles"), "{roles}");
-        let lifetime = error_of("[tokens]\nidle_timeout = \"2h\"\nmax_lifetime = \"1h\"\n");
-        assert!(lifetime.contains("tokens.max_lifetime"), "{lifetime}");
-        for ttl in ["29s", "13h"] {
-            let short = error_of(&format!("[tokens]\nvalue_token_ttl = \"{ttl}\"\n"));
-            assert!(short.contains("tokens.value_token_ttl"), "{ttl}: {short}");
-        }
-        assert_eq!(error_of("[tokens]\nvalue_token_ttl = \"30s\"\n"), "");
-        let mode = error_of("[store]\nmode = \"cluster\"\n");
-        assert!(mode.contains("store.nodes"), "{mode}");
-        let public_secret = error_of(
-            "[[clients]]\nclient_id = \"web\"\ntype = \"public\"\nclient_secret_hash = \"$argon2id$x\"\nredirect_uris = [\"http://a/cb\"]\n",
-        );
-        assert!(
-            public_secret.contains("clients[0].client_secret_hash"),
-            "{public_secret}"
-        );
-        let no_redirect = error_of("[[clients]]\nclient_id = \"web\"\ntype = \"public\"\n");
-        assert!(
-            no_redirect.contains("clients[0].redirect_uris"),
-            "{no_redirect}"
-        );
-        let fragment = error_of(
-            "[[clients]]\nclient_id = \"web\"\ntype = \"public\"\nredirect_uris = [\"http://a/cb#x\"]\n",
-        );
-        assert!(
-            fragment.contains("clients[0].redirect_uris[0]"),
-            "{fragment}"
-        );
-        let relative = error_of(
-            "[[clients]]\nclient_id = \"web\"\ntype = \"public\"\nredirect_uris = [\"/cb\"]\n",
-        );
-        assert!(relative.contains("absolute"), "{relative}");
-        let public_cc = error_of(
-            "[[clients]]\nclient_id = \"web\"\ntype = \"public\"\ngrants = [\"client_credentials\"]\n",
-        );
-        assert!(public_cc.contains("clients[0].grants"), "{public_cc}");
-        let upstream = "[[upstreams]]\nname = \"corp\"\nissuer = \"https://sso.example.com\"\nclient_id = \"tokengate\"\n";
-        let no_secret = error_of(upstream);
-        assert!(
-            no_secret.contains("upstreams[0].client_secret")
-                && no_secret.contains("TOKENGATE_UPSTREAM_CORP_SECRET"),
-            "{no_secret}"
-        );
-        assert_eq!(error_of(&format!("{upstream}client_secret = \"s\"\n")), "");
-        let no_openid = error_of(&format!(
-            "{upstream}client_secret = \"s\"\nscopes = [\"email\"]\n"
-        ));
-        assert!(no_openid.contains("upstreams[0].scopes"), "{no_openid}");
-        let bad_name = error_of(&upstream.replace("corp", "Corp Inc"));
-        assert!(bad_name.contains("upstreams[0].name"), "{bad_name}");
-        let bad_role = error_of(&format!(
-            "{upstream}client_secret = \"s\"\nrole_map = {{ eng = [\"a,b\"] }}\n"
-        ));
-        assert!(bad_role.contains("upstreams[0].role_map.eng"), "{bad_role}");
-        let unknown = error_of("[server2]\n");
-        assert!(
-            unknown.contains("conf/idp.toml") && unknown.contains("server2"),
-            "{unknown}"
-        );
-    }
-}
+mod tests;

@@ -28,11 +28,14 @@ impl std::fmt::Debug for Credentials {
 /// Which kind of principal a secret belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
+    /// A user of the directory in the store (username and password).
     User,
+    /// A confidential client of `[[clients]]` (client id and secret).
     Client,
 }
 
 impl Credentials {
+    /// Keeps the secret hashes of the confidential clients; users' hashes are read from the store.
     pub fn new(clients: &[ClientConfig], hasher: Hasher) -> Self {
         let principal = |hash: &str, roles: &[String]| Principal {
             hash: hash.to_owned(),

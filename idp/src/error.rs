@@ -9,14 +9,19 @@ use http::{HeaderValue, StatusCode, header};
 
 use crate::access::Outcome;
 
+/// An error a client sees; [`IntoResponse`] gives each its status, `error` code and challenge.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// `400 invalid_request`: a parameter is missing or malformed; says which.
     #[error("invalid request: {0}")]
     InvalidRequest(&'static str),
+    /// `400 invalid_grant`: wrong credentials, or a code that is unknown, used or not this client's.
     #[error("invalid grant")]
     InvalidGrant,
+    /// `401 invalid_client` with a `Basic` challenge: client authentication failed.
     #[error("invalid client")]
     InvalidClient,
+    /// `400 unsupported_grant_type`: a `grant_type` the IdP does not offer.
     #[error("unsupported grant type")]
     UnsupportedGrantType,
     /// The client may not use this grant type (its `grants`).
@@ -25,6 +30,7 @@ pub enum ApiError {
     /// A `scope` that is malformed or grants nothing the subject holds.
     #[error("invalid scope: {0}")]
     InvalidScope(&'static str),
+    /// `413`: a form body over the size limit.
     #[error("request body too large")]
     BodyTooLarge,
     /// No bearer token where one is needed.
@@ -33,11 +39,13 @@ pub enum ApiError {
     /// A bearer token that is malformed, unknown, revoked or expired.
     #[error("invalid bearer token")]
     InvalidToken,
+    /// `403` with an `insufficient_scope` challenge: the session holds none of the roles asked for.
     #[error("insufficient scope")]
     InsufficientScope,
     /// The admin API's token is missing or wrong.
     #[error("admin token missing or wrong")]
     AdminUnauthorized,
+    /// `404`: no such route, or no such user, session or upstream.
     #[error("not found")]
     NotFound,
     /// What the request would create exists already.
@@ -49,6 +57,7 @@ pub enum ApiError {
     /// The token store is unreachable: try again, nothing is wrong with the request.
     #[error("temporarily unavailable")]
     Unavailable,
+    /// `500 server_error`: the cause is logged, never shown.
     #[error("internal error")]
     Internal,
     /// `POST /admin/reload` on an IdP that was not started from a file.

@@ -45,6 +45,7 @@ impl FormBody {
             .map_err(|_| ApiError::InvalidRequest("malformed query"))
     }
 
+    /// The parameter `name`, or `400 invalid_request` with `missing` when it is absent or empty.
     pub fn require(&self, name: &str, missing: &'static str) -> Result<&str, ApiError> {
         self.get(name)?.ok_or(ApiError::InvalidRequest(missing))
     }

@@ -41,6 +41,7 @@ const PENDING_TTL: std::time::Duration = std::time::Duration::from_secs(600);
 /// The cookie that binds a pending sign-in's `state` to the browser that started it.
 pub const STATE_COOKIE: &str = cookies::UPSTREAM;
 
+/// `/oauth2/upstream/{name}/start` and `/callback`, on the public listener.
 pub fn routes() -> Router<Live> {
     Router::new()
         .route("/oauth2/upstream/{name}/start", get(start))

@@ -12,21 +12,31 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde::Serialize;
 
+/// Why keys could not be loaded or used; names the file where there is one.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
+    /// The key file cannot be read.
     #[error("cannot read key file {file}: {source}")]
     Read {
+        /// The path as configured, resolved against the config file's folder.
         file: String,
+        /// The error from reading it.
         #[source]
         source: std::io::Error,
     },
+    /// The file holds no private key this IdP can sign with.
     #[error(
         "{file}: not an unencrypted Ed25519 or P-256 private key in PEM (PKCS#8 `PRIVATE KEY` \
          or SEC1 `EC PRIVATE KEY`; `tokengate gen-key` and `openssl genpkey` make one)"
     )]
-    Unsupported { file: String },
+    Unsupported {
+        /// The path as configured.
+        file: String,
+    },
+    /// `tokens.signing_keys` is empty.
     #[error("no signing key configured")]
     None,
+    /// Signing, generating or encoding failed (not expected with a valid key).
     #[error("signing failed")]
     Sign,
 }
@@ -34,11 +44,14 @@ pub enum KeyError {
 /// The algorithms a key may have. Both are asymmetric: the gateway never needs a secret.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Alg {
+    /// Ed25519 (`EdDSA`), the default of `tokengate gen-key`.
     EdDsa,
+    /// ECDSA on P-256 with SHA-256.
     Es256,
 }
 
 impl Alg {
+    /// The JOSE name (`alg` in a JWT header and a JWK).
     pub fn name(self) -> &'static str {
         match self {
             Alg::EdDsa => "EdDSA",
@@ -150,6 +163,7 @@ impl SigningKey {
         Ok(to_pem(doc.as_ref()))
     }
 
+    /// Follows from the key's type: Ed25519 or P-256.
     pub fn alg(&self) -> Alg {
         match self.pair {
             Pair::Ed(_) => Alg::EdDsa,
@@ -157,6 +171,8 @@ impl SigningKey {
         }
     }
 
+    /// The key id: the JWK's RFC 7638 thumbprint (SHA-256, base64url), the same on every IdP
+    /// that holds the key.
     pub fn kid(&self) -> &str {
         &self.kid
     }
@@ -225,6 +241,7 @@ pub struct KeySet {
 }
 
 impl KeySet {
+    /// A set whose first key signs; fails on an empty list.
     pub fn new(keys: Vec<SigningKey>) -> Result<Self, KeyError> {
         if keys.is_empty() {
             return Err(KeyError::None);
@@ -237,6 +254,7 @@ impl KeySet {
         Ok(KeySet { keys, jwks, etag })
     }
 
+    /// Loads every file of `tokens.signing_keys` (already resolved), in order.
     pub fn load(paths: &[std::path::PathBuf]) -> Result<Self, KeyError> {
         let keys = paths
             .iter()
@@ -257,6 +275,7 @@ impl KeySet {
         &self.keys[0]
     }
 
+    /// The key named by a token's `kid`, if it is one of ours.
     pub fn find(&self, kid: &str) -> Option<&SigningKey> {
         self.keys.iter().find(|k| k.kid == kid)
     }
@@ -272,10 +291,12 @@ impl KeySet {
         algs
     }
 
+    /// The `/.well-known/jwks.json` body, serialised once.
     pub fn jwks(&self) -> &bytes::Bytes {
         &self.jwks
     }
 
+    /// A strong `ETag` of [`KeySet::jwks`] (a hash prefix), for conditional requests.
     pub fn etag(&self) -> &http::HeaderValue {
         &self.etag
     }

@@ -30,6 +30,8 @@
 //! * `metrics`: the IdP's Prometheus metrics, and the recent samples the console shows as rates.
 //! * `extract`, `error`: request parsing and the one place errors become responses.
 
+#![warn(missing_docs)]
+
 pub mod access;
 pub mod admin;
 pub mod audit;
@@ -80,19 +82,27 @@ use crate::upstreams::Upstreams;
 /// How often last-use reports from `/auth/verify` are written.
 const USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Why [`Idp::new`] or [`Idp::bind`] failed: the IdP does not start.
 #[derive(Debug, thiserror::Error)]
 pub enum IdpError {
+    /// A signing key cannot publish its public half in the JWKS.
     #[error("signing keys: {0}")]
     Keys(#[from] keys::KeyError),
+    /// The decoy password hash could not be made.
     #[error("credentials: {0}")]
     Credentials(#[from] password::HashError),
+    /// An upstream's HTTP client could not be built (its `tls_ca_file`, the system's roots).
     #[error("{0}")]
     Upstream(String),
+    /// `[log] access_path` cannot be opened.
     #[error(transparent)]
     AccessLog(#[from] tokengate_server::access::OpenError),
+    /// A listener's address is taken or not ours.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// `server.listen` or `admin.listen`.
         addr: SocketAddr,
+        /// The error from `bind`.
         #[source]
         source: std::io::Error,
     },
@@ -210,12 +220,14 @@ pub struct BoundIdp {
 }
 
 impl BoundIdp {
+    /// The public listener's address (with the port the OS chose for `:0`).
     pub fn public_addr(&self) -> SocketAddr {
         self.public
             .local_addr()
             .unwrap_or(self.config.server.listen)
     }
 
+    /// The admin listener's address (with the port the OS chose for `:0`).
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin.local_addr().unwrap_or(self.config.admin.listen)
     }

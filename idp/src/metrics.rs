@@ -12,47 +12,67 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokengate_server::reload::ReloadMetrics;
 
+/// Labels of the per-grant counters (`tokens_issued`, `logins_failed`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GrantLabels {
+    /// `password`, `client_credentials`, `authorization_code`, or `admin` (issued by the admin API).
     pub grant: &'static str,
 }
 
+/// Labels of `revocations`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
+    /// What was revoked: `session`, `subject`, `token` or `code_replay` (a code redeemed twice).
     pub kind: &'static str,
 }
 
+/// Labels of `value_token_renewal_failures`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
+    /// `store`, `unverifiable`, `outlived` or `sign`.
     pub reason: &'static str,
 }
 
+/// Labels of `requests`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
+    /// `public` or `admin`.
     pub listener: &'static str,
+    /// The matched route template (`/oauth2/token`), never the raw path.
     pub route: String,
+    /// The HTTP status code answered.
     pub status: u16,
 }
 
+/// Labels of `request_duration_seconds`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
+    /// `public` or `admin`.
     pub listener: &'static str,
+    /// The matched route template, as in [`RequestLabels`].
     pub route: String,
 }
 
+/// Labels of `upstream_signins`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamLabels {
+    /// The upstream's configured `name`.
     pub upstream: String,
 }
 
+/// Labels of `upstream_failures`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamReasonLabels {
+    /// The upstream's configured `name`.
     pub upstream: String,
+    /// Why the sign-in failed, as `federation` names it (an upstream error or a refused step).
     pub reason: &'static str,
 }
 
+/// Labels of `upstream_duration_seconds`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamCallLabels {
+    /// The upstream's configured `name`.
     pub upstream: String,
     /// `discovery`, `keys` or `token`.
     pub call: &'static str,
@@ -63,21 +83,37 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 16))
 }
 
+/// Every IdP metric, registered under `tokengate_idp_` (reloads and the access log under
+/// `tokengate_`); one per process, shared through `Lasting`.
 pub struct Metrics {
     registry: Registry,
+    /// `tokens_issued_total`: reference tokens issued, by grant.
     pub tokens_issued: Family<GrantLabels, Counter>,
+    /// `logins_failed_total`: wrong or unknown credentials, by grant.
     pub logins_failed: Family<GrantLabels, Counter>,
+    /// `revocations_total`: sessions revoked, by kind.
     pub revocations: Family<KindLabels, Counter>,
+    /// `store_errors_total`: token store operations that failed.
     pub store_errors: Counter,
+    /// `admin_auth_failures_total`: admin API calls with a missing or wrong admin token.
     pub admin_auth_failures: Counter,
+    /// `login_lockouts_total`: lockouts started by the login throttle.
     pub login_lockouts: Counter,
+    /// `logins_throttled_total`: attempts answered `429` during a lockout.
     pub logins_throttled: Counter,
+    /// `value_tokens_resigned_total`: value tokens renewed before they expired.
     pub value_tokens_resigned: Counter,
+    /// `value_token_renewal_failures_total`: value tokens not renewed, by reason.
     pub value_token_renewal_failures: Family<ReasonLabels, Counter>,
+    /// `requests_total`: HTTP requests by listener, route and status.
     pub requests: Family<RequestLabels, Counter>,
+    /// `request_duration_seconds`: request latency by listener and route, 100 µs to about 3 s.
     pub request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    /// `upstream_signins_total`: sign-ins completed through an upstream provider.
     pub upstream_signins: Family<UpstreamLabels, Counter>,
+    /// `upstream_failures_total`: failed upstream sign-ins, by upstream and reason.
     pub upstream_failures: Family<UpstreamReasonLabels, Counter>,
+    /// `upstream_duration_seconds`: latency of calls to an upstream, by upstream and call.
     pub upstream_duration: Family<UpstreamCallLabels, Histogram, fn() -> Histogram>,
     /// Configuration reloads (`tokengate_config_*`, named as the gateway's).
     pub reloads: ReloadMetrics,
@@ -98,6 +134,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Creates and registers every metric, all at zero.
     pub fn new() -> Self {
         let mut root = Registry::with_prefix("tokengate");
         let reloads = ReloadMetrics::register(&mut root);
@@ -227,9 +264,13 @@ const REVOCATION_KINDS: [&str; 4] = ["session", "subject", "token", "code_replay
 /// Running totals the console shows, in this process since it started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Totals {
+    /// Tokens issued, every grant together.
     pub sign_ins: u64,
+    /// Failed logins, every grant together.
     pub failed_sign_ins: u64,
+    /// Lockouts started by the login throttle.
     pub lockouts: u64,
+    /// Sessions revoked, every kind together.
     pub revocations: u64,
 }
 
@@ -278,7 +319,7 @@ const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 const WINDOW: Duration = Duration::from_secs(60);
 
 impl Activity {
-    /// Keeps `now` as a sample (at most one per [`SAMPLE_EVERY`], none older than the window).
+    /// Keeps `now` as a sample (at most one per `SAMPLE_EVERY`, none older than the window).
     pub fn sample(&self, totals: Totals) {
         let now = Instant::now();
         let mut samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
@@ -299,7 +340,7 @@ impl Activity {
     }
 
     /// What happened per minute over the sampled window (up to a minute), and how long that
-    /// window is; `None` before a first window of at least [`SAMPLE_EVERY`].
+    /// window is; `None` before a first window of at least `SAMPLE_EVERY`.
     pub fn per_minute(&self, now: Totals) -> Option<(Totals, Duration)> {
         let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
         let (at, first) = samples.front()?;

@@ -6,30 +6,41 @@ use askama::Template;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 
+/// The sign-in page of `/oauth2/authorize`.
 #[derive(Template)]
 #[template(path = "signin.html")]
 pub struct SignIn<'a> {
+    /// Shown as the application asking for the sign-in.
     pub client_id: &'a str,
+    /// Why the last attempt failed, shown above the form; `None` on the first visit.
     pub error: Option<&'a str>,
     /// Upstream providers: name and the link that signs in through it.
     pub upstreams: Vec<(String, String)>,
     /// The authorization request's parameters, carried through the form.
     pub hidden: Vec<(&'static str, String)>,
+    /// The CSRF token the form posts back (double-submit with its cookie).
     pub csrf: &'a str,
+    /// Pre-filled after a failed attempt; empty at first.
     pub username: &'a str,
 }
 
+/// A page that only tells something (an error, a finished logout), with no form.
 #[derive(Template)]
 #[template(path = "message.html")]
 pub struct Message<'a> {
+    /// The page's heading and `<title>`.
     pub title: &'a str,
+    /// The text under it, escaped.
     pub message: &'a str,
 }
 
+/// The "sign out?" page of `/oauth2/logout` when the request carries no `id_token_hint`.
 #[derive(Template)]
 #[template(path = "logout.html")]
 pub struct LogoutConfirm<'a> {
+    /// The logout request's parameters, carried through the form.
     pub hidden: Vec<(&'static str, String)>,
+    /// The CSRF token the form posts back.
     pub csrf: &'a str,
 }
 

@@ -13,10 +13,13 @@ use tokio::sync::Semaphore;
 /// flood of logins cannot exhaust memory or starve the other requests.
 const CONCURRENT_HASHES: usize = 4;
 
+/// Why a hash could not be made (never why a check failed: that is just `false`).
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {
+    /// argon2 refused the input or its parameters.
     #[error("password hashing failed")]
     Hash,
+    /// The system's random number generator gave no salt.
     #[error("random number generator failed")]
     Random,
 }
@@ -49,6 +52,7 @@ impl std::fmt::Debug for Hasher {
 }
 
 impl Hasher {
+    /// Makes the decoy hash from random bytes (one argon2id hash: tens of milliseconds).
     pub fn new() -> Result<Self, HashError> {
         let mut random = [0u8; 32];
         SystemRandom::new()

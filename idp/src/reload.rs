@@ -21,18 +21,29 @@ use crate::upstreams::Upstreams;
 /// Why a reload changed nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
+    /// The IdP runs without a file (tests, `tokengate dev`): there is nothing to read.
     #[error("this IdP was not started from a configuration file")]
     NoFile,
+    /// The file cannot be read or parsed, or fails validation.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A signing key the new file names cannot be loaded or published.
     #[error("{file}: `tokens.signing_keys`: {source}")]
     Keys {
+        /// The configuration file's path.
         file: String,
+        /// Why the key failed.
         #[source]
         source: KeyError,
     },
+    /// An upstream the new file names cannot get an HTTP client (its `tls_ca_file`).
     #[error("{file}: `upstreams`: {message}")]
-    Upstream { file: String, message: String },
+    Upstream {
+        /// The configuration file's path.
+        file: String,
+        /// What failed, naming the upstream.
+        message: String,
+    },
 }
 
 /// Applies new configuration files to a running IdP.
@@ -53,6 +64,8 @@ impl std::fmt::Debug for Reloader {
 }
 
 impl Reloader {
+    /// `path` is the file a reload reads (`None`: reloads answer [`ReloadError::NoFile`]);
+    /// `config` is the one in force.
     pub fn new(path: Option<PathBuf>, config: IdpConfig, live: Live, lasting: Lasting) -> Self {
         Reloader {
             path,

@@ -26,6 +26,8 @@ const BATCH: usize = 500;
 /// new value-token lifetime).
 type IssuerSource = Box<dyn Fn() -> Arc<Issuer> + Send + Sync>;
 
+/// The background task that renews value tokens of live sessions before they expire; one
+/// replica at a time, under a lease in the store.
 pub struct RenewalTask {
     store: AnyStore,
     issuer: IssuerSource,
@@ -79,6 +81,8 @@ impl RenewalTask {
         interval(Duration::from_secs((self.issuer)().value_token_ttl()))
     }
 
+    /// Renews round after round until `shutdown`, backing off on store errors, then gives the
+    /// lease up.
     pub async fn run(self, shutdown: CancellationToken) {
         let first_retry = Duration::from_secs(1);
         let mut retry = first_retry;

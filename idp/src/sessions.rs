@@ -11,10 +11,13 @@ use tokengate_store::{
 use crate::config::TokensConfig;
 use crate::keys::{KeyError, KeySet};
 
+/// Why a session could not be issued.
 #[derive(Debug, thiserror::Error)]
 pub enum IssueError {
+    /// Writing the session or its value token failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Signing the value token failed.
     #[error(transparent)]
     Key(#[from] KeyError),
 }
@@ -25,12 +28,14 @@ pub enum RenewError {
     /// Forged, or signed by a key this IdP no longer has.
     #[error("the value token failed verification")]
     Unverifiable(#[source] VerifyError),
+    /// Signed by us, but for a different session id than the one it is stored under.
     #[error("the value token belongs to another session")]
     Mismatch,
     /// Expired longer ago than its session can have lived on without a usable token: an old
     /// token written back into the store, not one the IdP fell behind on.
     #[error("the value token expired too long ago")]
     Outlived,
+    /// Signing the renewed token failed.
     #[error(transparent)]
     Key(#[from] KeyError),
 }
@@ -49,18 +54,24 @@ impl RenewError {
 /// A session just created, with the token to hand to its owner.
 #[derive(Debug)]
 pub struct Issued {
+    /// The reference token for the client; the store keeps only its hash (the session id).
     pub token: ReferenceToken,
+    /// The record as written to the store, with its signed value token.
     pub session: Session,
 }
 
 /// What a new session is: whose, with which roles, how it was obtained, for which client.
 #[derive(Clone, Debug)]
 pub struct NewSession {
+    /// The user name or client id: `sub` of the value token.
     pub subject: String,
+    /// Roles at issue time; a re-role changes them later in the store.
     pub roles: Vec<String>,
     /// `password`, `client_credentials`, `authorization_code`, `admin`, `upstream:NAME`.
     pub method: String,
+    /// The client the session was issued to; `None` for admin-issued and browser sessions.
     pub client_id: Option<String>,
+    /// Bearer (`Access`) or the IdP's own browser session (`Browser`).
     pub kind: SessionKind,
     /// Seconds of inactivity that end the session, when not the configured `tokens.idle_timeout`.
     pub idle_timeout: Option<u64>,

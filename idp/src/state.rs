@@ -60,6 +60,7 @@ pub struct AppState(Arc<Shared>);
 pub struct Live(Arc<ArcSwap<Shared>>);
 
 impl Live {
+    /// Wraps the first state; a reload swaps in the next with [`Live::store`].
     pub fn new(state: AppState) -> Self {
         Live(Arc::new(ArcSwap::new(state.0)))
     }
@@ -86,10 +87,15 @@ impl FromRef<Live> for AppState {
 /// (the issuer URL, the console's URL).
 #[derive(Clone, Debug)]
 pub struct Lasting {
+    /// The token store; a reload never reconnects it.
     pub store: AnyStore,
+    /// The user directory, kept so seeding carries on across reloads.
     pub users: Arc<Users>,
+    /// The process's metrics; counts survive reloads.
     pub metrics: Arc<Metrics>,
+    /// Last-use reports from `/auth/verify`, flushed to the store every second.
     pub usage: Arc<UsageLog>,
+    /// Samples of the totals, taken with the usage flush, for the console's rates.
     pub activity: Arc<Activity>,
     /// The access log, when `[log] access = true`.
     pub access: Option<Arc<AccessLog>>,
@@ -116,22 +122,36 @@ impl Lasting {
     }
 }
 
+/// The state behind one [`AppState`]: built from one configuration plus [`Lasting`].
 #[derive(Debug)]
 pub struct Shared {
+    /// The token store, shared with [`Lasting`].
     pub store: AnyStore,
+    /// Creates sessions and signs their value tokens with `keys`.
     pub issuer: Arc<Issuer>,
+    /// The issuer URL (`iss`), without a trailing slash.
     pub issuer_name: String,
+    /// The signing keys and the JWKS they publish.
     pub keys: Arc<KeySet>,
+    /// Secret checks of confidential clients (from `[[clients]]`).
     pub credentials: Credentials,
+    /// Registered clients, with the console's own client added.
     pub clients: Clients,
+    /// The user directory, shared with [`Lasting`].
     pub users: Arc<Users>,
+    /// The process's metrics, shared with [`Lasting`].
     pub metrics: Arc<Metrics>,
+    /// Pending last-use reports, shared with [`Lasting`].
     pub usage: Arc<UsageLog>,
+    /// The login throttle, with `[login]`'s limits.
     pub throttle: Throttle,
+    /// The console's settings, from `[admin]`.
     pub console: ConsoleSettings,
     /// Recent samples of the metrics the console shows as rates.
     pub activity: Arc<Activity>,
+    /// Upstream providers for federation; discovery results survive only until a reload.
     pub upstreams: Upstreams,
+    /// The access log, when `[log] access = true`.
     pub access: Option<Arc<AccessLog>>,
     admin_token_digest: [u8; 32],
     request_timeout: Duration,
@@ -357,6 +377,8 @@ impl AppState {
             .inc();
     }
 
+    /// Logs an issuing failure and maps it: a store error as [`AppState::store_error`], a
+    /// signing failure as `500`.
     pub fn issue_error(&self, e: IssueError) -> ApiError {
         match e {
             IssueError::Store(e) => self.store_error(e),

@@ -11,6 +11,7 @@ use tokengate_store::{AnyStore, LoginThrottle, StoreError};
 
 use crate::config::LoginConfig;
 
+/// The login throttle: failure counts and lockouts live in the store, so replicas share them.
 #[derive(Debug)]
 pub struct Throttle {
     store: AnyStore,
@@ -18,6 +19,7 @@ pub struct Throttle {
 }
 
 impl Throttle {
+    /// A throttle with `[login]`'s limits.
     pub fn new(store: AnyStore, config: &LoginConfig) -> Self {
         Throttle {
             store,

@@ -61,31 +61,44 @@ const ALGORITHMS: [Algorithm; 6] = [
 /// Why a sign-in through an upstream provider failed. `reason()` labels the metric.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
+    /// Connecting or reading failed (DNS, refused, TLS, reset).
     #[error("upstream unreachable: {0}")]
     Unreachable(String),
+    /// No answer within the upstream's `timeout`.
     #[error("upstream too slow (no answer within {0:?})")]
     Timeout(Duration),
+    /// An answer other than `200`.
     #[error("upstream answered {0}")]
     Status(StatusCode),
+    /// An answer that cannot be read (too large, not the JSON expected) or a request that
+    /// cannot be built from it (a bad URL); says which.
     #[error("upstream answer unreadable: {0}")]
     Malformed(&'static str),
+    /// No key of the provider's JWKS has the id_token's `kid`, even after a refetch.
     #[error("id_token signed with an unknown key (after fetching the keys again)")]
     UnknownKey,
+    /// The id_token's signature is wrong for its key.
     #[error("id_token signature does not verify")]
     BadSignature,
+    /// `aud` (or `azp`) is not our `client_id`.
     #[error("id_token is for another client (aud or azp)")]
     WrongAudience,
+    /// `iss` (or discovery's `issuer`) is not the configured `issuer`.
     #[error("id_token from another issuer")]
     WrongIssuer,
+    /// `exp` has passed, or `nbf` has not come yet.
     #[error("id_token expired or issued in the future")]
     Expired,
+    /// The id_token's `nonce` is not the one this sign-in sent.
     #[error("id_token nonce does not match the sign-in's")]
     WrongNonce,
+    /// Any other reason the id_token cannot be used (missing claim, bad header).
     #[error("id_token unusable: {0}")]
     BadToken(String),
 }
 
 impl UpstreamError {
+    /// The `reason` label of `upstream_failures`: one short word per variant.
     pub fn reason(&self) -> &'static str {
         match self {
             UpstreamError::Unreachable(_) => "unreachable",
@@ -106,9 +119,13 @@ impl UpstreamError {
 /// What discovery tells (OpenID Connect Discovery 1.0 §3).
 #[derive(Clone, Debug, Deserialize)]
 pub struct Discovery {
+    /// Must equal the configured issuer, character for character (§4.3).
     pub issuer: String,
+    /// Where the browser is sent to sign in.
     pub authorization_endpoint: String,
+    /// Where the code is exchanged, server to server.
     pub token_endpoint: String,
+    /// Where the provider's signing keys are read.
     pub jwks_uri: String,
 }
 
@@ -119,6 +136,7 @@ struct Keys {
 
 /// One upstream provider.
 pub struct Upstream {
+    /// As configured; a reload builds a new `Upstream`.
     pub config: UpstreamConfig,
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     discovery: Mutex<Option<Arc<Discovery>>>,
@@ -153,6 +171,7 @@ impl Upstreams {
         ))
     }
 
+    /// The provider named `name` in the callback path, if configured.
     pub fn get(&self, name: &str) -> Option<&Arc<Upstream>> {
         self.0.get(name)
     }
@@ -203,6 +222,7 @@ fn connector(
 }
 
 impl Upstream {
+    /// A provider with its HTTP client; nothing is fetched until the first sign-in.
     pub fn new(config: UpstreamConfig, base_dir: &std::path::Path) -> Result<Self, String> {
         let connector = connector(&config, base_dir)?;
         Ok(Upstream {
@@ -213,6 +233,7 @@ impl Upstream {
         })
     }
 
+    /// The configured `name`.
     pub fn name(&self) -> &str {
         &self.config.name
     }

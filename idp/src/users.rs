@@ -27,6 +27,8 @@ pub fn check_password(password: &str) -> Result<(), &'static str> {
     }
 }
 
+/// The user directory: users in the store, checks of their passwords, and the seeding of
+/// `[[users]]`.
 #[derive(Debug)]
 pub struct Users {
     store: AnyStore,
@@ -36,6 +38,7 @@ pub struct Users {
 }
 
 impl Users {
+    /// A directory over `store`; `hasher` checks passwords, with the decoy for unknown names.
     pub fn new(store: AnyStore, hasher: Hasher) -> Self {
         Users {
             store,

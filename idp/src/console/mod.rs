@@ -33,6 +33,8 @@ mod auth;
 mod layout;
 mod pages;
 
+/// The console's pages and actions under `/console/`, on the admin listener; all but the
+/// sign-in routes need a console session.
 pub fn routes() -> Router<Live> {
     Router::new()
         .route("/console", get(|| async { Redirect::to("/console/") }))

@@ -41,6 +41,7 @@ const MAX_NONCE: usize = 512;
 const MAX_USERNAME: usize = 256;
 const MAX_PASSWORD: usize = 1024;
 
+/// `/oauth2/authorize` (the sign-in page and its form) and the page's stylesheet.
 pub fn routes() -> Router<Live> {
     Router::new()
         .route("/oauth2/authorize", get(show).post(sign_in))
@@ -49,12 +50,19 @@ pub fn routes() -> Router<Live> {
 
 /// An authorization request, checked.
 pub struct AuthorizeRequest {
+    /// Registered, and allowed the authorization code flow.
     pub client: Arc<Client>,
+    /// One of the client's registered URIs, exactly.
     pub redirect_uri: String,
+    /// Given back to the client unchanged; at most 1024 bytes.
     pub state: Option<String>,
+    /// What `scope` asked for; `openid` makes the code also yield an ID token.
     pub scope: Scope,
+    /// The `S256` PKCE challenge; required of public clients.
     pub code_challenge: Option<String>,
+    /// OpenID Connect `nonce`, copied into the ID token; at most 512 bytes.
     pub nonce: Option<String>,
+    /// OpenID Connect `prompt` as sent (`none`, `login`), read by the handlers.
     pub prompt: Option<String>,
 }
 
@@ -65,9 +73,13 @@ pub enum Refusal {
     Page(&'static str),
     /// Back to the client with `error` (and `state`), RFC 6749 §4.1.2.1.
     Redirect {
+        /// The client's registered redirect URI.
         to: String,
+        /// The request's `state`, when it was short enough to send back.
         state: Option<String>,
+        /// The RFC 6749 error code (`invalid_request`, `unsupported_response_type`, ...).
         error: &'static str,
+        /// Human-readable `error_description`.
         description: &'static str,
     },
 }
@@ -201,6 +213,7 @@ impl AuthorizeRequest {
         })
     }
 
+    /// A redirect refusal back to this request's client, with its `state`.
     pub fn refuse(&self, error: &'static str, description: &'static str) -> Refusal {
         Refusal::Redirect {
             to: self.redirect_uri.clone(),
@@ -233,6 +246,8 @@ impl AuthorizeRequest {
 }
 
 impl Refusal {
+    /// A `400` page, or a redirect to the client with `error`, `state` and `iss`
+    /// (RFC 9207; `issuer` is ours).
     pub fn into_response(self, issuer: &str) -> Response {
         match self {
             Refusal::Page(message) => pages::message(

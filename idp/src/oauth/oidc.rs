@@ -23,6 +23,7 @@ use tokengate_server::cookies::{self, SameSite};
 /// How long an ID token is good for (it proves a sign-in; the session is the reference token).
 pub const ID_TOKEN_TTL: u64 = 300;
 
+/// Discovery, `/oauth2/userinfo` and RP-initiated `/oauth2/logout`, on the public listener.
 pub fn routes() -> Router<Live> {
     Router::new()
         .route("/.well-known/openid-configuration", get(discovery))
@@ -33,16 +34,25 @@ pub fn routes() -> Router<Live> {
 /// An ID token's claims (OpenID Connect Core §2).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct IdTokenClaims {
+    /// Our issuer URL.
     pub iss: String,
+    /// The username (the session's subject).
     pub sub: String,
+    /// The client the token was issued to.
     pub aud: String,
+    /// Unix seconds: `iat` plus [`ID_TOKEN_TTL`].
     pub exp: u64,
+    /// Unix seconds when it was signed.
     pub iat: u64,
+    /// Unix seconds when the person authenticated; earlier than `iat` when an SSO session
+    /// was reused.
     pub auth_time: u64,
+    /// The `nonce` of the authorization request, when it sent one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nonce: Option<String>,
     /// The session the sign-in made: logout with this token as a hint ends it.
     pub sid: String,
+    /// The same as `sub`: usernames are the subjects.
     pub preferred_username: String,
 }
 

@@ -21,6 +21,7 @@ pub struct Scope(Option<Vec<String>>);
 /// What a request is granted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Granted {
+    /// The roles the session gets: the requested ones the subject holds, or all it holds.
     pub roles: Vec<String>,
     /// The OpenID Connect scopes asked for and the roles granted, space-separated.
     pub scope: String,
@@ -29,6 +30,7 @@ pub struct Granted {
 }
 
 impl Granted {
+    /// Whether `token`, a role or an OpenID Connect scope, is among those granted.
     pub fn has(&self, token: &str) -> bool {
         self.scope.split(' ').any(|t| t == token)
     }
@@ -66,6 +68,7 @@ impl Scope {
         self.0.as_ref().map(|t| t.join(" "))
     }
 
+    /// Whether the request asked for `token`; `false` when it named no scope.
     pub fn has(&self, token: &str) -> bool {
         self.0
             .as_ref()
