@@ -167,7 +167,11 @@ impl Proxy {
         if let Some(browser) = &live.browser
             && req.uri().path().starts_with(browser::PREFIX)
         {
-            let result = self.own_path(browser, &req).instrument(span.clone()).await;
+            // Boxed, as the other rare paths are: the request's future stays small (it is
+            // moved into its box whole, on every request).
+            let result = Box::pin(self.own_path(browser, &req))
+                .instrument(span.clone())
+                .await;
             return self.finish(result, None, id, started, &span, entry);
         }
         let route = live.routes.find(&req);
@@ -267,7 +271,9 @@ impl Proxy {
         if route.browser
             && let Some(browser) = &live.browser
         {
-            return browser.authenticate(req, &self.tokens).await.map(Some);
+            return Box::pin(browser.authenticate(req, &self.tokens))
+                .await
+                .map(Some);
         }
         let value = authorization(req.headers())?.ok_or(Reject::MissingToken)?;
         let identity = self.tokens.authenticate(value.as_bytes()).await?;

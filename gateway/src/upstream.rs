@@ -149,7 +149,8 @@ impl Sender {
     ) -> Result<Response<Incoming>, Reject> {
         let sent = match pinned {
             Some(pinned) => self.send_pinned(pinned, upstream, req).await,
-            None => self.send_pooled(req).await,
+            // Boxed: the pool's future is large, and only HTTP/2 clients and upgrades use it.
+            None => Box::pin(self.send_pooled(req)).await,
         };
         sent.map_err(|e| match e {
             SendError::Failed { error, .. } if cut_off(&*error) => Reject::BodyTooLarge,
@@ -197,19 +198,21 @@ impl Sender {
         req.headers_mut()
             .insert(header::HOST, upstream.host.clone());
         let exchange = async {
+            // Connecting is boxed: it happens once per connection, and its future would
+            // otherwise make every request's larger.
             let mut sender = match pinned.take(upstream.id) {
                 Some(sender) => sender,
-                None => self.connect(upstream).await?,
+                None => Box::pin(self.connect(upstream)).await?,
             };
             if sender.ready().await.is_err() {
-                sender = self.connect(upstream).await?;
+                sender = Box::pin(self.connect(upstream)).await?;
             }
             let response = match sender.try_send_request(req).await {
                 Ok(response) => response,
                 Err(mut e) => match e.take_message() {
                     // Closed under us before the request went out: once more, on a new one.
                     Some(req) => {
-                        sender = self.connect(upstream).await?;
+                        sender = Box::pin(self.connect(upstream)).await?;
                         sender.send_request(req).await.map_err(failed)?
                     }
                     None => return Err(failed(e.into_error())),
