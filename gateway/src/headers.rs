@@ -77,19 +77,43 @@ pub fn add_identity(headers: &mut HeaderMap, identity: &Identity) {
     headers.insert(X_AUTH_SESSION, identity.session_header.clone());
 }
 
+/// The client end of a downstream connection: its address, and that address as
+/// `X-Forwarded-For` carries it, written once per connection rather than once per request.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    forwarded_for: HeaderValue,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr) -> Self {
+        let forwarded_for = HeaderValue::from_str(&addr.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Peer {
+            addr,
+            forwarded_for,
+        }
+    }
+}
+
 /// `X-Forwarded-For` (the peer appended), `-Proto` and `-Host` (the host the client asked for).
 pub fn add_forwarded(
     headers: &mut HeaderMap,
-    peer: SocketAddr,
+    peer: &Peer,
     proto: &HeaderValue,
     host: Option<HeaderValue>,
 ) {
-    let forwarded_for = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {}", peer.ip()),
-        None => peer.ip().to_string(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert(X_FORWARDED_FOR, v);
+    match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) => {
+            let forwarded_for = format!("{prior}, {}", peer.addr.ip());
+            if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+                headers.insert(X_FORWARDED_FOR, v);
+            }
+        }
+        // Shared bytes: no copy, no formatting.
+        None => {
+            headers.insert(X_FORWARDED_FOR, peer.forwarded_for.clone());
+        }
     }
     headers.insert(X_FORWARDED_PROTO, proto.clone());
     if let Some(host) = host {
@@ -98,9 +122,10 @@ pub fn add_forwarded(
 }
 
 /// Request ids: the client's `X-Request-Id` if it is sane, else a per-process random prefix and
-/// a counter (unique without a random draw per request).
+/// a counter (unique without a random draw per request), written into a stack buffer.
 pub struct RequestIds {
-    prefix: String,
+    /// `{prefix}-`: 8 random characters and the dash.
+    prefix: [u8; 9],
     counter: AtomicU64,
 }
 
@@ -108,8 +133,12 @@ impl RequestIds {
     pub fn new() -> Self {
         // 8 characters of a fresh session id: random, URL-safe, cheap to get.
         let random = tokengate_store::ReferenceToken::generate().session_id();
+        let mut prefix = [b'-'; 9];
+        for (to, from) in prefix.iter_mut().zip(random.as_str().bytes().take(8)) {
+            *to = from;
+        }
         RequestIds {
-            prefix: random.as_str()[..8].to_owned(),
+            prefix,
             counter: AtomicU64::new(0),
         }
     }
@@ -122,7 +151,14 @@ impl RequestIds {
             return id.clone();
         }
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::from_str(&format!("{}-{n:x}", self.prefix))
+        // `{prefix}-{n:x}`: at most 9 + 16 bytes.
+        let mut id = [0u8; 25];
+        id[..9].copy_from_slice(&self.prefix);
+        let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
+        for (i, at) in id[9..9 + digits].iter_mut().rev().enumerate() {
+            *at = b"0123456789abcdef"[((n >> (4 * i)) & 0xf) as usize];
+        }
+        HeaderValue::from_bytes(&id[..9 + digits])
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
     }
 }
@@ -190,17 +226,20 @@ mod tests {
 
     #[test]
     fn forwarded_headers_append_the_peer() {
-        let peer: SocketAddr = "10.1.2.3:5555".parse().unwrap();
+        let peer = Peer::new("10.1.2.3:5555".parse().unwrap());
         let proto = HeaderValue::from_static("https");
         let mut h = headers(&[("x-forwarded-for", "192.0.2.1")]);
-        add_forwarded(&mut h, peer, &proto, Some(HeaderValue::from_static("a.b")));
+        add_forwarded(&mut h, &peer, &proto, Some(HeaderValue::from_static("a.b")));
         assert_eq!(h["x-forwarded-for"], "192.0.2.1, 10.1.2.3");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "a.b");
         let mut h = HeaderMap::new();
-        add_forwarded(&mut h, peer, &proto, None);
+        add_forwarded(&mut h, &peer, &proto, None);
         assert_eq!(h["x-forwarded-for"], "10.1.2.3");
         assert!(!h.contains_key("x-forwarded-host"));
+        let v6 = Peer::new("[2001:db8::1]:443".parse().unwrap());
+        add_forwarded(&mut h, &v6, &proto, None);
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3, 2001:db8::1");
     }
 
     #[test]
@@ -216,5 +255,28 @@ mod tests {
         assert_ne!(a, b);
         assert_ne!(a, "bad id");
         assert_ne!(b, too_long.as_str());
+        // The prefix, a dash and the counter in hex.
+        let made: Vec<String> = (0..20)
+            .map(|_| {
+                ids.for_request(&HeaderMap::new())
+                    .to_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        let prefix = &made[0][..9];
+        assert_eq!(prefix.len(), 9);
+        assert!(prefix.ends_with('-'));
+        let counters: Vec<u64> = made
+            .iter()
+            .map(|id| {
+                assert_eq!(&id[..9], prefix);
+                u64::from_str_radix(&id[9..], 16).unwrap()
+            })
+            .collect();
+        assert_eq!(counters, (2..22).collect::<Vec<u64>>());
+        ids.counter.store(u64::MAX, Ordering::Relaxed);
+        let last = ids.for_request(&HeaderMap::new());
+        assert_eq!(&last.to_str().unwrap()[9..], "ffffffffffffffff");
     }
 }

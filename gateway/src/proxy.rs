@@ -16,7 +16,6 @@
 //! A failing phase returns a [`Reject`]; [`Reject::into_response`] is the one place that
 //! turns it into an answer.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -33,7 +32,7 @@ use crate::browser::{self, Admission, Browser};
 use crate::cache::{Identity, TokenCache};
 use crate::config::ServerConfig;
 use crate::headers::{
-    RequestIds, X_REQUEST_ID, add_forwarded, add_identity, authorization, strip_hop_by_hop,
+    Peer, RequestIds, X_REQUEST_ID, add_forwarded, add_identity, authorization, strip_hop_by_hop,
     strip_identity,
 };
 use crate::metrics::Metrics;
@@ -144,12 +143,12 @@ impl Proxy {
         self.live.store(Arc::new(live));
     }
 
-    /// Answers one request. `pinned` holds the upstream connections of the downstream HTTP/1
-    /// connection the request came on (`None`: use the shared pool).
+    /// Answers one request from `peer`. `pinned` holds the upstream connections of the
+    /// downstream HTTP/1 connection the request came on (`None`: use the shared pool).
     pub async fn handle(
         &self,
         mut req: Request<Incoming>,
-        peer: SocketAddr,
+        peer: &Peer,
         pinned: Option<&Pinned>,
     ) -> Response<Body> {
         let started = Instant::now();
@@ -161,7 +160,7 @@ impl Proxy {
         let mut entry = self
             .access
             .as_ref()
-            .map(|log| log.begin(&req, started, &id, &trace, peer.ip()));
+            .map(|log| log.begin(&req, started, &id, &trace, peer.addr.ip()));
         strip_identity(req.headers_mut());
         let live = self.live.load_full();
         if let Some(browser) = &live.browser
@@ -191,26 +190,27 @@ impl Proxy {
         live: &Live,
         req: Request<Incoming>,
         route: &Route,
-        peer: SocketAddr,
+        peer: &Peer,
         pinned: Option<&Pinned>,
         mut entry: Option<&mut Entry>,
     ) -> Result<Response<Body>, Reject> {
         // By address or for the whole route: before authentication, so that a flood costs no
         // cache or store lookup.
+        let ip = peer.addr.ip();
         let limit = route.limit.as_deref();
         let mut allowed = match limit.filter(|l| l.before_authentication()) {
-            Some(limit) => Some(limit.check(None, peer.ip()).map_err(Reject::RateLimited)?),
+            Some(limit) => Some(limit.check(None, ip).map_err(Reject::RateLimited)?),
             None => None,
         };
         // An address that guessed too many tokens waits, without a cache or store lookup.
         if route.auth
             && let Some(brake) = &self.brake
         {
-            brake.peek(None, peer.ip()).map_err(Reject::RateLimited)?;
+            brake.peek(None, ip).map_err(Reject::RateLimited)?;
         }
         let admitted = self.authenticate(live, route, &req).await;
         if let (Err(Reject::InvalidToken), Some(brake)) = (&admitted, &self.brake) {
-            brake.check(None, peer.ip()).map_err(Reject::RateLimited)?;
+            brake.check(None, ip).map_err(Reject::RateLimited)?;
         }
         let identity = match admitted? {
             None => None,
@@ -221,7 +221,7 @@ impl Proxy {
             entry.identity(identity);
         }
         if let Some(limit) = limit.filter(|l| !l.before_authentication()) {
-            let checked = limit.check(identity.as_deref(), peer.ip());
+            let checked = limit.check(identity.as_deref(), ip);
             allowed = Some(checked.map_err(Reject::RateLimited)?);
         }
         authorize(route, identity.as_deref())?;
@@ -302,7 +302,7 @@ impl Proxy {
         req: Request<Incoming>,
         route: &'r Route,
         identity: Option<&Identity>,
-        peer: SocketAddr,
+        peer: &Peer,
         bytes_in: Option<Arc<std::sync::atomic::AtomicU64>>,
     ) -> Result<Outgoing<'r>, Reject> {
         let http1 = req.version() <= http::Version::HTTP_11;
