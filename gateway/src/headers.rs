@@ -28,7 +28,9 @@ pub fn authorization(headers: &HeaderMap) -> Result<Option<&HeaderValue>, Reject
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1): they describe one connection, never forwarded.
-const HOP_BY_HOP: [HeaderName; 7] = [
+/// `Connection` first (`strip_hop_by_hop` reads the names it lists).
+const HOPS: usize = 7;
+const HOP_BY_HOP: [HeaderName; HOPS] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::PROXY_AUTHENTICATE,
@@ -57,14 +59,39 @@ pub fn strip_identity(headers: &mut HeaderMap) {
 
 /// Removes the hop-by-hop headers and every header `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    // One pass over the names finds which are here, so that the common cases (none, or an
+    // upstream's `Connection: keep-alive`) hash only what they remove and parse no name.
+    let mut present = [false; HOPS];
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+        }
+    }
+    if !present.contains(&true) {
+        return;
+    }
+    let named: Vec<HeaderName> = if present[0] {
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            // A hop-by-hop name goes below if it is here.
+            .filter(|n| {
+                !HOP_BY_HOP
+                    .iter()
+                    .any(|h| n.eq_ignore_ascii_case(h.as_str()))
+            })
+            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    for name in &named {
+        headers.remove(name);
+    }
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, here)| *here) {
         headers.remove(name);
     }
 }
@@ -222,6 +249,16 @@ mod tests {
         strip_hop_by_hop(&mut h);
         // `Upgrade` is the caller's decision (kept only on WebSocket routes).
         assert_eq!(names(&h), ["upgrade", "x-kept"]);
+        // An upstream's usual answer; a name listed in any case; none at all.
+        let mut h = headers(&[("connection", "Keep-Alive"), ("content-length", "3")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(names(&h), ["content-length"]);
+        let mut h = headers(&[("connection", "TE, X-Gone"), ("te", "x"), ("x-gone", "1")]);
+        strip_hop_by_hop(&mut h);
+        assert!(h.is_empty());
+        let mut h = headers(&[("accept", "*/*")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(names(&h), ["accept"]);
     }
 
     #[test]
