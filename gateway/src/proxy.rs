@@ -176,9 +176,14 @@ impl Proxy {
         let route = live.routes.find(&req);
         let result = match route {
             Some(route) => {
-                self.serve(&live, req, route, peer, pinned, entry.as_mut())
-                    .instrument(span.clone())
-                    .await
+                let serving = self.serve(&live, req, route, peer, pinned, entry.as_mut());
+                // A disabled span (any level above `debug`) needs no wrapper around the
+                // future, nor the copy of it into one.
+                if span.is_disabled() {
+                    serving.await
+                } else {
+                    serving.instrument(span.clone()).await
+                }
             }
             None => Err(Reject::NoRoute),
         };
