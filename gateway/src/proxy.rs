@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use http::header;
-use http::{HeaderValue, Request, Response, StatusCode, Uri};
+use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
@@ -320,13 +320,18 @@ impl Proxy {
         }
         let limit = usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX);
         let mut req = req.map(|body| Counted::new(Limited::new(body, limit), bytes_in));
+        // The client's `Host` is for `X-Forwarded-Host`; the upstream gets its own.
         let host = req
-            .headers()
-            .get(header::HOST)
-            .cloned()
+            .headers_mut()
+            .remove(header::HOST)
             .or_else(|| HeaderValue::from_str(req.uri().authority()?.as_str()).ok());
         let upstream = route.pick();
-        *req.uri_mut() = upstream_target(upstream, req.uri()).ok_or(Reject::BadTarget)?;
+        // A target in origin form (as HTTP/1 clients send it) stays as it is: a pinned
+        // connection sends it so, and the pool puts the upstream in front (`Sender::send`).
+        // Any other (HTTP/2, absolute form) is the upstream's from here on.
+        if req.uri().authority().is_some() || req.uri().scheme().is_some() {
+            *req.uri_mut() = upstream.target(req.uri()).ok_or(Reject::BadTarget)?;
+        }
         *req.version_mut() = http::Version::HTTP_11;
         let upgrade = (route.websocket && req.headers().contains_key(header::UPGRADE))
             .then(|| hyper::upgrade::on(&mut req));
@@ -344,7 +349,6 @@ impl Proxy {
                 h.remove(header::UPGRADE);
             }
         }
-        h.remove(header::HOST);
         // The session cookie is a credential, as `Authorization` is; the IdP's cookie would
         // reach every backend on its host (browsers share cookies across ports).
         let strip = if route.idp {
@@ -411,15 +415,6 @@ fn authorize(route: &Route, identity: Option<&Identity>) -> Result<(), Reject> {
         Some(identity) if !route.allows(&identity.roles) => Err(Reject::InsufficientScope),
         _ => Ok(()),
     }
-}
-
-/// The request's path and query on the upstream's scheme and authority.
-fn upstream_target(upstream: &Upstream, uri: &Uri) -> Option<Uri> {
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(upstream.scheme.clone());
-    parts.authority = Some(upstream.authority.clone());
-    parts.path_and_query = uri.path_and_query().cloned();
-    Uri::from_parts(parts).ok()
 }
 
 /// The upstream's answer on its way back: an accepted upgrade joins the two connections;

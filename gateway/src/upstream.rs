@@ -57,6 +57,15 @@ impl Upstream {
         })
     }
 
+    /// The request's path and query on this upstream's scheme and authority.
+    pub fn target(&self, uri: &Uri) -> Option<Uri> {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = uri.path_and_query().cloned();
+        Uri::from_parts(parts).ok()
+    }
+
     /// Whether it refused a connection within the last [`UPSTREAM_PENALTY`].
     pub fn passed_over(&self, now_ms: u64) -> bool {
         self.down_until.load(Ordering::Relaxed) > now_ms
@@ -149,6 +158,12 @@ impl Sender {
     ) -> Result<Response<Incoming>, Reject> {
         let sent = match pinned {
             Some(pinned) => self.send_pinned(pinned, upstream, req).await,
+            None if req.uri().authority().is_none() => {
+                // The pool wants the upstream in the target.
+                let mut req = req;
+                *req.uri_mut() = upstream.target(req.uri()).ok_or(Reject::BadTarget)?;
+                Box::pin(self.send_pooled(req)).await
+            }
             // Boxed: the pool's future is large, and only HTTP/2 clients and upgrades use it.
             None => Box::pin(self.send_pooled(req)).await,
         };
@@ -192,7 +207,9 @@ impl Sender {
         mut req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, SendError> {
         // What the pool does for its requests: origin-form target, `Host` of the upstream.
-        if let Some(target) = req.uri().path_and_query().cloned() {
+        if req.uri().authority().is_some()
+            && let Some(target) = req.uri().path_and_query().cloned()
+        {
             *req.uri_mut() = Uri::from(target);
         }
         req.headers_mut()
