@@ -218,11 +218,13 @@ impl TokenCache {
             }
             None => {
                 self.metrics.cache_misses.inc();
+                // Boxed: a store read's future is large, and a hit (every request but the
+                // first of a token) would otherwise carry its room and copy it along.
                 if self.enabled {
-                    self.load_once(id).await?
+                    Box::pin(self.load_once(id)).await?
                 } else {
                     // No cache, no sharing either: each request does its own read and check.
-                    self.load(id).await?
+                    Box::pin(self.load(id)).await?
                 }
             }
         };

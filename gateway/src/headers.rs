@@ -28,7 +28,9 @@ pub fn authorization(headers: &HeaderMap) -> Result<Option<&HeaderValue>, Reject
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1): they describe one connection, never forwarded.
-const HOP_BY_HOP: [HeaderName; 7] = [
+/// `Connection` first (`strip_hop_by_hop` reads the names it lists).
+const HOPS: usize = 7;
+const HOP_BY_HOP: [HeaderName; HOPS] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::PROXY_AUTHENTICATE,
@@ -57,14 +59,39 @@ pub fn strip_identity(headers: &mut HeaderMap) {
 
 /// Removes the hop-by-hop headers and every header `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    // One pass over the names finds which are here, so that the common cases (none, or an
+    // upstream's `Connection: keep-alive`) hash only what they remove and parse no name.
+    let mut present = [false; HOPS];
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+        }
+    }
+    if !present.contains(&true) {
+        return;
+    }
+    let named: Vec<HeaderName> = if present[0] {
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            // A hop-by-hop name goes below if it is here.
+            .filter(|n| {
+                !HOP_BY_HOP
+                    .iter()
+                    .any(|h| n.eq_ignore_ascii_case(h.as_str()))
+            })
+            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    for name in &named {
+        headers.remove(name);
+    }
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, here)| *here) {
         headers.remove(name);
     }
 }
@@ -77,19 +104,43 @@ pub fn add_identity(headers: &mut HeaderMap, identity: &Identity) {
     headers.insert(X_AUTH_SESSION, identity.session_header.clone());
 }
 
+/// The client end of a downstream connection: its address, and that address as
+/// `X-Forwarded-For` carries it, written once per connection rather than once per request.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    forwarded_for: HeaderValue,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr) -> Self {
+        let forwarded_for = HeaderValue::from_str(&addr.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Peer {
+            addr,
+            forwarded_for,
+        }
+    }
+}
+
 /// `X-Forwarded-For` (the peer appended), `-Proto` and `-Host` (the host the client asked for).
 pub fn add_forwarded(
     headers: &mut HeaderMap,
-    peer: SocketAddr,
+    peer: &Peer,
     proto: &HeaderValue,
     host: Option<HeaderValue>,
 ) {
-    let forwarded_for = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {}", peer.ip()),
-        None => peer.ip().to_string(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert(X_FORWARDED_FOR, v);
+    match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) => {
+            let forwarded_for = format!("{prior}, {}", peer.addr.ip());
+            if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+                headers.insert(X_FORWARDED_FOR, v);
+            }
+        }
+        // Shared bytes: no copy, no formatting.
+        None => {
+            headers.insert(X_FORWARDED_FOR, peer.forwarded_for.clone());
+        }
     }
     headers.insert(X_FORWARDED_PROTO, proto.clone());
     if let Some(host) = host {
@@ -98,9 +149,10 @@ pub fn add_forwarded(
 }
 
 /// Request ids: the client's `X-Request-Id` if it is sane, else a per-process random prefix and
-/// a counter (unique without a random draw per request).
+/// a counter (unique without a random draw per request), written into a stack buffer.
 pub struct RequestIds {
-    prefix: String,
+    /// `{prefix}-`: 8 random characters and the dash.
+    prefix: [u8; 9],
     counter: AtomicU64,
 }
 
@@ -108,8 +160,12 @@ impl RequestIds {
     pub fn new() -> Self {
         // 8 characters of a fresh session id: random, URL-safe, cheap to get.
         let random = tokengate_store::ReferenceToken::generate().session_id();
+        let mut prefix = [b'-'; 9];
+        for (to, from) in prefix.iter_mut().zip(random.as_str().bytes().take(8)) {
+            *to = from;
+        }
         RequestIds {
-            prefix: random.as_str()[..8].to_owned(),
+            prefix,
             counter: AtomicU64::new(0),
         }
     }
@@ -122,7 +178,14 @@ impl RequestIds {
             return id.clone();
         }
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::from_str(&format!("{}-{n:x}", self.prefix))
+        // `{prefix}-{n:x}`: at most 9 + 16 bytes.
+        let mut id = [0u8; 25];
+        id[..9].copy_from_slice(&self.prefix);
+        let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
+        for (i, at) in id[9..9 + digits].iter_mut().rev().enumerate() {
+            *at = b"0123456789abcdef"[((n >> (4 * i)) & 0xf) as usize];
+        }
+        HeaderValue::from_bytes(&id[..9 + digits])
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
     }
 }
@@ -186,21 +249,34 @@ mod tests {
         strip_hop_by_hop(&mut h);
         // `Upgrade` is the caller's decision (kept only on WebSocket routes).
         assert_eq!(names(&h), ["upgrade", "x-kept"]);
+        // An upstream's usual answer; a name listed in any case; none at all.
+        let mut h = headers(&[("connection", "Keep-Alive"), ("content-length", "3")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(names(&h), ["content-length"]);
+        let mut h = headers(&[("connection", "TE, X-Gone"), ("te", "x"), ("x-gone", "1")]);
+        strip_hop_by_hop(&mut h);
+        assert!(h.is_empty());
+        let mut h = headers(&[("accept", "*/*")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(names(&h), ["accept"]);
     }
 
     #[test]
     fn forwarded_headers_append_the_peer() {
-        let peer: SocketAddr = "10.1.2.3:5555".parse().unwrap();
+        let peer = Peer::new("10.1.2.3:5555".parse().unwrap());
         let proto = HeaderValue::from_static("https");
         let mut h = headers(&[("x-forwarded-for", "192.0.2.1")]);
-        add_forwarded(&mut h, peer, &proto, Some(HeaderValue::from_static("a.b")));
+        add_forwarded(&mut h, &peer, &proto, Some(HeaderValue::from_static("a.b")));
         assert_eq!(h["x-forwarded-for"], "192.0.2.1, 10.1.2.3");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "a.b");
         let mut h = HeaderMap::new();
-        add_forwarded(&mut h, peer, &proto, None);
+        add_forwarded(&mut h, &peer, &proto, None);
         assert_eq!(h["x-forwarded-for"], "10.1.2.3");
         assert!(!h.contains_key("x-forwarded-host"));
+        let v6 = Peer::new("[2001:db8::1]:443".parse().unwrap());
+        add_forwarded(&mut h, &v6, &proto, None);
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3, 2001:db8::1");
     }
 
     #[test]
@@ -216,5 +292,28 @@ mod tests {
         assert_ne!(a, b);
         assert_ne!(a, "bad id");
         assert_ne!(b, too_long.as_str());
+        // The prefix, a dash and the counter in hex.
+        let made: Vec<String> = (0..20)
+            .map(|_| {
+                ids.for_request(&HeaderMap::new())
+                    .to_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        let prefix = &made[0][..9];
+        assert_eq!(prefix.len(), 9);
+        assert!(prefix.ends_with('-'));
+        let counters: Vec<u64> = made
+            .iter()
+            .map(|id| {
+                assert_eq!(&id[..9], prefix);
+                u64::from_str_radix(&id[9..], 16).unwrap()
+            })
+            .collect();
+        assert_eq!(counters, (2..22).collect::<Vec<u64>>());
+        ids.counter.store(u64::MAX, Ordering::Relaxed);
+        let last = ids.for_request(&HeaderMap::new());
+        assert_eq!(&last.to_str().unwrap()[9..], "ffffffffffffffff");
     }
 }

@@ -58,6 +58,7 @@ use crate::access::AccessLog;
 use crate::admin::Admin;
 use crate::cache::TokenCache;
 use crate::config::GatewayConfig;
+use crate::headers::Peer;
 use crate::jwks::{Jwks, JwksError, Keys};
 use crate::metrics::Metrics;
 use crate::proxy::{Live, Proxy};
@@ -236,9 +237,10 @@ impl Gateway {
         let public = serve(self.public, tls, limits, shutdown.clone(), move |peer| {
             let proxy = proxy.clone();
             let pinned = Arc::new(Pinned::default());
+            let peer = Peer::new(peer);
             service_fn(move |req: Request<Incoming>| {
-                let (proxy, pinned) = (proxy.clone(), pinned.clone());
-                async move { Ok::<_, Infallible>(proxy.handle(req, peer, Some(&pinned)).await) }
+                let (proxy, pinned, peer) = (proxy.clone(), pinned.clone(), peer.clone());
+                async move { Ok::<_, Infallible>(proxy.handle(req, &peer, Some(&pinned)).await) }
             })
         });
         let admin = Admin {

@@ -16,13 +16,12 @@
 //! A failing phase returns a [`Reject`]; [`Reject::into_response`] is the one place that
 //! turns it into an answer.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use http::header;
-use http::{HeaderValue, Request, Response, StatusCode, Uri};
+use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
@@ -33,7 +32,7 @@ use crate::browser::{self, Admission, Browser};
 use crate::cache::{Identity, TokenCache};
 use crate::config::ServerConfig;
 use crate::headers::{
-    RequestIds, X_REQUEST_ID, add_forwarded, add_identity, authorization, strip_hop_by_hop,
+    Peer, RequestIds, X_REQUEST_ID, add_forwarded, add_identity, authorization, strip_hop_by_hop,
     strip_identity,
 };
 use crate::metrics::Metrics;
@@ -144,12 +143,12 @@ impl Proxy {
         self.live.store(Arc::new(live));
     }
 
-    /// Answers one request. `pinned` holds the upstream connections of the downstream HTTP/1
-    /// connection the request came on (`None`: use the shared pool).
+    /// Answers one request from `peer`. `pinned` holds the upstream connections of the
+    /// downstream HTTP/1 connection the request came on (`None`: use the shared pool).
     pub async fn handle(
         &self,
         mut req: Request<Incoming>,
-        peer: SocketAddr,
+        peer: &Peer,
         pinned: Option<&Pinned>,
     ) -> Response<Body> {
         let started = Instant::now();
@@ -161,21 +160,30 @@ impl Proxy {
         let mut entry = self
             .access
             .as_ref()
-            .map(|log| log.begin(&req, started, &id, &trace, peer.ip()));
+            .map(|log| log.begin(&req, started, &id, &trace, peer.addr.ip()));
         strip_identity(req.headers_mut());
         let live = self.live.load_full();
         if let Some(browser) = &live.browser
             && req.uri().path().starts_with(browser::PREFIX)
         {
-            let result = self.own_path(browser, &req).instrument(span.clone()).await;
+            // Boxed, as the other rare paths are: the request's future stays small (it is
+            // moved into its box whole, on every request).
+            let result = Box::pin(self.own_path(browser, &req))
+                .instrument(span.clone())
+                .await;
             return self.finish(result, None, id, started, &span, entry);
         }
         let route = live.routes.find(&req);
         let result = match route {
             Some(route) => {
-                self.serve(&live, req, route, peer, pinned, entry.as_mut())
-                    .instrument(span.clone())
-                    .await
+                let serving = self.serve(&live, req, route, peer, pinned, entry.as_mut());
+                // A disabled span (any level above `debug`) needs no wrapper around the
+                // future, nor the copy of it into one.
+                if span.is_disabled() {
+                    serving.await
+                } else {
+                    serving.instrument(span.clone()).await
+                }
             }
             None => Err(Reject::NoRoute),
         };
@@ -187,26 +195,27 @@ impl Proxy {
         live: &Live,
         req: Request<Incoming>,
         route: &Route,
-        peer: SocketAddr,
+        peer: &Peer,
         pinned: Option<&Pinned>,
         mut entry: Option<&mut Entry>,
     ) -> Result<Response<Body>, Reject> {
         // By address or for the whole route: before authentication, so that a flood costs no
         // cache or store lookup.
+        let ip = peer.addr.ip();
         let limit = route.limit.as_deref();
         let mut allowed = match limit.filter(|l| l.before_authentication()) {
-            Some(limit) => Some(limit.check(None, peer.ip()).map_err(Reject::RateLimited)?),
+            Some(limit) => Some(limit.check(None, ip).map_err(Reject::RateLimited)?),
             None => None,
         };
         // An address that guessed too many tokens waits, without a cache or store lookup.
         if route.auth
             && let Some(brake) = &self.brake
         {
-            brake.peek(None, peer.ip()).map_err(Reject::RateLimited)?;
+            brake.peek(None, ip).map_err(Reject::RateLimited)?;
         }
         let admitted = self.authenticate(live, route, &req).await;
         if let (Err(Reject::InvalidToken), Some(brake)) = (&admitted, &self.brake) {
-            brake.check(None, peer.ip()).map_err(Reject::RateLimited)?;
+            brake.check(None, ip).map_err(Reject::RateLimited)?;
         }
         let identity = match admitted? {
             None => None,
@@ -217,7 +226,7 @@ impl Proxy {
             entry.identity(identity);
         }
         if let Some(limit) = limit.filter(|l| !l.before_authentication()) {
-            let checked = limit.check(identity.as_deref(), peer.ip());
+            let checked = limit.check(identity.as_deref(), ip);
             allowed = Some(checked.map_err(Reject::RateLimited)?);
         }
         authorize(route, identity.as_deref())?;
@@ -267,7 +276,9 @@ impl Proxy {
         if route.browser
             && let Some(browser) = &live.browser
         {
-            return browser.authenticate(req, &self.tokens).await.map(Some);
+            return Box::pin(browser.authenticate(req, &self.tokens))
+                .await
+                .map(Some);
         }
         let value = authorization(req.headers())?.ok_or(Reject::MissingToken)?;
         let identity = self.tokens.authenticate(value.as_bytes()).await?;
@@ -296,7 +307,7 @@ impl Proxy {
         req: Request<Incoming>,
         route: &'r Route,
         identity: Option<&Identity>,
-        peer: SocketAddr,
+        peer: &Peer,
         bytes_in: Option<Arc<std::sync::atomic::AtomicU64>>,
     ) -> Result<Outgoing<'r>, Reject> {
         let http1 = req.version() <= http::Version::HTTP_11;
@@ -309,13 +320,18 @@ impl Proxy {
         }
         let limit = usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX);
         let mut req = req.map(|body| Counted::new(Limited::new(body, limit), bytes_in));
+        // The client's `Host` is for `X-Forwarded-Host`; the upstream gets its own.
         let host = req
-            .headers()
-            .get(header::HOST)
-            .cloned()
+            .headers_mut()
+            .remove(header::HOST)
             .or_else(|| HeaderValue::from_str(req.uri().authority()?.as_str()).ok());
         let upstream = route.pick();
-        *req.uri_mut() = upstream_target(upstream, req.uri()).ok_or(Reject::BadTarget)?;
+        // A target in origin form (as HTTP/1 clients send it) stays as it is: a pinned
+        // connection sends it so, and the pool puts the upstream in front (`Sender::send`).
+        // Any other (HTTP/2, absolute form) is the upstream's from here on.
+        if req.uri().authority().is_some() || req.uri().scheme().is_some() {
+            *req.uri_mut() = upstream.target(req.uri()).ok_or(Reject::BadTarget)?;
+        }
         *req.version_mut() = http::Version::HTTP_11;
         let upgrade = (route.websocket && req.headers().contains_key(header::UPGRADE))
             .then(|| hyper::upgrade::on(&mut req));
@@ -333,7 +349,6 @@ impl Proxy {
                 h.remove(header::UPGRADE);
             }
         }
-        h.remove(header::HOST);
         // The session cookie is a credential, as `Authorization` is; the IdP's cookie would
         // reach every backend on its host (browsers share cookies across ports).
         let strip = if route.idp {
@@ -400,15 +415,6 @@ fn authorize(route: &Route, identity: Option<&Identity>) -> Result<(), Reject> {
         Some(identity) if !route.allows(&identity.roles) => Err(Reject::InsufficientScope),
         _ => Ok(()),
     }
-}
-
-/// The request's path and query on the upstream's scheme and authority.
-fn upstream_target(upstream: &Upstream, uri: &Uri) -> Option<Uri> {
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(upstream.scheme.clone());
-    parts.authority = Some(upstream.authority.clone());
-    parts.path_and_query = uri.path_and_query().cloned();
-    Uri::from_parts(parts).ok()
 }
 
 /// The upstream's answer on its way back: an accepted upgrade joins the two connections;

@@ -57,6 +57,15 @@ impl Upstream {
         })
     }
 
+    /// The request's path and query on this upstream's scheme and authority.
+    pub fn target(&self, uri: &Uri) -> Option<Uri> {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = uri.path_and_query().cloned();
+        Uri::from_parts(parts).ok()
+    }
+
     /// Whether it refused a connection within the last [`UPSTREAM_PENALTY`].
     pub fn passed_over(&self, now_ms: u64) -> bool {
         self.down_until.load(Ordering::Relaxed) > now_ms
@@ -149,7 +158,14 @@ impl Sender {
     ) -> Result<Response<Incoming>, Reject> {
         let sent = match pinned {
             Some(pinned) => self.send_pinned(pinned, upstream, req).await,
-            None => self.send_pooled(req).await,
+            None if req.uri().authority().is_none() => {
+                // The pool wants the upstream in the target.
+                let mut req = req;
+                *req.uri_mut() = upstream.target(req.uri()).ok_or(Reject::BadTarget)?;
+                Box::pin(self.send_pooled(req)).await
+            }
+            // Boxed: the pool's future is large, and only HTTP/2 clients and upgrades use it.
+            None => Box::pin(self.send_pooled(req)).await,
         };
         sent.map_err(|e| match e {
             SendError::Failed { error, .. } if cut_off(&*error) => Reject::BodyTooLarge,
@@ -191,25 +207,29 @@ impl Sender {
         mut req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, SendError> {
         // What the pool does for its requests: origin-form target, `Host` of the upstream.
-        if let Some(target) = req.uri().path_and_query().cloned() {
+        if req.uri().authority().is_some()
+            && let Some(target) = req.uri().path_and_query().cloned()
+        {
             *req.uri_mut() = Uri::from(target);
         }
         req.headers_mut()
             .insert(header::HOST, upstream.host.clone());
         let exchange = async {
+            // Connecting is boxed: it happens once per connection, and its future would
+            // otherwise make every request's larger.
             let mut sender = match pinned.take(upstream.id) {
                 Some(sender) => sender,
-                None => self.connect(upstream).await?,
+                None => Box::pin(self.connect(upstream)).await?,
             };
             if sender.ready().await.is_err() {
-                sender = self.connect(upstream).await?;
+                sender = Box::pin(self.connect(upstream)).await?;
             }
             let response = match sender.try_send_request(req).await {
                 Ok(response) => response,
                 Err(mut e) => match e.take_message() {
                     // Closed under us before the request went out: once more, on a new one.
                     Some(req) => {
-                        sender = self.connect(upstream).await?;
+                        sender = Box::pin(self.connect(upstream)).await?;
                         sender.send_request(req).await.map_err(failed)?
                     }
                     None => return Err(failed(e.into_error())),

@@ -176,21 +176,50 @@ where
 {
     type Response = http::Response<B>;
     type Error = Infallible;
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Self::Response, Infallible>> + Send>,
-    >;
+    type Future = TrackedCall<S::Future>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         self.activity.inflight.fetch_add(1, Ordering::Relaxed);
         self.activity.touch();
-        let activity = self.activity.clone();
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let response = fut.await;
+        TrackedCall {
+            inner: Box::pin(self.inner.call(req)),
+            activity: Some(self.activity.clone()),
+        }
+    }
+}
+
+/// One request's answer under way, counted in its connection's [`Activity`] until it is ready
+/// or dropped. A struct rather than an `async` block: such a block holds the captured future and
+/// the awaited one side by side, twice the size, and the whole is copied into its box on every
+/// request.
+pub struct TrackedCall<F> {
+    inner: std::pin::Pin<Box<F>>,
+    /// `None` once counted out.
+    activity: Option<Arc<Activity>>,
+}
+
+impl<F: Future> Future for TrackedCall<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let ready = std::task::ready!(self.inner.as_mut().poll(cx));
+        if let Some(activity) = self.activity.take() {
             activity.touch();
             activity.inflight.fetch_sub(1, Ordering::Relaxed);
-            response
-        })
+        }
+        std::task::Poll::Ready(ready)
+    }
+}
+
+impl<F> Drop for TrackedCall<F> {
+    /// A request dropped before its answer (the client went away) is no longer under way.
+    fn drop(&mut self) {
+        if let Some(activity) = self.activity.take() {
+            activity.inflight.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
