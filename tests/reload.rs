@@ -614,3 +614,63 @@ async fn a_broken_idp_file_changes_nothing() {
     .await;
     assert_eq!(r.status, 401);
 }
+
+#[tokio::test]
+async fn idp_and_cache_settings_change_live_and_the_cache_size_needs_a_restart() {
+    let stack = stack().await;
+    let gw = &stack.gateways[0];
+    let path = stack.gateway_config_path(0);
+    let original = std::fs::read_to_string(&path).unwrap();
+    let token = stack.login("alice").await;
+    assert_eq!(stack.get(0, "/api/warm", Some(&token)).await.status, 200);
+
+    // The keys come from another URL from now on (here the recording backend, which serves no
+    // JWKS): the gateway asks it at once and keeps verifying with the keys it holds.
+    let jwks_url = original
+        .lines()
+        .find(|l| l.starts_with("jwks_url"))
+        .unwrap()
+        .to_owned();
+    let moved = original
+        .replace(
+            &jwks_url,
+            &format!(
+                "jwks_url = \"{}/elsewhere/jwks.json\"\nissuer = \"http://{}\"\njwks_refresh = \"1h\"",
+                stack.backend.url(),
+                stack.idp.public
+            ),
+        )
+        .replace("max_staleness = \"60s\"", "max_staleness = \"5s\"");
+    std::fs::write(&path, &moved).unwrap();
+    let r = reload(&stack).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["changed"], serde_json::json!(["cache", "idp"]));
+    assert_eq!(r.json()["needs_restart"], serde_json::json!([]));
+    let asked = support::eventually(Duration::from_secs(5), || async {
+        stack.backend.saw("/elsewhere/jwks.json")
+    })
+    .await;
+    assert!(asked, "the gateway never asked the new jwks_url");
+    assert_eq!(stack.get(0, "/api/still", Some(&token)).await.status, 200);
+
+    // The cache's size is fixed at the start.
+    let bigger = moved.replace("[cache]", "[cache]\nmax_entries = 5");
+    std::fs::write(&path, bigger).unwrap();
+    let r = reload(&stack).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.json()["needs_restart"],
+        serde_json::json!(["cache.max_entries"])
+    );
+
+    // An unusable jwks_url is refused like any broken setting.
+    std::fs::write(
+        &path,
+        original.replace(&jwks_url, "jwks_url = \"not a url\""),
+    )
+    .unwrap();
+    let r = reload(&stack).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.json()["error"], "invalid_config");
+    assert_eq!(try_get(&gw.url("/public/x")).await, Some(200));
+}

@@ -108,6 +108,11 @@ impl Generation {
     }
 }
 
+/// A duration as whole milliseconds, saturating.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 pub struct TokenCache {
     cache: Cache<SessionId, Cached>,
     store: AnyStore,
@@ -116,8 +121,10 @@ pub struct TokenCache {
     inflight: Mutex<HashMap<SessionId, Arc<Load>>>,
     generation: Generation,
     pub usage: UsageLog,
-    max_staleness: Duration,
-    negative_ttl: Duration,
+    /// `cache.max_staleness` and `cache.negative_ttl` in milliseconds; a reload may change them
+    /// (entries cached before keep the TTL they were given).
+    max_staleness: AtomicU64,
+    negative_ttl: AtomicU64,
     /// `cache.enabled = false`: every request reads the store and verifies (for comparison).
     enabled: bool,
     metrics: Arc<Metrics>,
@@ -158,11 +165,19 @@ impl TokenCache {
             inflight: Mutex::new(HashMap::new()),
             generation: Generation::default(),
             usage: UsageLog::reporting_as(reporter_name()),
-            max_staleness: config.max_staleness,
-            negative_ttl: config.negative_ttl,
+            max_staleness: AtomicU64::new(millis(config.max_staleness)),
+            negative_ttl: AtomicU64::new(millis(config.negative_ttl)),
             enabled: config.enabled,
             metrics,
         }
+    }
+
+    /// Takes `max_staleness` and `negative_ttl` from `config` for the entries cached from now
+    /// on (a reload).
+    pub fn set_ttls(&self, config: &CacheConfig) {
+        let store = |slot: &AtomicU64, d: Duration| slot.store(millis(d), Ordering::Relaxed);
+        store(&self.max_staleness, config.max_staleness);
+        store(&self.negative_ttl, config.negative_ttl);
     }
 
     pub fn store(&self) -> &AnyStore {
@@ -280,7 +295,9 @@ impl TokenCache {
         let (cached, result) = match found {
             Found::Valid(identity, ttl) => (Cached::Valid(identity.clone(), ttl), Ok(identity)),
             Found::Invalid => (
-                Cached::Invalid(self.negative_ttl),
+                Cached::Invalid(Duration::from_millis(
+                    self.negative_ttl.load(Ordering::Relaxed),
+                )),
                 Err(LookupError::Invalid),
             ),
             Found::Expired => {
@@ -320,8 +337,7 @@ impl TokenCache {
             tracing::warn!(session = %session.id, "value token expired too long ago to be renewed");
             return Found::Invalid;
         }
-        let ttl = self
-            .max_staleness
+        let ttl = Duration::from_millis(self.max_staleness.load(Ordering::Relaxed))
             .min(Duration::from_secs(
                 session.expires_at().saturating_sub(now),
             ))

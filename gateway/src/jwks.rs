@@ -1,6 +1,7 @@
 //! The IdP's signing keys: fetched from its JWKS with conditional requests (unchanged keys cost
 //! a `304`), held as the verifier every cache load checks value tokens with.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -86,6 +87,9 @@ impl Jwks {
 pub struct Keys {
     verifier: RwLock<Option<Arc<Verifier>>>,
     source: tokio::sync::Mutex<KeySource>,
+    /// How often the sync task fetches the keys again (`idp.jwks_refresh`), in milliseconds;
+    /// a reload may change it.
+    refresh_every: AtomicU64,
 }
 
 struct KeySource {
@@ -102,6 +106,39 @@ impl Keys {
                 jwks,
                 last_forced: None,
             }),
+            refresh_every: AtomicU64::new(60_000),
+        }
+    }
+
+    /// These keys, fetched again every `period` by the sync task.
+    pub fn refreshing_every(self, period: Duration) -> Self {
+        self.set_refresh_every(period);
+        self
+    }
+
+    /// How often the sync task fetches the keys again.
+    pub fn refresh_every(&self) -> Duration {
+        Duration::from_millis(self.refresh_every.load(Ordering::Relaxed))
+    }
+
+    fn set_refresh_every(&self, period: Duration) {
+        let millis = u64::try_from(period.as_millis()).unwrap_or(u64::MAX);
+        self.refresh_every.store(millis.max(1), Ordering::Relaxed);
+    }
+
+    /// Takes the keys from `jwks` from now on (`[idp]` changed by a reload) and fetches them at
+    /// once. Until that fetch succeeds, the keys already held keep verifying.
+    pub async fn replace_source(&self, jwks: Jwks, period: Duration) {
+        self.set_refresh_every(period);
+        *self.source.lock().await = KeySource {
+            jwks,
+            last_forced: None,
+        };
+        match self.refresh(false).await {
+            Ok(_) => tracing::info!("signing keys fetched from the reloaded [idp] settings"),
+            Err(e) => {
+                tracing::warn!(error = %e, "fetching signing keys from the reloaded [idp] settings failed; the keys held keep verifying")
+            }
         }
     }
 

@@ -106,10 +106,10 @@ impl Gateway {
     /// Builds the gateway and binds its listeners; nothing is served until [`Gateway::serve`].
     pub async fn bind(config: GatewayConfig, store: AnyStore) -> Result<Self, GatewayError> {
         let metrics = Arc::new(Metrics::default());
-        let keys = Arc::new(Keys::new(Jwks::new(
-            &config.idp.jwks_url,
-            &config.idp.issuer(),
-        )?));
+        let keys = Arc::new(
+            Keys::new(Jwks::new(&config.idp.jwks_url, &config.idp.issuer())?)
+                .refreshing_every(config.idp.jwks_refresh),
+        );
         let tokens = Arc::new(TokenCache::new(
             store,
             &config.cache,
@@ -146,14 +146,14 @@ impl Gateway {
         let public = bind(config.server.listen).await?;
         let admin = bind(config.admin.listen).await?;
         let shutdown = CancellationToken::new();
-        let reloader = Arc::new(Reloader::new(
-            None,
-            config.clone(),
-            proxy.clone(),
-            certificate.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-        ));
+        let parts = reload::Parts {
+            proxy: proxy.clone(),
+            tokens: tokens.clone(),
+            keys: keys.clone(),
+            certificate: certificate.clone(),
+            metrics: metrics.clone(),
+        };
+        let reloader = Arc::new(Reloader::new(None, config.clone(), parts, shutdown.clone()));
         metrics.config_loaded(true);
         Ok(Gateway {
             config,
@@ -178,12 +178,17 @@ impl Gateway {
 
     /// Reloads (on `SIGHUP` or `POST /admin/reload`) read this file again.
     pub fn reload_from(mut self, path: std::path::PathBuf) -> Self {
+        let parts = reload::Parts {
+            proxy: self.proxy.clone(),
+            tokens: self.tokens.clone(),
+            keys: self.keys.clone(),
+            certificate: self.certificate.clone(),
+            metrics: self.metrics.clone(),
+        };
         self.reloader = Arc::new(Reloader::new(
             Some(path),
             self.config.clone(),
-            self.proxy.clone(),
-            self.certificate.clone(),
-            self.metrics.clone(),
+            parts,
             self.shutdown.clone(),
         ));
         self
@@ -209,7 +214,6 @@ impl Gateway {
         let sync = SyncTask {
             tokens: self.tokens.clone(),
             keys: self.keys.clone(),
-            jwks_refresh: self.config.idp.jwks_refresh,
             interval: self.config.sync.interval,
             metrics: self.metrics.clone(),
             ready: self.ready.clone(),

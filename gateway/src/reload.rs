@@ -14,7 +14,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::browser::{Browser, DiscoveryTask};
+use crate::cache::TokenCache;
 use crate::config::{ConfigError, GatewayConfig};
+use crate::jwks::{Jwks, JwksError, Keys};
 use crate::metrics::Metrics;
 use crate::proxy::{Live, Proxy};
 use crate::routes::{Route, Routes};
@@ -33,6 +35,8 @@ pub enum ReloadError {
     Route(usize),
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    #[error("idp.jwks_url: {0}")]
+    Jwks(#[from] JwksError),
 }
 
 /// The request path's routes, built from their configuration. A route of `previous` with the
@@ -64,12 +68,29 @@ pub fn browser(config: &GatewayConfig) -> Option<Arc<Browser>> {
         .map(|b| Arc::new(Browser::new(b, tls)))
 }
 
+/// The parts of a running gateway that a reload changes.
+#[derive(Clone)]
+pub struct Parts {
+    /// Routes and `[browser]`, swapped whole.
+    pub proxy: Arc<Proxy>,
+    /// The token cache: its TTLs (`[cache]`).
+    pub tokens: Arc<TokenCache>,
+    /// The signing keys: where they come from (`[idp]`).
+    pub keys: Arc<Keys>,
+    /// The TLS certificate, when the gateway serves TLS.
+    pub certificate: Option<Arc<Certificate>>,
+    /// Where reloads are counted.
+    pub metrics: Arc<Metrics>,
+}
+
 /// Applies new configuration files to a running gateway.
 pub struct Reloader {
     path: Option<PathBuf>,
     /// The configuration in force; held while a reload runs, so reloads never interleave.
     current: Mutex<GatewayConfig>,
     proxy: Arc<Proxy>,
+    tokens: Arc<TokenCache>,
+    keys: Arc<Keys>,
     certificate: Option<Arc<Certificate>>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
@@ -81,15 +102,22 @@ impl Reloader {
     pub fn new(
         path: Option<PathBuf>,
         config: GatewayConfig,
-        proxy: Arc<Proxy>,
-        certificate: Option<Arc<Certificate>>,
-        metrics: Arc<Metrics>,
+        parts: Parts,
         shutdown: CancellationToken,
     ) -> Self {
+        let Parts {
+            proxy,
+            tokens,
+            keys,
+            certificate,
+            metrics,
+        } = parts;
         Reloader {
             path,
             current: Mutex::new(config),
             proxy,
+            tokens,
+            keys,
             certificate,
             metrics,
             discovery: Mutex::new(shutdown.child_token()),
@@ -150,6 +178,7 @@ impl Reloader {
             (Some(cert), Some(key)) => Some(tls::load(cert, key)?),
             _ => None,
         };
+        let jwks = Jwks::new(&new.idp.jwks_url, &new.idp.issuer())?;
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         let needs_restart = keep_restart_only(&current, &mut new).log();
 
@@ -171,6 +200,15 @@ impl Reloader {
         }
         if new.admin != current.admin {
             changed.push("admin");
+        }
+        if new.cache != current.cache {
+            self.tokens.set_ttls(&new.cache);
+            changed.push("cache");
+        }
+        if new.idp != current.idp {
+            let (keys, period) = (self.keys.clone(), new.idp.jwks_refresh);
+            tokio::spawn(async move { keys.replace_source(jwks, period).await });
+            changed.push("idp");
         }
         self.proxy.replace(Live::new(routes, browser.clone()));
         if let (Some(swap), Some(certificate)) = (&self.certificate, certificate)
@@ -246,9 +284,13 @@ fn keep_restart_only(current: &GatewayConfig, new: &mut GatewayConfig) -> Kept {
     kept.keep("store", &c.store, &mut n.store, |_| {
         "the running connection".to_owned()
     });
-    kept.keep_shown("cache", &c.cache, &mut n.cache);
+    kept.keep_shown("cache.enabled", &c.cache.enabled, &mut n.cache.enabled);
+    kept.keep_shown(
+        "cache.max_entries",
+        &c.cache.max_entries,
+        &mut n.cache.max_entries,
+    );
     kept.keep_shown("sync", &c.sync, &mut n.sync);
-    kept.keep_shown("idp", &c.idp, &mut n.idp);
     kept.keep_shown("log", &c.log, &mut n.log);
     kept.keep_shown("protection", &c.protection, &mut n.protection);
     kept
@@ -284,7 +326,7 @@ jwks_url = "http://127.0.0.1:7000/.well-known/jwks.json"
         let kept = kept.entries();
         assert_eq!(kept.len(), 2, "{kept:?}");
         assert_eq!(kept[0], ("server.listen".into(), "127.0.0.1:8080".into()));
-        assert_eq!(kept[1].0, "cache");
+        assert_eq!(kept[1].0, "cache.max_entries");
         assert_eq!(new.server.listen, current.server.listen);
         assert_eq!(new.cache, current.cache);
         // What reloads live is left as the new file says.

@@ -15,7 +15,6 @@ use crate::metrics::Metrics;
 pub struct SyncTask {
     pub tokens: Arc<TokenCache>,
     pub keys: Arc<Keys>,
-    pub jwks_refresh: Duration,
     pub interval: Duration,
     pub metrics: Arc<Metrics>,
     /// Set once keys are loaded and the store answered.
@@ -40,7 +39,7 @@ impl SyncTask {
                 keys_loaded = self.keys.verifier().is_some();
                 next_keys = Instant::now()
                     + if keys_loaded {
-                        self.jwks_refresh
+                        self.keys.refresh_every()
                     } else {
                         Duration::from_millis(500)
                     };
