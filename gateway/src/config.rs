@@ -11,18 +11,26 @@ pub use tokengate_store::StoreConfig;
 mod validate;
 pub use validate::origin;
 
+/// The whole `gateway.toml`; build it with [`GatewayConfig::load`], or in code for tests.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
+    /// `[server]`: the public listener (required).
     pub server: ServerConfig,
+    /// `[admin]`: the admin listener (required).
     pub admin: AdminConfig,
+    /// `[store]`: the token store the IdP writes; default: Redis at `127.0.0.1:6379`.
     #[serde(default)]
     pub store: StoreConfig,
+    /// `[idp]`: where the IdP's signing keys are (required).
     pub idp: IdpConfig,
+    /// `[cache]`: the local token cache.
     #[serde(default)]
     pub cache: CacheConfig,
+    /// `[sync]`: the background task that applies events and reports last use.
     #[serde(default)]
     pub sync: SyncConfig,
+    /// `[[routes]]`, matched by longest `path_prefix` (and `host`); none: every request is 404.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
     /// Browser sessions: the gateway signs browsers in at the IdP and keeps a session cookie.
@@ -45,6 +53,7 @@ pub struct ProtectionConfig {
     /// down. `"off"` turns the brake off.
     #[serde(default = "d::invalid_token_rate")]
     pub invalid_token_rate: String,
+    /// `401`s one address may get at once after a quiet spell; default 50.
     #[serde(default = "d::invalid_token_burst")]
     pub invalid_token_burst: u64,
 }
@@ -70,12 +79,16 @@ impl ProtectionConfig {
     }
 }
 
+/// `[server]`: the public listener; its connection limits apply to the admin listener too.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
+    /// Address of the public listener; port 0 picks a free one (see `Gateway::public_addr`).
     pub listen: SocketAddr,
+    /// Connections served at once (default 10,000); at the limit, idle ones are closed.
     #[serde(default = "d::max_connections")]
     pub max_connections: usize,
+    /// Time to send a request head, and longest idle time between requests (default `10s`).
     #[serde(default = "d::header_timeout", with = "humantime_serde")]
     pub header_timeout: Duration,
     /// Time an upstream has to answer (the response head) before the client gets 504.
@@ -84,6 +97,7 @@ pub struct ServerConfig {
     /// Time to connect to an upstream before the client gets 502.
     #[serde(default = "d::connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// Longest time in-flight requests get to finish on shutdown (default `10s`).
     #[serde(default = "d::drain_timeout", with = "humantime_serde")]
     pub drain_timeout: Duration,
     /// Largest request body forwarded; a larger `Content-Length` gets 413 at once, a longer
@@ -98,9 +112,11 @@ pub struct ServerConfig {
     pub tls_key: Option<PathBuf>,
 }
 
+/// `[admin]`: health, readiness, metrics and reload, on a listener of their own.
 #[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
+    /// Address of the admin listener; must differ from `server.listen`.
     pub listen: SocketAddr,
     /// Bearer token for `POST /admin/reload` (also `TOKENGATE_GATEWAY_ADMIN_TOKEN`); without
     /// one, that endpoint answers 404 and only `SIGHUP` reloads.
@@ -117,9 +133,11 @@ impl std::fmt::Debug for AdminConfig {
     }
 }
 
+/// `[idp]`: the IdP whose value tokens the gateway verifies.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct IdpConfig {
+    /// The IdP's JWKS, an `http://` URL (e.g. `http://idp:7000/.well-known/jwks.json`).
     pub jwks_url: String,
     /// The `iss` every value token must carry: the IdP's `tokens.issuer`. Empty (the default):
     /// the scheme, host and port of `jwks_url`, which is the IdP's own default.
@@ -146,6 +164,7 @@ impl IdpConfig {
     }
 }
 
+/// `[cache]`: reference token → verified identity, in this process.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CacheConfig {
@@ -153,6 +172,7 @@ pub struct CacheConfig {
     /// token (what a gateway without a local cache costs; for comparison, not for production).
     #[serde(default = "d::yes")]
     pub enabled: bool,
+    /// Tokens (known or unknown) kept at most (default 100,000); past that, some are evicted.
     #[serde(default = "d::max_entries")]
     pub max_entries: u64,
     /// Longest an entry is served without the store being asked again.
@@ -174,6 +194,7 @@ impl Default for CacheConfig {
     }
 }
 
+/// `[sync]`: the background task's pace.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SyncConfig {
@@ -190,9 +211,11 @@ impl Default for SyncConfig {
     }
 }
 
+/// One `[[routes]]` entry: which requests, to which upstream, under which rules.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
+    /// Matched against the request path, longest prefix first; must start with `/`.
     pub path_prefix: String,
     /// Only requests for this host (the `Host` header or `:authority`, port ignored, any case).
     #[serde(default)]
@@ -237,6 +260,7 @@ pub struct RouteConfig {
 pub struct BrowserConfig {
     /// The IdP's issuer URL; its endpoints come from `{issuer}/.well-known/openid-configuration`.
     pub issuer: String,
+    /// This gateway's client at the IdP (registered as confidential, with the callback URL).
     pub client_id: String,
     /// `TOKENGATE_BROWSER_CLIENT_SECRET` supplies it when absent here.
     #[serde(default)]
@@ -391,6 +415,8 @@ pub enum Per {
 }
 
 impl Per {
+    /// The name in the config file; also the `per` label of the rate-limited counter and the
+    /// policy name in `RateLimit` headers.
     pub fn as_str(self) -> &'static str {
         match self {
             Per::Subject => "subject",
@@ -416,6 +442,7 @@ pub struct RateLimitConfig {
     /// Requests that may come at once after a quiet spell; default: the rate's `N`.
     #[serde(default)]
     pub burst: Option<u64>,
+    /// Which key each request is counted under (required).
     pub per: Per,
     /// Keys remembered at most (each takes 16 to 40 bytes, with the map's spare room): the
     /// route's `rate_limit_max_keys`, not a key of this table.

@@ -15,6 +15,9 @@ pub fn origin(url: &str) -> Option<String> {
 }
 
 impl GatewayConfig {
+    /// Reads, parses and validates a config file. `TOKENGATE_GATEWAY_ADMIN_TOKEN` and
+    /// `TOKENGATE_BROWSER_CLIENT_SECRET` fill `admin.token` and `browser.client_secret` when
+    /// these are absent.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             file: path.to_owned(),
@@ -42,6 +45,8 @@ impl GatewayConfig {
         })
     }
 
+    /// The checks types cannot make (addresses, URLs, limits, route rules); the first failure
+    /// names its key and `path`.
     pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let invalid = |key: String, message: &str| ConfigError::Invalid {
             file: path.to_owned(),
