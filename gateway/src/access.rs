@@ -255,6 +255,7 @@ pub struct Counted<B> {
 }
 
 impl<B> Counted<B> {
+    /// `count` is `None` when no access log wants the byte count: then it only passes through.
     pub fn new(inner: B, count: Option<Arc<AtomicU64>>) -> Self {
         Counted { inner, count }
     }
@@ -297,6 +298,7 @@ pub struct Logged<B> {
 }
 
 impl<B> Logged<B> {
+    /// The entry is written once, when the body ends or is dropped (a client gone mid-body).
     pub fn new(inner: B, entry: Entry) -> Self {
         Logged {
             inner,

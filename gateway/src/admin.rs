@@ -13,17 +13,23 @@ use crate::proxy::Proxy;
 use crate::reject::{Body, json, text};
 use crate::reload::{ReloadError, Reloader};
 
+/// What the admin listener answers from; one clone per connection, built in `Gateway::serve`.
 #[derive(Clone)]
 pub struct Admin {
+    /// For the cache's entry count in `/metrics`.
     pub tokens: Arc<TokenCache>,
+    /// Rendered at `GET /metrics`.
     pub metrics: Arc<Metrics>,
     /// Set by the sync task once keys are loaded and the store answered.
     pub ready: Arc<AtomicBool>,
+    /// For readiness: with `[browser]`, not ready until the IdP's endpoints are discovered.
     pub proxy: Arc<Proxy>,
+    /// Called by `POST /admin/reload`.
     pub reloader: Arc<Reloader>,
 }
 
 impl Admin {
+    /// The response to one admin request; unknown paths get 404. Synchronous: nothing here waits.
     pub fn answer<B>(&self, req: &Request<B>) -> Response<Body> {
         match req.uri().path() {
             "/healthz" => json(StatusCode::OK, r#"{"status":"ok"}"#.into()),

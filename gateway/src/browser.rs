@@ -56,17 +56,22 @@ struct Endpoints {
 /// How a request on a `browser` route proved who it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Via {
+    /// An `Authorization` header, which a browser route takes first.
     Bearer,
+    /// The session cookie: unsafe methods must then come from an allowed origin.
     Cookie,
 }
 
 /// What authenticating a request on a `browser` route comes to.
 pub enum Admission {
+    /// Signed in (by bearer token or cookie, origin checked for the cookie).
     Session(Arc<Identity>),
     /// A navigation without a session: the redirect to sign in.
     SignIn(Response<Body>),
 }
 
+/// Browser sessions for `browser = true` routes: the session cookie, sign-in at the IdP, the
+/// callback, logout and the origin check. Built from `[browser]`, replaced whole on reload.
 pub struct Browser {
     /// The session cookie's name.
     pub cookie: String,
@@ -595,10 +600,12 @@ fn redirect(status: StatusCode, location: &str) -> Response<Body> {
 
 /// Finds the IdP's endpoints by discovery at start, retrying with backoff until it answers.
 pub struct DiscoveryTask {
+    /// Its endpoints are stored here once found.
     pub browser: Arc<Browser>,
 }
 
 impl DiscoveryTask {
+    /// Returns once the endpoints are found or at `shutdown`; failures are logged, never fatal.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
         loop {

@@ -25,11 +25,18 @@ use crate::metrics::Metrics;
 /// A valid session as the hot path needs it: headers built once, at load.
 #[derive(Debug)]
 pub struct Identity {
+    /// The session the reference token names; the key of this cache.
     pub session: SessionId,
+    /// The value token's `roles` claim, checked against the route's `roles`.
     pub roles: Vec<String>,
+    /// `Bearer {value token}`: the `Authorization` the upstream gets instead of the reference
+    /// token.
     pub authorization: HeaderValue,
+    /// `X-Auth-Subject`: the `sub` claim.
     pub subject: HeaderValue,
+    /// `X-Auth-Roles`: the roles, comma-separated.
     pub roles_header: HeaderValue,
+    /// `X-Auth-Session`: the session id.
     pub session_header: HeaderValue,
     /// The client the session was issued to, if one was named.
     pub client_id: Option<String>,
@@ -74,10 +81,13 @@ impl moka::Expiry<SessionId, Cached> for Ttl {
 /// Why a request's token does not pass.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum LookupError {
+    /// Malformed, unknown, revoked or failing verification: 401 `invalid_token`.
     #[error("no usable bearer token")]
     Invalid,
+    /// The store could not be read for an uncached token: 503.
     #[error("token store unreachable")]
     Unavailable(#[source] Arc<StoreError>),
+    /// The IdP's signing keys were never loaded, so no value token can be verified: 503.
     #[error("signing keys not loaded yet")]
     NoKeys,
     /// The session is live, but the IdP has not renewed its value token: "cannot validate
@@ -113,6 +123,8 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Reference token → verified identity, shared by the request path, the admin listener and
+/// the sync task; an entry lives at most `cache.max_staleness`, and an event drops it at once.
 pub struct TokenCache {
     cache: Cache<SessionId, Cached>,
     store: AnyStore,
@@ -120,6 +132,7 @@ pub struct TokenCache {
     /// Loads under way: concurrent misses of one token wait for the same store read.
     inflight: Mutex<HashMap<SessionId, Arc<Load>>>,
     generation: Generation,
+    /// Last uses waiting to be reported; the sync task flushes it every `sync.interval`.
     pub usage: UsageLog,
     /// `cache.max_staleness` and `cache.negative_ttl` in milliseconds; a reload may change them
     /// (entries cached before keep the TTL they were given).
@@ -149,6 +162,7 @@ fn reporter_name() -> String {
 }
 
 impl TokenCache {
+    /// Built once per gateway in `Gateway::bind`; a reload keeps it, entries and all.
     pub fn new(
         store: AnyStore,
         config: &CacheConfig,
@@ -180,6 +194,8 @@ impl TokenCache {
         store(&self.negative_ttl, config.negative_ttl);
     }
 
+    /// The store behind the cache, for the sync task's event reads and the browser's session
+    /// lookups.
     pub fn store(&self) -> &AnyStore {
         &self.store
     }
@@ -198,6 +214,7 @@ impl TokenCache {
         self.cache.invalidate_all();
     }
 
+    /// Approximate (moka counts lazily): for the `tokengate_cache_entries` gauge.
     pub fn entry_count(&self) -> u64 {
         self.cache.entry_count()
     }

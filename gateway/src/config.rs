@@ -1,25 +1,36 @@
 //! The gateway's configuration: typed, with defaults, validated right after parsing.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 pub use tokengate_server::ConfigError;
 pub use tokengate_store::StoreConfig;
 
+mod validate;
+pub use validate::origin;
+
+/// The whole `gateway.toml`; build it with [`GatewayConfig::load`], or in code for tests.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
+    /// `[server]`: the public listener (required).
     pub server: ServerConfig,
+    /// `[admin]`: the admin listener (required).
     pub admin: AdminConfig,
+    /// `[store]`: the token store the IdP writes; default: Redis at `127.0.0.1:6379`.
     #[serde(default)]
     pub store: StoreConfig,
+    /// `[idp]`: where the IdP's signing keys are (required).
     pub idp: IdpConfig,
+    /// `[cache]`: the local token cache.
     #[serde(default)]
     pub cache: CacheConfig,
+    /// `[sync]`: the background task that applies events and reports last use.
     #[serde(default)]
     pub sync: SyncConfig,
+    /// `[[routes]]`, matched by longest `path_prefix` (and `host`); none: every request is 404.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
     /// Browser sessions: the gateway signs browsers in at the IdP and keeps a session cookie.
@@ -42,6 +53,7 @@ pub struct ProtectionConfig {
     /// down. `"off"` turns the brake off.
     #[serde(default = "d::invalid_token_rate")]
     pub invalid_token_rate: String,
+    /// `401`s one address may get at once after a quiet spell; default 50.
     #[serde(default = "d::invalid_token_burst")]
     pub invalid_token_burst: u64,
 }
@@ -67,12 +79,16 @@ impl ProtectionConfig {
     }
 }
 
+/// `[server]`: the public listener; its connection limits apply to the admin listener too.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
+    /// Address of the public listener; port 0 picks a free one (see `Gateway::public_addr`).
     pub listen: SocketAddr,
+    /// Connections served at once (default 10,000); at the limit, idle ones are closed.
     #[serde(default = "d::max_connections")]
     pub max_connections: usize,
+    /// Time to send a request head, and longest idle time between requests (default `10s`).
     #[serde(default = "d::header_timeout", with = "humantime_serde")]
     pub header_timeout: Duration,
     /// Time an upstream has to answer (the response head) before the client gets 504.
@@ -81,6 +97,7 @@ pub struct ServerConfig {
     /// Time to connect to an upstream before the client gets 502.
     #[serde(default = "d::connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// Longest time in-flight requests get to finish on shutdown (default `10s`).
     #[serde(default = "d::drain_timeout", with = "humantime_serde")]
     pub drain_timeout: Duration,
     /// Largest request body forwarded; a larger `Content-Length` gets 413 at once, a longer
@@ -95,9 +112,11 @@ pub struct ServerConfig {
     pub tls_key: Option<PathBuf>,
 }
 
+/// `[admin]`: health, readiness, metrics and reload, on a listener of their own.
 #[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
+    /// Address of the admin listener; must differ from `server.listen`.
     pub listen: SocketAddr,
     /// Bearer token for `POST /admin/reload` (also `TOKENGATE_GATEWAY_ADMIN_TOKEN`); without
     /// one, that endpoint answers 404 and only `SIGHUP` reloads.
@@ -114,9 +133,11 @@ impl std::fmt::Debug for AdminConfig {
     }
 }
 
+/// `[idp]`: the IdP whose value tokens the gateway verifies.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct IdpConfig {
+    /// The IdP's JWKS, an `http://` URL (e.g. `http://idp:7000/.well-known/jwks.json`).
     pub jwks_url: String,
     /// The `iss` every value token must carry: the IdP's `tokens.issuer`. Empty (the default):
     /// the scheme, host and port of `jwks_url`, which is the IdP's own default.
@@ -143,6 +164,7 @@ impl IdpConfig {
     }
 }
 
+/// `[cache]`: reference token → verified identity, in this process.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CacheConfig {
@@ -150,6 +172,7 @@ pub struct CacheConfig {
     /// token (what a gateway without a local cache costs; for comparison, not for production).
     #[serde(default = "d::yes")]
     pub enabled: bool,
+    /// Tokens (known or unknown) kept at most (default 100,000); past that, some are evicted.
     #[serde(default = "d::max_entries")]
     pub max_entries: u64,
     /// Longest an entry is served without the store being asked again.
@@ -171,6 +194,7 @@ impl Default for CacheConfig {
     }
 }
 
+/// `[sync]`: the background task's pace.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SyncConfig {
@@ -187,9 +211,11 @@ impl Default for SyncConfig {
     }
 }
 
+/// One `[[routes]]` entry: which requests, to which upstream, under which rules.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
+    /// Matched against the request path, longest prefix first; must start with `/`.
     pub path_prefix: String,
     /// Only requests for this host (the `Host` header or `:authority`, port ignored, any case).
     #[serde(default)]
@@ -234,6 +260,7 @@ pub struct RouteConfig {
 pub struct BrowserConfig {
     /// The IdP's issuer URL; its endpoints come from `{issuer}/.well-known/openid-configuration`.
     pub issuer: String,
+    /// This gateway's client at the IdP (registered as confidential, with the callback URL).
     pub client_id: String,
     /// `TOKENGATE_BROWSER_CLIENT_SECRET` supplies it when absent here.
     #[serde(default)]
@@ -302,80 +329,6 @@ impl BrowserConfig {
                 .collect()
         }
     }
-
-    fn validate(
-        &self,
-        tls: bool,
-        invalid: impl Fn(String, &str) -> ConfigError,
-    ) -> Result<(), ConfigError> {
-        let key = |k: &str| format!("browser.{k}");
-        if !self.issuer.starts_with("http://") || self.issuer.parse::<http::Uri>().is_err() {
-            return Err(invalid(key("issuer"), "must be an http:// URL"));
-        }
-        if self.client_id.is_empty() {
-            return Err(invalid(key("client_id"), "must not be empty"));
-        }
-        if self.client_secret.as_deref().is_none_or(str::is_empty) {
-            return Err(invalid(
-                key("client_secret"),
-                "is required (or set TOKENGATE_BROWSER_CLIENT_SECRET)",
-            ));
-        }
-        let public = self.public_url().parse::<http::Uri>().ok();
-        let public_ok = public.as_ref().is_some_and(|u| {
-            matches!(u.scheme_str(), Some("http" | "https"))
-                && u.authority().is_some()
-                && matches!(u.path(), "" | "/")
-                && u.query().is_none()
-        });
-        if !public_ok {
-            return Err(invalid(
-                key("public_url"),
-                "must be http(s)://host[:port] without a path",
-            ));
-        }
-        let name = self.cookie_name(tls);
-        let token_char = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-        if name.is_empty() || !name.bytes().all(token_char) {
-            return Err(invalid(
-                key("cookie_name"),
-                "must be a cookie name (letters, digits, - _ .)",
-            ));
-        }
-        if tokengate_server::cookies::IDP_COOKIES.contains(&name.as_str()) {
-            return Err(invalid(
-                key("cookie_name"),
-                "is the name of one of the IdP's own cookies",
-            ));
-        }
-        if (name.starts_with("__Host-") || name.starts_with("__Secure-")) && !self.secure(tls) {
-            return Err(invalid(
-                key("cookie_name"),
-                "the __Host- and __Secure- prefixes need a Secure cookie: set server.tls_cert or an https:// public_url",
-            ));
-        }
-        for (i, o) in self.allowed_origins.iter().enumerate() {
-            if origin(o).as_deref() != Some(o.trim_end_matches('/').to_ascii_lowercase().as_str()) {
-                return Err(invalid(
-                    format!("browser.allowed_origins[{i}]"),
-                    "must be an origin: scheme://host[:port]",
-                ));
-            }
-        }
-        if self.login_timeout.is_zero() {
-            return Err(invalid(key("login_timeout"), "must be more than 0"));
-        }
-        Ok(())
-    }
-}
-
-/// `scheme://host[:port]` of an http(s) URL, lower-case.
-pub fn origin(url: &str) -> Option<String> {
-    let uri = url.parse::<http::Uri>().ok()?;
-    let scheme = uri
-        .scheme_str()
-        .filter(|s| matches!(*s, "http" | "https"))?;
-    Some(format!("{scheme}://{}", uri.authority()?).to_ascii_lowercase())
 }
 
 fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -444,151 +397,6 @@ mod d {
     }
 }
 
-impl GatewayConfig {
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            file: path.to_owned(),
-            source,
-        })?;
-        let mut config = Self::parse(&text, path)?;
-        if config.admin.token.is_none() {
-            config.admin.token = std::env::var("TOKENGATE_GATEWAY_ADMIN_TOKEN").ok();
-        }
-        if let Some(browser) = &mut config.browser
-            && browser.client_secret.is_none()
-        {
-            browser.client_secret = std::env::var("TOKENGATE_BROWSER_CLIENT_SECRET").ok();
-        }
-        config.validate(path)?;
-        Ok(config)
-    }
-
-    /// Parses TOML without validating it (see [`GatewayConfig::validate`]); `path` names the
-    /// file in errors.
-    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
-            file: path.to_owned(),
-            message: e.to_string(),
-        })
-    }
-
-    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |key: String, message: &str| ConfigError::Invalid {
-            file: path.to_owned(),
-            key,
-            message: message.to_owned(),
-        };
-        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
-            return Err(invalid(
-                "server.tls_cert".into(),
-                "tls_cert and tls_key go together",
-            ));
-        }
-        if self.server.listen == self.admin.listen {
-            return Err(invalid(
-                "admin.listen".into(),
-                "must differ from server.listen",
-            ));
-        }
-        self.store
-            .validate()
-            .map_err(|e| invalid(format!("store.{}", e.key), &e.message))?;
-        if !self.idp.jwks_url.starts_with("http://") {
-            return Err(invalid("idp.jwks_url".into(), "must be an http:// URL"));
-        }
-        if self.server.max_body_bytes == 0 {
-            return Err(invalid(
-                "server.max_body_bytes".into(),
-                "must be at least 1",
-            ));
-        }
-        if self.server.max_connections == 0 {
-            return Err(invalid(
-                "server.max_connections".into(),
-                "must be at least 1",
-            ));
-        }
-        if self.cache.max_entries == 0 {
-            return Err(invalid("cache.max_entries".into(), "must be at least 1"));
-        }
-        if self.cache.max_staleness.is_zero() {
-            return Err(invalid("cache.max_staleness".into(), "must be more than 0"));
-        }
-        if let Some(limit) = self.protection.invalid_token_limit() {
-            limit.validate().map_err(|e| {
-                let key = match e.key {
-                    "burst" => "protection.invalid_token_burst",
-                    _ => "protection.invalid_token_rate",
-                };
-                invalid(key.into(), e.message)
-            })?;
-        }
-        if self.log.access_path.is_empty() {
-            return Err(invalid(
-                "log.access_path".into(),
-                "must be - (standard output) or a file",
-            ));
-        }
-        if self.sync.interval.is_zero() {
-            return Err(invalid("sync.interval".into(), "must be more than 0"));
-        }
-        for (i, route) in self.routes.iter().enumerate() {
-            if !route.path_prefix.starts_with('/') {
-                return Err(invalid(
-                    format!("routes[{i}].path_prefix"),
-                    "must start with /",
-                ));
-            }
-            let ok = |url: &String| {
-                url.parse::<http::Uri>().ok().is_some_and(|u| {
-                    u.scheme_str() == Some("http")
-                        && u.authority().is_some()
-                        && matches!(u.path(), "" | "/")
-                })
-            };
-            if route.upstream.is_empty() || !route.upstream.iter().all(ok) {
-                return Err(invalid(
-                    format!("routes[{i}].upstream"),
-                    "must be http://host:port without a path, or a non-empty list of them",
-                ));
-            }
-            if route.browser && self.browser.is_none() {
-                return Err(invalid(
-                    format!("routes[{i}].browser"),
-                    "needs a [browser] section",
-                ));
-            }
-            if route.rate_limit_max_keys == 0 {
-                return Err(invalid(
-                    format!("routes[{i}].rate_limit_max_keys"),
-                    "must be at least 1",
-                ));
-            }
-            if let Some(limit) = &route.rate_limit {
-                limit
-                    .validate()
-                    .map_err(|e| invalid(format!("routes[{i}].rate_limit.{}", e.key), e.message))?;
-                if limit.per.needs_identity() && !route.auth {
-                    return Err(invalid(
-                        format!("routes[{i}].rate_limit.per"),
-                        "subject, session and client need a protected route: use client_address or route on auth = false",
-                    ));
-                }
-            }
-            if route.browser && !route.auth {
-                return Err(invalid(
-                    format!("routes[{i}].browser"),
-                    "a browser route is a protected route: remove auth = false",
-                ));
-            }
-        }
-        if let Some(browser) = &self.browser {
-            browser.validate(self.server.tls_cert.is_some(), invalid)?;
-        }
-        Ok(())
-    }
-}
-
 /// What one limit counts by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -607,6 +415,8 @@ pub enum Per {
 }
 
 impl Per {
+    /// The name in the config file; also the `per` label of the rate-limited counter and the
+    /// policy name in `RateLimit` headers.
     pub fn as_str(self) -> &'static str {
         match self {
             Per::Subject => "subject",
@@ -632,6 +442,7 @@ pub struct RateLimitConfig {
     /// Requests that may come at once after a quiet spell; default: the rate's `N`.
     #[serde(default)]
     pub burst: Option<u64>,
+    /// Which key each request is counted under (required).
     pub per: Per,
     /// Keys remembered at most (each takes 16 to 40 bytes, with the map's spare room): the
     /// route's `rate_limit_max_keys`, not a key of this table.
@@ -649,144 +460,4 @@ pub use tokengate_server::access::LogConfig;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    const BASE: &str = r#"
-[server]
-listen = "127.0.0.1:8080"
-[admin]
-listen = "127.0.0.1:9090"
-[idp]
-jwks_url = "http://127.0.0.1:7000/.well-known/jwks.json"
-"#;
-    const BROWSER: &str = r#"
-[browser]
-issuer = "http://127.0.0.1:7000"
-client_id = "gateway"
-client_secret = "s3cret"
-public_url = "http://127.0.0.1:8080"
-"#;
-
-    /// The key a config is refused for, or `None` if it is accepted.
-    fn refused(text: &str) -> Option<String> {
-        let path = Path::new("gateway.toml");
-        match GatewayConfig::parse(text, path).unwrap().validate(path) {
-            Ok(()) => None,
-            Err(ConfigError::Invalid { key, file, .. }) => {
-                assert_eq!(file, path);
-                Some(key)
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
-
-    #[test]
-    fn browser_settings_are_checked_by_key() {
-        assert_eq!(refused(&format!("{BASE}{BROWSER}")), None);
-        let route = "[[routes]]\npath_prefix = \"/app/\"\nupstream = \"http://127.0.0.1:1\"\nbrowser = true\n";
-        assert_eq!(refused(&format!("{BASE}{BROWSER}{route}")), None);
-        assert_eq!(
-            refused(&format!("{BASE}{route}")).as_deref(),
-            Some("routes[0].browser")
-        );
-        assert_eq!(
-            refused(&format!("{BASE}{BROWSER}{route}auth = false\n")).as_deref(),
-            Some("routes[0].browser")
-        );
-        for (change, key) in [
-            (
-                ("issuer = \"http://127.0.0.1:7000\"", "issuer = \"ftp://x\""),
-                "browser.issuer",
-            ),
-            (("client_secret = \"s3cret\"", ""), "browser.client_secret"),
-            (
-                ("client_id = \"gateway\"", "client_id = \"\""),
-                "browser.client_id",
-            ),
-            (
-                (
-                    "public_url = \"http://127.0.0.1:8080\"",
-                    "public_url = \"http://h/app\"",
-                ),
-                "browser.public_url",
-            ),
-            (
-                ("client_id", "cookie_name = \"tokengate_idp\"\nclient_id"),
-                "browser.cookie_name",
-            ),
-            (
-                ("client_id", "cookie_name = \"__Host-x\"\nclient_id"),
-                "browser.cookie_name",
-            ),
-            (
-                ("client_id", "cookie_name = \"a b\"\nclient_id"),
-                "browser.cookie_name",
-            ),
-            (
-                (
-                    "client_id",
-                    "allowed_origins = [\"http://h/path\"]\nclient_id",
-                ),
-                "browser.allowed_origins[0]",
-            ),
-        ] {
-            let text = format!("{BASE}{}", BROWSER.replacen(change.0, change.1, 1));
-            assert_eq!(refused(&text).as_deref(), Some(key), "{change:?}");
-        }
-    }
-
-    #[test]
-    fn rate_limits_are_checked_by_key() {
-        let route = |limit: &str, auth: bool| {
-            format!(
-                "{BASE}[[routes]]\npath_prefix = \"/api/\"\nupstream = \"http://127.0.0.1:1\"\nauth = {auth}\nrate_limit = {limit}\n"
-            )
-        };
-        let ok = r#"{ rate = "100/s", burst = 200, per = "subject" }"#;
-        assert_eq!(refused(&route(ok, true)), None);
-        for (limit, auth, key) in [
-            (r#"{ rate = "100", per = "route" }"#, true, "rate"),
-            (r#"{ rate = "0/s", per = "route" }"#, true, "rate"),
-            (
-                r#"{ rate = "1/s", burst = 0, per = "route" }"#,
-                true,
-                "burst",
-            ),
-            (r#"{ rate = "1/s", per = "session" }"#, false, "per"),
-        ] {
-            assert_eq!(
-                refused(&route(limit, auth)).as_deref(),
-                Some(format!("routes[0].rate_limit.{key}").as_str()),
-                "{limit}"
-            );
-        }
-        let keys = route(r#"{ rate = "1/s", per = "route" }"#, true) + "rate_limit_max_keys = 0\n";
-        assert_eq!(
-            refused(&keys).as_deref(),
-            Some("routes[0].rate_limit_max_keys")
-        );
-        let unknown = route(r#"{ rate = "1/s", per = "planet" }"#, true);
-        assert!(GatewayConfig::parse(&unknown, Path::new("g.toml")).is_err());
-    }
-
-    #[test]
-    fn browser_defaults_follow_tls_and_public_url() {
-        let config =
-            GatewayConfig::parse(&format!("{BASE}{BROWSER}"), Path::new("g.toml")).unwrap();
-        let browser = config.browser.unwrap();
-        assert_eq!(browser.cookie_name(false), "tokengate");
-        assert_eq!(browser.cookie_name(true), "__Host-tokengate");
-        let behind_tls = BrowserConfig {
-            public_url: "https://app.example.com".into(),
-            ..browser.clone()
-        };
-        assert!(behind_tls.secure(false));
-        assert_eq!(behind_tls.cookie_name(false), "__Host-tokengate");
-        assert_eq!(browser.allowed_origins(), ["http://127.0.0.1:8080"]);
-        assert_eq!(browser.login_timeout, Duration::from_secs(600));
-        let debug = format!("{browser:?}");
-        assert!(!debug.contains("s3cret"), "{debug}");
-        assert!(debug.contains("<redacted>"));
-    }
-}
+mod tests;

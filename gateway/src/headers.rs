@@ -10,6 +10,7 @@ use http::{HeaderMap, HeaderValue};
 use crate::cache::Identity;
 use crate::reject::Reject;
 
+/// Taken from the client when sane, else generated; sent upstream and back to the client.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_AUTH_SUBJECT: HeaderName = HeaderName::from_static("x-auth-subject");
 const X_AUTH_ROLES: HeaderName = HeaderName::from_static("x-auth-roles");
@@ -108,11 +109,13 @@ pub fn add_identity(headers: &mut HeaderMap, identity: &Identity) {
 /// `X-Forwarded-For` carries it, written once per connection rather than once per request.
 #[derive(Clone, Debug)]
 pub struct Peer {
+    /// The TCP peer, as accepted (no `X-Forwarded-For` is trusted).
     pub addr: SocketAddr,
     forwarded_for: HeaderValue,
 }
 
 impl Peer {
+    /// Once per accepted connection, not per request.
     pub fn new(addr: SocketAddr) -> Self {
         let forwarded_for = HeaderValue::from_str(&addr.ip().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
@@ -157,6 +160,7 @@ pub struct RequestIds {
 }
 
 impl RequestIds {
+    /// Draws the random prefix; one per `Proxy`, so it outlives reloads.
     pub fn new() -> Self {
         // 8 characters of a fresh session id: random, URL-safe, cheap to get.
         let random = tokengate_store::ReferenceToken::generate().session_id();
@@ -170,6 +174,8 @@ impl RequestIds {
         }
     }
 
+    /// The client's `X-Request-Id` (1 to 128 visible ASCII characters), else the prefix and a
+    /// counter.
     pub fn for_request(&self, headers: &HeaderMap) -> HeaderValue {
         if let Some(id) = headers.get(X_REQUEST_ID)
             && (1..=128).contains(&id.len())

@@ -27,19 +27,25 @@ pub struct Jwks {
     etag: Option<http::HeaderValue>,
 }
 
+/// Why the JWKS cannot be had; at start only `Url` is fatal, the rest is retried by the sync task.
 #[derive(Debug, thiserror::Error)]
 pub enum JwksError {
+    /// `idp.jwks_url` is not a URI.
     #[error("bad JWKS URL")]
     Url,
+    /// No answer: connecting failed, or none within 5 seconds.
     #[error("JWKS request failed: {0}")]
     Request(String),
+    /// Neither `200` nor `304`.
     #[error("JWKS answered {0}")]
     Status(StatusCode),
+    /// Over the size cap, not a JWKS, or no key the gateway can use.
     #[error("JWKS unreadable")]
     Body,
 }
 
 impl Jwks {
+    /// Nothing is fetched yet; `issuer` is the `iss` the verifier will demand.
     pub fn new(url: &str, issuer: &str) -> Result<Self, JwksError> {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
@@ -99,6 +105,7 @@ struct KeySource {
 }
 
 impl Keys {
+    /// No keys until the first [`Keys::refresh`]; until then every uncached token is 503.
     pub fn new(jwks: Jwks) -> Self {
         Keys {
             verifier: RwLock::new(None),
@@ -150,6 +157,7 @@ impl Keys {
             .clone()
     }
 
+    /// Puts `verifier` in use for every token verified from now on.
     pub fn set_verifier(&self, verifier: Verifier) {
         let mut slot = self.verifier.write().unwrap_or_else(|p| p.into_inner());
         *slot = Some(Arc::new(verifier));

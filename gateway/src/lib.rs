@@ -21,6 +21,8 @@
 //! * `metrics`: Prometheus metrics (`prometheus-client`), handles pre-created for the hot path.
 //! * `echo`: the demo backend that answers with what it received.
 
+#![warn(missing_docs)]
+
 pub mod access;
 pub mod admin;
 pub mod browser;
@@ -71,22 +73,32 @@ use tokengate_server::{self as server, serve};
 
 pub use crate::reject::Body;
 
+/// Why the gateway cannot start: a listener, the config (TLS files, routes), the JWKS URL or
+/// the access log file.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
+    /// A listener's address is taken or not ours.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// `server.listen` or `admin.listen`.
         addr: SocketAddr,
+        /// Why binding failed.
         #[source]
         source: std::io::Error,
     },
+    /// TLS files or routes that cannot be used.
     #[error(transparent)]
     Config(#[from] ReloadError),
+    /// `idp.jwks_url` is not a URI.
     #[error(transparent)]
     Jwks(#[from] JwksError),
+    /// `log.access_path` cannot be opened.
     #[error(transparent)]
     AccessLog(#[from] crate::access::OpenError),
 }
 
+/// A gateway with its listeners bound, not serving yet: [`Gateway::bind`], then
+/// [`Gateway::serve`].
 pub struct Gateway {
     config: GatewayConfig,
     proxy: Arc<Proxy>,
@@ -199,12 +211,14 @@ impl Gateway {
         self.reloader.clone()
     }
 
+    /// The address actually bound (the port chosen when `server.listen` asked for port 0).
     pub fn public_addr(&self) -> SocketAddr {
         self.public
             .local_addr()
             .unwrap_or(self.config.server.listen)
     }
 
+    /// The admin listener's bound address (its port chosen when `admin.listen` asked for 0).
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin.local_addr().unwrap_or(self.config.admin.listen)
     }

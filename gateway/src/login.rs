@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 /// Longest `rd` kept; a longer one returns to `/`.
 const MAX_RD: usize = 2048;
 
+/// A sign-in under way, sealed into the `{cookie}-login` cookie between the redirect to the
+/// IdP and the callback. Short serde names keep the cookie small.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoginState {
     /// The `state` sent to the IdP.
@@ -32,8 +34,10 @@ pub struct LoginState {
 /// Why a state cookie is not accepted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StateError {
+    /// Not base64, not sealed by this key (or altered), or not a state at all.
     #[error("sign-in state missing, altered or not ours")]
     Invalid,
+    /// Older than `browser.login_timeout`, or dated more than a minute ahead.
     #[error("sign-in state expired")]
     Expired,
 }
@@ -45,6 +49,8 @@ pub struct Sealer {
 }
 
 impl Sealer {
+    /// The key is SHA-256 of a fixed label and the secret: every replica with the same secret
+    /// opens what another sealed, and a new secret voids sign-ins under way.
     pub fn new(client_secret: &str) -> Self {
         let mut input = b"tokengate browser login state v1\0".to_vec();
         input.extend_from_slice(client_secret.as_bytes());

@@ -64,6 +64,7 @@ impl StatusCounters {
         }
     }
 
+    /// Counts one answer; statuses outside the common list go under `other`.
     pub fn count(&self, status: u16) {
         match STATUSES.iter().position(|s| *s == status) {
             Some(i) => self.known[i].inc(),
@@ -72,24 +73,38 @@ impl StatusCounters {
     }
 }
 
+/// The gateway's metrics, registered under `tokengate_`; shared by the request path, the
+/// cache, the sync task and the admin listener.
 pub struct Metrics {
     registry: Registry,
+    /// `requests_total{status}`.
     pub requests: StatusCounters,
     route_requests: Family<RouteLabels, Counter>,
     rate_limited: Family<LimitLabels, Counter>,
+    /// `request_duration_seconds`: request head in to response head out.
     pub request_duration: Histogram,
+    /// `cache_hits_total`: tokens answered from the local cache.
     pub cache_hits: Counter,
+    /// `cache_misses_total`: tokens read from the store.
     pub cache_misses: Counter,
+    /// `cache_negative_hits_total`: unknown tokens answered from the cache (`cache.negative_ttl`).
     pub cache_negative_hits: Counter,
+    /// `value_tokens_expired_total`: 503s because the IdP had not renewed a value token.
     pub value_tokens_expired: Counter,
     cache_entries: Gauge,
+    /// `store_errors_total`: failed store reads, event reads and last-use reports.
     pub store_errors: Counter,
+    /// `upstream_errors_total`: upstream requests that failed (502) or timed out (504).
     pub upstream_errors: Counter,
+    /// `events_applied_total`: revocation and change events applied to the cache.
     pub events_applied: Counter,
+    /// `cache_drops_total`: whole-cache drops, when events may have been missed.
     pub cache_drops: Counter,
     /// Access log lines dropped because the writer could not keep up.
     pub access_log_dropped: Counter,
+    /// `last_use_reported_total`: sessions whose last use was written to the store.
     pub last_use_reported: Counter,
+    /// `last_use_batches_total`: last-use reports written (at most one per `sync.interval`).
     pub last_use_batches: Counter,
     /// Seconds between the newest applied event's publication and its application.
     pub event_lag: Gauge<f64, AtomicU64>,
@@ -110,6 +125,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Registers every metric; the per-route counters come later, with their routes.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("tokengate");
         let requests = Family::<StatusLabels, Counter>::default();
@@ -251,6 +267,7 @@ impl Metrics {
         self.reloads.record(ok);
     }
 
+    /// Records one request's time, in seconds, into `request_duration_seconds`.
     pub fn observe_duration(&self, elapsed: Duration) {
         self.request_duration.observe(elapsed.as_secs_f64());
     }

@@ -43,6 +43,8 @@ use crate::trace::TraceContext;
 use crate::upstream::{Pinned, Sender, Upstream, UpstreamBody, splice};
 use tokengate_server::cookies::{self, IDP_COOKIES};
 
+/// The public listener's request handler, shared by every connection; a reload swaps its
+/// [`Live`] part, nothing else.
 pub struct Proxy {
     /// What a reload replaces: one atomic load per request, and a request in flight keeps
     /// the one it started with.
@@ -71,6 +73,7 @@ pub struct Live {
 }
 
 impl Live {
+    /// Works out the cookies to strip once, here, not per request.
     pub fn new(routes: Routes, browser: Option<Arc<Browser>>) -> Self {
         let own: Vec<String> = browser
             .iter()
@@ -87,10 +90,12 @@ impl Live {
         }
     }
 
+    /// `None` without `[browser]`.
     pub fn browser(&self) -> Option<&Arc<Browser>> {
         self.browser.as_ref()
     }
 
+    /// The route table in effect.
     pub fn routes(&self) -> &Routes {
         &self.routes
     }
@@ -108,6 +113,7 @@ struct Outgoing<'r> {
 }
 
 impl Proxy {
+    /// `brake` is the `[protection]` limit on `401 invalid_token` answers, `None` when it is off.
     pub fn new(
         live: Live,
         tokens: Arc<TokenCache>,

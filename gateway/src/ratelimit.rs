@@ -23,7 +23,9 @@ pub use crate::config::{Per, RateLimitConfig, default_max_keys};
 /// Why a `rate_limit` is refused; `key` is below `routes[i].rate_limit`.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Invalid {
+    /// The refused key, e.g. `rate` or `burst`.
     pub key: &'static str,
+    /// What it must be instead.
     pub message: &'static str,
 }
 
@@ -76,6 +78,8 @@ impl RateLimitConfig {
         })
     }
 
+    /// Called by [`GatewayConfig::validate`](crate::config::GatewayConfig::validate), which puts
+    /// the route (or `protection`) in front of the key.
     pub fn validate(&self) -> Result<(), Invalid> {
         self.quota()?;
         if self.max_keys == 0 {
@@ -93,8 +97,11 @@ impl RateLimitConfig {
 pub struct Denied {
     /// Whole seconds until one more request is allowed (at least 1).
     pub retry_after: u64,
+    /// What the limit counts by; names the policy in the headers.
     pub per: Per,
+    /// Requests a full bucket allows: the burst.
     pub quota: u64,
+    /// Seconds for an empty bucket to fill again (at least 1).
     pub window: u64,
 }
 
@@ -123,7 +130,9 @@ fn state_header(per: Per, remaining: u64, reset: u64) -> HeaderValue {
 /// A request let through: the `RateLimit` header its response carries.
 #[derive(Debug)]
 pub struct Allowed {
+    /// Requests still allowed at once.
     pub remaining: u64,
+    /// Seconds until the bucket is full again.
     pub reset: u64,
 }
 
@@ -194,6 +203,7 @@ impl RateLimiter {
         })
     }
 
+    /// What this limiter counts by: the `per` it was built with.
     pub fn per(&self) -> Per {
         self.per
     }

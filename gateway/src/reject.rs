@@ -13,13 +13,18 @@ use crate::ratelimit::Denied;
 
 /// The fields of draft-ietf-httpapi-ratelimit-headers.
 pub const RATELIMIT_POLICY: http::HeaderName = http::HeaderName::from_static("ratelimit-policy");
+/// Requests left and seconds until full, on a 429 and (with `rate_limit_headers`) on every
+/// answer of the route.
 pub const RATELIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit");
 
 /// What the gateway answers with: the upstream's body, or one of its own.
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
+/// A request declined by the gateway itself; [`Reject::into_response`] is the one place
+/// each becomes a status, a challenge and a JSON `error`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Reject {
+    /// No route's prefix and host match: 404.
     #[error("no route")]
     NoRoute,
     /// A protected route and no `Authorization` header.
@@ -39,14 +44,20 @@ pub enum Reject {
     /// replayed, or a code the IdP refused.
     #[error("sign-in cannot be completed")]
     BadSignIn,
+    /// A valid token without any of the route's `roles`: 403.
     #[error("lacks every role the route asks for")]
     InsufficientScope,
+    /// Over `server.max_body_bytes`: 413.
     #[error("request body over max_body_bytes")]
     BodyTooLarge,
+    /// The request URI cannot be rewritten for the upstream: 400.
     #[error("request target cannot be forwarded")]
     BadTarget,
+    /// The upstream refused, was not reached within `server.connect_timeout`, or failed
+    /// mid-exchange: 502.
     #[error("upstream refused or failed")]
     UpstreamFailed,
+    /// No response head within `server.upstream_timeout`: 504.
     #[error("upstream did not answer in time")]
     UpstreamTimeout,
     /// Over the route's `rate_limit`.
@@ -118,10 +129,13 @@ impl Reject {
         }
     }
 
+    /// The status [`Reject::into_response`] would answer with (for logs and tests).
     pub fn status(self) -> StatusCode {
         self.parts().0
     }
 
+    /// `{"error": "..."}`, with `WWW-Authenticate` on 401 and 403 and the rate-limit headers
+    /// on 429.
     pub fn into_response(self) -> Response<Body> {
         let (status, challenge, error) = self.parts();
         let mut response = json(status, format!("{{\"error\":\"{error}\"}}"));
@@ -155,6 +169,7 @@ pub fn text(status: StatusCode, content_type: &'static str, body: String) -> Res
     response
 }
 
+/// A JSON response; `body` must already be JSON.
 pub fn json(status: StatusCode, body: String) -> Response<Body> {
     text(status, "application/json", body)
 }

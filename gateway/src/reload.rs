@@ -27,14 +27,19 @@ pub use tokengate_server::reload::Reloaded;
 /// Why a reload changed nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
+    /// Started from a config built in code (as tests do): there is nothing to read again.
     #[error("this gateway was not started from a configuration file")]
     NoFile,
+    /// The file cannot be read, parsed or validated.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The route at this index has an upstream that cannot be parsed.
     #[error("routes[{0}]: bad upstream")]
     Route(usize),
+    /// `server.tls_cert` or `server.tls_key` cannot be loaded.
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    /// `idp.jwks_url` cannot be used to fetch keys from.
     #[error("idp.jwks_url: {0}")]
     Jwks(#[from] JwksError),
 }
@@ -99,6 +104,8 @@ pub struct Reloader {
 }
 
 impl Reloader {
+    /// `path` is `None` for a gateway started without a file: a reload then fails with
+    /// [`ReloadError::NoFile`]. Discovery for `[browser]` starts with [`Reloader::discover`].
     pub fn new(
         path: Option<PathBuf>,
         config: GatewayConfig,

@@ -14,13 +14,18 @@ use crate::upstream::{self, Upstream};
 /// A route with its upstreams parsed once.
 #[derive(Debug)]
 pub struct Route {
+    /// `path_prefix` as configured.
     pub prefix: String,
     /// Lower-case host this route is limited to.
     pub host: Option<String>,
+    /// At least one; picked round-robin, skipping those recently refused.
     pub upstreams: Vec<Upstream>,
     next: AtomicUsize,
+    /// Any one of these grants access; empty: any valid token.
     pub roles: Vec<String>,
+    /// `false`: a public route, no token asked for.
     pub auth: bool,
+    /// `Upgrade` requests pass through; elsewhere `Upgrade` is dropped.
     pub websocket: bool,
     /// Takes the browser session cookie; navigations without a session go to sign in.
     pub browser: bool,
@@ -98,6 +103,7 @@ impl Route {
     }
 }
 
+/// The route table, built from `[[routes]]` on load and on every reload.
 pub struct Routes(Vec<Route>);
 
 impl Routes {

@@ -12,16 +12,24 @@ use crate::cache::TokenCache;
 use crate::jwks::Keys;
 use crate::metrics::Metrics;
 
+/// The background task (see the module doc); built and spawned by `Gateway::serve`.
 pub struct SyncTask {
+    /// Where events are applied and uses are drained from.
     pub tokens: Arc<TokenCache>,
+    /// Refreshed every `idp.jwks_refresh` (which a reload may change), and loaded before the
+    /// gateway is ready.
     pub keys: Arc<Keys>,
+    /// `sync.interval`: the pace of last-use reports and the longest event read.
     pub interval: Duration,
+    /// Counts events, drops, reports and store errors.
     pub metrics: Arc<Metrics>,
     /// Set once keys are loaded and the store answered.
     pub ready: Arc<AtomicBool>,
 }
 
 impl SyncTask {
+    /// Runs until `shutdown`, then writes the last-use report still pending. Store failures are
+    /// logged and counted, and retried on the next round.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut cursor: Option<EventCursor> = None;
         let mut keys_loaded = false;

@@ -12,7 +12,9 @@ use rustls::sign::CertifiedKey;
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {message}")]
 pub struct TlsError {
+    /// The path as configured.
     pub file: String,
+    /// The parser's or rustls's reason.
     pub message: String,
 }
 
@@ -46,6 +48,7 @@ pub fn load(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
 pub struct Certificate(ArcSwap<CertifiedKey>);
 
 impl Certificate {
+    /// Shared by the acceptor and the reloader, hence the `Arc`.
     pub fn new(key: Arc<CertifiedKey>) -> Arc<Self> {
         Arc::new(Certificate(ArcSwap::new(key)))
     }

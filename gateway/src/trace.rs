@@ -6,17 +6,21 @@ use std::hash::{BuildHasher, RandomState};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+/// W3C Trace Context: `00-{trace id}-{parent id}-{flags}`, joined or started per request.
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// Vendor state: forwarded untouched with a joined trace, dropped with a new one.
 pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// The trace a request belongs to and the gateway's span in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TraceContext {
+    /// The caller's trace, or a random one when the request came without a valid `traceparent`.
     pub trace_id: [u8; 16],
     /// The gateway's span: the parent the upstream sees.
     pub span_id: [u8; 8],
     /// The caller's span, when the request came with a valid `traceparent`.
     pub parent_id: Option<[u8; 8]>,
+    /// Trace flags; bit 0 is "sampled".
     pub flags: u8,
 }
 
@@ -66,18 +70,21 @@ impl TraceContext {
         HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("00"))
     }
 
+    /// 32 lower-case hex digits, as the access log writes it.
     pub fn trace_id_hex(&self) -> String {
         let mut out = [0u8; 32];
         hex(&self.trace_id, &mut out);
         String::from_utf8_lossy(&out).into_owned()
     }
 
+    /// 16 lower-case hex digits.
     pub fn span_id_hex(&self) -> String {
         let mut out = [0u8; 16];
         hex(&self.span_id, &mut out);
         String::from_utf8_lossy(&out).into_owned()
     }
 
+    /// 16 lower-case hex digits; `None` for a trace the gateway started.
     pub fn parent_id_hex(&self) -> Option<String> {
         let parent = self.parent_id?;
         let mut out = [0u8; 16];

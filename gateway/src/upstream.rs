@@ -36,7 +36,9 @@ pub struct Upstream {
     /// Unique among all routes' upstreams (the key of a downstream connection's own
     /// upstream connections).
     pub(crate) id: usize,
+    /// Always `http` today (the config accepts only `http://` upstreams).
     pub scheme: http::uri::Scheme,
+    /// `host:port` as configured: where requests are sent.
     pub authority: http::uri::Authority,
     /// `Host` of requests sent to it on a connection of our own.
     host: HeaderValue,
@@ -134,6 +136,7 @@ pub struct Sender {
 }
 
 impl Sender {
+    /// Takes `connect_timeout` and `upstream_timeout` from `[server]`; one per `Proxy`.
     pub fn new(server: &ServerConfig) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(server.connect_timeout));
