@@ -237,6 +237,23 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
 
+# Scenario 7's route: the hot token's route again, with a limit far above what is sent.
+LIMITED_ROUTE = """
+[[routes]]
+path_prefix = "/limited/"
+upstream = "http://127.0.0.1:{backend}"
+roles = ["orders:read"]
+rate_limit = {{ rate = "1000000/s", per = "subject" }}
+"""
+
+# Scenario 8's access log: every request a line in a file (the writer thread counts too).
+ACCESS_LOG = """
+[log]
+access = true
+access_path = "{work}/access.log"
+"""
+
+
 def run(stack, work, args):
     bench.log(f"work dir {work}")
     redis_port, _ = bench.start_redis(stack)
@@ -265,7 +282,7 @@ def run(stack, work, args):
         return port, callgrind(stack, "haproxy-cg", ["haproxy", "-db", "-f", str(conf)],
                                work / "haproxy-cg.out")
 
-    def gateway(browser):
+    def gateway(browser, extra=""):
         def start():
             # The gateway's own launcher, with callgrind in front of the binary.
             spawn = stack.spawn
@@ -275,7 +292,7 @@ def run(stack, work, args):
             try:
                 public, admin, proc = bench.start_gateway(
                     stack, "gateway-cg-browser" if browser else "gateway-cg", redis_port,
-                    idp_public, backend_port, browser=browser)
+                    idp_public, backend_port, browser=browser, extra=extra)
             finally:
                 stack.spawn = spawn
             return public, proc
@@ -290,6 +307,12 @@ def run(stack, work, args):
          cookie),
         ("6", f"tokengate, {args.tokens:,} tokens in turn", "gateway-cg", gateway(False),
          "/api/x", many),
+        # Issue #26's budget: a route limit that never triggers costs at most 5 %.
+        ("7", "tokengate, one hot token, route rate limit (never triggers)", "gateway-cg",
+         gateway(False, LIMITED_ROUTE.format(backend=backend_port)), "/limited/x", bearer),
+        # Issue #25's budget: the access log on (to a file) costs at most 10 %.
+        ("8", "tokengate, one hot token, access log to a file", "gateway-cg",
+         gateway(False, ACCESS_LOG.format(work=work)), "/api/x", bearer),
     ]
     rows = []
     for num, label, name, start, path, headers in scenarios:

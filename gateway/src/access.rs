@@ -20,7 +20,9 @@ use bytes::Bytes;
 use http::{HeaderValue, header};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use prometheus_client::metrics::counter::Counter;
-use tokengate_server::access::{Line, Writer, json_opt, json_str, millis, protocol};
+use tokengate_server::access::{
+    Clock, Line, Writer, address, integer, json_opt, json_str, millis, protocol,
+};
 
 use crate::cache::Identity;
 use crate::trace::TraceContext;
@@ -133,9 +135,9 @@ struct Record {
 }
 
 impl Line for Record {
-    fn format(&self, out: &mut String) {
+    fn format(&self, out: &mut String, clock: &mut Clock) {
         out.push_str("{\"time\":\"");
-        let _ = write!(out, "{}", humantime::format_rfc3339_millis(self.time));
+        clock.write(out, self.time);
         out.push_str("\",\"request_id\":");
         json_str(
             out,
@@ -143,7 +145,9 @@ impl Line for Record {
         );
         out.push_str(",\"trace_id\":");
         json_str(out, &self.trace.trace_id_hex());
-        let _ = write!(out, ",\"client_address\":\"{}\",\"method\":", self.client);
+        out.push_str(",\"client_address\":\"");
+        address(out, self.client);
+        out.push_str("\",\"method\":");
         json_str(out, cut(self.method.as_str()));
         out.push_str(",\"path\":");
         json_str(out, cut(self.uri.path()));
@@ -153,24 +157,22 @@ impl Line for Record {
         }
         let _ = write!(out, ",\"protocol\":\"{}\",\"route\":", self.protocol);
         json_opt(out, self.route.as_deref());
-        let _ = write!(
-            out,
-            ",\"status\":{},\"duration_ms\":{},\"upstream\":",
-            self.status,
-            millis(self.duration)
-        );
+        out.push_str(",\"status\":");
+        integer(out, self.status);
+        out.push_str(",\"duration_ms\":");
+        millis(out, self.duration);
+        out.push_str(",\"upstream\":");
         json_opt(out, self.upstream.as_deref());
         out.push_str(",\"upstream_duration_ms\":");
         match self.upstream_duration {
-            Some(d) => out.push_str(&millis(d)),
+            Some(d) => millis(out, d),
             None => out.push_str("null"),
         }
-        let _ = write!(
-            out,
-            ",\"bytes_in\":{},\"bytes_out\":{},\"session\":",
-            self.bytes_in.load(Ordering::Relaxed),
-            self.bytes_out
-        );
+        out.push_str(",\"bytes_in\":");
+        integer(out, self.bytes_in.load(Ordering::Relaxed));
+        out.push_str(",\"bytes_out\":");
+        integer(out, self.bytes_out);
+        out.push_str(",\"session\":");
         let identity = self.identity.as_deref();
         json_opt(out, identity.map(|i| i.session.as_str()));
         out.push_str(",\"subject\":");

@@ -14,7 +14,8 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderValue, Method, Uri, Version, header};
 use prometheus_client::metrics::counter::Counter;
 use tokengate_server::access::{
-    Line, LogConfig, OpenError, Writer, json_opt, json_str, millis, protocol,
+    Clock, Line, LogConfig, OpenError, Writer, address, integer, json_opt, json_str, millis,
+    protocol,
 };
 use tokengate_server::cut;
 
@@ -147,16 +148,16 @@ struct Record {
 }
 
 impl Line for Record {
-    fn format(&self, out: &mut String) {
+    fn format(&self, out: &mut String, clock: &mut Clock) {
         let a = &self.arrived;
-        let _ = write!(
-            out,
-            "{{\"time\":\"{}\",\"client_address\":",
-            humantime::format_rfc3339_millis(a.time)
-        );
+        out.push_str("{\"time\":\"");
+        clock.write(out, a.time);
+        out.push_str("\",\"client_address\":");
         match a.client {
             Some(ip) => {
-                let _ = write!(out, "\"{ip}\"");
+                out.push('"');
+                address(out, ip);
+                out.push('"');
             }
             None => out.push_str("null"),
         }
@@ -170,12 +171,11 @@ impl Line for Record {
         }
         let _ = write!(out, ",\"protocol\":\"{}\",\"route\":", protocol(a.version));
         json_str(out, cut(&self.route));
-        let _ = write!(
-            out,
-            ",\"status\":{},\"duration_ms\":{},\"client_id\":",
-            self.status,
-            millis(self.duration)
-        );
+        out.push_str(",\"status\":");
+        integer(out, self.status);
+        out.push_str(",\"duration_ms\":");
+        millis(out, self.duration);
+        out.push_str(",\"client_id\":");
         json_opt(out, self.noted.client_id.as_deref().map(cut));
         out.push_str(",\"grant\":");
         json_opt(out, self.noted.grant);
@@ -248,7 +248,7 @@ mod tests {
             outcome: "invalid_grant",
         };
         let mut line = String::new();
-        record.format(&mut line);
+        record.format(&mut line, &mut Clock::default());
         assert_eq!(line.matches('\n').count(), 1, "{line}");
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["client_address"], "10.0.0.1");

@@ -74,8 +74,49 @@ impl std::error::Error for OpenError {
 
 /// A record the writer thread turns into one line.
 pub trait Line: Send + 'static {
-    /// Appends the record as one JSON object and a line break.
-    fn format(&self, out: &mut String);
+    /// Appends the record as one JSON object and a line break; `clock` writes its time.
+    fn format(&self, out: &mut String, clock: &mut Clock);
+}
+
+/// The writer thread's clock face: RFC 3339 times in UTC with milliseconds, the date and time
+/// of day made once per second (as nginx caches its time strings) and the milliseconds added.
+#[derive(Debug, Default)]
+pub struct Clock {
+    second: u64,
+    /// `2026-12-04T18:30:00` for `second`.
+    face: String,
+}
+
+impl Clock {
+    /// Appends `time` as `2026-12-04T18:30:00.123Z`.
+    pub fn write(&mut self, out: &mut String, time: std::time::SystemTime) {
+        let since = time
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        if since.as_secs() != self.second || self.face.is_empty() {
+            let whole = std::time::UNIX_EPOCH + Duration::from_secs(since.as_secs());
+            self.face = humantime::format_rfc3339_seconds(whole).to_string();
+            self.face.pop(); // the `Z`
+            self.second = since.as_secs();
+        }
+        out.push_str(&self.face);
+        out.push('.');
+        three_digits(out, since.subsec_millis());
+        out.push('Z');
+    }
+}
+
+/// `n` (below 1000) with leading zeros to three digits.
+fn three_digits(out: &mut String, n: u32) {
+    let n = n.min(999);
+    out.push(char::from(b'0' + (n / 100) as u8));
+    out.push(char::from(b'0' + (n / 10 % 10) as u8));
+    out.push(char::from(b'0' + (n % 10) as u8));
+}
+
+/// Appends an integer (without the formatting machinery).
+pub fn integer(out: &mut String, n: impl itoa::Integer) {
+    out.push_str(itoa::Buffer::new().format(n));
 }
 
 enum Sink {
@@ -208,6 +249,7 @@ impl<R: Line> Writer<R> {
 /// more records wait.
 fn write_lines<R: Line>(records: Receiver<Message<R>>, mut sink: Sink) {
     let mut batch = String::with_capacity(WRITE_AT * 2);
+    let mut clock = Clock::default();
     let flush = |batch: &mut String, sink: &mut Sink| {
         if !batch.is_empty() {
             if let Err(e) = sink.write(batch.as_bytes()) {
@@ -233,7 +275,7 @@ fn write_lines<R: Line>(records: Receiver<Message<R>>, mut sink: Sink) {
                 flush(&mut batch, &mut sink);
                 return;
             }
-            Message::Line(record) => record.format(&mut batch),
+            Message::Line(record) => record.format(&mut batch, &mut clock),
             Message::Reopen(new) => {
                 flush(&mut batch, &mut sink);
                 sink = new;
@@ -257,10 +299,29 @@ pub fn protocol(version: http::Version) -> &'static str {
     }
 }
 
-/// Milliseconds with three decimals.
-pub fn millis(d: Duration) -> String {
+/// Appends an address as `Display` shows it; IPv4 without the formatting machinery.
+pub fn address(out: &mut String, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                integer(out, octet);
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+/// Appends milliseconds with three decimals.
+pub fn millis(out: &mut String, d: Duration) {
     let micros = d.as_micros();
-    format!("{}.{:03}", micros / 1000, micros % 1000)
+    integer(out, micros / 1000);
+    out.push('.');
+    three_digits(out, (micros % 1000) as u32);
 }
 
 /// A JSON string, or `null`.
@@ -275,6 +336,14 @@ pub fn json_opt(out: &mut String, s: Option<&str>) {
 /// escaped, so one record is always one line.
 pub fn json_str(out: &mut String, s: &str) {
     out.push('"');
+    // Most values are printable ASCII with nothing to escape: copied whole.
+    if s.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -306,10 +375,48 @@ mod tests {
     struct Text(&'static str);
 
     impl Line for Text {
-        fn format(&self, out: &mut String) {
+        fn format(&self, out: &mut String, _: &mut Clock) {
             out.push_str(self.0);
             out.push('\n');
         }
+    }
+
+    #[test]
+    fn times_and_durations_are_written_as_before() {
+        let mut clock = Clock::default();
+        let mut out = String::new();
+        let time = std::time::UNIX_EPOCH + Duration::from_millis(1_796_418_137_042);
+        clock.write(&mut out, time);
+        assert_eq!(out, humantime::format_rfc3339_millis(time).to_string());
+        out.clear();
+        clock.write(&mut out, time + Duration::from_millis(900));
+        assert_eq!(out, "2026-12-04T21:02:17.942Z");
+        out.clear();
+        clock.write(&mut out, time + Duration::from_millis(1000));
+        assert_eq!(out, "2026-12-04T21:02:18.042Z");
+        out.clear();
+        millis(&mut out, Duration::from_micros(41_207));
+        assert_eq!(out, "41.207");
+        out.clear();
+        millis(&mut out, Duration::from_micros(5));
+        assert_eq!(out, "0.005");
+        for ip in [
+            "10.0.0.1",
+            "255.255.255.255",
+            "0.0.0.0",
+            "::1",
+            "2001:db8::7",
+        ] {
+            out.clear();
+            address(
+                &mut out,
+                ip.parse().unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])),
+            );
+            assert_eq!(out, ip);
+        }
+        out.clear();
+        json_str(&mut out, "plain /api/x?y=1");
+        assert_eq!(out, "\"plain /api/x?y=1\"");
     }
 
     #[test]
