@@ -22,8 +22,8 @@ use crate::config::CacheConfig;
 use crate::jwks::Keys;
 use crate::metrics::Metrics;
 
-/// A valid session as the hot path needs it: headers built once, at load.
-#[derive(Debug)]
+/// A valid session as the hot path needs it: headers built once, at load. Its `Debug` never
+/// shows the value token.
 pub struct Identity {
     /// The session the reference token names; the key of this cache.
     pub session: SessionId,
@@ -43,6 +43,18 @@ pub struct Identity {
     /// The last second a use was queued for reporting: a hot token takes the report queue's
     /// lock once a second, not once a request.
     last_use: AtomicU64,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("session", &self.session)
+            .field("roles", &self.roles)
+            .field("authorization", &"<redacted>")
+            .field("subject", &self.subject)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How long a session whose value token expired is answered 503 from the cache before the store
@@ -449,6 +461,11 @@ mod tests {
             1
         );
         let expected = format!("Bearer {}", renewed.expose());
+        let shown = format!("{first:?}");
+        assert!(
+            !shown.contains(session.value_token.expose()) && shown.contains("<redacted>"),
+            "an identity's Debug shows its value token: {shown}"
+        );
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let identity = cache.authenticate(auth.as_bytes()).await.unwrap();
