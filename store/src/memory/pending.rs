@@ -1,9 +1,27 @@
-//! Pending sign-ins (waiting for an upstream provider), each taken back once.
+//! Pending sign-ins (waiting for an upstream provider), each taken back once; and notes.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use super::{MAX_CODES, MemoryStore};
 use crate::{CodeId, Notes, PendingSignIns, StoreError};
+
+/// Short records by id, and when each expires.
+type Expiring = HashMap<CodeId, (String, Instant)>;
+
+/// Keeps `value` under `id` for `ttl` (unless `only_new` and a live one is there): whether it
+/// was written. Past the bound, the expired records are swept out first.
+fn put(map: &mut Expiring, id: &CodeId, value: &str, ttl: Duration, only_new: bool) -> bool {
+    let now = Instant::now();
+    if map.len() >= MAX_CODES {
+        map.retain(|_, (_, expires)| *expires > now);
+    }
+    if only_new && map.get(id).is_some_and(|(_, e)| *e > now) {
+        return false;
+    }
+    map.insert(id.clone(), (value.to_owned(), now + ttl));
+    true
+}
 
 impl PendingSignIns for MemoryStore {
     async fn create_pending(
@@ -12,22 +30,11 @@ impl PendingSignIns for MemoryStore {
         record: &str,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let now = std::time::Instant::now();
-        let mut state = self.state();
-        if state.pending.len() >= MAX_CODES {
-            state.pending.retain(|_, (_, expires)| *expires > now);
-        }
-        if state.pending.get(id).is_some_and(|(_, e)| *e > now) {
-            return Ok(false);
-        }
-        state
-            .pending
-            .insert(id.clone(), (record.to_owned(), now + ttl));
-        Ok(true)
+        Ok(put(&mut self.state().pending, id, record, ttl, true))
     }
 
     async fn take_pending(&self, id: &CodeId) -> Result<Option<String>, StoreError> {
-        let now = std::time::Instant::now();
+        let now = Instant::now();
         Ok(self
             .state()
             .pending
@@ -37,22 +44,9 @@ impl PendingSignIns for MemoryStore {
     }
 }
 
-impl MemoryStore {
-    /// Room for one more note: past the bound, the expired ones are swept out first.
-    fn sweep_notes(notes: &mut std::collections::HashMap<CodeId, (String, std::time::Instant)>) {
-        if notes.len() >= MAX_CODES {
-            let now = std::time::Instant::now();
-            notes.retain(|_, (_, expires)| *expires > now);
-        }
-    }
-}
-
 impl Notes for MemoryStore {
     async fn put_note(&self, id: &CodeId, value: &str, ttl: Duration) -> Result<(), StoreError> {
-        let mut state = self.state();
-        Self::sweep_notes(&mut state.notes);
-        let expires = std::time::Instant::now() + ttl;
-        state.notes.insert(id.clone(), (value.to_owned(), expires));
+        put(&mut self.state().notes, id, value, ttl, false);
         Ok(())
     }
 
@@ -62,20 +56,11 @@ impl Notes for MemoryStore {
         value: &str,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let now = std::time::Instant::now();
-        let mut state = self.state();
-        Self::sweep_notes(&mut state.notes);
-        if state.notes.get(id).is_some_and(|(_, e)| *e > now) {
-            return Ok(false);
-        }
-        state
-            .notes
-            .insert(id.clone(), (value.to_owned(), now + ttl));
-        Ok(true)
+        Ok(put(&mut self.state().notes, id, value, ttl, true))
     }
 
     async fn note(&self, id: &CodeId) -> Result<Option<String>, StoreError> {
-        let now = std::time::Instant::now();
+        let now = Instant::now();
         Ok(self
             .state()
             .notes

@@ -1,9 +1,34 @@
-//! Pending sign-ins (waiting for an upstream provider), each taken back once.
+//! Pending sign-ins (waiting for an upstream provider), each taken back once; and notes.
 
 use std::time::Duration;
 
 use super::RedisStore;
 use crate::{CodeId, Notes, PendingSignIns, StoreError};
+
+impl RedisStore {
+    /// `SET key value PX ttl`, with `NX` when `only_new`: whether it was written.
+    async fn set_expiring(
+        &self,
+        key: String,
+        value: &str,
+        ttl: Duration,
+        only_new: bool,
+    ) -> Result<bool, StoreError> {
+        let mut con = self.con.clone();
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value);
+        if only_new {
+            cmd.arg("NX");
+        }
+        let written: Option<String> = cmd
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64)
+            .query_async(&mut con)
+            .await
+            .map_err(StoreError::unavailable)?;
+        Ok(written.is_some())
+    }
+}
 
 impl PendingSignIns for RedisStore {
     async fn create_pending(
@@ -12,17 +37,8 @@ impl PendingSignIns for RedisStore {
         record: &str,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let mut con = self.con.clone();
-        let created: Option<String> = redis::cmd("SET")
-            .arg(self.shared.keys.pending(id))
-            .arg(record)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl.as_millis().max(1) as u64)
-            .query_async(&mut con)
+        self.set_expiring(self.shared.keys.pending(id), record, ttl, true)
             .await
-            .map_err(StoreError::unavailable)?;
-        Ok(created.is_some())
     }
 
     async fn take_pending(&self, id: &CodeId) -> Result<Option<String>, StoreError> {
@@ -37,15 +53,9 @@ impl PendingSignIns for RedisStore {
 
 impl Notes for RedisStore {
     async fn put_note(&self, id: &CodeId, value: &str, ttl: Duration) -> Result<(), StoreError> {
-        let mut con = self.con.clone();
-        redis::cmd("SET")
-            .arg(self.shared.keys.note(id))
-            .arg(value)
-            .arg("PX")
-            .arg(ttl.as_millis().max(1) as u64)
-            .query_async::<()>(&mut con)
+        self.set_expiring(self.shared.keys.note(id), value, ttl, false)
             .await
-            .map_err(StoreError::unavailable)
+            .map(|_| ())
     }
 
     async fn put_note_once(
@@ -54,17 +64,8 @@ impl Notes for RedisStore {
         value: &str,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let mut con = self.con.clone();
-        let created: Option<String> = redis::cmd("SET")
-            .arg(self.shared.keys.note(id))
-            .arg(value)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl.as_millis().max(1) as u64)
-            .query_async(&mut con)
+        self.set_expiring(self.shared.keys.note(id), value, ttl, true)
             .await
-            .map_err(StoreError::unavailable)?;
-        Ok(created.is_some())
     }
 
     async fn note(&self, id: &CodeId) -> Result<Option<String>, StoreError> {
