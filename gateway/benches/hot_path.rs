@@ -251,7 +251,8 @@ fn access_log(c: &mut Criterion) {
         "access log: a request's record, handed to the writer",
         |b| {
             b.iter(|| {
-                let mut entry = log.begin(
+                let mut entry = tokengate_gateway::access::begin(
+                    &log,
                     black_box(&req),
                     std::time::Instant::now(),
                     &id,

@@ -19,9 +19,8 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use http::{HeaderValue, header};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
-use prometheus_client::metrics::counter::Counter;
 use tokengate_server::access::{
-    Clock, Line, Writer, address, integer, json_opt, json_str, millis, protocol,
+    Clock, Line, address, integer, json_opt, json_str, millis, protocol,
 };
 
 use crate::cache::Identity;
@@ -35,84 +34,48 @@ pub use tokengate_server::MAX_LOGGED as MAX_FIELD;
 pub use tokengate_server::access::OpenError;
 use tokengate_server::cut;
 
-/// The access log: the queue to its writer thread, and whether lines show the query.
-pub struct AccessLog {
-    writer: Writer<Record>,
-    query: bool,
-}
+/// The gateway's access log.
+pub type AccessLog = tokengate_server::access::AccessLog<Record>;
 
-impl std::fmt::Debug for AccessLog {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AccessLog")
-            .field("writer", &self.writer)
-            .finish_non_exhaustive()
+/// The record of a request that arrived at `started`, begun before the request is taken apart.
+pub fn begin<B>(
+    log: &Arc<AccessLog>,
+    req: &http::Request<B>,
+    started: Instant,
+    request_id: &HeaderValue,
+    trace: &TraceContext,
+    client: IpAddr,
+) -> Entry {
+    // Cheap clones (shared buffers): the writer thread cuts, escapes and formats.
+    let user_agent = req.headers().get(header::USER_AGENT).cloned();
+    Entry {
+        log: log.clone(),
+        started,
+        record: Some(Box::new(Record {
+            time: SystemTime::now(),
+            duration: Duration::ZERO,
+            request_id: request_id.clone(),
+            trace: *trace,
+            client,
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            query: log.query(),
+            protocol: protocol(req.version()),
+            user_agent,
+            route: None,
+            status: 0,
+            upstream: None,
+            upstream_duration: None,
+            bytes_in: Arc::new(AtomicU64::new(0)),
+            bytes_out: 0,
+            identity: None,
+            reason: None,
+        })),
     }
 }
 
-impl AccessLog {
-    /// The log `config` asks for, with its writer thread; `None` when the access log is off.
-    pub fn start(config: &LogConfig, dropped: Counter) -> Result<Option<Arc<Self>>, OpenError> {
-        if !config.access {
-            return Ok(None);
-        }
-        Ok(Some(Arc::new(AccessLog {
-            writer: Writer::start(&config.access_path, dropped)?,
-            query: config.access_query,
-        })))
-    }
-
-    /// Opens the file again (after log rotation moved it away); an error keeps the old one.
-    pub fn reopen(&self) -> Result<(), OpenError> {
-        self.writer.reopen()
-    }
-
-    /// Lets the writer write what is queued and end (at shutdown): the log's last lines are not
-    /// lost. Records handed over later are dropped.
-    pub fn close(&self) {
-        self.writer.close();
-    }
-
-    /// The record of a request that arrived at `started`, begun before the request is taken
-    /// apart.
-    pub fn begin<B>(
-        self: &Arc<Self>,
-        req: &http::Request<B>,
-        started: Instant,
-        request_id: &HeaderValue,
-        trace: &TraceContext,
-        client: IpAddr,
-    ) -> Entry {
-        // Cheap clones (shared buffers): the writer thread cuts, escapes and formats.
-        let user_agent = req.headers().get(header::USER_AGENT).cloned();
-        Entry {
-            log: self.clone(),
-            started,
-            record: Some(Box::new(Record {
-                time: SystemTime::now(),
-                duration: Duration::ZERO,
-                request_id: request_id.clone(),
-                trace: *trace,
-                client,
-                method: req.method().clone(),
-                uri: req.uri().clone(),
-                query: self.query,
-                protocol: protocol(req.version()),
-                user_agent,
-                route: None,
-                status: 0,
-                upstream: None,
-                upstream_duration: None,
-                bytes_in: Arc::new(AtomicU64::new(0)),
-                bytes_out: 0,
-                identity: None,
-                reason: None,
-            })),
-        }
-    }
-}
-
-/// One request, as its line will tell it.
-struct Record {
+/// One request, as its line will tell it (the writer thread formats it).
+pub struct Record {
     time: SystemTime,
     duration: Duration,
     request_id: HeaderValue,
@@ -245,7 +208,7 @@ impl Drop for Entry {
     fn drop(&mut self) {
         if let Some(mut record) = self.record.take() {
             record.duration = self.started.elapsed();
-            self.log.writer.send(record);
+            self.log.send(record);
         }
     }
 }
@@ -349,6 +312,7 @@ where
 mod tests {
     use super::*;
     use http::HeaderMap;
+    use prometheus_client::metrics::counter::Counter;
 
     #[test]
     fn long_values_are_cut_on_a_character_boundary() {
@@ -383,7 +347,14 @@ mod tests {
         let mut req = http::Request::get("/a/b?x=1").body(()).unwrap();
         *req.headers_mut() = headers.clone();
         for (status, reason) in [(200, None), (404, Some("no_route"))] {
-            let mut entry = log.begin(&req, Instant::now(), &id, &trace, [10, 0, 0, 1].into());
+            let mut entry = begin(
+                &log,
+                &req,
+                Instant::now(),
+                &id,
+                &trace,
+                [10, 0, 0, 1].into(),
+            );
             entry.answered(status, reason);
             entry.route("/a/");
         }

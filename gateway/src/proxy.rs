@@ -27,7 +27,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use tracing::{Instrument, Span};
 
-use crate::access::{AccessLog, Counted, Entry, Logged};
+use crate::access::{self, AccessLog, Counted, Entry, Logged};
 use crate::browser::{self, Admission, Browser};
 use crate::cache::{Identity, TokenCache};
 use crate::config::ServerConfig;
@@ -166,7 +166,7 @@ impl Proxy {
         let mut entry = self
             .access
             .as_ref()
-            .map(|log| log.begin(&req, started, &id, &trace, peer.addr.ip()));
+            .map(|log| access::begin(log, &req, started, &id, &trace, peer.addr.ip()));
         strip_identity(req.headers_mut());
         let live = self.live.load_full();
         if let Some(browser) = &live.browser

@@ -8,14 +8,11 @@
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderValue, Method, Uri, Version, header};
-use prometheus_client::metrics::counter::Counter;
 use tokengate_server::access::{
-    Clock, Line, LogConfig, OpenError, Writer, address, integer, json_opt, json_str, millis,
-    protocol,
+    Clock, Line, address, integer, json_opt, json_str, millis, protocol,
 };
 use tokengate_server::cut;
 
@@ -48,19 +45,8 @@ pub struct Noted {
 #[derive(Clone, Copy, Debug)]
 pub struct Outcome(pub &'static str);
 
-/// The access log: the queue to its writer thread, and whether lines show the query.
-pub struct AccessLog {
-    writer: Writer<Record>,
-    query: bool,
-}
-
-impl std::fmt::Debug for AccessLog {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AccessLog")
-            .field("writer", &self.writer)
-            .finish_non_exhaustive()
-    }
-}
+/// The IdP's access log.
+pub type AccessLog = tokengate_server::access::AccessLog<Record>;
 
 /// A request as it arrived: taken before the handler consumes it.
 pub struct Arrived {
@@ -87,57 +73,34 @@ impl Arrived {
     }
 }
 
-impl AccessLog {
-    /// The log `config` asks for, with its writer thread; `None` when the access log is off.
-    pub fn start(config: &LogConfig, dropped: Counter) -> Result<Option<Arc<Self>>, OpenError> {
-        if !config.access {
-            return Ok(None);
-        }
-        Ok(Some(Arc::new(AccessLog {
-            writer: Writer::start(&config.access_path, dropped)?,
-            query: config.access_query,
-        })))
-    }
-
-    /// Opens the file again (after log rotation moved it away); an error keeps the old one.
-    pub fn reopen(&self) -> Result<(), OpenError> {
-        self.writer.reopen()
-    }
-
-    /// Lets the writer write what is queued and end (at shutdown).
-    pub fn close(&self) {
-        self.writer.close();
-    }
-
-    /// Hands the line of a request that `arrived`, matched `route` and got `response` after
-    /// `duration`, to the writer.
-    pub fn record<B>(
-        &self,
-        arrived: Arrived,
-        route: &str,
-        response: &http::Response<B>,
-        duration: Duration,
-    ) {
-        let noted = response.extensions().get::<Noted>().cloned();
-        let outcome = response.extensions().get::<Outcome>().map(|o| o.0);
-        self.writer.send(Box::new(Record {
-            arrived,
-            query: self.query,
-            route: route.to_owned(),
-            status: response.status().as_u16(),
-            duration,
-            noted: noted.unwrap_or_default(),
-            outcome: outcome.unwrap_or(if response.status().is_success() {
-                "ok"
-            } else {
-                "-"
-            }),
-        }));
-    }
+/// Hands the line of a request that `arrived`, matched `route` and got `response` after
+/// `duration`, to the writer.
+pub fn record<B>(
+    log: &AccessLog,
+    arrived: Arrived,
+    route: &str,
+    response: &http::Response<B>,
+    duration: Duration,
+) {
+    let noted = response.extensions().get::<Noted>().cloned();
+    let outcome = response.extensions().get::<Outcome>().map(|o| o.0);
+    log.send(Box::new(Record {
+        arrived,
+        query: log.query(),
+        route: route.to_owned(),
+        status: response.status().as_u16(),
+        duration,
+        noted: noted.unwrap_or_default(),
+        outcome: outcome.unwrap_or(if response.status().is_success() {
+            "ok"
+        } else {
+            "-"
+        }),
+    }));
 }
 
-/// One request, as its line will tell it.
-struct Record {
+/// One request, as its line will tell it (the writer thread formats it).
+pub struct Record {
     arrived: Arrived,
     query: bool,
     route: String,

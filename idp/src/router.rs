@@ -13,7 +13,7 @@ use http::header;
 use tokengate_store::Health;
 use tracing::Instrument;
 
-use crate::access::Arrived;
+use crate::access::{self, Arrived};
 use crate::error::ApiError;
 use crate::extract::ClientAddr;
 use crate::federation;
@@ -95,7 +95,7 @@ async fn observe(
         Err(_) => ApiError::Unavailable.into_response(),
     };
     if let (Some(log), Some(arrived)) = (&state.access, arrived) {
-        log.record(arrived, &route, &response, started.elapsed());
+        access::record(log, arrived, &route, &response, started.elapsed());
     }
     let status = response.status().as_u16();
     span.in_scope(|| {

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
@@ -157,30 +157,36 @@ enum Message<R> {
     Line(Box<R>),
     /// Open the file again (log rotation).
     Reopen(Sink),
-    /// Write what is queued and stop (see [`Writer::close`]).
+    /// Write what is queued and stop (see [`AccessLog::close`]).
     Close,
 }
 
-/// The sending side of the queue, and the writer thread.
-pub struct Writer<R> {
+/// A service's access log of records `R`: the sending side of the queue, the writer thread,
+/// and whether lines show the query.
+pub struct AccessLog<R> {
     queue: SyncSender<Message<R>>,
     path: String,
+    query: bool,
     dropped: Counter,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
-impl<R> std::fmt::Debug for Writer<R> {
+impl<R> std::fmt::Debug for AccessLog<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Writer")
+        f.debug_struct("AccessLog")
             .field("path", &self.path)
             .finish_non_exhaustive()
     }
 }
 
-impl<R: Line> Writer<R> {
-    /// Opens `path` (`-`: stdout) and starts the writer thread; records that find the queue
-    /// full count in `dropped`.
-    pub fn start(path: &str, dropped: Counter) -> Result<Self, OpenError> {
+impl<R: Line> AccessLog<R> {
+    /// The log `config` asks for, with its writer thread (`access_path` `-`: stdout); `None`
+    /// when the access log is off. Records that find the queue full count in `dropped`.
+    pub fn start(config: &LogConfig, dropped: Counter) -> Result<Option<Arc<Self>>, OpenError> {
+        if !config.access {
+            return Ok(None);
+        }
+        let path = config.access_path.as_str();
         let sink = Sink::open(path)?;
         let (queue, records) = std::sync::mpsc::sync_channel(QUEUE);
         let thread = std::thread::Builder::new()
@@ -190,21 +196,28 @@ impl<R: Line> Writer<R> {
                 file: path.to_owned(),
                 source,
             })?;
-        Ok(Writer {
+        Ok(Some(Arc::new(AccessLog {
             queue,
             path: path.to_owned(),
+            query: config.access_query,
             dropped,
             thread: Mutex::new(Some(thread)),
-        })
+        })))
+    }
+
+    /// Whether lines show the query (`access_query`).
+    pub fn query(&self) -> bool {
+        self.query
     }
 
     /// A writer whose queue nobody empties, and the queue's receiving end.
     #[cfg(test)]
     fn stalled(dropped: Counter, queue: usize) -> (Self, Receiver<Message<R>>) {
         let (queue, records) = std::sync::mpsc::sync_channel(queue);
-        let writer = Writer {
+        let writer = AccessLog {
             queue,
             path: "-".into(),
+            query: false,
             dropped,
             thread: Mutex::new(None),
         };
@@ -422,7 +435,7 @@ mod tests {
     #[test]
     fn a_full_queue_drops_and_counts_without_waiting() {
         let dropped = Counter::default();
-        let (writer, _queue) = Writer::<Text>::stalled(dropped.clone(), 2);
+        let (writer, _queue) = AccessLog::<Text>::stalled(dropped.clone(), 2);
         // try_send: with nobody reading, a waiting send would hang here.
         for _ in 0..10 {
             writer.send(Box::new(Text("x")));
@@ -434,8 +447,15 @@ mod tests {
     fn a_closed_writer_has_written_every_line() {
         let file = std::env::temp_dir().join(format!("tokengate-writer-{}", std::process::id()));
         let _ = std::fs::remove_file(&file);
-        let writer = Writer::start(file.to_str().unwrap_or("-"), Counter::default());
-        let writer = writer.unwrap_or_else(|e| panic!("{e}"));
+        let config = LogConfig {
+            access: true,
+            access_path: file.to_str().unwrap_or("-").to_owned(),
+            access_query: false,
+        };
+        let writer = AccessLog::start(&config, Counter::default());
+        let writer = writer
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("off"));
         writer.send(Box::new(Text("one")));
         writer.send(Box::new(Text("two")));
         writer.close();
