@@ -1,6 +1,6 @@
 //! The admin listener: liveness, readiness (keys loaded and store reached; with `[browser]`,
-//! the IdP's endpoints discovered), metrics, and `POST /admin/reload` when `admin.token` is set.
-//! Never on the public port.
+//! the IdP's endpoints discovered), metrics, the upstreams' state (`GET /admin/upstreams`),
+//! and `POST /admin/reload` when `admin.token` is set. Never on the public port.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,6 +12,7 @@ use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::reject::{Body, json, text};
 use crate::reload::{ReloadError, Reloader};
+use crate::upstream::epoch_ms;
 
 /// What the admin listener answers from; one clone per connection, built in `Gateway::serve`.
 #[derive(Clone)]
@@ -49,6 +50,7 @@ impl Admin {
                 self.metrics.render(self.tokens.entry_count()),
             ),
             "/admin/reload" => self.reload(req),
+            "/admin/upstreams" => json(StatusCode::OK, self.upstreams().to_string()),
             _ => not_found(),
         }
     }
@@ -106,6 +108,46 @@ impl Admin {
                     .to_string(),
             ),
         }
+    }
+}
+
+impl Admin {
+    /// Every route's upstreams as they stand: health, ejection, requests in flight.
+    fn upstreams(&self) -> serde_json::Value {
+        let live = self.proxy.live();
+        let now = epoch_ms();
+        let routes: Vec<serde_json::Value> = live
+            .routes()
+            .iter()
+            .map(|route| {
+                let cluster = &route.upstreams;
+                let upstreams: Vec<serde_json::Value> = cluster
+                    .upstreams()
+                    .iter()
+                    .map(|u| {
+                        serde_json::json!({
+                            "upstream": u.authority.as_str(),
+                            "healthy": u.healthy(),
+                            "ejected": u.ejected(now),
+                            "ejected_for_ms": u.ejected_for_ms(now),
+                            "in_flight": u.in_flight(),
+                            "consecutive_failures": u.consecutive_failures(),
+                            "takes_traffic": u.usable(now) || cluster.failing_open(),
+                        })
+                    })
+                    .collect();
+                serde_json::json!({
+                    "route": route.prefix,
+                    "host": route.host,
+                    "balance": cluster.balance().as_str(),
+                    "max_requests": cluster.max_requests(),
+                    "health_check": cluster.health_check().is_some(),
+                    "fail_open": cluster.failing_open(),
+                    "upstreams": upstreams,
+                })
+            })
+            .collect();
+        serde_json::json!({ "routes": routes })
     }
 }
 

@@ -9,7 +9,7 @@ pub use tokengate_server::ConfigError;
 pub use tokengate_store::StoreConfig;
 
 mod validate;
-pub use validate::origin;
+pub use validate::{MAX_EJECTION, MAX_RETRIES, origin};
 
 /// The whole `gateway.toml`; build it with [`GatewayConfig::load`], or in code for tests.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -220,8 +220,8 @@ pub struct RouteConfig {
     /// Only requests for this host (the `Host` header or `:authority`, port ignored, any case).
     #[serde(default)]
     pub host: Option<String>,
-    /// `http://host:port` with no path, or a list of them (round-robin; one that refused a
-    /// connection is skipped for a few seconds).
+    /// `http://host:port` with no path, or a list of them (see `balance`; failing upstreams
+    /// are ejected for a while, unhealthy ones get no traffic).
     #[serde(deserialize_with = "one_or_many")]
     pub upstream: Vec<String>,
     /// Any one of these roles grants access; empty means any valid token.
@@ -252,6 +252,83 @@ pub struct RouteConfig {
     /// recently limited go first, so memory stays bounded whatever the traffic.
     #[serde(default = "default_max_keys")]
     pub rate_limit_max_keys: usize,
+    /// Time an upstream of this route has to answer (the response head); default
+    /// `server.upstream_timeout`.
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// Time to connect to an upstream of this route; default `server.connect_timeout`.
+    #[serde(default, with = "humantime_serde")]
+    pub connect_timeout: Option<Duration>,
+    /// Requests in flight to one upstream at most (default unlimited); when every upstream
+    /// that may take traffic is at its limit, `503` with `Retry-After: 1`.
+    #[serde(default)]
+    pub max_requests: Option<u32>,
+    /// How the next upstream is chosen.
+    #[serde(default)]
+    pub balance: Balance,
+    /// Retries of one request on another upstream (default 1): connect failures for any
+    /// method; timeouts, failures mid-exchange and `502/503/504` for idempotent methods whose
+    /// body is empty or held. Bounded by a budget of 20 % of the route's requests.
+    #[serde(default = "d::retries")]
+    pub retries: u32,
+    /// Consecutive failures (connect failures, timeouts, failures mid-exchange and, with
+    /// `eject_on_5xx`, `5xx` answers) that eject an upstream (default 5).
+    #[serde(default = "d::eject_after")]
+    pub eject_after: u32,
+    /// How long the first ejection lasts (default `10s`); each ejection soon after the last one
+    /// doubles it, up to 5 minutes.
+    #[serde(default = "d::eject_for", with = "humantime_serde")]
+    pub eject_for: Duration,
+    /// `5xx` answers count towards `eject_after` (default true).
+    #[serde(default = "d::yes")]
+    pub eject_on_5xx: bool,
+    /// Active health checks of the upstreams, off the request path; none by default.
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
+}
+
+/// How a route picks among its upstreams.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Each in turn.
+    #[default]
+    RoundRobin,
+    /// The one with fewer requests in flight of two picked at random (power of two choices).
+    LeastRequests,
+}
+
+impl Balance {
+    /// The name in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balance::RoundRobin => "round_robin",
+            Balance::LeastRequests => "least_requests",
+        }
+    }
+}
+
+/// `health_check = { path = "/healthz", interval = "2s", timeout = "1s", unhealthy_after = 3,
+/// healthy_after = 2 }` on a route: a `GET` of `path` on every upstream each `interval`; any
+/// `2xx` within `timeout` passes.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// Path (and query) asked for; must start with `/` (default `/healthz`).
+    #[serde(default = "d::health_path")]
+    pub path: String,
+    /// Time between two checks of one upstream (default `2s`).
+    #[serde(default = "d::health_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Time one check may take (default `1s`); at most `interval`.
+    #[serde(default = "d::health_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Failed checks in a row that make an upstream unhealthy (default 3).
+    #[serde(default = "d::unhealthy_after")]
+    pub unhealthy_after: u32,
+    /// Passed checks in a row that make an unhealthy upstream healthy again (default 2).
+    #[serde(default = "d::healthy_after")]
+    pub healthy_after: u32,
 }
 
 /// `[browser]`: the gateway as a confidential client of the IdP, for browser sessions.
@@ -394,6 +471,30 @@ mod d {
     }
     pub fn yes() -> bool {
         true
+    }
+    pub fn retries() -> u32 {
+        1
+    }
+    pub fn eject_after() -> u32 {
+        5
+    }
+    pub fn eject_for() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn health_path() -> String {
+        "/healthz".to_owned()
+    }
+    pub fn health_interval() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn health_timeout() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn unhealthy_after() -> u32 {
+        3
+    }
+    pub fn healthy_after() -> u32 {
+        2
     }
 }
 

@@ -9,7 +9,11 @@
 //! * `headers`: identity, hop-by-hop and forwarded headers; request ids.
 //! * `cache`: reference token → verified identity; coalesced store reads, generations.
 //! * `jwks`: the IdP's signing keys and their conditional refresh.
-//! * `upstream`: upstreams, picking, connections, sending.
+//! * `upstream`: one upstream and its state (in flight, failures, ejection, health);
+//!   connections, sending.
+//! * `cluster`: a route's upstreams: picking (balance, health, ejection, `max_requests`),
+//!   retries and their budget.
+//! * `health`: active health checks, a task per route's upstream list, off the request path.
 //! * `sync`: the background task that applies events, reports last use, refreshes keys.
 //! * `browser`: browser sessions: sign-in through the IdP, the session cookie, logout, CSRF.
 //! * `login`: a sign-in under way, sealed into a cookie; which return paths are allowed.
@@ -27,9 +31,11 @@ pub mod access;
 pub mod admin;
 pub mod browser;
 pub mod cache;
+pub mod cluster;
 pub mod config;
 pub mod echo;
 pub mod headers;
+pub mod health;
 pub mod jwks;
 pub mod login;
 pub mod metrics;
@@ -244,6 +250,7 @@ impl Gateway {
             reloads.cancel();
         });
         self.reloader.discover();
+        self.reloader.check_health();
         let s = &self.config.server;
         let limits = server::Limits::new(s.max_connections, s.header_timeout, s.drain_timeout);
 

@@ -13,6 +13,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokengate_server::reload::ReloadMetrics;
 
+use crate::upstream::Failure;
+
 /// Upper bounds (seconds) of the latency histogram's buckets.
 pub const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -39,6 +41,56 @@ struct RouteLabels {
     route: String,
     host: String,
     status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    route: String,
+    host: String,
+    upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    route: String,
+    host: String,
+    upstream: String,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterLabels {
+    route: String,
+    host: String,
+}
+
+/// The counters and gauge of one upstream of one route, created with the route.
+#[derive(Clone, Debug, Default)]
+pub struct UpstreamMetrics {
+    /// `upstream_requests_total`: attempts sent to it (retries included).
+    pub requests: Counter,
+    /// `upstream_failures_total{kind}`, one per [`Failure`].
+    failures: [Counter; 4],
+    /// `upstream_retries_total`: its failures that were retried on another upstream.
+    pub retries: Counter,
+    /// `upstream_ejections_total`.
+    pub ejections: Counter,
+    /// `upstream_healthy`: 1 while active health checks (if any) pass.
+    pub healthy: Gauge,
+}
+
+const FAILURES: [Failure; 4] = [
+    Failure::Connect,
+    Failure::Timeout,
+    Failure::Reset,
+    Failure::Status,
+];
+
+impl UpstreamMetrics {
+    /// The counter of one kind of failure.
+    pub fn failure(&self, kind: Failure) -> &Counter {
+        &self.failures[kind as usize]
+    }
 }
 
 fn status_label(i: usize) -> &'static str {
@@ -81,6 +133,12 @@ pub struct Metrics {
     pub requests: StatusCounters,
     route_requests: Family<RouteLabels, Counter>,
     rate_limited: Family<LimitLabels, Counter>,
+    upstream_requests: Family<UpstreamLabels, Counter>,
+    upstream_failures: Family<FailureLabels, Counter>,
+    upstream_retries: Family<UpstreamLabels, Counter>,
+    upstream_ejections: Family<UpstreamLabels, Counter>,
+    upstream_healthy: Family<UpstreamLabels, Gauge>,
+    upstream_fail_open: Family<ClusterLabels, Gauge>,
     /// `request_duration_seconds`: request head in to response head out.
     pub request_duration: Histogram,
     /// `cache_hits_total`: tokens answered from the local cache.
@@ -136,6 +194,12 @@ impl Metrics {
             }),
             route_requests: Family::default(),
             rate_limited: Family::default(),
+            upstream_requests: Family::default(),
+            upstream_failures: Family::default(),
+            upstream_retries: Family::default(),
+            upstream_ejections: Family::default(),
+            upstream_healthy: Family::default(),
+            upstream_fail_open: Family::default(),
             request_duration: Histogram::new(LATENCY_BUCKETS),
             cache_hits: Counter::default(),
             cache_misses: Counter::default(),
@@ -163,6 +227,37 @@ impl Metrics {
             "rate_limited",
             "Requests answered 429 by a route's rate limit, by route and what it counts by",
             m.rate_limited.clone(),
+        );
+        registry.register(
+            "upstream_requests",
+            "Requests sent to an upstream (retries included), by route and upstream",
+            m.upstream_requests.clone(),
+        );
+        registry.register(
+            "upstream_failures",
+            "Failed upstream requests, by route, upstream and kind (connect, timeout, reset, \
+             status_5xx)",
+            m.upstream_failures.clone(),
+        );
+        registry.register(
+            "upstream_retries",
+            "Requests retried on another upstream after this one failed, by route and upstream",
+            m.upstream_retries.clone(),
+        );
+        registry.register(
+            "upstream_ejections",
+            "Times an upstream was ejected after failures in a row, by route and upstream",
+            m.upstream_ejections.clone(),
+        );
+        registry.register(
+            "upstream_healthy",
+            "1 while an upstream passes its route's health checks (always 1 without them)",
+            m.upstream_healthy.clone(),
+        );
+        registry.register(
+            "upstream_fail_open",
+            "1 while every upstream of a route fails its health checks, so all get traffic",
+            m.upstream_fail_open.clone(),
         );
         registry.register(
             "request_duration_seconds",
@@ -262,6 +357,40 @@ impl Metrics {
         })
     }
 
+    /// The metrics of one upstream of a route, created with the route; its `healthy` gauge
+    /// starts at 1.
+    pub fn upstream(&self, prefix: &str, host: Option<&str>, upstream: &str) -> UpstreamMetrics {
+        let labels = UpstreamLabels {
+            route: prefix.to_owned(),
+            host: host.unwrap_or("*").to_owned(),
+            upstream: upstream.to_owned(),
+        };
+        let m = UpstreamMetrics {
+            requests: self.upstream_requests.get_or_create_owned(&labels),
+            failures: FAILURES.map(|kind| {
+                self.upstream_failures.get_or_create_owned(&FailureLabels {
+                    route: labels.route.clone(),
+                    host: labels.host.clone(),
+                    upstream: labels.upstream.clone(),
+                    kind: kind.as_str(),
+                })
+            }),
+            retries: self.upstream_retries.get_or_create_owned(&labels),
+            ejections: self.upstream_ejections.get_or_create_owned(&labels),
+            healthy: self.upstream_healthy.get_or_create_owned(&labels),
+        };
+        m.healthy.set(1);
+        m
+    }
+
+    /// The fail-open gauge of a route's upstream list.
+    pub fn fail_open(&self, prefix: &str, host: Option<&str>) -> Gauge {
+        self.upstream_fail_open.get_or_create_owned(&ClusterLabels {
+            route: prefix.to_owned(),
+            host: host.unwrap_or("*").to_owned(),
+        })
+    }
+
     /// A configuration (re)load: counted by result; one that took effect is timestamped.
     pub fn config_loaded(&self, ok: bool) {
         self.reloads.record(ok);
@@ -292,6 +421,32 @@ mod tests {
     fn statuses_and_their_labels_agree() {
         for (i, status) in STATUSES.iter().enumerate() {
             assert_eq!(status_label(i), status.to_string());
+        }
+    }
+
+    #[test]
+    fn upstream_metrics_render_by_route_upstream_and_kind() {
+        let m = Metrics::new();
+        let u = m.upstream("/api/", None, "127.0.0.1:9001");
+        u.requests.inc();
+        for kind in FAILURES {
+            assert_eq!(FAILURES[kind as usize], kind);
+        }
+        u.failure(Failure::Timeout).inc();
+        u.ejections.inc();
+        m.fail_open("/api/", Some("shop.example")).set(1);
+        let text = m.render(0);
+        let labels = r#"route="/api/",host="*",upstream="127.0.0.1:9001""#;
+        for line in [
+            format!("tokengate_upstream_requests_total{{{labels}}} 1"),
+            format!("tokengate_upstream_failures_total{{{labels},kind=\"timeout\"}} 1"),
+            format!("tokengate_upstream_failures_total{{{labels},kind=\"connect\"}} 0"),
+            format!("tokengate_upstream_ejections_total{{{labels}}} 1"),
+            format!("tokengate_upstream_retries_total{{{labels}}} 0"),
+            format!("tokengate_upstream_healthy{{{labels}}} 1"),
+            r#"tokengate_upstream_fail_open{route="/api/",host="shop.example"} 1"#.to_owned(),
+        ] {
+            assert!(text.contains(&line), "{line} missing in\n{text}");
         }
     }
 

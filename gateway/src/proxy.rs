@@ -10,7 +10,8 @@
 //!    the route's roles);
 //! 5. build the upstream request (body limit, target, hop-by-hop, forwarded and identity
 //!    headers; the session cookie and the IdP's sign-in cookie removed);
-//! 6. send it;
+//! 6. send it: pick an upstream (balance, health, ejection, `max_requests`), and retry on
+//!    another where that is safe (`cluster`);
 //! 7. finish the response (upgrade or hop-by-hop removal, request id, metrics).
 //!
 //! A failing phase returns a [`Reject`]; [`Reject::into_response`] is the one place that
@@ -30,6 +31,7 @@ use tracing::{Instrument, Span};
 use crate::access::{self, AccessLog, Counted, Entry, Logged};
 use crate::browser::{self, Admission, Browser};
 use crate::cache::{Identity, TokenCache};
+use crate::cluster::{Replay, idempotent};
 use crate::config::ServerConfig;
 use crate::headers::{
     Peer, RequestIds, X_REQUEST_ID, add_forwarded, add_identity, authorization, strip_hop_by_hop,
@@ -40,7 +42,7 @@ use crate::ratelimit::RateLimiter;
 use crate::reject::{Body, RATELIMIT, RATELIMIT_POLICY, Reject};
 use crate::routes::{Route, Routes};
 use crate::trace::TraceContext;
-use crate::upstream::{Pinned, Sender, Upstream, UpstreamBody, splice};
+use crate::upstream::{InFlight, Pinned, Tracked, UpstreamBody, splice};
 use tokengate_server::cookies::{self, IDP_COOKIES};
 
 /// The public listener's request handler, shared by every connection; a reload swaps its
@@ -49,7 +51,6 @@ pub struct Proxy {
     /// What a reload replaces: one atomic load per request, and a request in flight keeps
     /// the one it started with.
     live: ArcSwap<Live>,
-    sender: Sender,
     tokens: Arc<TokenCache>,
     metrics: Arc<Metrics>,
     ids: RequestIds,
@@ -101,10 +102,9 @@ impl Live {
     }
 }
 
-/// A request ready for its upstream, with what sending and the response phase need to know.
-struct Outgoing<'r> {
+/// A request ready for its upstreams, with what sending and the response phase need to know.
+struct Outgoing {
     req: Request<UpstreamBody>,
-    upstream: &'r Upstream,
     /// The client's side of an upgrade this route lets through.
     upgrade: Option<OnUpgrade>,
     /// Came over HTTP/1 (one request at a time): may use the connection's own upstream
@@ -126,7 +126,6 @@ impl Proxy {
             access,
             brake,
             live: ArcSwap::from_pointee(live),
-            sender: Sender::new(server),
             tokens,
             metrics,
             ids: RequestIds::new(),
@@ -237,26 +236,34 @@ impl Proxy {
         }
         authorize(route, identity.as_deref())?;
         let counter = entry.as_deref_mut().and_then(Entry::bytes_in);
-        let outgoing =
+        let mut outgoing =
             self.upstream_request(live, req, route, identity.as_deref(), peer, counter)?;
         let pinned = pinned.filter(|_| outgoing.http1 && outgoing.upgrade.is_none());
-        let sent = entry.as_deref_mut().map(|entry| {
-            entry.upstream(outgoing.upstream.authority.as_str());
-            Instant::now()
-        });
-        let response = self
-            .sender
-            .send(outgoing.upstream, outgoing.req, pinned)
-            .await
-            .inspect_err(|reject| {
-                if matches!(reject, Reject::UpstreamFailed | Reject::UpstreamTimeout) {
-                    self.metrics.upstream_errors.inc();
-                }
-            });
-        if let (Some(entry), Some(sent)) = (entry, sent) {
-            entry.upstream_duration(sent.elapsed());
+        let cluster = &route.upstreams;
+        // A copy to send again after a timeout or a 502/503/504, kept only where a retry may
+        // follow (idempotent, body empty or small enough to hold, another upstream, budget).
+        let replay = if outgoing.upgrade.is_none()
+            && idempotent(outgoing.req.method())
+            && cluster.may_retry()
+        {
+            Replay::of(&mut outgoing.req).await?
+        } else {
+            None
+        };
+        let sent = entry.as_deref_mut().map(|_| Instant::now());
+        let (response, in_flight) = cluster.send(outgoing.req, pinned, replay).await;
+        if let Err(Reject::UpstreamFailed | Reject::UpstreamTimeout) = response {
+            self.metrics.upstream_errors.inc();
         }
-        let mut response = downstream_response(response?, outgoing.upgrade);
+        if let Some(entry) = entry {
+            if let Some(in_flight) = &in_flight {
+                entry.upstream(in_flight.upstream().authority.as_str());
+            }
+            if let Some(sent) = sent {
+                entry.upstream_duration(sent.elapsed());
+            }
+        }
+        let mut response = downstream_response(response?, outgoing.upgrade, in_flight);
         if route.limit_headers
             && let (Some(limit), Some(allowed)) = (limit, allowed)
         {
@@ -307,15 +314,15 @@ impl Proxy {
 
     /// The request as its upstream gets it. Identity headers go in last, so that nothing a
     /// client names in `Connection` can remove them.
-    fn upstream_request<'r>(
+    fn upstream_request(
         &self,
         live: &Live,
         req: Request<Incoming>,
-        route: &'r Route,
+        route: &Route,
         identity: Option<&Identity>,
         peer: &Peer,
         bytes_in: Option<Arc<std::sync::atomic::AtomicU64>>,
-    ) -> Result<Outgoing<'r>, Reject> {
+    ) -> Result<Outgoing, Reject> {
         let http1 = req.version() <= http::Version::HTTP_11;
         let declared = req
             .headers()
@@ -325,19 +332,15 @@ impl Proxy {
             return Err(Reject::BodyTooLarge);
         }
         let limit = usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX);
-        let mut req = req.map(|body| Counted::new(Limited::new(body, limit), bytes_in));
+        let mut req = req
+            .map(|body| UpstreamBody::Streaming(Counted::new(Limited::new(body, limit), bytes_in)));
         // The client's `Host` is for `X-Forwarded-Host`; the upstream gets its own.
         let host = req
             .headers_mut()
             .remove(header::HOST)
             .or_else(|| HeaderValue::from_str(req.uri().authority()?.as_str()).ok());
-        let upstream = route.pick();
-        // A target in origin form (as HTTP/1 clients send it) stays as it is: a pinned
-        // connection sends it so, and the pool puts the upstream in front (`Sender::send`).
-        // Any other (HTTP/2, absolute form) is the upstream's from here on.
-        if req.uri().authority().is_some() || req.uri().scheme().is_some() {
-            *req.uri_mut() = upstream.target(req.uri()).ok_or(Reject::BadTarget)?;
-        }
+        // The target stays as the client sent it: a pinned connection sends it in origin
+        // form, and the pool puts the upstream picked in front (`Sender::send`).
         *req.version_mut() = http::Version::HTTP_11;
         let upgrade = (route.websocket && req.headers().contains_key(header::UPGRADE))
             .then(|| hyper::upgrade::on(&mut req));
@@ -369,7 +372,6 @@ impl Proxy {
         }
         Ok(Outgoing {
             req,
-            upstream,
             upgrade,
             http1,
         })
@@ -424,10 +426,12 @@ fn authorize(route: &Route, identity: Option<&Identity>) -> Result<(), Reject> {
 }
 
 /// The upstream's answer on its way back: an accepted upgrade joins the two connections;
-/// anything else loses its hop-by-hop headers.
+/// anything else loses its hop-by-hop headers, and its body keeps the request counted in
+/// flight until it has been sent on.
 fn downstream_response(
     mut response: Response<Incoming>,
     upgrade: Option<OnUpgrade>,
+    in_flight: Option<InFlight>,
 ) -> Response<Body> {
     if let Some(downstream) = upgrade
         && response.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -439,5 +443,8 @@ fn downstream_response(
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::UPGRADE);
-    Response::from_parts(parts, body.boxed())
+    match in_flight {
+        Some(in_flight) => Response::from_parts(parts, Tracked::new(body, in_flight).boxed()),
+        None => Response::from_parts(parts, body.boxed()),
+    }
 }

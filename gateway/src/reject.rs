@@ -50,16 +50,23 @@ pub enum Reject {
     /// Over `server.max_body_bytes`: 413.
     #[error("request body over max_body_bytes")]
     BodyTooLarge,
+    /// The client's body could not be read whole (held for a retry): 400.
+    #[error("request body incomplete")]
+    BodyIncomplete,
     /// The request URI cannot be rewritten for the upstream: 400.
     #[error("request target cannot be forwarded")]
     BadTarget,
-    /// The upstream refused, was not reached within `server.connect_timeout`, or failed
-    /// mid-exchange: 502.
+    /// The upstream refused, was not reached within the route's `connect_timeout`, or failed
+    /// mid-exchange (and no retry helped): 502.
     #[error("upstream refused or failed")]
     UpstreamFailed,
-    /// No response head within `server.upstream_timeout`: 504.
+    /// No response head within the route's `timeout` (and no retry helped): 504.
     #[error("upstream did not answer in time")]
     UpstreamTimeout,
+    /// Every upstream that may take the request has `max_requests` in flight: 503 with
+    /// `Retry-After: 1`.
+    #[error("every upstream at max_requests")]
+    UpstreamOverloaded,
     /// Over the route's `rate_limit`.
     #[error("rate limit reached")]
     RateLimited(Denied),
@@ -92,9 +99,11 @@ impl Reject {
             Reject::BadSignIn => "bad_sign_in",
             Reject::InsufficientScope => "insufficient_scope",
             Reject::BodyTooLarge => "body_too_large",
+            Reject::BodyIncomplete => "body_incomplete",
             Reject::BadTarget => "bad_target",
             Reject::UpstreamFailed => "upstream_unreachable",
             Reject::UpstreamTimeout => "upstream_timeout",
+            Reject::UpstreamOverloaded => "upstream_overloaded",
             Reject::RateLimited(_) => "rate_limited",
         }
     }
@@ -122,9 +131,13 @@ impl Reject {
             Reject::CrossSite => (StatusCode::FORBIDDEN, None, "cross_site_request"),
             Reject::BadSignIn => (StatusCode::BAD_REQUEST, None, "sign_in_failed"),
             Reject::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, None, "body_too_large"),
+            Reject::BodyIncomplete => (StatusCode::BAD_REQUEST, None, "invalid_request"),
             Reject::BadTarget => (StatusCode::BAD_REQUEST, None, "invalid_request"),
             Reject::UpstreamFailed => (StatusCode::BAD_GATEWAY, None, "bad_gateway"),
             Reject::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, None, "gateway_timeout"),
+            Reject::UpstreamOverloaded => {
+                (StatusCode::SERVICE_UNAVAILABLE, None, "upstream_overloaded")
+            }
             Reject::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, None, "rate_limited"),
         }
     }
@@ -134,8 +147,8 @@ impl Reject {
         self.parts().0
     }
 
-    /// `{"error": "..."}`, with `WWW-Authenticate` on 401 and 403 and the rate-limit headers
-    /// on 429.
+    /// `{"error": "..."}`, with `WWW-Authenticate` on 401 and 403, the rate-limit headers
+    /// on 429 and `Retry-After` on an overloaded upstream's 503.
     pub fn into_response(self) -> Response<Body> {
         let (status, challenge, error) = self.parts();
         let mut response = json(status, format!("{{\"error\":\"{error}\"}}"));
@@ -143,6 +156,11 @@ impl Reject {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(c));
+        }
+        if self == Reject::UpstreamOverloaded {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if let Reject::RateLimited(denied) = self {
             let h = response.headers_mut();
@@ -210,9 +228,11 @@ mod tests {
             (Reject::CrossSite, 403, None, "cross_site_request"),
             (Reject::BadSignIn, 400, None, "sign_in_failed"),
             (Reject::BodyTooLarge, 413, None, "body_too_large"),
+            (Reject::BodyIncomplete, 400, None, "invalid_request"),
             (Reject::BadTarget, 400, None, "invalid_request"),
             (Reject::UpstreamFailed, 502, None, "bad_gateway"),
             (Reject::UpstreamTimeout, 504, None, "gateway_timeout"),
+            (Reject::UpstreamOverloaded, 503, None, "upstream_overloaded"),
         ];
         for (reject, status, challenge, error) in cases {
             assert_eq!(reject.status().as_u16(), status);
@@ -227,6 +247,12 @@ mod tests {
                 "{reject:?}"
             );
             assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+            let retry_after = response.headers().get(header::RETRY_AFTER);
+            assert_eq!(
+                retry_after.is_some(),
+                reject == Reject::UpstreamOverloaded,
+                "{reject:?}"
+            );
             let body: serde_json::Value =
                 serde_json::from_str(&body(response).await).unwrap_or_default();
             assert_eq!(body["error"], error, "{reject:?}");

@@ -16,6 +16,7 @@ use tracing::Instrument;
 use crate::browser::{Browser, DiscoveryTask};
 use crate::cache::TokenCache;
 use crate::config::{ConfigError, GatewayConfig};
+use crate::health;
 use crate::jwks::{Jwks, JwksError, Keys};
 use crate::metrics::Metrics;
 use crate::proxy::{Live, Proxy};
@@ -58,7 +59,7 @@ pub fn routes(
         .map(|(i, r)| {
             let host = r.host.as_ref().map(|h| h.to_ascii_lowercase());
             let old = previous.and_then(|p| p.get(&r.path_prefix, host.as_deref()));
-            Route::new(r, metrics, old).ok_or(ReloadError::Route(i))
+            Route::new(r, &config.server, metrics, old).ok_or(ReloadError::Route(i))
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Routes::new(routes))
@@ -101,6 +102,8 @@ pub struct Reloader {
     shutdown: CancellationToken,
     /// Stops the discovery of a browser client that a reload replaced.
     discovery: Mutex<CancellationToken>,
+    /// Stops the health checks of a route table that a reload replaced.
+    health: Mutex<CancellationToken>,
 }
 
 impl Reloader {
@@ -128,6 +131,7 @@ impl Reloader {
             certificate,
             metrics,
             discovery: Mutex::new(shutdown.child_token()),
+            health: Mutex::new(shutdown.child_token()),
             shutdown,
         }
     }
@@ -145,6 +149,17 @@ impl Reloader {
         if let Some(browser) = self.proxy.live().browser() {
             self.start_discovery(browser.clone());
         }
+    }
+
+    /// Starts the health checks of the routes in force, stopping those of the table before.
+    pub fn check_health(&self) {
+        let token = self.shutdown.child_token();
+        let previous = std::mem::replace(
+            &mut *self.health.lock().unwrap_or_else(|p| p.into_inner()),
+            token.clone(),
+        );
+        previous.cancel();
+        health::spawn_all(self.proxy.live().routes(), &token);
     }
 
     fn start_discovery(&self, browser: Arc<Browser>) {
@@ -218,6 +233,10 @@ impl Reloader {
             changed.push("idp");
         }
         self.proxy.replace(Live::new(routes, browser.clone()));
+        if new.routes != current.routes {
+            // Unchanged upstream settings kept their state (and health) with their route.
+            self.check_health();
+        }
         if let (Some(swap), Some(certificate)) = (&self.certificate, certificate)
             && swap.store(certificate)
         {

@@ -2,14 +2,13 @@
 //! preferred over a catch-all of equal prefix.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use http::{Request, header};
 
-use crate::config::RouteConfig;
+use crate::cluster::Cluster;
+use crate::config::{RouteConfig, ServerConfig};
 use crate::metrics::{Metrics, StatusCounters};
 use crate::ratelimit::RateLimiter;
-use crate::upstream::{self, Upstream};
 
 /// A route with its upstreams parsed once.
 #[derive(Debug)]
@@ -18,9 +17,9 @@ pub struct Route {
     pub prefix: String,
     /// Lower-case host this route is limited to.
     pub host: Option<String>,
-    /// At least one; picked round-robin, skipping those recently refused.
-    pub upstreams: Vec<Upstream>,
-    next: AtomicUsize,
+    /// At least one upstream, with the state that picking and retrying keep; shared with the
+    /// route that replaces this one on a reload when its upstream settings are unchanged.
+    pub upstreams: Arc<Cluster>,
     /// Any one of these grants access; empty: any valid token.
     pub roles: Vec<String>,
     /// `false`: a public route, no token asked for.
@@ -42,17 +41,16 @@ pub struct Route {
 
 impl Route {
     /// `None` if an upstream URL is not `scheme://authority`, or there is none, or the rate
-    /// limit is invalid. `previous` is the route of the same prefix and host in the table this
-    /// one replaces: an unchanged rate limit keeps its state.
-    pub fn new(config: &RouteConfig, metrics: &Metrics, previous: Option<&Route>) -> Option<Self> {
-        let upstreams = config
-            .upstream
-            .iter()
-            .map(|url| Upstream::parse(url))
-            .collect::<Option<Vec<_>>>()?;
-        if upstreams.is_empty() {
-            return None;
-        }
+    /// limit is invalid. `server` has the timeouts a route may override. `previous` is the route
+    /// of the same prefix and host in the table this one replaces: an unchanged rate limit, and
+    /// unchanged upstream settings, keep their state.
+    pub fn new(
+        config: &RouteConfig,
+        server: &ServerConfig,
+        metrics: &Metrics,
+        previous: Option<&Route>,
+    ) -> Option<Self> {
+        let upstreams = Cluster::new(config, server, metrics, previous.map(|p| &p.upstreams))?;
         let host = config.host.as_ref().map(|h| h.to_ascii_lowercase());
         let limit = match &config.rate_limit {
             Some(limit) => {
@@ -75,18 +73,12 @@ impl Route {
             prefix: config.path_prefix.clone(),
             host,
             upstreams,
-            next: AtomicUsize::new(0),
             roles: config.roles.clone(),
             auth: config.auth,
             websocket: config.websocket,
             browser: config.browser,
             idp: config.idp,
         })
-    }
-
-    /// The next upstream in turn that is not passed over.
-    pub fn pick(&self) -> &Upstream {
-        upstream::pick(&self.upstreams, self.next.fetch_add(1, Ordering::Relaxed))
     }
 
     /// Whether roles allow this route: it asks for none, or they hold any it lists.
@@ -114,18 +106,16 @@ impl Routes {
             .find(|r| r.prefix == prefix && r.host.as_deref() == host)
     }
 
-    /// Sorts routes most specific first and numbers their upstreams.
+    /// Sorts routes most specific first.
     pub fn new(mut routes: Vec<Route>) -> Self {
         // Longest prefix first; at equal length, a route for a named host before a catch-all.
         routes.sort_by_key(|r| std::cmp::Reverse((r.prefix.len(), r.host.is_some())));
-        for (id, upstream) in routes
-            .iter_mut()
-            .flat_map(|r| r.upstreams.iter_mut())
-            .enumerate()
-        {
-            upstream.id = id;
-        }
         Routes(routes)
+    }
+
+    /// Every route, most specific first.
+    pub fn iter(&self) -> impl Iterator<Item = &Route> {
+        self.0.iter()
     }
 
     /// The route for a request: the first (most specific) that matches its path and host.
@@ -154,20 +144,17 @@ mod tests {
     use super::*;
 
     fn route(prefix: &str, host: Option<&str>, upstream: &str) -> Route {
-        let config = RouteConfig {
-            path_prefix: prefix.to_owned(),
-            host: host.map(str::to_owned),
-            upstream: vec![upstream.to_owned()],
-            roles: vec![],
-            auth: false,
-            websocket: false,
-            browser: false,
-            idp: false,
-            rate_limit: None,
-            rate_limit_headers: false,
-            rate_limit_max_keys: 100,
-        };
-        Route::new(&config, &Metrics::new(), None).unwrap()
+        let host = host
+            .map(|h| format!("host = \"{h}\"\n"))
+            .unwrap_or_default();
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:1\"\n[admin]\nlisten = \"127.0.0.1:2\"\n\
+             [idp]\njwks_url = \"http://i:1/\"\n[[routes]]\npath_prefix = \"{prefix}\"\n\
+             {host}upstream = \"{upstream}\"\nauth = false\n"
+        );
+        let config =
+            crate::config::GatewayConfig::parse(&text, std::path::Path::new("g.toml")).unwrap();
+        Route::new(&config.routes[0], &config.server, &Metrics::new(), None).unwrap()
     }
 
     fn table() -> Routes {
@@ -187,7 +174,7 @@ mod tests {
         let req = req.body(()).unwrap();
         routes
             .find(&req)
-            .map(|r| r.upstreams[0].authority.host().to_owned())
+            .map(|r| r.upstreams.upstreams()[0].authority.host().to_owned())
     }
 
     #[test]
@@ -233,14 +220,16 @@ mod tests {
     }
 
     #[test]
-    fn upstreams_are_numbered_across_routes() {
-        let t = table();
-        let mut ids: Vec<usize> =
-            t.0.iter()
-                .flat_map(|r| r.upstreams.iter().map(|u| u.id))
-                .collect();
+    fn upstreams_are_numbered_across_routes_and_tables() {
+        let (t, u) = (table(), table());
+        let mut ids: Vec<usize> = [&t, &u]
+            .iter()
+            .flat_map(|t| t.iter())
+            .flat_map(|r| r.upstreams.upstreams().iter().map(|u| u.id))
+            .collect();
         ids.sort_unstable();
-        assert_eq!(ids, [0, 1, 2, 3]);
+        ids.dedup();
+        assert_eq!(ids.len(), 8);
     }
 
     #[test]

@@ -1,39 +1,105 @@
-//! Upstreams: parsed once, picked in turn, passed over for a while when they refuse; requests
-//! sent on the downstream connection's own upstream connection (HTTP/1) or through the shared
-//! pool (HTTP/2 clients, upgrades), bounded by `connect_timeout` and `upstream_timeout`.
+//! Upstreams: parsed once, each with the state that resilience keeps about it (requests in
+//! flight, consecutive failures, ejection, health) in atomics; requests sent on the downstream
+//! connection's own upstream connection (HTTP/1) or through the route's pool (HTTP/2 clients,
+//! upgrades), bounded by the route's `connect_timeout` and `timeout`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::header;
 use http::{HeaderValue, Request, Response, Uri};
 use http_body_util::{LengthLimitError, Limited};
-use hyper::body::Incoming;
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 
 use crate::access::Counted;
-use crate::config::ServerConfig;
-use crate::reject::Reject;
+use crate::config::MAX_EJECTION;
+use crate::metrics::UpstreamMetrics;
 
-/// How long an upstream that refused a connection is passed over.
-const UPSTREAM_PENALTY: Duration = Duration::from_secs(5);
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// What the gateway sends upstream: the client's body, cut off at `max_body_bytes`, its bytes
-/// counted for the access log when that is on.
-pub type UpstreamBody = Counted<Limited<Incoming>>;
+/// What the gateway sends upstream: the client's body as it comes (cut off at
+/// `max_body_bytes`, its bytes counted for the access log when that is on), or a body the
+/// gateway holds, so that the request can be sent again.
+pub enum UpstreamBody {
+    /// The client's body, passed through as it arrives.
+    Streaming(Counted<Limited<Incoming>>),
+    /// A body read whole beforehand (`None`: empty).
+    Held(Option<Bytes>),
+}
 
-fn epoch_ms() -> u64 {
+impl HttpBody for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            UpstreamBody::Streaming(body) => Pin::new(body).poll_frame(cx),
+            UpstreamBody::Held(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Streaming(body) => body.is_end_stream(),
+            UpstreamBody::Held(bytes) => bytes.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Streaming(body) => body.size_hint(),
+            UpstreamBody::Held(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
+    }
+}
+
+/// Milliseconds since the first call: a clock that fits an atomic.
+pub fn epoch_ms() -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
-/// One upstream of a route, parsed once.
+/// What went wrong with one attempt, as counted in `tokengate_upstream_failures_total{kind}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// No connection (refused, unreachable, or not within `connect_timeout`): nothing was sent.
+    Connect,
+    /// No response head within the route's `timeout`.
+    Timeout,
+    /// The exchange broke after the request (or part of it) went out.
+    Reset,
+    /// A `5xx` answer.
+    Status,
+}
+
+impl Failure {
+    /// The `kind` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Failure::Connect => "connect",
+            Failure::Timeout => "timeout",
+            Failure::Reset => "reset",
+            Failure::Status => "status_5xx",
+        }
+    }
+}
+
+/// One upstream of a route, parsed once, with its live state.
 #[derive(Debug)]
 pub struct Upstream {
-    /// Unique among all routes' upstreams (the key of a downstream connection's own
+    /// Unique in this process, across reloads (the key of a downstream connection's own
     /// upstream connections).
     pub(crate) id: usize,
     /// Always `http` today (the config accepts only `http://` upstreams).
@@ -42,20 +108,41 @@ pub struct Upstream {
     pub authority: http::uri::Authority,
     /// `Host` of requests sent to it on a connection of our own.
     host: HeaderValue,
-    /// Milliseconds since `epoch_ms`'s start before which this upstream is passed over.
-    down_until: AtomicU64,
+    /// Requests sent and not yet answered whole.
+    in_flight: AtomicU32,
+    /// Failures in a row (any success resets it).
+    failures: AtomicU32,
+    /// `epoch_ms` before which it is ejected (0: never was).
+    ejected_until: AtomicU64,
+    /// Length of its last ejection, in milliseconds.
+    ejection_ms: AtomicU64,
+    /// What active health checks say (true without them).
+    healthy: AtomicBool,
+    /// Health checks passed, and failed, in a row (written by the health check task only).
+    passes: AtomicU32,
+    fails: AtomicU32,
+    /// Its counters and gauge.
+    pub(crate) metrics: UpstreamMetrics,
 }
 
 impl Upstream {
     /// `http://host:port`; `None` if the URL has no scheme or authority.
     pub fn parse(url: &str) -> Option<Self> {
+        static IDS: AtomicUsize = AtomicUsize::new(0);
         let uri: Uri = url.parse().ok()?;
         Some(Upstream {
-            id: 0,
+            id: IDS.fetch_add(1, Ordering::Relaxed),
             scheme: uri.scheme()?.clone(),
             host: HeaderValue::from_str(uri.authority()?.as_str()).ok()?,
             authority: uri.authority()?.clone(),
-            down_until: AtomicU64::new(0),
+            in_flight: AtomicU32::new(0),
+            failures: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+            ejection_ms: AtomicU64::new(0),
+            healthy: AtomicBool::new(true),
+            passes: AtomicU32::new(0),
+            fails: AtomicU32::new(0),
+            metrics: UpstreamMetrics::default(),
         })
     }
 
@@ -68,25 +155,175 @@ impl Upstream {
         Uri::from_parts(parts).ok()
     }
 
-    /// Whether it refused a connection within the last [`UPSTREAM_PENALTY`].
-    pub fn passed_over(&self, now_ms: u64) -> bool {
-        self.down_until.load(Ordering::Relaxed) > now_ms
+    /// Whether it is ejected at `now_ms` (see [`epoch_ms`]).
+    pub fn ejected(&self, now_ms: u64) -> bool {
+        self.ejected_until.load(Ordering::Relaxed) > now_ms
     }
 
-    fn refused(&self) {
-        let until = epoch_ms() + UPSTREAM_PENALTY.as_millis() as u64;
-        self.down_until.store(until, Ordering::Relaxed);
+    /// Milliseconds of ejection left at `now_ms`.
+    pub fn ejected_for_ms(&self, now_ms: u64) -> u64 {
+        self.ejected_until
+            .load(Ordering::Relaxed)
+            .saturating_sub(now_ms)
+    }
+
+    /// What the last health checks said (true without health checks).
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Healthy and not ejected: it takes traffic.
+    pub fn usable(&self, now_ms: u64) -> bool {
+        self.healthy() && !self.ejected(now_ms)
+    }
+
+    /// Requests in flight now.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Failures in a row now.
+    pub fn consecutive_failures(&self) -> u32 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// One more request in flight, unless that passes `max`.
+    pub(crate) fn acquire(self: &Arc<Self>, index: usize, max: u32) -> Option<InFlight> {
+        if self.in_flight.fetch_add(1, Ordering::Relaxed) >= max {
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(InFlight {
+            upstream: self.clone(),
+            index,
+        })
+    }
+
+    /// An answer that is not a failure: the run of failures ends.
+    pub(crate) fn succeeded(&self) {
+        // Read first: the common case (no failures) writes nothing.
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a failure; the number of failures in a row.
+    pub(crate) fn failed(&self, failure: Failure) -> u32 {
+        self.metrics.failure(failure).inc();
+        self.failures.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Ejects it from `now_ms` for `base`, or for twice its last ejection when that ended less
+    /// than its own length ago (at most [`MAX_EJECTION`]). Returns the length.
+    pub(crate) fn eject(&self, now_ms: u64, base: Duration) -> Duration {
+        let last_until = self.ejected_until.load(Ordering::Relaxed);
+        let last_ms = self.ejection_ms.load(Ordering::Relaxed);
+        let ms = if last_until != 0 && now_ms < last_until + last_ms {
+            (last_ms * 2).min(MAX_EJECTION.as_millis() as u64)
+        } else {
+            base.as_millis() as u64
+        };
+        self.ejection_ms.store(ms, Ordering::Relaxed);
+        self.ejected_until.store(now_ms + ms, Ordering::Relaxed);
+        self.failures.store(0, Ordering::Relaxed);
+        self.metrics.ejections.inc();
+        Duration::from_millis(ms)
+    }
+
+    /// One health check's result; `Some(healthy)` when it changes the upstream's health. A
+    /// return to health ends an ejection too (the check has just seen it answer).
+    pub(crate) fn checked(
+        &self,
+        ok: bool,
+        unhealthy_after: u32,
+        healthy_after: u32,
+    ) -> Option<bool> {
+        let (run, other) = if ok {
+            (&self.passes, &self.fails)
+        } else {
+            (&self.fails, &self.passes)
+        };
+        other.store(0, Ordering::Relaxed);
+        let n = run.fetch_add(1, Ordering::Relaxed) + 1;
+        let healthy = self.healthy();
+        if ok && !healthy && n >= healthy_after {
+            let now = epoch_ms();
+            if self.ejected(now) {
+                self.ejected_until.store(now, Ordering::Relaxed);
+            }
+            self.failures.store(0, Ordering::Relaxed);
+            self.set_healthy(true);
+            return Some(true);
+        }
+        if !ok && healthy && n >= unhealthy_after {
+            self.set_healthy(false);
+            return Some(false);
+        }
+        None
+    }
+
+    fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::Relaxed);
+        self.metrics.healthy.set(i64::from(healthy));
     }
 }
 
-/// The next upstream in turn that is not passed over (or the next in turn if all are).
-pub fn pick(upstreams: &[Upstream], turn: usize) -> &Upstream {
-    let n = upstreams.len();
-    let now = epoch_ms();
-    (0..n)
-        .map(|i| &upstreams[(turn + i) % n])
-        .find(|u| !u.passed_over(now))
-        .unwrap_or(&upstreams[turn % n])
+/// A request in flight to one upstream: counted until this is dropped (with the response
+/// body, once it has been sent on).
+#[derive(Debug)]
+pub struct InFlight {
+    upstream: Arc<Upstream>,
+    /// Its place in the route's list.
+    pub(crate) index: usize,
+}
+
+impl InFlight {
+    /// The upstream the request went to.
+    pub fn upstream(&self) -> &Arc<Upstream> {
+        &self.upstream
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.upstream.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that keeps its request counted in flight until it is done or dropped.
+pub struct Tracked<B> {
+    inner: B,
+    _in_flight: InFlight,
+}
+
+impl<B> Tracked<B> {
+    /// `inner`, holding `in_flight` as long as it lives.
+    pub fn new(inner: B, in_flight: InFlight) -> Self {
+        Tracked {
+            inner,
+            _in_flight: in_flight,
+        }
+    }
+}
+
+impl<B: HttpBody + Unpin> HttpBody for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Upstream connections of one downstream HTTP/1 connection. Requests on it come one at a time,
@@ -111,92 +348,86 @@ impl Pinned {
 }
 
 /// Why no upstream response came.
-enum SendError {
-    /// No response head within `upstream_timeout`.
-    TimedOut,
-    Failed {
-        error: Box<dyn std::error::Error + Send + Sync>,
-        /// The connection itself could not be made (the upstream is passed over for a while).
-        connect: bool,
+pub enum SendError {
+    /// Not connected, so nothing was sent; the request comes back when sending had not
+    /// consumed it yet (a connection of our own), for another upstream to take.
+    Refused {
+        /// The request, untouched (boxed: this is the rare path, and the error stays small).
+        req: Option<Box<Request<UpstreamBody>>>,
+        /// Why the connection failed.
+        error: BoxError,
     },
+    /// No response head within the route's `timeout`.
+    TimedOut,
+    /// Failed after the request (or part of it) may have gone out.
+    Failed(BoxError),
+    /// The client's body passed `max_body_bytes`.
+    BodyTooLarge,
+    /// The request's target cannot be put on the upstream.
+    BadTarget,
 }
 
 fn failed(e: hyper::Error) -> SendError {
-    SendError::Failed {
-        error: Box::new(e),
-        connect: false,
-    }
+    SendError::Failed(Box::new(e))
 }
 
-/// How requests reach upstreams.
+/// How requests reach the upstreams of one route: its pool (for HTTP/2 clients and upgrades)
+/// and its timeouts.
 pub struct Sender {
     pool: Client<HttpConnector, UpstreamBody>,
-    upstream_timeout: Duration,
+    timeout: Duration,
     connect_timeout: Duration,
 }
 
 impl Sender {
-    /// Takes `connect_timeout` and `upstream_timeout` from `[server]`; one per `Proxy`.
-    pub fn new(server: &ServerConfig) -> Self {
+    /// A route's: the time upstreams have to answer the head, and to accept a connection.
+    pub fn new(timeout: Duration, connect_timeout: Duration) -> Self {
         let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(server.connect_timeout));
+        connector.set_connect_timeout(Some(connect_timeout));
         connector.set_nodelay(true);
         let pool = Client::builder(hyper_util::rt::TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
         Sender {
             pool,
-            upstream_timeout: server.upstream_timeout,
-            connect_timeout: server.connect_timeout,
+            timeout,
+            connect_timeout,
         }
     }
 
-    /// Sends `req` to `upstream`, on `pinned` connections when given. A refusing upstream is
-    /// passed over for a while; failures are logged here, with the upstream's address.
+    /// Sends `req` to `upstream`, on `pinned` connections when given; the caller counts and
+    /// logs the failures.
     pub async fn send(
         &self,
         upstream: &Upstream,
         req: Request<UpstreamBody>,
         pinned: Option<&Pinned>,
-    ) -> Result<Response<Incoming>, Reject> {
+    ) -> Result<Response<Incoming>, SendError> {
         let sent = match pinned {
             Some(pinned) => self.send_pinned(pinned, upstream, req).await,
-            None if req.uri().authority().is_none() => {
-                // The pool wants the upstream in the target.
-                let mut req = req;
-                *req.uri_mut() = upstream.target(req.uri()).ok_or(Reject::BadTarget)?;
-                Box::pin(self.send_pooled(req)).await
-            }
             // Boxed: the pool's future is large, and only HTTP/2 clients and upgrades use it.
-            None => Box::pin(self.send_pooled(req)).await,
+            None => Box::pin(self.send_pooled(upstream, req)).await,
         };
         sent.map_err(|e| match e {
-            SendError::Failed { error, .. } if cut_off(&*error) => Reject::BodyTooLarge,
-            SendError::Failed { error, connect } => {
-                if connect {
-                    upstream.refused();
-                }
-                tracing::warn!(error = %error, upstream = %upstream.authority, "upstream request failed");
-                Reject::UpstreamFailed
-            }
-            SendError::TimedOut => {
-                tracing::warn!(upstream = %upstream.authority, "upstream timed out");
-                Reject::UpstreamTimeout
-            }
+            SendError::Failed(error) if cut_off(&*error) => SendError::BodyTooLarge,
+            e => e,
         })
     }
 
-    /// Through the shared pool.
+    /// Through the route's pool, which wants the upstream in the target.
     async fn send_pooled(
         &self,
-        req: Request<UpstreamBody>,
+        upstream: &Upstream,
+        mut req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, SendError> {
-        match tokio::time::timeout(self.upstream_timeout, self.pool.request(req)).await {
+        *req.uri_mut() = upstream.target(req.uri()).ok_or(SendError::BadTarget)?;
+        match tokio::time::timeout(self.timeout, self.pool.request(req)).await {
             Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => Err(SendError::Failed {
-                connect: e.is_connect(),
+            Ok(Err(e)) if e.is_connect() => Err(SendError::Refused {
+                req: None,
                 error: Box::new(e),
             }),
+            Ok(Err(e)) => Err(SendError::Failed(Box::new(e))),
             Err(_) => Err(SendError::TimedOut),
         }
     }
@@ -217,22 +448,35 @@ impl Sender {
         }
         req.headers_mut()
             .insert(header::HOST, upstream.host.clone());
+        let refused = |req, error| SendError::Refused {
+            req: Some(Box::new(req)),
+            error,
+        };
         let exchange = async {
             // Connecting is boxed: it happens once per connection, and its future would
             // otherwise make every request's larger.
             let mut sender = match pinned.take(upstream.id) {
                 Some(sender) => sender,
-                None => Box::pin(self.connect(upstream)).await?,
+                None => match Box::pin(self.connect(upstream)).await {
+                    Ok(sender) => sender,
+                    Err(e) => return Err(refused(req, e)),
+                },
             };
             if sender.ready().await.is_err() {
-                sender = Box::pin(self.connect(upstream)).await?;
+                sender = match Box::pin(self.connect(upstream)).await {
+                    Ok(sender) => sender,
+                    Err(e) => return Err(refused(req, e)),
+                };
             }
             let response = match sender.try_send_request(req).await {
                 Ok(response) => response,
                 Err(mut e) => match e.take_message() {
                     // Closed under us before the request went out: once more, on a new one.
                     Some(req) => {
-                        sender = Box::pin(self.connect(upstream)).await?;
+                        sender = match Box::pin(self.connect(upstream)).await {
+                            Ok(sender) => sender,
+                            Err(e) => return Err(refused(req, e)),
+                        };
                         sender.send_request(req).await.map_err(failed)?
                     }
                     None => return Err(failed(e.into_error())),
@@ -241,7 +485,7 @@ impl Sender {
             pinned.put(upstream.id, sender);
             Ok(response)
         };
-        tokio::time::timeout(self.upstream_timeout, exchange)
+        tokio::time::timeout(self.timeout, exchange)
             .await
             .unwrap_or(Err(SendError::TimedOut))
     }
@@ -249,11 +493,7 @@ impl Sender {
     async fn connect(
         &self,
         upstream: &Upstream,
-    ) -> Result<http1::SendRequest<UpstreamBody>, SendError> {
-        let refused = |error: Box<dyn std::error::Error + Send + Sync>| SendError::Failed {
-            error,
-            connect: true,
-        };
+    ) -> Result<http1::SendRequest<UpstreamBody>, BoxError> {
         let addr = (
             upstream.authority.host(),
             upstream.authority.port_u16().unwrap_or(80),
@@ -261,19 +501,17 @@ impl Sender {
         let stream =
             tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect(addr))
                 .await
-                .map_err(|_| refused("connect timed out".into()))?
-                .map_err(|e| refused(Box::new(e)))?;
+                .map_err(|_| BoxError::from("connect timed out"))??;
         let _ = stream.set_nodelay(true);
         let (mut sender, connection) = http1::Builder::new()
             .handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| refused(Box::new(e)))?;
+            .await?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
             }
         });
-        sender.ready().await.map_err(failed)?;
+        sender.ready().await?;
         Ok(sender)
     }
 }
@@ -322,19 +560,47 @@ mod tests {
     }
 
     #[test]
-    fn picking_goes_round_and_passes_over_refusing_upstreams() {
-        let list: Vec<Upstream> = ["http://a:1", "http://b:1", "http://c:1"]
-            .iter()
-            .filter_map(|u| Upstream::parse(u))
-            .collect();
-        let picked: Vec<&str> = (0..4).map(|t| pick(&list, t).authority.host()).collect();
-        assert_eq!(picked, ["a", "b", "c", "a"]);
-        list[1].refused();
-        let picked: Vec<&str> = (0..3).map(|t| pick(&list, t).authority.host()).collect();
-        assert_eq!(picked, ["a", "c", "c"]);
-        // All refusing: still one in turn, rather than nothing.
-        list[0].refused();
-        list[2].refused();
-        assert_eq!(pick(&list, 1).authority.host(), "b");
+    fn ejections_double_when_they_come_back_soon_and_health_ends_them() {
+        let u = Upstream::parse("http://a:1").unwrap();
+        let base = Duration::from_secs(10);
+        assert!(!u.ejected(1000));
+        assert_eq!(u.eject(1000, base), base);
+        assert!(u.ejected(1000) && u.ejected(10_999) && !u.ejected(11_000));
+        // Ejected again within 10 s of its return: twice as long, and so on up to 5 minutes.
+        assert_eq!(u.eject(15_000, base), Duration::from_secs(20));
+        let mut now = 15_000;
+        for _ in 0..10 {
+            now += u.ejection_ms.load(Ordering::Relaxed) + 1;
+            u.eject(now, base);
+        }
+        assert_eq!(u.eject(now + 1, base), MAX_EJECTION);
+        // Long enough back: the base again.
+        assert_eq!(u.eject(now + 3_600_000, base), base);
+        // Health checks: unhealthy after 2 failures, healthy after 3 passes, which end an
+        // ejection.
+        assert_eq!(u.checked(false, 2, 3), None);
+        assert_eq!(u.checked(false, 2, 3), Some(false));
+        assert!(!u.healthy());
+        assert_eq!(u.checked(true, 2, 3), None);
+        assert_eq!(u.checked(false, 2, 3), None);
+        assert_eq!(u.checked(true, 2, 3), None);
+        assert_eq!(u.checked(true, 2, 3), None);
+        u.ejected_until
+            .store(epoch_ms() + 60_000, Ordering::Relaxed);
+        assert_eq!(u.checked(true, 2, 3), Some(true));
+        assert!(u.usable(epoch_ms()));
+    }
+
+    #[test]
+    fn in_flight_is_bounded_and_released_on_drop() {
+        let u = Arc::new(Upstream::parse("http://a:1").unwrap());
+        let one = u.acquire(0, 2).unwrap();
+        let two = u.acquire(0, 2).unwrap();
+        assert!(u.acquire(0, 2).is_none());
+        assert_eq!(u.in_flight(), 2);
+        drop(one);
+        assert!(u.acquire(0, 2).is_some());
+        drop(two);
+        assert_eq!(u.in_flight(), 0);
     }
 }

@@ -140,3 +140,91 @@ fn browser_defaults_follow_tls_and_public_url() {
     assert!(!debug.contains("s3cret"), "{debug}");
     assert!(debug.contains("<redacted>"));
 }
+
+#[test]
+fn upstream_resilience_has_defaults_and_overrides() {
+    let route = "[[routes]]\npath_prefix = \"/api/\"\nupstream = [\"http://127.0.0.1:1\", \"http://127.0.0.1:2\"]\n";
+    let config = GatewayConfig::parse(&format!("{BASE}{route}"), Path::new("g.toml")).unwrap();
+    let r = &config.routes[0];
+    assert_eq!(
+        (r.timeout, r.connect_timeout, r.max_requests),
+        (None, None, None)
+    );
+    assert_eq!(r.balance, Balance::RoundRobin);
+    assert_eq!((r.retries, r.eject_after), (1, 5));
+    assert_eq!(r.eject_for, Duration::from_secs(10));
+    assert!(r.eject_on_5xx);
+    assert_eq!(r.health_check, None);
+
+    let more = r#"timeout = "3s"
+connect_timeout = "250ms"
+max_requests = 2
+balance = "least_requests"
+retries = 0
+eject_after = 3
+eject_for = "30s"
+eject_on_5xx = false
+health_check = { path = "/up", interval = "5s" }
+"#;
+    let config =
+        GatewayConfig::parse(&format!("{BASE}{route}{more}"), Path::new("g.toml")).unwrap();
+    let r = &config.routes[0];
+    assert_eq!(r.timeout, Some(Duration::from_secs(3)));
+    assert_eq!(r.connect_timeout, Some(Duration::from_millis(250)));
+    assert_eq!(r.max_requests, Some(2));
+    assert_eq!(r.balance, Balance::LeastRequests);
+    assert_eq!((r.retries, r.eject_after, r.eject_on_5xx), (0, 3, false));
+    let check = r.health_check.as_ref().unwrap();
+    assert_eq!(check.path, "/up");
+    assert_eq!(check.interval, Duration::from_secs(5));
+    assert_eq!(check.timeout, Duration::from_secs(1));
+    assert_eq!((check.unhealthy_after, check.healthy_after), (3, 2));
+    assert_eq!(refused(&format!("{BASE}{route}{more}")), None);
+}
+
+#[test]
+fn upstream_resilience_is_checked_by_key() {
+    let route = "[[routes]]\npath_prefix = \"/api/\"\nupstream = \"http://127.0.0.1:1\"\n";
+    for (line, key) in [
+        ("timeout = \"0s\"", "timeout"),
+        ("connect_timeout = \"0s\"", "connect_timeout"),
+        ("max_requests = 0", "max_requests"),
+        ("retries = 6", "retries"),
+        ("eject_after = 0", "eject_after"),
+        ("eject_for = \"0s\"", "eject_for"),
+        ("eject_for = \"6m\"", "eject_for"),
+        ("health_check = { path = \"healthz\" }", "health_check.path"),
+        (
+            "health_check = { interval = \"0s\" }",
+            "health_check.interval",
+        ),
+        (
+            "health_check = { interval = \"1s\", timeout = \"2s\" }",
+            "health_check.timeout",
+        ),
+        (
+            "health_check = { unhealthy_after = 0 }",
+            "health_check.unhealthy_after",
+        ),
+        (
+            "health_check = { healthy_after = 0 }",
+            "health_check.healthy_after",
+        ),
+    ] {
+        assert_eq!(
+            refused(&format!("{BASE}{route}{line}\n")).as_deref(),
+            Some(format!("routes[0].{key}").as_str()),
+            "{line}"
+        );
+    }
+    for bad in [
+        "balance = \"random\"",
+        "health_check = { path = \"/\", every = \"1s\" }",
+    ] {
+        let text = format!("{BASE}{route}{bad}\n");
+        assert!(
+            GatewayConfig::parse(&text, Path::new("g.toml")).is_err(),
+            "{bad}"
+        );
+    }
+}

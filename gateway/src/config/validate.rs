@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use super::{BrowserConfig, ConfigError, GatewayConfig};
+use std::time::Duration;
+
+use super::{BrowserConfig, ConfigError, GatewayConfig, RouteConfig};
 
 /// `scheme://host[:port]` of an http(s) URL, lower-case.
 pub fn origin(url: &str) -> Option<String> {
@@ -150,6 +152,7 @@ impl GatewayConfig {
                     ));
                 }
             }
+            route.validate_upstreams(|k, m| invalid(format!("routes[{i}].{k}"), m))?;
             if route.browser && !route.auth {
                 return Err(invalid(
                     format!("routes[{i}].browser"),
@@ -226,6 +229,75 @@ impl BrowserConfig {
         }
         if self.login_timeout.is_zero() {
             return Err(invalid(key("login_timeout"), "must be more than 0"));
+        }
+        Ok(())
+    }
+}
+
+/// Longest ejection, however often an upstream is ejected.
+pub const MAX_EJECTION: Duration = Duration::from_secs(300);
+/// Retries of one request at most.
+pub const MAX_RETRIES: u32 = 5;
+
+impl RouteConfig {
+    /// Timeouts, limits, ejection, retries and health checks; `invalid` gets the key below the
+    /// route.
+    fn validate_upstreams(
+        &self,
+        invalid: impl Fn(&str, &str) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        let positive = [
+            ("timeout", self.timeout),
+            ("connect_timeout", self.connect_timeout),
+            ("eject_for", Some(self.eject_for)),
+        ];
+        for (key, value) in positive {
+            if value.is_some_and(|d| d.is_zero()) {
+                return Err(invalid(key, "must be more than 0"));
+            }
+        }
+        if self.eject_for > MAX_EJECTION {
+            return Err(invalid("eject_for", "must be at most 5m"));
+        }
+        if self.max_requests == Some(0) {
+            return Err(invalid(
+                "max_requests",
+                "must be at least 1 (leave it out for no limit)",
+            ));
+        }
+        if self.eject_after == 0 {
+            return Err(invalid("eject_after", "must be at least 1"));
+        }
+        if self.retries > MAX_RETRIES {
+            return Err(invalid("retries", "must be at most 5"));
+        }
+        if let Some(check) = &self.health_check {
+            if !check.path.starts_with('/')
+                || check.path.parse::<http::uri::PathAndQuery>().is_err()
+            {
+                return Err(invalid(
+                    "health_check.path",
+                    "must be a path starting with /",
+                ));
+            }
+            if check.interval.is_zero() {
+                return Err(invalid("health_check.interval", "must be more than 0"));
+            }
+            if check.timeout.is_zero() || check.timeout > check.interval {
+                return Err(invalid(
+                    "health_check.timeout",
+                    "must be more than 0 and at most health_check.interval",
+                ));
+            }
+            if check.unhealthy_after == 0 {
+                return Err(invalid(
+                    "health_check.unhealthy_after",
+                    "must be at least 1",
+                ));
+            }
+            if check.healthy_after == 0 {
+                return Err(invalid("health_check.healthy_after", "must be at least 1"));
+            }
         }
         Ok(())
     }

@@ -1,0 +1,160 @@
+use std::path::Path;
+
+use super::*;
+use crate::config::GatewayConfig;
+
+fn cluster(extra: &str) -> Arc<Cluster> {
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:8080"
+[admin]
+listen = "127.0.0.1:9090"
+[idp]
+jwks_url = "http://127.0.0.1:7000/.well-known/jwks.json"
+[[routes]]
+path_prefix = "/api/"
+upstream = ["http://a:1", "http://b:1", "http://c:1", "http://d:1"]
+{extra}
+"#
+    );
+    let config = GatewayConfig::parse(&text, Path::new("g.toml")).unwrap();
+    config.validate(Path::new("g.toml")).unwrap();
+    Cluster::new(&config.routes[0], &config.server, &Metrics::new(), None).unwrap()
+}
+
+fn host(in_flight: &InFlight) -> &str {
+    in_flight.upstream().authority.host()
+}
+
+fn picks(c: &Cluster, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| host(&c.pick(0).unwrap()).to_owned())
+        .collect()
+}
+
+#[test]
+fn round_robin_passes_over_unhealthy_and_ejected_upstreams() {
+    let c = cluster("");
+    assert_eq!(picks(&c, 5), ["a", "b", "c", "d", "a"]);
+    c.list[1].eject(epoch_ms(), Duration::from_secs(10));
+    c.list[2].checked(false, 1, 1);
+    assert_eq!(picks(&c, 4), ["d", "d", "d", "a"]);
+    // Tried ones are skipped too.
+    let next = c.pick(bit(3)).unwrap();
+    assert_eq!(host(&next), "a");
+}
+
+#[test]
+fn all_unhealthy_fails_open() {
+    let c = cluster("");
+    for u in &c.list {
+        u.checked(false, 1, 1);
+    }
+    assert!(c.failing_open());
+    assert_eq!(picks(&c, 4).len(), 4);
+    assert_eq!(c.pick(0b1111).unwrap_err(), NoPick::Exhausted);
+}
+
+#[test]
+fn at_most_half_the_list_is_ejected() {
+    let c = cluster("eject_after = 2");
+    for u in &c.list {
+        for _ in 0..2 {
+            c.failed(u, Failure::Connect);
+        }
+    }
+    let now = epoch_ms();
+    assert_eq!(c.list.iter().filter(|u| u.ejected(now)).count(), 2);
+    // One failure short: no ejection; a success resets the run.
+    let c = cluster("eject_after = 3");
+    c.failed(&c.list[0], Failure::Status);
+    c.failed(&c.list[0], Failure::Status);
+    c.list[0].succeeded();
+    c.failed(&c.list[0], Failure::Status);
+    assert!(!c.list[0].ejected(epoch_ms()));
+}
+
+#[test]
+fn max_requests_overloads_only_when_every_candidate_is_full() {
+    let c = cluster("max_requests = 1");
+    let held: Vec<InFlight> = (0..4).map(|_| c.pick(0).unwrap()).collect();
+    assert_eq!(c.pick(0).unwrap_err(), NoPick::Overloaded);
+    drop(held);
+    assert!(c.pick(0).is_ok());
+}
+
+#[test]
+fn least_requests_prefers_the_less_busy_of_two() {
+    let c = cluster("balance = \"least_requests\"\nmax_requests = 1000");
+    // a, b and c busy: d wins whenever it is one of the two, and it is often enough.
+    let busy: Vec<InFlight> = (0..3)
+        .flat_map(|i| (0..10).map(move |_| i))
+        .map(|i| c.list[i].acquire(i, 1000).unwrap())
+        .collect();
+    let to_d = picks(&c, 100).iter().filter(|h| *h == "d").count();
+    assert!(to_d >= 40, "{to_d}");
+    drop(busy);
+}
+
+#[test]
+fn the_retry_budget_allows_a_burst_then_a_fifth_of_requests() {
+    let b = Budget(AtomicI64::new(BUDGET_CAP));
+    let burst = (0..100).filter(|_| b.withdraw()).count();
+    assert_eq!(burst as i64, RETRY_BURST);
+    assert!(!b.has_room());
+    for _ in 0..50 {
+        b.deposit();
+    }
+    assert_eq!((0..100).filter(|_| b.withdraw()).count(), 10);
+    for _ in 0..10_000 {
+        b.deposit();
+    }
+    assert_eq!(b.0.load(Ordering::Relaxed), BUDGET_CAP);
+}
+
+#[test]
+fn idempotent_methods_are_rfc_9110s() {
+    for m in [
+        Method::GET,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::PUT,
+        Method::DELETE,
+    ] {
+        assert!(idempotent(&m), "{m}");
+    }
+    for m in [Method::POST, Method::PATCH, Method::CONNECT] {
+        assert!(!idempotent(&m), "{m}");
+    }
+}
+
+#[tokio::test]
+async fn a_small_body_is_held_and_replayed_a_large_one_is_not() {
+    let held = |body: &'static str, length: Option<u64>| {
+        let mut req = Request::put("/x").body(UpstreamBody::Held(Some(Bytes::from(body))));
+        if let Some(n) = length {
+            req.as_mut()
+                .unwrap()
+                .headers_mut()
+                .insert(header::CONTENT_LENGTH, n.into());
+        }
+        req.unwrap()
+    };
+    let mut req = held("hello", Some(5));
+    let replay = Replay::of(&mut req).await.unwrap().unwrap();
+    let again = replay.request();
+    assert_eq!(again.method(), Method::PUT);
+    assert_eq!(again.uri(), "/x");
+    let bytes = again.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(bytes, "hello");
+    let first = req.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(first, "hello");
+    // Unsized or too large: left as it is.
+    assert!(Replay::of(&mut held("x", None)).await.unwrap().is_none());
+    let mut large = held("x", Some(MAX_HELD_BODY + 1));
+    assert!(Replay::of(&mut large).await.unwrap().is_none());
+    // No body at all: replayable.
+    let mut empty = Request::get("/").body(UpstreamBody::Held(None)).unwrap();
+    assert!(Replay::of(&mut empty).await.unwrap().is_some());
+}
