@@ -273,7 +273,8 @@ impl Cluster {
 
     /// Sends `req` to an upstream, and again to another on a failure that allows it: a
     /// connection that could not be made (nothing was sent, any method), or, when `replay`
-    /// holds a copy of the request, a timeout, a failure mid-exchange or a `502/503/504`.
+    /// holds a copy of an idempotent request, a timeout, a failure mid-exchange or a
+    /// `502/503/504`.
     /// Returns the answer and the request in flight that gave it (for its upstream's name;
     /// the response body holds it until done).
     pub async fn send(
@@ -287,6 +288,8 @@ impl Cluster {
             Ok(attempt) => attempt,
             Err(_) => return (Err(Reject::UpstreamOverloaded), None),
         };
+        // What may be sent again after the request went out: idempotent ones only.
+        let resend = replay.as_ref().filter(|r| idempotent(&r.method));
         let mut tried = 0;
         let mut retries = self.settings.retries;
         loop {
@@ -299,7 +302,7 @@ impl Cluster {
                         self.failed(&upstream, Failure::Status);
                     }
                     let again = matches!(response.status().as_u16(), 502..=504)
-                        .then(|| replay.as_ref().map(Replay::request))
+                        .then(|| resend.map(Replay::request))
                         .flatten();
                     (Ok(response), again)
                 }
@@ -318,13 +321,13 @@ impl Cluster {
                 Err(SendError::TimedOut) => {
                     tracing::warn!(upstream = %upstream.authority, "upstream timed out");
                     self.failed(&upstream, Failure::Timeout);
-                    let again = replay.as_ref().map(Replay::request);
+                    let again = resend.map(Replay::request);
                     (Err(Reject::UpstreamTimeout), again)
                 }
                 Err(SendError::Failed(error)) => {
                     tracing::warn!(error = %error, upstream = %upstream.authority, "upstream request failed");
                     self.failed(&upstream, Failure::Reset);
-                    let again = replay.as_ref().map(Replay::request);
+                    let again = resend.map(Replay::request);
                     (Err(Reject::UpstreamFailed), again)
                 }
                 Err(SendError::BodyTooLarge) => return (Err(Reject::BodyTooLarge), Some(attempt)),

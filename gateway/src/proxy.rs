@@ -240,10 +240,12 @@ impl Proxy {
             self.upstream_request(live, req, route, identity.as_deref(), peer, counter)?;
         let pinned = pinned.filter(|_| outgoing.http1 && outgoing.upgrade.is_none());
         let cluster = &route.upstreams;
-        // A copy to send again after a timeout or a 502/503/504, kept only where a retry may
-        // follow (idempotent, body empty or small enough to hold, another upstream, budget).
+        // A copy to send again, kept only where a retry may follow (body empty or small enough
+        // to hold, another upstream, budget left): after a timeout or a 502/503/504 for an
+        // idempotent method; after a refused connection for any method where the pool sends
+        // it (a connection of our own hands the request back, the pool does not).
         let replay = if outgoing.upgrade.is_none()
-            && idempotent(outgoing.req.method())
+            && (pinned.is_none() || idempotent(outgoing.req.method()))
             && cluster.may_retry()
         {
             Replay::of(&mut outgoing.req).await?

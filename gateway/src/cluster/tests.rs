@@ -158,3 +158,58 @@ async fn a_small_body_is_held_and_replayed_a_large_one_is_not() {
     let mut empty = Request::get("/").body(UpstreamBody::Held(None)).unwrap();
     assert!(Replay::of(&mut empty).await.unwrap().is_some());
 }
+
+/// A port nothing listens on (bound, then let go).
+fn refusing() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}", listener.local_addr().unwrap())
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_retried_on_another_for_any_method() {
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let live = echo.local_addr().unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(crate::echo::serve(echo, shutdown.clone()));
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:1\"\n[admin]\nlisten = \"127.0.0.1:2\"\n\
+         [idp]\njwks_url = \"http://i:1/\"\n[[routes]]\npath_prefix = \"/api/\"\n\
+         upstream = [\"{}\", \"http://{live}\"]\n",
+        refusing()
+    );
+    let config = GatewayConfig::parse(&text, Path::new("g.toml")).unwrap();
+    let c = Cluster::new(&config.routes[0], &config.server, &Metrics::new(), None).unwrap();
+    let post = || {
+        Request::post("/api/orders")
+            .header(header::CONTENT_LENGTH, 5)
+            .body(UpstreamBody::Held(Some(Bytes::from("hello"))))
+            .unwrap()
+    };
+    // Through the pool (an HTTP/2 client's request): the refused one goes to the other, whole.
+    let mut req = post();
+    let replay = Replay::of(&mut req).await.unwrap();
+    let (answer, in_flight) = c.send(req, None, replay).await;
+    let answer = answer.unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(
+        in_flight.unwrap().upstream().authority.as_str(),
+        live.to_string()
+    );
+    let echoed = answer.into_body().collect().await.unwrap().to_bytes();
+    let echoed: serde_json::Value = serde_json::from_slice(&echoed).unwrap();
+    assert_eq!(echoed["method"], "POST", "{echoed}");
+    assert_eq!(c.list[0].metrics.failure(Failure::Connect).get(), 1);
+    assert_eq!(c.list[0].metrics.retries.get(), 1);
+    // Without a copy, the pool cannot send it again.
+    let (answer, _) = c.send(post(), None, None).await;
+    assert_eq!(answer.unwrap_err(), Reject::UpstreamFailed);
+    // A connection of our own hands the request back untouched: retried without a copy.
+    let pinned = Pinned::default();
+    for _ in 0..2 {
+        let (answer, _) = c.send(post(), Some(&pinned), None).await;
+        assert_eq!(answer.unwrap().status(), 200);
+    }
+    // Taken in turn, one of the two met the refusing upstream first.
+    assert_eq!(c.list[0].metrics.retries.get(), 2);
+    shutdown.cancel();
+}
