@@ -248,7 +248,9 @@ impl Proxy {
             && (pinned.is_none() || idempotent(outgoing.req.method()))
             && cluster.may_retry()
         {
-            Replay::of(&mut outgoing.req).await?
+            // Boxed: only routes with several upstreams come here, and its future would
+            // otherwise make every request's larger.
+            Box::pin(Replay::of(&mut outgoing.req)).await?
         } else {
             None
         };
