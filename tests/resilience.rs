@@ -496,3 +496,49 @@ health_check = {{ path = "/healthz", interval = "100ms", timeout = "100ms", unhe
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_answering_5xx_is_ejected_after_eject_after_answers_and_gets_no_traffic() {
+    let failing = Scripted::start(Script::Status(500)).await;
+    let echo = EchoBackend::start().await;
+    let stack = stack(format!(
+        r#"[[routes]]
+path_prefix = "/flaky/"
+upstream = ["{failing}", "{echo}"]
+auth = false
+eject_after = 2
+eject_for = "1m"
+"#,
+        failing = failing.url(),
+        echo = echo.url()
+    ))
+    .await;
+    let gw = &stack.gateways[0];
+    // In turn: the failing backend's 500s reach the client (500 is not retried) until it has
+    // answered `eject_after` of them in a row.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(get(&gw.url("/flaky/x")).await.status);
+    }
+    assert_eq!(statuses, [500, 200, 500, 200]);
+    assert_eq!(failing.received(), 2);
+    let state = upstream_state(&stack, "/flaky/", failing.addr).await;
+    assert_eq!(state["ejected"], true, "{state}");
+    assert_eq!(state["takes_traffic"], false, "{state}");
+    assert!(
+        state["ejected_for_ms"].as_u64().unwrap() > 50_000,
+        "{state}"
+    );
+    // Ejected: everything goes to the other.
+    for _ in 0..10 {
+        let r = get(&gw.url("/flaky/x")).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.json()["backend"], echo.addr.to_string());
+    }
+    assert_eq!(failing.received(), 2);
+    let labels = format!(r#"route="/flaky/",host="*",upstream="{}""#, failing.addr);
+    let ejections = format!("tokengate_upstream_ejections_total{{{labels}}}");
+    assert_eq!(metric(&stack, &ejections).await, 1.0);
+    let failures = format!("tokengate_upstream_failures_total{{{labels},kind=\"status_5xx\"}}");
+    assert_eq!(metric(&stack, &failures).await, 2.0);
+}
