@@ -289,7 +289,7 @@ impl Cluster {
             Err(_) => return (Err(Reject::UpstreamOverloaded), None),
         };
         // What may be sent again after the request went out: idempotent ones only.
-        let resend = replay.as_ref().filter(|r| idempotent(&r.method));
+        let resend = replay.as_ref().filter(|r| idempotent(&r.0.method));
         let mut tried = 0;
         let mut retries = self.settings.retries;
         loop {
@@ -374,7 +374,10 @@ pub fn idempotent(method: &Method) -> bool {
 }
 
 /// What it takes to send a request again: its head, and its body when the gateway holds it.
-pub struct Replay {
+/// Boxed, so that the request path carries a pointer rather than a request head.
+pub struct Replay(Box<ReplayParts>);
+
+struct ReplayParts {
     method: Method,
     uri: Uri,
     version: Version,
@@ -413,21 +416,22 @@ impl Replay {
             *req.body_mut() = UpstreamBody::Held(Some(bytes.clone()));
             Some(bytes)
         };
-        Ok(Some(Replay {
+        Ok(Some(Replay(Box::new(ReplayParts {
             method: req.method().clone(),
             uri: req.uri().clone(),
             version: req.version(),
             headers: req.headers().clone(),
             body,
-        }))
+        }))))
     }
 
     fn request(&self) -> Request<UpstreamBody> {
-        let mut req = Request::new(UpstreamBody::Held(self.body.clone()));
-        *req.method_mut() = self.method.clone();
-        *req.uri_mut() = self.uri.clone();
-        *req.version_mut() = self.version;
-        *req.headers_mut() = self.headers.clone();
+        let Replay(copy) = self;
+        let mut req = Request::new(UpstreamBody::Held(copy.body.clone()));
+        *req.method_mut() = copy.method.clone();
+        *req.uri_mut() = copy.uri.clone();
+        *req.version_mut() = copy.version;
+        *req.headers_mut() = copy.headers.clone();
         req
     }
 }
