@@ -32,6 +32,8 @@ use tokio_util::sync::CancellationToken;
 const PARENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_SPAN: &str = "00f067aa0ba902b7";
 const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+const UNSAMPLED_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+const UNSAMPLED: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
 /// `SPAN_KIND_SERVER` in the OTLP protocol.
 const SERVER: i32 = 2;
 
@@ -214,14 +216,14 @@ struct Service {
 }
 
 impl Service {
-    /// Starts `tokengate {command} --config {config}` (its listeners `public` and `admin`)
-    /// and waits until its admin `/readyz` answers 200.
+    /// Starts `tokengate {name} --config {config}` (its listeners `public` and `admin`) with
+    /// the OTLP settings `otel`, and waits until its admin `/readyz` answers 200.
     async fn start(
         name: &'static str,
         dir: &Path,
         config: String,
         (public, admin): (SocketAddr, SocketAddr),
-        otlp: &str,
+        otel: &[(&str, &str)],
     ) -> Self {
         let path = dir.join(format!("{name}.toml"));
         std::fs::write(&path, config).unwrap();
@@ -232,15 +234,13 @@ impl Service {
             .arg("--config")
             .arg(&path)
             .env("RUST_LOG", "info")
-            .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp)
-            // Batches every 100 ms instead of 5 s: the test waits less.
-            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
             .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
             .env_remove("OTEL_EXPORTER_OTLP_PROTOCOL")
             .env_remove("OTEL_SERVICE_NAME")
             .env_remove("OTEL_SDK_DISABLED")
             .env_remove("OTEL_TRACES_SAMPLER")
             .env_remove("TOKENGATE_ADMIN_TOKEN")
+            .envs(otel.iter().copied())
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file)
@@ -283,12 +283,19 @@ impl Drop for Service {
     }
 }
 
+/// A fresh folder for one test's files (removed when it passes).
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tokengate-otel-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 fn addrs() -> (SocketAddr, SocketAddr) {
     let addr = || SocketAddr::from(([127, 0, 0, 1], free_port()));
     (addr(), addr())
 }
 
-async fn start_idp(dir: &Path, redis: &str, otlp: &str) -> Service {
+async fn start_idp(dir: &Path, redis: &str, otel: &[(&str, &str)]) -> Service {
     let made = Command::new(env!("CARGO_BIN_EXE_tokengate"))
         .args(["gen-key", "--out"])
         .arg(dir.join("signing.pem"))
@@ -322,7 +329,7 @@ type = "public"
 grants = ["password"]
 "#
     );
-    Service::start("idp", dir, config, (public, admin), otlp).await
+    Service::start("idp", dir, config, (public, admin), otel).await
 }
 
 async fn start_gateway(
@@ -330,7 +337,7 @@ async fn start_gateway(
     idp: &Service,
     redis: &str,
     backend: &str,
-    otlp: &str,
+    otel: &[(&str, &str)],
 ) -> Service {
     let (public, admin) = addrs();
     let config = format!(
@@ -351,7 +358,7 @@ access_path = "{access}"
         access = dir.join("access.log").display(),
         routes = support::backend_routes(backend),
     );
-    Service::start("gateway", dir, config, (public, admin), otlp).await
+    Service::start("gateway", dir, config, (public, admin), otel).await
 }
 
 /// A header the backend got (it echoes them back in the body).
@@ -368,10 +375,15 @@ async fn request_spans_reach_an_otlp_receiver_with_the_request_trace_and_no_secr
     let redis = TestRedis::start();
     let backend = support::EchoBackend::start().await;
     let receiver = Receiver::start().await;
-    let dir = std::env::temp_dir().join(format!("tokengate-otel-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let idp = start_idp(&dir, &redis.url(), &receiver.url()).await;
-    let gateway = start_gateway(&dir, &idp, &redis.url(), &backend.url(), &receiver.url()).await;
+    let dir = temp_dir("spans");
+    let endpoint = receiver.url();
+    let otel = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        // Batches every 100 ms instead of 5 s: the test waits less.
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    let idp = start_idp(&dir, &redis.url(), &otel).await;
+    let gateway = start_gateway(&dir, &idp, &redis.url(), &backend.url(), &otel).await;
 
     // The IdP: a sign-in (password and reference token on the wire) and an admin call whose
     // path names a user.
@@ -392,7 +404,22 @@ async fn request_spans_reach_an_otlp_receiver_with_the_request_trace_and_no_secr
     .await;
     assert_eq!(sessions.status, 200, "{}", sessions.body);
 
-    // The gateway: a bearer request in the caller's trace, and a public one that starts a trace.
+    // The gateway: a request whose caller does not sample (sent first: once the later spans
+    // are in, its own would be too), a bearer request in the caller's trace, and a public one
+    // that starts a trace.
+    let unsampled = send(
+        "GET",
+        &gateway.url("/public/unsampled"),
+        &[("traceparent", UNSAMPLED)],
+        String::new(),
+    )
+    .await;
+    assert_eq!(unsampled.status, 200, "{}", unsampled.body);
+    assert_eq!(
+        upstream_header(&unsampled, "traceparent")[..36],
+        UNSAMPLED[..36],
+        "the caller's trace goes on upstream"
+    );
     let joined = send(
         "GET",
         &gateway.url("/api/joined"),
@@ -435,7 +462,12 @@ async fn request_spans_reach_an_otlp_receiver_with_the_request_trace_and_no_secr
         gateway.log_text(),
         idp.log_text()
     );
+    // Not the one whose caller does not sample.
     assert_eq!(spans.len(), 2, "{spans:?}");
+    assert!(
+        spans.iter().all(|s| s.trace_id != UNSAMPLED_TRACE),
+        "{spans:?}"
+    );
     for span in &spans {
         assert_eq!(span.kind, SERVER, "{span:?}");
         assert_eq!(
@@ -519,6 +551,54 @@ async fn request_spans_reach_an_otlp_receiver_with_the_request_trace_and_no_secr
     let output = gateway.log_text();
     assert!(output.contains("exporting spans over OTLP"), "{output}");
     assert!(!output.contains("DEBUG"), "{output}");
+    drop(gateway);
+    drop(idp);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A collector that accepts connections and never answers: the export thread waits on it, its
+/// queue fills, spans are dropped (and that logged), and requests go on as fast as before.
+#[tokio::test]
+async fn a_collector_that_never_answers_costs_requests_nothing() {
+    let redis = TestRedis::start();
+    let backend = support::EchoBackend::start().await;
+    // Never accepted: the kernel completes the connections, nobody reads them.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", silent.local_addr().unwrap());
+    let dir = temp_dir("silent");
+    let otel = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "30000"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "10"),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "4"),
+        ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "1"),
+    ];
+    let idp = start_idp(&dir, &redis.url(), &otel).await;
+    let gateway = start_gateway(&dir, &idp, &redis.url(), &backend.url(), &otel).await;
+
+    // Far more requests than the queue holds, each answered well inside the export timeout.
+    for i in 0..40 {
+        let started = std::time::Instant::now();
+        let reply = send(
+            "GET",
+            &gateway.url(&format!("/public/{i}")),
+            &[],
+            String::new(),
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(5),
+            "request {i} took {took:?}:\n{}",
+            gateway.log_text()
+        );
+    }
+    let logged = eventually(Duration::from_secs(10), || async {
+        gateway.log_text().contains("queue full")
+    })
+    .await;
+    assert!(logged, "no drop logged:\n{}", gateway.log_text());
     drop(gateway);
     drop(idp);
     let _ = std::fs::remove_dir_all(&dir);
