@@ -19,6 +19,8 @@
 //! | `tg:l:{<login key>}:n`       | string | failed logins in the current window (expires)      |
 //! | `tg:l:{<login key>}:lock`    | string | present while the login key is locked out          |
 //! | `tg:{audit}`                 | stream | administrators' actions, bounded length (exact)    |
+//! | `tg:{deliveries}`            | zset   | queued delivery ids, scored by when due (Unix ms)  |
+//! | `tg:{deliveries}:items`      | hash   | each queued delivery's payload by id               |
 //! | `tg:{reporters}`             | zset   | who reported last use, scored by when (bounded)    |
 //!
 //! `<subject>` and `<login key>` are base64url-encoded so that braces in a username cannot move the hash tag.
@@ -52,6 +54,8 @@ pub(super) struct Keys {
     pub users: String,
     pub audit: String,
     pub reporters: String,
+    pub deliveries: String,
+    pub delivery_items: String,
 }
 
 impl Keys {
@@ -66,6 +70,8 @@ impl Keys {
             users: format!("{prefix}:{{users}}"),
             audit: format!("{prefix}:{{audit}}"),
             reporters: format!("{prefix}:{{reporters}}"),
+            deliveries: format!("{prefix}:{{deliveries}}"),
+            delivery_items: format!("{prefix}:{{deliveries}}:items"),
         }
     }
     pub fn session(&self, id: &SessionId) -> String {
@@ -112,6 +118,8 @@ pub(super) struct Scripts {
     pub put_user: Script,
     pub create_code: Script,
     pub redeem_code: Script,
+    pub queue_delivery: Script,
+    pub deliveries_due: Script,
 }
 
 impl Scripts {
@@ -184,6 +192,32 @@ impl Scripts {
                   local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*',
                     'seq', seq, 'type', ARGV[2], 'sids', ARGV[3], 'sub', ARGV[4])
                   return {id, seq}",
+            ),
+            // KEYS[1] queue, KEYS[2] items; ARGV id, payload, due ms, most queued. A new id is
+            // refused when the queue is full; a queued one is replaced (a retry).
+            queue_delivery: Script::new(
+                r"if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0
+                     and redis.call('HLEN', KEYS[2]) >= tonumber(ARGV[4]) then return 0 end
+                  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+                  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+                  return 1",
+            ),
+            // KEYS[1] queue, KEYS[2] items; ARGV now ms, hold ms, limit. The due ones, each moved
+            // to `now + hold`; an id without its payload leaves the queue.
+            deliveries_due: Script::new(
+                r"local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+                  local due = {}
+                  for _, id in ipairs(ids) do
+                    local payload = redis.call('HGET', KEYS[2], id)
+                    if payload then
+                      redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]), id)
+                      due[#due + 1] = id
+                      due[#due + 1] = payload
+                    else
+                      redis.call('ZREM', KEYS[1], id)
+                    end
+                  end
+                  return due",
             ),
             // KEYS[1] failure count, KEYS[2] lock; ARGV limit, window ms, lockout ms.
             login_failed: Script::new(

@@ -8,6 +8,7 @@
 
 mod audit;
 mod codes;
+mod deliveries;
 mod events;
 mod pending;
 mod renewal;
@@ -18,6 +19,7 @@ mod users;
 
 pub use self::audit::{audit_is_read_newest_first_in_pages, audit_trail_is_bounded};
 pub use self::codes::codes_are_redeemed_once_then_replayed_then_forgotten;
+pub use self::deliveries::deliveries_come_due_are_held_requeued_and_finished;
 pub use self::events::{
     blocked_reader_wakes_on_event, events_resume_from_cursor_at_least_once,
     trimmed_stream_is_reported_as_gap,
@@ -169,7 +171,8 @@ macro_rules! store_contract_tests {
             audit_is_read_newest_first_in_pages,
             reporters_are_remembered_by_last_report,
             pending_records_are_taken_once_then_forgotten,
-            notes_are_kept_replaced_once_only_and_forgotten
+            notes_are_kept_replaced_once_only_and_forgotten,
+            deliveries_come_due_are_held_requeued_and_finished
         );
         #[tokio::test]
         async fn trimmed_stream_is_reported_as_gap() {
