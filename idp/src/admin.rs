@@ -21,6 +21,7 @@ use crate::error::ApiError;
 use crate::extract::{ClientAddr, JsonBody, bearer};
 use crate::metrics::KindLabels;
 use crate::oauth::reply::token_response;
+use crate::outbox;
 use crate::sessions::NewSession;
 use crate::state::{AppState, Live};
 use crate::users::check_password;
@@ -124,11 +125,23 @@ async fn save_user(state: &AppState, user: &mut User) -> Result<(), ApiError> {
 
 /// Revokes every session of a subject; how many were live.
 async fn revoke_subject(state: &AppState, subject: &str) -> Result<usize, ApiError> {
+    // Read first, for the clients to tell (back-channel logout): a session made in between
+    // ends all the same, only unannounced.
+    let sessions = state
+        .store
+        .sessions(subject)
+        .await
+        .map_err(|e| state.store_error(e))?;
     let revoked = state
         .store
         .revoke_subject(subject)
         .await
         .map_err(|e| state.store_error(e))?;
+    let ended: Vec<_> = sessions
+        .into_iter()
+        .filter(|s| revoked.contains(&s.id))
+        .collect();
+    outbox::queue(state, &ended).await;
     state
         .metrics
         .revocations
@@ -395,12 +408,11 @@ pub async fn end_sessions(
 /// Ends one session; [`ApiError::NotFound`] if it is not live.
 pub async fn end_session(state: &AppState, actor: &Actor, id: &str) -> Result<(), ApiError> {
     let id = SessionId::parse(id).ok_or(ApiError::NotFound)?;
-    let owner = state
+    let session = state
         .store
         .lookup(&id)
         .await
-        .map_err(|e| state.store_error(e))?
-        .map(|s| s.subject);
+        .map_err(|e| state.store_error(e))?;
     if !state
         .store
         .revoke(&id)
@@ -415,7 +427,10 @@ pub async fn end_session(state: &AppState, actor: &Actor, id: &str) -> Result<()
         .get_or_create(&KindLabels { kind: "session" })
         .inc();
     tracing::info!(session = %id, "session revoked by an administrator");
-    let target = match owner {
+    if let Some(session) = &session {
+        outbox::queue(state, std::slice::from_ref(session)).await;
+    }
+    let target = match session.map(|s| s.subject) {
         Some(owner) => format!("{owner} session {id}"),
         None => format!("session {id}"),
     };

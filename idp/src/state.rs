@@ -99,6 +99,8 @@ pub struct Lasting {
     pub activity: Arc<Activity>,
     /// The access log, when `[log] access = true`.
     pub access: Option<Arc<AccessLog>>,
+    /// Wakes the back-channel logout sender when something was queued.
+    pub outbox: Arc<tokio::sync::Notify>,
     hasher: Hasher,
     issuer_name: String,
     console_url: String,
@@ -114,6 +116,7 @@ impl Lasting {
             usage: Arc::new(UsageLog::new()),
             activity: Arc::new(Activity::default()),
             access: None,
+            outbox: Arc::default(),
             store,
             hasher,
             issuer_name: issuer,
@@ -153,6 +156,8 @@ pub struct Shared {
     pub upstreams: Upstreams,
     /// The access log, when `[log] access = true`.
     pub access: Option<Arc<AccessLog>>,
+    /// Wakes the back-channel logout sender, shared with [`Lasting`].
+    pub outbox: Arc<tokio::sync::Notify>,
     admin_token_digest: [u8; 32],
     request_timeout: Duration,
 }
@@ -186,6 +191,7 @@ impl AppState {
             usage,
             activity,
             access,
+            outbox,
             hasher,
             issuer_name,
             console_url,
@@ -221,6 +227,7 @@ impl AppState {
             activity,
             upstreams,
             access,
+            outbox,
             store,
             admin_token_digest: sha256(config.admin.token.as_bytes()),
             request_timeout: config.server.request_timeout,

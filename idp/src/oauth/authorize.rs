@@ -17,8 +17,8 @@ use axum::routing::get;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use subtle::ConstantTimeEq;
 use tokengate_store::{
-    AuthCode, CodeId, Codes, Redeemed, ReferenceToken, Session, SessionAdmin, SessionKind, User,
-    UserDirectory, now_unix,
+    AuthCode, CodeId, Codes, Redeemed, ReferenceToken, Session, SessionAdmin, SessionKind,
+    SessionRead, User, UserDirectory, now_unix,
 };
 
 use crate::clients::Client;
@@ -606,6 +606,14 @@ pub async fn redeem(
         Redeemed::Fresh(record) => record,
         Redeemed::Replayed(first) => {
             tracing::warn!(client_id = %client.id, "an authorization code was used twice; ending the session it made");
+            let session = match &first {
+                Some(first) => state
+                    .store
+                    .lookup(first)
+                    .await
+                    .map_err(|e| state.store_error(e))?,
+                None => None,
+            };
             if let Some(first) = first
                 && state
                     .store
@@ -613,6 +621,7 @@ pub async fn redeem(
                     .await
                     .map_err(|e| state.store_error(e))?
             {
+                crate::outbox::queue(state, session.as_slice()).await;
                 state
                     .metrics
                     .revocations
