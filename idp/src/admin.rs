@@ -84,6 +84,7 @@ fn user_json(user: &User) -> serde_json::Value {
         "roles": user.roles,
         "disabled": user.disabled,
         "upstream": user.upstream,
+        "second_factor": user.otp_secret.is_some(),
         "created_at": user.created_at,
         "updated_at": user.updated_at,
     })
@@ -181,6 +182,7 @@ pub async fn create(state: &AppState, actor: &Actor, new: NewUser) -> Result<Use
         roles: new.roles,
         disabled: new.disabled,
         upstream: None,
+        otp_secret: None,
         created_at: now,
         updated_at: now,
     };
@@ -261,6 +263,9 @@ pub struct UserPatch {
     pub roles: Option<Vec<String>>,
     /// `true` also revokes every session of the user.
     pub disabled: Option<bool>,
+    /// `false` removes the user's second factor (a lost phone): they sign in with a password
+    /// alone until they enrol again. `true` is refused: only the user can enrol.
+    pub second_factor: Option<bool>,
 }
 
 /// Changes a user. New roles reach every live session too; disabling revokes every session
@@ -276,6 +281,11 @@ pub async fn change(
     if let Some(roles) = &patch.roles {
         valid_roles(roles)?;
     }
+    if patch.second_factor == Some(true) {
+        return Err(ApiError::InvalidRequest(
+            "second_factor can only be removed (false): a user enrols at /account/otp",
+        ));
+    }
     let password_hash = match &patch.password {
         Some(password) => Some(new_password_hash(state, password).await?),
         None => None,
@@ -290,10 +300,16 @@ pub async fn change(
     if let Some(disabled) = patch.disabled {
         user.disabled = disabled;
     }
+    if patch.second_factor == Some(false) {
+        user.otp_secret = None;
+    }
     save_user(state, &mut user).await?;
     let mut body = user_json(&user);
     if patch.password.is_some() {
         audit::record(state, actor, "user.password", username).await;
+    }
+    if patch.second_factor == Some(false) {
+        audit::record(state, actor, "user.second_factor_remove", username).await;
     }
     match patch.disabled {
         Some(true) => {

@@ -276,20 +276,28 @@ impl AppState {
             tracing::info!(name, address = ?address, "attempt refused during a lockout");
             return Err(ApiError::Locked(wait));
         }
-        let roles = match kind {
+        // A right password of a user with a second factor is half a sign-in: the name's
+        // failures are cleared only once the code is right too (`second_factor::check_code`),
+        // so that guessing codes with a known password still ends in a lockout.
+        let (roles, half) = match kind {
             Kind::User => self
                 .users
                 .check_password(name, secret)
                 .await
                 .map_err(|e| self.store_error(e))?
-                .map(|user| user.roles),
-            Kind::Client => self.credentials.check(name, secret).await,
+                .map_or((None, false), |user| {
+                    let half = user.otp_secret.is_some();
+                    (Some(user.roles), half)
+                }),
+            Kind::Client => (self.credentials.check(name, secret).await, false),
         };
         if roles.is_some() {
-            self.throttle
-                .succeeded(&key)
-                .await
-                .map_err(|e| self.store_error(e))?;
+            if !half {
+                self.throttle
+                    .succeeded(&key)
+                    .await
+                    .map_err(|e| self.store_error(e))?;
+            }
         } else if self
             .throttle
             .failed(&key, address)

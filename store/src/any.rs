@@ -107,6 +107,14 @@ impl TokenRenewal for AnyStore {
 }
 
 impl UserDirectory for AnyStore {
+    async fn use_otp_step(
+        &self,
+        username: &str,
+        step: u64,
+        keep: Duration,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.use_otp_step(username, step, keep).await)
+    }
     async fn create_user(&self, user: &User) -> Result<bool, StoreError> {
         dispatch!(self, s => s.create_user(user).await)
     }

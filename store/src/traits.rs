@@ -209,6 +209,16 @@ pub trait UserDirectory: Send + Sync {
     /// Deletes a user (not its sessions): `false` if there was none.
     fn delete_user(&self, username: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
+    /// Takes one-time-password step `step` for `username`: `true` when it is later than every
+    /// step the user used before (a code is good once, on every replica), `false` otherwise. The
+    /// last step is kept for `keep`, longer than a step's code verifies.
+    fn use_otp_step(
+        &self,
+        username: &str,
+        step: u64,
+        keep: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
     /// Users whose name starts with `prefix`, ordered by name (bytewise), after the name `after`
     /// (the previous page's `next`), at most `limit` (1 to
     /// [`MAX_USERS_PAGE`](crate::MAX_USERS_PAGE); clamped).

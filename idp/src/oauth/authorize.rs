@@ -356,7 +356,14 @@ async fn sign_in(
         );
     }
     match check_password(&state, username, password, address).await {
-        Ok(Some(roles)) => finish_sign_in(&state, &request, username, &roles, "password").await,
+        Ok(Some(roles)) => {
+            if let Some(page) =
+                crate::second_factor::challenge(&state, &headers, &request, username, &roles).await
+            {
+                return page;
+            }
+            finish_sign_in(&state, &request, username, &roles, "password").await
+        }
         Ok(None) => {
             state
                 .metrics
@@ -456,7 +463,7 @@ async fn check_password(
 }
 
 /// The browser's live IdP session and its user, if it has one and the user may still sign in.
-async fn signed_in(
+pub(crate) async fn signed_in(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Result<Option<(Session, User)>, tokengate_store::StoreError> {

@@ -85,6 +85,8 @@ struct State {
     /// Deliveries by when they are due (Unix ms), and each one's payload and due time.
     due: BTreeSet<(u64, String)>,
     deliveries: HashMap<String, (String, u64)>,
+    /// The last one-time-password step each user used, and until when it is kept.
+    otp_steps: HashMap<String, (u64, std::time::Instant)>,
 }
 
 /// Most login keys kept; past it, the ones whose window and lockout are over go first.

@@ -8,6 +8,7 @@
 //! | `tg:u:{<subject>}:sessions`  | zset   | the subject's session ids, scored by max expiry    |
 //! | `tg:u:{<subject>}:roles`     | string | roles an administrator set (JSON array)            |
 //! | `tg:u:{<subject>}:user`      | hash   | the user of that name (no expiry)                  |
+//! | `tg:u:{<subject>}:otp`       | string | the last one-time-password step the user used (expires) |
 //! | `tg:{users}`                 | zset   | every username (score 0, ordered by name: BYLEX)   |
 //! | `tg:c:{<code id>}`           | hash   | one authorization code: `rec`, then `used`; expires |
 //! | `tg:p:{<state id>}`         | string | a sign-in waiting for an upstream provider; expires |
@@ -119,6 +120,7 @@ pub(super) struct Scripts {
     pub create_code: Script,
     pub redeem_code: Script,
     pub queue_delivery: Script,
+    pub otp_step: Script,
     pub deliveries_due: Script,
 }
 
@@ -192,6 +194,13 @@ impl Scripts {
                   local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*',
                     'seq', seq, 'type', ARGV[2], 'sids', ARGV[3], 'sub', ARGV[4])
                   return {id, seq}",
+            ),
+            // KEYS[1] last step; ARGV step, ttl s. Taken only past the last one used.
+            otp_step: Script::new(
+                r"local last = tonumber(redis.call('GET', KEYS[1]) or '-1')
+                  if tonumber(ARGV[1]) <= last then return 0 end
+                  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+                  return 1",
             ),
             // KEYS[1] queue, KEYS[2] items; ARGV id, payload, due ms, most queued. A new id is
             // refused when the queue is full; a queued one is replaced (a retry).
@@ -372,6 +381,9 @@ pub(crate) fn user_fields(u: &User) -> Result<Vec<(&'static str, String)>, serde
     if let Some(upstream) = &u.upstream {
         fields.push(("upstream", upstream.clone()));
     }
+    if let Some(secret) = &u.otp_secret {
+        fields.push(("otp", secret.clone()));
+    }
     Ok(fields)
 }
 
@@ -384,6 +396,7 @@ pub(crate) fn decode_user(fields: Vec<(String, String)>) -> Option<User> {
         roles: Vec::new(),
         disabled: false,
         upstream: None,
+        otp_secret: None,
         created_at: 0,
         updated_at: 0,
     };
@@ -420,6 +433,10 @@ pub(crate) fn decode_user(fields: Vec<(String, String)>) -> Option<User> {
             }
             "upstream" => {
                 u.upstream = Some(value);
+                0
+            }
+            "otp" => {
+                u.otp_secret = Some(value);
                 0
             }
             _ => 0,
@@ -561,6 +578,7 @@ mod tests {
             roles: vec!["r".to_owned()],
             disabled: true,
             upstream: Some("corp".to_owned()),
+            otp_secret: Some("c2VjcmV0".to_owned()),
             created_at: 100,
             updated_at: 200,
         };
@@ -571,6 +589,7 @@ mod tests {
         assert_eq!(decode(&user), Some(user.clone()));
         user.password_hash = None;
         user.upstream = None;
+        user.otp_secret = None;
         user.disabled = false;
         assert_eq!(decode(&user), Some(user.clone()));
         let good: Vec<(String, String)> = user_fields(&user)

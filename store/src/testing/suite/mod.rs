@@ -42,6 +42,7 @@ pub use self::usage::{
     reporters_are_remembered_by_last_report, touch_extends_but_never_shortens_or_revives,
 };
 pub use self::users::{
+    one_time_password_steps_are_taken_once_and_in_order,
     users_are_created_once_read_updated_and_deleted, users_are_listed_by_name_in_pages,
 };
 
@@ -82,6 +83,7 @@ pub fn user(username: &str) -> User {
         roles: vec!["orders:read".to_owned()],
         disabled: false,
         upstream: None,
+        otp_secret: None,
         created_at: now,
         updated_at: now,
     }
@@ -172,7 +174,8 @@ macro_rules! store_contract_tests {
             reporters_are_remembered_by_last_report,
             pending_records_are_taken_once_then_forgotten,
             notes_are_kept_replaced_once_only_and_forgotten,
-            deliveries_come_due_are_held_requeued_and_finished
+            deliveries_come_due_are_held_requeued_and_finished,
+            one_time_password_steps_are_taken_once_and_in_order
         );
         #[tokio::test]
         async fn trimmed_stream_is_reported_as_gap() {
