@@ -23,6 +23,8 @@
 //! * `backchannel`: OpenID Connect Back-Channel Logout received from upstream providers.
 //! * `outbox`: Back-Channel Logout sent: logout tokens queued in the store and delivered to
 //!   the clients whose sessions ended.
+//! * `otp`, `second_factor`: one-time passwords (TOTP) as a second factor: the codes, and the
+//!   enrolment page, the code page of a sign-in and the password grant's `otp`.
 //! * `pages`: the HTML pages (askama templates, CSP); cookies are `tokengate_server::cookies`.
 //! * `admin`: the admin listener's API, behind the admin token.
 //! * `console/`: the admin console on the admin listener: pages for people who sign in through
