@@ -29,6 +29,7 @@ pub mod browser;
 pub mod cache;
 pub mod config;
 pub mod echo;
+pub mod head;
 pub mod headers;
 pub mod jwks;
 pub mod login;

@@ -477,6 +477,7 @@ async fn enroll(
                 roles: roles.clone(),
                 disabled: false,
                 upstream: Some(upstream.name().to_owned()),
+                otp_secret: None,
                 created_at: now,
                 updated_at: now,
             };

@@ -74,6 +74,7 @@ impl Users {
                 roles,
                 disabled: false,
                 upstream: None,
+                otp_secret: None,
                 created_at: now,
                 updated_at: now,
             };
