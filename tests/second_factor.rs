@@ -104,8 +104,16 @@ async fn submit(browser: &Browser, url: String, page: &str, extra: &[(&str, &str
     browser.post_form(&url, &form).await
 }
 
-/// Signs alice in through the form and enrols a second factor; the key.
-async fn enrol(idp: &TestIdp) -> String {
+/// The recovery codes of the page after enrolment.
+fn recovery_codes_of(page: &str) -> Vec<String> {
+    page.split("<li><code>")
+        .skip(1)
+        .map(|rest| unescape(&rest[..rest.find("</code>").unwrap()]))
+        .collect()
+}
+
+/// Signs alice in through the form and enrols a second factor; the key and the recovery codes.
+async fn enrol(idp: &TestIdp) -> (String, Vec<String>) {
     let browser = Browser::new();
     let signed = browser
         .sign_in(&authorize_url(idp), "alice", PASSWORD)
@@ -133,7 +141,9 @@ async fn enrol(idp: &TestIdp) -> String {
     .await;
     assert_eq!(on.status, 200, "{}", on.body);
     assert!(on.body.contains("Second factor on"), "{}", on.body);
-    key
+    let codes = recovery_codes_of(&on.body);
+    assert_eq!(codes.len(), 10, "{}", on.body);
+    (key, codes)
 }
 
 #[tokio::test]
@@ -145,13 +155,14 @@ async fn enrol_then_sign_in_with_password_and_code_each_code_once() {
         401,
         "enrolment needs someone signed in"
     );
-    let key = enrol(&idp).await;
+    let (key, recovery) = enrol(&idp).await;
     let user = idp.admin("GET", "/admin/users/alice", None).await.json();
     assert_eq!(user["second_factor"], true);
     assert!(
         !user.to_string().contains(&key),
         "the secret never leaves the IdP"
     );
+    assert!(!user.to_string().contains(&recovery[0]));
 
     // The password alone now leads to the code page, not to the application.
     let browser = Browser::new();
@@ -184,6 +195,22 @@ async fn enrol_then_sign_in_with_password_and_code_each_code_once() {
     // The code page's record is taken once too.
     let stale = submit(&other, action, &page.body, &[("code", &code(&key, 1))]).await;
     assert_eq!(stale.status, 403, "{}", stale.body);
+
+    // A recovery code in place of a code, once.
+    let lost = Browser::new();
+    let page = lost.sign_in(&authorize_url(&idp), "alice", PASSWORD).await;
+    let action = idp.url("/oauth2/authorize/otp");
+    let rescued = submit(&lost, action.clone(), &page.body, &[("code", &recovery[3])]).await;
+    assert_eq!(rescued.status, 302, "{}", rescued.body);
+    let audit = idp.admin("GET", "/admin/audit", None).await.body;
+    assert!(audit.contains("user.recovery_code_use"), "{audit}");
+    let again = Browser::new();
+    let page = again.sign_in(&authorize_url(&idp), "alice", PASSWORD).await;
+    let reused = submit(&again, action, &page.body, &[("code", &recovery[3])]).await;
+    assert!(
+        reused.body.contains("not right"),
+        "a recovery code is good once"
+    );
 
     // The password grant asks for the code.
     let grant = |otp: Option<String>| {
@@ -227,7 +254,7 @@ async fn enrol_then_sign_in_with_password_and_code_each_code_once() {
 async fn wrong_codes_count_toward_the_login_lockout_even_with_the_right_password() {
     let (_redis, idp) = setup(3).await;
     early_in_a_step().await;
-    let key = enrol(&idp).await;
+    let (key, _) = enrol(&idp).await;
     let action = idp.url("/oauth2/authorize/otp");
     // Each attempt has the right password; only the codes are guessed.
     let mut last = None;

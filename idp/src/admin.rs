@@ -183,6 +183,7 @@ pub async fn create(state: &AppState, actor: &Actor, new: NewUser) -> Result<Use
         disabled: new.disabled,
         upstream: None,
         otp_secret: None,
+        recovery_codes: Vec::new(),
         created_at: now,
         updated_at: now,
     };
@@ -302,6 +303,7 @@ pub async fn change(
     }
     if patch.second_factor == Some(false) {
         user.otp_secret = None;
+        user.recovery_codes.clear();
     }
     save_user(state, &mut user).await?;
     let mut body = user_json(&user);

@@ -478,6 +478,7 @@ async fn enroll(
                 disabled: false,
                 upstream: Some(upstream.name().to_owned()),
                 otp_secret: None,
+                recovery_codes: Vec::new(),
                 created_at: now,
                 updated_at: now,
             };

@@ -8,7 +8,9 @@
 //!   `otp` parameter.
 //!
 //! A code is good once on every replica (the store keeps the last step each user used), and
-//! wrong codes count against the same login lockout as wrong passwords.
+//! wrong codes count against the same login lockout as wrong passwords. Enrolment also makes ten
+//! recovery codes, shown once and kept as argon2id hashes; the code page takes one in place of a
+//! code, once.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -40,6 +42,8 @@ pub const CHALLENGE_TTL: Duration = Duration::from_secs(300);
 const STEP_KEPT: Duration = Duration::from_secs(4 * otp::STEP);
 /// The issuer named in authenticator apps.
 const APP_ISSUER: &str = "tokengate";
+/// Recovery codes made at enrolment.
+const RECOVERY_CODES: usize = 10;
 
 /// The public listener's routes of the second factor.
 pub fn routes() -> Router<Live> {
@@ -71,6 +75,13 @@ struct Challenge<'a> {
     pending: &'a str,
     csrf: &'a str,
     error: Option<&'a str>,
+}
+
+/// The page after enrolment, with the recovery codes (shown only there).
+#[derive(Template)]
+#[template(path = "otp_done.html")]
+struct Done {
+    codes: Vec<String>,
 }
 
 /// A sign-in waiting for its code, as the store holds it.
@@ -143,6 +154,87 @@ pub async fn check_code(
     }
     tracing::info!(subject = ?tokengate_server::Outside(username), "one-time password refused");
     Ok(Err(Refused::Wrong))
+}
+
+/// New recovery codes: ten random characters of base32 each (50 bits), as `xxxxx-xxxxx`.
+fn recovery_codes() -> Vec<String> {
+    (0..RECOVERY_CODES)
+        .map(|_| {
+            let random = otp::base32(&otp::new_secret()).to_ascii_lowercase();
+            format!("{}-{}", &random[..5], &random[5..10])
+        })
+        .collect()
+}
+
+/// Whether `code` has the shape of a recovery code rather than of a one-time password.
+fn is_recovery_code(code: &str) -> bool {
+    code.trim().contains('-')
+}
+
+/// Signs in with one of `user`'s recovery codes in place of a one-time password, behind the
+/// login lockout: a right one is used up (and audited), a wrong one counts as a failed login.
+async fn use_recovery_code(
+    state: &AppState,
+    mut user: tokengate_store::User,
+    code: &str,
+    address: Option<IpAddr>,
+) -> Result<Result<(), Refused>, ApiError> {
+    let key = format!("user:{}", user.username);
+    let throttled = state
+        .throttle
+        .check(&key, address)
+        .await
+        .map_err(|e| state.store_error(e))?;
+    if let Err(wait) = throttled {
+        state.metrics.logins_throttled.inc();
+        return Ok(Err(Refused::Locked(wait)));
+    }
+    let code = code.trim().to_ascii_lowercase();
+    let mut found = None;
+    if code.len() <= 32 {
+        for (i, hash) in user.recovery_codes.iter().enumerate() {
+            if state.users.verify(hash, &code).await {
+                found = Some(i);
+                break;
+            }
+        }
+    }
+    let Some(i) = found else {
+        if state
+            .throttle
+            .failed(&key, address)
+            .await
+            .map_err(|e| state.store_error(e))?
+        {
+            state.metrics.login_lockouts.inc();
+        }
+        tracing::info!(subject = ?tokengate_server::Outside(&user.username), "recovery code refused");
+        return Ok(Err(Refused::Wrong));
+    };
+    user.recovery_codes.remove(i);
+    user.updated_at = now_unix();
+    let saved = state
+        .store
+        .update_user(&user)
+        .await
+        .map_err(|e| state.store_error(e))?;
+    if !saved {
+        return Ok(Err(Refused::Wrong));
+    }
+    state
+        .throttle
+        .succeeded(&key)
+        .await
+        .map_err(|e| state.store_error(e))?;
+    tracing::info!(subject = ?tokengate_server::Outside(&user.username), left = user.recovery_codes.len(), "signed in with a recovery code");
+    crate::audit::record(
+        state,
+        &crate::audit::Actor::user(&user.username, address),
+        "user.recovery_code_use",
+        &user.username,
+    )
+    .await;
+    Ok(Ok(()))
 }
 
 /// A random id for a record held in the store, and the store's name for it.
@@ -306,11 +398,16 @@ async fn answer(
             return unavailable();
         }
     };
-    let Some(secret) = user.and_then(|u| u.otp_secret) else {
+    let Some(user) = user.filter(|u| u.otp_secret.is_some()) else {
         return expired();
     };
     let code = form.get("code").ok().flatten().unwrap_or("");
-    match check_code(&state, &pending.username, &secret, code, address).await {
+    let checked = match &user.otp_secret {
+        Some(_) if is_recovery_code(code) => use_recovery_code(&state, user, code, address).await,
+        Some(secret) => check_code(&state, &pending.username, secret, code, address).await,
+        None => return expired(),
+    };
+    match checked {
         Ok(Ok(())) => {
             finish_sign_in(
                 &state,
@@ -471,8 +568,20 @@ async fn enrol(
         Ok(Err(Refused::Locked(wait))) => return locked(wait),
         Err(_) => return unavailable(),
     }
+    let codes = recovery_codes();
+    let mut hashes = Vec::with_capacity(codes.len());
+    for code in &codes {
+        match state.users.hash(code).await {
+            Ok(hash) => hashes.push(hash),
+            Err(e) => {
+                tracing::error!(error = %e, "hashing recovery codes failed");
+                return unavailable();
+            }
+        }
+    }
     let mut user = user;
     user.otp_secret = Some(enrolment.secret);
+    user.recovery_codes = hashes;
     user.updated_at = now_unix();
     match state.store.update_user(&user).await {
         Ok(true) => {}
@@ -490,9 +599,5 @@ async fn enrol(
         &user.username,
     )
     .await;
-    pages::message(
-        StatusCode::OK,
-        "Second factor on",
-        "From now on, signing in asks for a code from your app after your password.",
-    )
+    pages::page(StatusCode::OK, &Done { codes }, &[])
 }

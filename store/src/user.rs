@@ -24,6 +24,9 @@ pub struct User {
     /// The secret of the user's one-time passwords (TOTP), base64url, once they enrolled a second
     /// factor; a secret, so `Debug` redacts it.
     pub otp_secret: Option<String>,
+    /// argon2id hashes of the user's unused recovery codes (each signs in once in place of a
+    /// one-time password); empty without a second factor.
+    pub recovery_codes: Vec<String>,
     /// Unix seconds.
     pub created_at: u64,
     /// Unix seconds.
@@ -45,6 +48,7 @@ impl fmt::Debug for User {
                 "otp_secret",
                 &self.otp_secret.as_ref().map(|_| "<redacted>"),
             )
+            .field("recovery_codes", &self.recovery_codes.len())
             .field("created_at", &self.created_at)
             .field("updated_at", &self.updated_at)
             .finish()
@@ -92,6 +96,7 @@ mod tests {
             disabled: false,
             upstream: None,
             otp_secret: Some("otp-secret".into()),
+            recovery_codes: vec!["$argon2id$recovery-hash".into()],
             created_at: 1,
             updated_at: 1,
         };
@@ -99,5 +104,6 @@ mod tests {
         assert!(debug.contains("alice") && debug.contains("<redacted>"));
         assert!(!debug.contains("secret-hash"), "{debug}");
         assert!(!debug.contains("otp-secret"), "{debug}");
+        assert!(!debug.contains("recovery-hash"), "{debug}");
     }
 }

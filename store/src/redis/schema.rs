@@ -384,6 +384,9 @@ pub(crate) fn user_fields(u: &User) -> Result<Vec<(&'static str, String)>, serde
     if let Some(secret) = &u.otp_secret {
         fields.push(("otp", secret.clone()));
     }
+    if !u.recovery_codes.is_empty() {
+        fields.push(("recovery", serde_json::to_string(&u.recovery_codes)?));
+    }
     Ok(fields)
 }
 
@@ -397,6 +400,7 @@ pub(crate) fn decode_user(fields: Vec<(String, String)>) -> Option<User> {
         disabled: false,
         upstream: None,
         otp_secret: None,
+        recovery_codes: Vec::new(),
         created_at: 0,
         updated_at: 0,
     };
@@ -437,6 +441,10 @@ pub(crate) fn decode_user(fields: Vec<(String, String)>) -> Option<User> {
             }
             "otp" => {
                 u.otp_secret = Some(value);
+                0
+            }
+            "recovery" => {
+                u.recovery_codes = serde_json::from_str(&value).ok()?;
                 0
             }
             _ => 0,
@@ -579,6 +587,7 @@ mod tests {
             disabled: true,
             upstream: Some("corp".to_owned()),
             otp_secret: Some("c2VjcmV0".to_owned()),
+            recovery_codes: vec!["$argon2id$a".to_owned(), "$argon2id$b".to_owned()],
             created_at: 100,
             updated_at: 200,
         };
@@ -590,6 +599,7 @@ mod tests {
         user.password_hash = None;
         user.upstream = None;
         user.otp_secret = None;
+        user.recovery_codes.clear();
         user.disabled = false;
         assert_eq!(decode(&user), Some(user.clone()));
         let good: Vec<(String, String)> = user_fields(&user)

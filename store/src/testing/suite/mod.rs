@@ -84,6 +84,7 @@ pub fn user(username: &str) -> User {
         disabled: false,
         upstream: None,
         otp_secret: None,
+        recovery_codes: Vec::new(),
         created_at: now,
         updated_at: now,
     }

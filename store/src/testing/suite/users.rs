@@ -144,6 +144,7 @@ pub async fn one_time_password_steps_are_taken_once_and_in_order<S: UserDirector
     let keep = std::time::Duration::from_secs(120);
     let mut carol = user("carol");
     carol.otp_secret = Some("c2VjcmV0LXNlY3JldA".to_owned());
+    carol.recovery_codes = vec!["$argon2id$one".to_owned(), "$argon2id$two".to_owned()];
     assert!(store.create_user(&carol).await.expect("create"));
     assert_eq!(
         store
@@ -154,6 +155,16 @@ pub async fn one_time_password_steps_are_taken_once_and_in_order<S: UserDirector
             .otp_secret,
         carol.otp_secret,
         "the secret is kept with the user"
+    );
+    assert_eq!(
+        store
+            .user("carol")
+            .await
+            .expect("get")
+            .expect("carol")
+            .recovery_codes,
+        carol.recovery_codes,
+        "and the recovery codes' hashes"
     );
     assert!(store.use_otp_step("carol", 1000, keep).await.expect("use"));
     assert!(
