@@ -11,7 +11,7 @@ cd "$(dirname "$0")"
 seconds="${FUZZ_SECONDS:-60}"
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(bearer value_token store_record config)
+    targets=(bearer value_token store_record config http1_head)
 fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked

@@ -47,7 +47,6 @@ impl Secrets {
 }
 
 pub async fn run(redis_url: Option<String>, listen: DevListen) -> Result<()> {
-    crate::init_tracing();
     let store = connect(redis_url.as_deref())?;
     let demo_listener = bind(listen.demo).await?;
     let demo_url = format!("http://{}", demo_listener.local_addr()?);

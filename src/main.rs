@@ -2,6 +2,8 @@
 
 mod demo;
 mod dev;
+#[cfg(feature = "otel")]
+mod otel;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -86,16 +88,62 @@ enum KeyAlg {
     P256,
 }
 
-fn init_tracing() {
+/// Logs to standard error, filtered by `RUST_LOG` (default `info`); with the `otel` feature
+/// and an OTLP endpoint, also exports the request spans as `service`.
+fn init_tracing(service: &'static str) -> Telemetry {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let log = tracing_subscriber::fmt::layer()
         .with_target(false)
         // Colours for a terminal only: a log file or collector gets plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    #[cfg(feature = "otel")]
+    match otel::start(service) {
+        Ok(Some((export_layer, export))) => {
+            // Each layer its own filter: spans are exported whatever the log level.
+            tracing_subscriber::registry()
+                .with(tracing_subscriber::Layer::with_filter(log, filter))
+                .with(export_layer)
+                .init();
+            tracing::info!(service, "exporting spans over OTLP");
+            return Telemetry {
+                export: Some(export),
+            };
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing_subscriber::registry().with(log).with(filter).init();
+            tracing::warn!(error = %e, "span export not started");
+            return Telemetry { export: None };
+        }
+    }
+    #[cfg(not(feature = "otel"))]
+    let _ = service;
+    tracing_subscriber::registry().with(log).with(filter).init();
+    Telemetry {
+        #[cfg(feature = "otel")]
+        export: None,
+    }
+}
+
+/// What [`init_tracing`] started: the span exporter, with the `otel` feature.
+struct Telemetry {
+    #[cfg(feature = "otel")]
+    export: Option<otel::Export>,
+}
+
+impl Telemetry {
+    /// Sends the spans still queued (the process is about to exit).
+    async fn flush(self) {
+        #[cfg(feature = "otel")]
+        if let Some(export) = self.export {
+            export.shutdown().await;
+        }
+    }
 }
 
 /// Cancels `token` on SIGINT or SIGTERM.
@@ -195,7 +243,23 @@ fn main() -> Result<()> {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    match cli.command {
+    // Logs (and exported spans) name the service that runs; the one-shot commands log nothing.
+    let telemetry = match &cli.command {
+        Command::Idp { .. } => Some(init_tracing("tokengate-idp")),
+        Command::Gateway { .. } => Some(init_tracing("tokengate-gateway")),
+        Command::Dev { .. } => Some(init_tracing("tokengate-dev")),
+        Command::Echo { .. } => Some(init_tracing("tokengate-echo")),
+        Command::HashPassword | Command::GenKey { .. } => None,
+    };
+    let result = command(cli.command).await;
+    if let Some(telemetry) = telemetry {
+        telemetry.flush().await;
+    }
+    result
+}
+
+async fn command(command: Command) -> Result<()> {
+    match command {
         Command::Idp { config } => run_idp(config).await,
         Command::Gateway { config } => run_gateway(config).await,
         Command::Echo { listen } => run_echo(listen).await,
@@ -250,7 +314,6 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
 }
 
 async fn run_idp(path: PathBuf) -> Result<()> {
-    init_tracing();
     let config = IdpConfig::load(&path)?;
     let key_paths = config.signing_key_paths();
     anyhow::ensure!(
@@ -291,7 +354,6 @@ async fn run_idp(path: PathBuf) -> Result<()> {
 }
 
 async fn run_echo(listen: std::net::SocketAddr) -> Result<()> {
-    init_tracing();
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -303,7 +365,6 @@ async fn run_echo(listen: std::net::SocketAddr) -> Result<()> {
 }
 
 async fn run_gateway(path: PathBuf) -> Result<()> {
-    init_tracing();
     let config = tokengate_gateway::config::GatewayConfig::load(&path)?;
     let store = config
         .store

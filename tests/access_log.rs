@@ -36,12 +36,21 @@ fn log_path(name: &str) -> PathBuf {
 
 /// The log's lines, once there are at least `n`.
 async fn lines(file: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
+    lines_until(file, |text| text.lines().count() >= n).await
+}
+
+/// The lines of the log once its text satisfies `done` (the writer batches lines, so a line
+/// can follow the answer by a few milliseconds).
+async fn lines_until(
+    file: &std::path::Path,
+    done: impl Fn(&str) -> bool,
+) -> Vec<serde_json::Value> {
     let enough = support::eventually(Duration::from_secs(5), || async {
-        std::fs::read_to_string(file).map_or(0, |t| t.lines().count()) >= n
+        std::fs::read_to_string(file).is_ok_and(|t| done(&t))
     })
     .await;
     let text = std::fs::read_to_string(file).unwrap_or_default();
-    assert!(enough, "fewer than {n} lines:\n{text}");
+    assert!(enough, "the log never got what the test waits for:\n{text}");
     text.lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect()
@@ -313,7 +322,11 @@ async fn the_idp_logs_client_grant_and_outcome_and_never_a_secret() {
     let code_query = "/oauth2/authorize?client_id=cli&code_challenge=c&state=secret-state";
     support::get(&stack.idp.url(code_query)).await;
 
-    let lines = lines(&file, 4).await;
+    // The authorize request came last: its line, and the three before it, are there once it is.
+    let lines = lines_until(&file, |text| {
+        text.contains("\"/oauth2/authorize\"") && text.lines().count() >= 4
+    })
+    .await;
     let token_lines: Vec<_> = lines
         .iter()
         .filter(|l| l["route"] == "/oauth2/token")

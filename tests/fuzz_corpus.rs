@@ -91,3 +91,8 @@ fn store_record_decoding() {
 fn config_parsing() {
     replay("config", checks::config, 2_000);
 }
+
+#[test]
+fn http1_head_decisions_agree_with_hyper() {
+    replay("http1_head", checks::http1_head, 4_000);
+}

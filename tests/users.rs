@@ -91,6 +91,7 @@ async fn a_created_user_signs_in_and_a_taken_name_conflicts() {
             "created_at",
             "disabled",
             "roles",
+            "second_factor",
             "updated_at",
             "upstream",
             "username"

@@ -503,6 +503,7 @@ def median_of(runs, key):
 
 
 def main():
+    global BIN
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=10, help="length of each load run")
     parser.add_argument("--rounds", type=int, default=3)
@@ -511,7 +512,15 @@ def main():
     parser.add_argument("--memory-tokens", type=int, default=100000)
     parser.add_argument("--trials", type=int, default=100, help="revocation trials")
     parser.add_argument("--skip-figures", action="store_true", help="load scenarios only")
+    parser.add_argument("--only", help="scenario numbers to run, as 2,5,9 (closed loop only;"
+                        " the table goes to --out, latest.md is left alone)")
+    parser.add_argument("--out", type=Path, help="where --only writes its table")
+    parser.add_argument("--bin", type=Path, default=BIN,
+                        help="the tokengate binary (default target/release/tokengate)")
     args = parser.parse_args()
+    if args.only and not args.out:
+        parser.error("--only needs --out")
+    BIN = args.bin
 
     work = Path(tempfile.mkdtemp(prefix="tokengate-bench-"))
     stack = Stack(work)
@@ -519,7 +528,10 @@ def main():
         report = run(stack, args)
     finally:
         stack.close()
-    write_report(report, args)
+    if report.get("partial"):
+        write_partial(report, args)
+    else:
+        write_report(report, args)
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -539,7 +551,12 @@ def run(stack, args):
                                                  idp_public, backend_port, browser=True)
     log_public, log_admin, log_proc = start_gateway(
         stack, "gateway-log", redis_port, idp_public, backend_port,
-        extra=f'[log]\naccess = true\naccess_file = "{stack.work / "access.log"}"\n')
+        extra=f'[log]\naccess = true\naccess_path = "{stack.work / "access.log"}"\n')
+    rl_public, rl_admin, rl_proc = start_gateway(
+        stack, "gateway-limit", redis_port, idp_public, backend_port,
+        extra=f'[[routes]]\npath_prefix = "/limited/"\nupstream = "http://127.0.0.1:{backend_port}"\n'
+              'roles = ["orders:read"]\n'
+              'rate_limit = {{ rate = "1000000/s", burst = 1000000, per = "subject" }}\n')
     haproxy_port, haproxy_proc = start_haproxy(stack, backend_port)
     backend_master = next(p for p in stack.procs if "backend.conf" in " ".join(p.args))
     hot = mint(idp_admin, 1)[0]
@@ -576,7 +593,13 @@ def run(stack, args):
          lambda s: oha(f"http://127.0.0.1:{log_public}/api/x", s, C, token=hot)),
         ("10. HAProxy, one thread, no auth", lambda: [haproxy_proc.pid],
          lambda s: oha(f"http://127.0.0.1:{haproxy_port}/api/x", s, C)),
+        # Scenario 5 through a route with a rate limit per subject that never triggers.
+        ("11. tokengate, one hot token, route rate limit", lambda: [rl_proc.pid],
+         lambda s: oha(f"http://127.0.0.1:{rl_public}/limited/x", s, C, token=hot)),
     ]
+    if args.only:
+        wanted = {int(n) for n in args.only.split(",")}
+        scenarios = [sc for sc in scenarios if int(sc[0].split(".")[0]) in wanted]
     # Warm up every path (connections, caches, the 10,000 tokens) before measuring.
     log("warm-up")
     for name, _, go in scenarios:
@@ -605,6 +628,8 @@ def run(stack, args):
             "latency_ms": {p: statistics.median(r["latency_ms"][p] for r in runs)
                            for p in PERCENTILES},
         })
+    if args.only:
+        return {"table": table, "partial": True}
 
     # Open loop at about half of nginx's maximum: latency without saturation.
     rate = int(table[1]["rps"] / 2)
@@ -772,6 +797,30 @@ def machine():
         "rustc": version(["rustc", "--version"]),
         "redis": version(["redis-server", "--version"]),
     }
+
+
+def write_partial(report, args):
+    """The closed-loop table of an `--only` run, each scenario against the first one run."""
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()
+    t = report["table"]
+    lines = [
+        f"`bench.py --only {args.only}` on commit `{commit}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}:"
+        f" {args.rounds} rounds of {args.seconds} s, alternated, {args.conns} connections;"
+        " medians of the rounds.",
+        "",
+        "| scenario | req/s | p50 ms | p99 ms | success | CPU µs/req | user | kernel"
+        f" | CPU vs {t[0]['name'].split('. ', 1)[1]} |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in t:
+        lat = row["latency_ms"]
+        lines.append(
+            f"| {row['name']} | {row['rps']:,.0f} | {lat[50]:.3f} | {lat[99]:.3f} | "
+            f"{row['success'] * 100:.2f}% | {row['cpu']:.1f} | {row['user']:.1f} | "
+            f"{row['kernel']:.1f} | {row['cpu'] / t[0]['cpu']:.2f}× |")
+    args.out.write_text("\n".join(lines) + "\n")
+    log(f"wrote {args.out}")
 
 
 def verdict(ok):

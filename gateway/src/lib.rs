@@ -34,6 +34,7 @@ pub mod cache;
 pub mod cluster;
 pub mod config;
 pub mod echo;
+pub mod head;
 pub mod headers;
 pub mod health;
 pub mod jwks;

@@ -161,7 +161,18 @@ impl Proxy {
         req.headers_mut().insert(X_REQUEST_ID, id.clone());
         // The caller's trace joined (or a new one started), a span of ours for the upstream.
         let trace = TraceContext::join(req.headers_mut());
+        #[cfg(not(feature = "otel"))]
         let span = tracing::debug_span!("request", request_id = ?id, trace_id = %trace);
+        // Exported (the `otel` feature), the span is the server side of the caller's request,
+        // with the request's W3C ids.
+        #[cfg(feature = "otel")]
+        let span = {
+            let method = tokengate_server::cut(req.method().as_str());
+            let span = tracing::debug_span!("request", request_id = ?id, trace_id = %trace,
+                otel.kind = "server", http.request.method = method);
+            crate::trace::otel::adopt(&span, &trace);
+            span
+        };
         let mut entry = self
             .access
             .as_ref()

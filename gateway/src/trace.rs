@@ -184,6 +184,89 @@ fn span_id() -> [u8; 8] {
     }
 }
 
+/// OTLP export (the `otel` feature): the request's span carries the request's W3C ids.
+///
+/// `tracing-opentelemetry` builds a span through the tracer provider, whose id generator makes
+/// its span id (and its trace id when it has no parent). [`adopt`] hands the request's ids to
+/// that generator ([`RequestIds`]) through a thread-local, and builds the span at once on the
+/// same thread: the exported span is the one the upstream's `traceparent` names as parent, in
+/// the trace of the access log line.
+#[cfg(feature = "otel")]
+pub mod otel {
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    use super::TraceContext;
+
+    static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+    thread_local! {
+        /// The ids of the span being built by [`adopt`], taken by [`RequestIds`].
+        static NEXT: Cell<Option<([u8; 16], [u8; 8])>> = const { Cell::new(None) };
+    }
+
+    /// The tracer provider's id generator: the request's ids while [`adopt`] builds its span,
+    /// new random ones for any other span (as the gateway makes them for a new trace).
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct RequestIds;
+
+    impl opentelemetry_sdk::trace::IdGenerator for RequestIds {
+        fn new_trace_id(&self) -> TraceId {
+            let id = NEXT
+                .with(Cell::get)
+                .map_or_else(super::trace_id, |(trace, _)| trace);
+            TraceId::from_bytes(id)
+        }
+
+        fn new_span_id(&self) -> SpanId {
+            let id = NEXT
+                .with(Cell::get)
+                .map_or_else(super::span_id, |(_, span)| span);
+            SpanId::from_bytes(id)
+        }
+    }
+
+    /// Says that spans are exported, through a tracer provider built with [`RequestIds`]: from
+    /// now on [`adopt`] gives request spans their ids. Called once, by the binary.
+    pub fn exporting() {
+        EXPORTING.store(true, Ordering::Relaxed);
+    }
+
+    /// Makes `span` the gateway's span of `trace` in the export: trace id, span id (the parent
+    /// the upstream sees) and, for a joined trace, the caller's span as remote parent. Does
+    /// nothing when no span is exported or `span` is disabled.
+    pub fn adopt(span: &tracing::Span, trace: &TraceContext) {
+        if !EXPORTING.load(Ordering::Relaxed) || span.is_disabled() {
+            return;
+        }
+        // A joined trace has the caller's span as remote parent; a new one is a root, whatever
+        // span is current (the generator then makes the trace id: ours).
+        let parent = match trace.parent_id {
+            Some(parent) => {
+                opentelemetry::Context::new().with_remote_span_context(SpanContext::new(
+                    TraceId::from_bytes(trace.trace_id),
+                    SpanId::from_bytes(parent),
+                    TraceFlags::new(trace.flags),
+                    true,
+                    TraceState::NONE,
+                ))
+            }
+            None => opentelemetry::Context::new(),
+        };
+        NEXT.with(|next| next.set(Some((trace.trace_id, trace.span_id))));
+        if span.set_parent(parent).is_ok() {
+            // Builds the span now, on this thread, while the ids wait in `NEXT`.
+            let _ = span.context();
+        }
+        NEXT.with(|next| next.set(None));
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -21,6 +21,7 @@ use crate::error::ApiError;
 use crate::extract::{ClientAddr, JsonBody, bearer};
 use crate::metrics::KindLabels;
 use crate::oauth::reply::token_response;
+use crate::outbox;
 use crate::sessions::NewSession;
 use crate::state::{AppState, Live};
 use crate::users::check_password;
@@ -83,6 +84,7 @@ fn user_json(user: &User) -> serde_json::Value {
         "roles": user.roles,
         "disabled": user.disabled,
         "upstream": user.upstream,
+        "second_factor": user.otp_secret.is_some(),
         "created_at": user.created_at,
         "updated_at": user.updated_at,
     })
@@ -124,11 +126,23 @@ async fn save_user(state: &AppState, user: &mut User) -> Result<(), ApiError> {
 
 /// Revokes every session of a subject; how many were live.
 async fn revoke_subject(state: &AppState, subject: &str) -> Result<usize, ApiError> {
+    // Read first, for the clients to tell (back-channel logout): a session made in between
+    // ends all the same, only unannounced.
+    let sessions = state
+        .store
+        .sessions(subject)
+        .await
+        .map_err(|e| state.store_error(e))?;
     let revoked = state
         .store
         .revoke_subject(subject)
         .await
         .map_err(|e| state.store_error(e))?;
+    let ended: Vec<_> = sessions
+        .into_iter()
+        .filter(|s| revoked.contains(&s.id))
+        .collect();
+    outbox::queue(state, &ended).await;
     state
         .metrics
         .revocations
@@ -168,6 +182,8 @@ pub async fn create(state: &AppState, actor: &Actor, new: NewUser) -> Result<Use
         roles: new.roles,
         disabled: new.disabled,
         upstream: None,
+        otp_secret: None,
+        recovery_codes: Vec::new(),
         created_at: now,
         updated_at: now,
     };
@@ -248,6 +264,9 @@ pub struct UserPatch {
     pub roles: Option<Vec<String>>,
     /// `true` also revokes every session of the user.
     pub disabled: Option<bool>,
+    /// `false` removes the user's second factor (a lost phone): they sign in with a password
+    /// alone until they enrol again. `true` is refused: only the user can enrol.
+    pub second_factor: Option<bool>,
 }
 
 /// Changes a user. New roles reach every live session too; disabling revokes every session
@@ -263,6 +282,11 @@ pub async fn change(
     if let Some(roles) = &patch.roles {
         valid_roles(roles)?;
     }
+    if patch.second_factor == Some(true) {
+        return Err(ApiError::InvalidRequest(
+            "second_factor can only be removed (false): a user enrols at /account/otp",
+        ));
+    }
     let password_hash = match &patch.password {
         Some(password) => Some(new_password_hash(state, password).await?),
         None => None,
@@ -277,10 +301,17 @@ pub async fn change(
     if let Some(disabled) = patch.disabled {
         user.disabled = disabled;
     }
+    if patch.second_factor == Some(false) {
+        user.otp_secret = None;
+        user.recovery_codes.clear();
+    }
     save_user(state, &mut user).await?;
     let mut body = user_json(&user);
     if patch.password.is_some() {
         audit::record(state, actor, "user.password", username).await;
+    }
+    if patch.second_factor == Some(false) {
+        audit::record(state, actor, "user.second_factor_remove", username).await;
     }
     match patch.disabled {
         Some(true) => {
@@ -395,12 +426,11 @@ pub async fn end_sessions(
 /// Ends one session; [`ApiError::NotFound`] if it is not live.
 pub async fn end_session(state: &AppState, actor: &Actor, id: &str) -> Result<(), ApiError> {
     let id = SessionId::parse(id).ok_or(ApiError::NotFound)?;
-    let owner = state
+    let session = state
         .store
         .lookup(&id)
         .await
-        .map_err(|e| state.store_error(e))?
-        .map(|s| s.subject);
+        .map_err(|e| state.store_error(e))?;
     if !state
         .store
         .revoke(&id)
@@ -415,7 +445,10 @@ pub async fn end_session(state: &AppState, actor: &Actor, id: &str) -> Result<()
         .get_or_create(&KindLabels { kind: "session" })
         .inc();
     tracing::info!(session = %id, "session revoked by an administrator");
-    let target = match owner {
+    if let Some(session) = &session {
+        outbox::queue(state, std::slice::from_ref(session)).await;
+    }
+    let target = match session.map(|s| s.subject) {
         Some(owner) => format!("{owner} session {id}"),
         None => format!("session {id}"),
     };

@@ -11,7 +11,7 @@ use crate::state::AppState;
 /// Who acts, and from which address.
 #[derive(Clone, Debug)]
 pub struct Actor {
-    /// `admin-token`, or `console:<username>`.
+    /// `admin-token`, `console:<username>`, or `user:<username>` (on their own account).
     pub who: String,
     /// The connection's peer address; `None` outside a listener (tests).
     pub address: Option<IpAddr>,
@@ -22,6 +22,14 @@ impl Actor {
     pub fn admin_token(address: Option<IpAddr>) -> Self {
         Actor {
             who: "admin-token".to_owned(),
+            address,
+        }
+    }
+
+    /// A person acting on their own account (`user:<username>`), e.g. enrolling a second factor.
+    pub fn user(username: &str, address: Option<IpAddr>) -> Self {
+        Actor {
+            who: format!("user:{username}"),
             address,
         }
     }

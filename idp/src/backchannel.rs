@@ -161,17 +161,19 @@ async fn end_sessions(state: &AppState, upstream: &str, username: &str) -> Resul
         .sessions(username)
         .await
         .map_err(|e| state.store_error(e))?;
-    let mut ended = 0;
-    for session in sessions.iter().filter(|s| s.method == method) {
+    let mut ended = Vec::new();
+    for session in sessions.into_iter().filter(|s| s.method == method) {
         if state
             .store
             .revoke(&session.id)
             .await
             .map_err(|e| state.store_error(e))?
         {
-            ended += 1;
+            ended.push(session);
         }
     }
+    crate::outbox::queue(state, &ended).await;
+    let ended = ended.len();
     state
         .metrics
         .revocations

@@ -22,6 +22,10 @@ pub struct Client {
     pub grants: Vec<Grant>,
     /// The roles of the client itself, for `client_credentials`.
     pub roles: Vec<String>,
+    /// Where it hears of its sessions' end (back-channel logout), if it registered one.
+    pub backchannel_logout_uri: Option<String>,
+    /// How long a logout token it did not take is retried.
+    pub backchannel_logout_retry_for: std::time::Duration,
 }
 
 impl Client {
@@ -64,6 +68,8 @@ impl Clients {
                         post_logout_redirect_uris: c.post_logout_redirect_uris.clone(),
                         grants: c.grants(),
                         roles: c.roles.clone(),
+                        backchannel_logout_uri: c.backchannel_logout_uri.clone(),
+                        backchannel_logout_retry_for: c.backchannel_logout_retry_for,
                     };
                     (c.client_id.clone(), Arc::new(client))
                 })

@@ -258,6 +258,20 @@ pub struct ClientConfig {
     /// The roles of the client itself, for `client_credentials`.
     #[serde(default)]
     pub roles: Vec<String>,
+    /// Where the IdP POSTs a logout token (OpenID Connect Back-Channel Logout 1.0) when a
+    /// session issued to this client ends: an absolute http(s) URL without a fragment.
+    #[serde(default)]
+    pub backchannel_logout_uri: Option<String>,
+    /// Whether the client needs `sid` in its logout tokens (it always gets it); registered for
+    /// the client's sake, as the specification has it.
+    #[serde(default)]
+    pub backchannel_logout_session_required: bool,
+    /// How long a logout token that cannot be delivered is retried, with backoff: 1 s to 7 days.
+    #[serde(
+        default = "defaults::backchannel_logout_retry_for",
+        with = "humantime_serde"
+    )]
+    pub backchannel_logout_retry_for: Duration,
 }
 
 impl ClientConfig {
@@ -271,6 +285,9 @@ impl ClientConfig {
             post_logout_redirect_uris: Vec::new(),
             grants: grants.to_vec(),
             roles: Vec::new(),
+            backchannel_logout_uri: None,
+            backchannel_logout_session_required: false,
+            backchannel_logout_retry_for: defaults::backchannel_logout_retry_for(),
         }
     }
 
@@ -302,6 +319,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("redirect_uris", &self.redirect_uris)
             .field("grants", &self.grants)
             .field("roles", &self.roles)
+            .field("backchannel_logout_uri", &self.backchannel_logout_uri)
             .finish_non_exhaustive()
     }
 }
@@ -402,6 +420,9 @@ pub const MAX_ROLES: usize = 64;
 
 mod defaults {
     use std::time::Duration;
+    pub fn backchannel_logout_retry_for() -> Duration {
+        Duration::from_secs(3600)
+    }
     pub fn console_role() -> String {
         "tokengate:admin".to_owned()
     }

@@ -477,6 +477,8 @@ async fn enroll(
                 roles: roles.clone(),
                 disabled: false,
                 upstream: Some(upstream.name().to_owned()),
+                otp_secret: None,
+                recovery_codes: Vec::new(),
                 created_at: now,
                 updated_at: now,
             };

@@ -179,6 +179,16 @@ impl SigningKey {
 
     /// A compact JWS of `claims`, with `alg`, `typ` and `kid` in the header.
     pub fn sign_jwt<T: Serialize>(&self, claims: &T) -> Result<String, KeyError> {
+        self.sign_typed(claims, "JWT")
+    }
+
+    /// A compact JWS of `claims` whose header names its `typ` (e.g. `logout+jwt`, so that a
+    /// logout token can never pass for an ID token).
+    pub fn sign_typed<T: Serialize>(
+        &self,
+        claims: &T,
+        typ: &'static str,
+    ) -> Result<String, KeyError> {
         #[derive(Serialize)]
         struct Header<'a> {
             alg: &'static str,
@@ -187,7 +197,7 @@ impl SigningKey {
         }
         let header = serde_json::to_vec(&Header {
             alg: self.alg().name(),
-            typ: "JWT",
+            typ,
             kid: &self.kid,
         })
         .map_err(|_| KeyError::Sign)?;

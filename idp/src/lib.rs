@@ -21,6 +21,10 @@
 //! * `federation`: signing in through an upstream provider: the start and callback routes and
 //!   the mapping of an upstream identity to a user.
 //! * `backchannel`: OpenID Connect Back-Channel Logout received from upstream providers.
+//! * `outbox`: Back-Channel Logout sent: logout tokens queued in the store and delivered to
+//!   the clients whose sessions ended.
+//! * `otp`, `second_factor`: one-time passwords (TOTP) as a second factor: the codes, and the
+//!   enrolment page, the code page of a sign-in and the password grant's `otp`.
 //! * `pages`: the HTML pages (askama templates, CSP); cookies are `tokengate_server::cookies`.
 //! * `admin`: the admin listener's API, behind the admin token.
 //! * `console/`: the admin console on the admin listener: pages for people who sign in through
@@ -46,11 +50,14 @@ pub mod federation;
 pub mod keys;
 pub mod metrics;
 pub mod oauth;
+pub mod otp;
+pub mod outbox;
 pub mod pages;
 pub mod password;
 pub mod reload;
 pub mod renewal;
 pub mod router;
+pub mod second_factor;
 pub mod sessions;
 pub mod state;
 pub mod throttle;
@@ -73,6 +80,7 @@ use crate::access::AccessLog;
 use crate::config::IdpConfig;
 use crate::extract::ClientAddr;
 use crate::keys::KeySet;
+use crate::outbox::Outbox;
 use crate::password::Hasher;
 use crate::reload::Reloader;
 use crate::renewal::RenewalTask;
@@ -307,6 +315,16 @@ impl BoundIdp {
                 .run(shutdown.clone())
                 .instrument(tracing::info_span!("renewal")),
         );
+        let outbox = Outbox::new(
+            idp.live.clone(),
+            idp.lasting.store.clone(),
+            idp.lasting.outbox.clone(),
+        );
+        let outbox = tokio::spawn(
+            outbox
+                .run(shutdown.clone())
+                .instrument(tracing::info_span!("backchannel_logout")),
+        );
         tokio::join!(
             serve(idp.public, public_app, limits, shutdown.clone()),
             serve(idp.admin, admin_app, limits, shutdown.clone()),
@@ -314,6 +332,7 @@ impl BoundIdp {
         );
         let _ = flusher.await;
         let _ = renewal.await;
+        let _ = outbox.await;
         let lasting = &idp.lasting;
         if let Err(e) = lasting.usage.flush(&lasting.store).await {
             tracing::warn!(error = %e, pending = lasting.usage.len(), "last-use reports lost at shutdown");

@@ -26,6 +26,17 @@ pub struct KindLabels {
     pub kind: &'static str,
 }
 
+/// Labels of `backchannel_logout_deliveries`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    /// The client the logout token is for (a configured one: the label set is bounded).
+    pub client: String,
+    /// `delivered`, `failed` (retried later), `expired` (given up after the client's
+    /// `backchannel_logout_retry_for`), `dropped` (the queue was full, or the client no longer
+    /// takes logout tokens).
+    pub result: &'static str,
+}
+
 /// Labels of `value_token_renewal_failures`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
@@ -119,6 +130,8 @@ pub struct Metrics {
     pub reloads: ReloadMetrics,
     /// Access log lines dropped because the writer fell behind.
     pub access_log_dropped: Counter,
+    /// Back-channel logout tokens sent to clients, by client and result.
+    pub backchannel_logout_deliveries: Family<DeliveryLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -162,8 +175,14 @@ impl Metrics {
             upstream_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             reloads,
             access_log_dropped,
+            backchannel_logout_deliveries: Family::default(),
             registry: Registry::default(),
         };
+        registry.register(
+            "backchannel_logout_deliveries",
+            "Back-channel logout tokens sent to clients, by client and result",
+            m.backchannel_logout_deliveries.clone(),
+        );
         registry.register(
             "tokens_issued",
             "Reference tokens issued",

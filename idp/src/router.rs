@@ -20,7 +20,7 @@ use crate::federation;
 use crate::metrics::{RequestLabels, RouteLabels};
 use crate::reload::{ReloadError, Reloader};
 use crate::state::{AppState, Live};
-use crate::{admin, backchannel, console, oauth};
+use crate::{admin, backchannel, console, oauth, second_factor};
 
 /// Largest request body accepted (forms and admin JSON are small).
 const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -29,7 +29,8 @@ const MAX_BODY_BYTES: usize = 16 * 1024;
 pub fn public(live: &Live) -> Router {
     let routes = oauth::routes()
         .merge(federation::routes())
-        .merge(backchannel::routes());
+        .merge(backchannel::routes())
+        .merge(second_factor::routes());
     with_layers(live, "public", routes)
 }
 

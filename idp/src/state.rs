@@ -99,6 +99,8 @@ pub struct Lasting {
     pub activity: Arc<Activity>,
     /// The access log, when `[log] access = true`.
     pub access: Option<Arc<AccessLog>>,
+    /// Wakes the back-channel logout sender when something was queued.
+    pub outbox: Arc<tokio::sync::Notify>,
     hasher: Hasher,
     issuer_name: String,
     console_url: String,
@@ -114,6 +116,7 @@ impl Lasting {
             usage: Arc::new(UsageLog::new()),
             activity: Arc::new(Activity::default()),
             access: None,
+            outbox: Arc::default(),
             store,
             hasher,
             issuer_name: issuer,
@@ -153,6 +156,8 @@ pub struct Shared {
     pub upstreams: Upstreams,
     /// The access log, when `[log] access = true`.
     pub access: Option<Arc<AccessLog>>,
+    /// Wakes the back-channel logout sender, shared with [`Lasting`].
+    pub outbox: Arc<tokio::sync::Notify>,
     admin_token_digest: [u8; 32],
     request_timeout: Duration,
 }
@@ -186,6 +191,7 @@ impl AppState {
             usage,
             activity,
             access,
+            outbox,
             hasher,
             issuer_name,
             console_url,
@@ -221,6 +227,7 @@ impl AppState {
             activity,
             upstreams,
             access,
+            outbox,
             store,
             admin_token_digest: sha256(config.admin.token.as_bytes()),
             request_timeout: config.server.request_timeout,
@@ -269,20 +276,28 @@ impl AppState {
             tracing::info!(name, address = ?address, "attempt refused during a lockout");
             return Err(ApiError::Locked(wait));
         }
-        let roles = match kind {
+        // A right password of a user with a second factor is half a sign-in: the name's
+        // failures are cleared only once the code is right too (`second_factor::check_code`),
+        // so that guessing codes with a known password still ends in a lockout.
+        let (roles, half) = match kind {
             Kind::User => self
                 .users
                 .check_password(name, secret)
                 .await
                 .map_err(|e| self.store_error(e))?
-                .map(|user| user.roles),
-            Kind::Client => self.credentials.check(name, secret).await,
+                .map_or((None, false), |user| {
+                    let half = user.otp_secret.is_some();
+                    (Some(user.roles), half)
+                }),
+            Kind::Client => (self.credentials.check(name, secret).await, false),
         };
         if roles.is_some() {
-            self.throttle
-                .succeeded(&key)
-                .await
-                .map_err(|e| self.store_error(e))?;
+            if !half {
+                self.throttle
+                    .succeeded(&key)
+                    .await
+                    .map_err(|e| self.store_error(e))?;
+            }
         } else if self
             .throttle
             .failed(&key, address)

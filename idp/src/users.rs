@@ -74,6 +74,8 @@ impl Users {
                 roles,
                 disabled: false,
                 upstream: None,
+                otp_secret: None,
+                recovery_codes: Vec::new(),
                 created_at: now,
                 updated_at: now,
             };
@@ -134,6 +136,11 @@ impl Users {
             tracing::info!(subject = %session.subject, session = %session.id, "user disabled or deleted during sign-in; session ended");
         }
         Ok(allowed)
+    }
+
+    /// Whether `secret` matches the argon2id `hash`, within the bound on concurrent hashing.
+    pub async fn verify(&self, hash: &str, secret: &str) -> bool {
+        self.hasher.verify(Some(hash), secret).await
     }
 
     /// The hash of a new password, within the bound on concurrent hashing.

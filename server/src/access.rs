@@ -9,7 +9,7 @@
 use std::fmt::Write as _;
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -20,6 +20,9 @@ use serde::Deserialize;
 const QUEUE: usize = 16 * 1024;
 /// The writer writes when it has this much formatted, or when the queue runs dry.
 const WRITE_AT: usize = 64 * 1024;
+/// How long the writer sleeps after a round that found records, gathering the next ones: the
+/// most a line waits for its write while requests keep coming.
+const TICK: Duration = Duration::from_millis(10);
 
 /// `[log]`, the same on both services.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -260,43 +263,77 @@ impl<R: Line> AccessLog<R> {
 
 /// The writer thread: formats records into a batch and writes it when it is large or when no
 /// more records wait.
+///
+/// After a round that found records it sleeps a [`TICK`] instead of waiting on the queue: the
+/// records that arrive meanwhile are taken in one go, and a request handing one over finds
+/// nobody to wake (no system call on the request path). A round that found nothing waits on the
+/// queue, so an idle log costs nothing.
 fn write_lines<R: Line>(records: Receiver<Message<R>>, mut sink: Sink) {
     let mut batch = String::with_capacity(WRITE_AT * 2);
     let mut clock = Clock::default();
-    let flush = |batch: &mut String, sink: &mut Sink| {
-        if !batch.is_empty() {
-            if let Err(e) = sink.write(batch.as_bytes()) {
-                tracing::warn!(error = %e, "access log write failed");
-            }
-            batch.clear();
-        }
-    };
     loop {
-        let message = match records.try_recv() {
-            Ok(message) => message,
-            Err(_) => {
-                flush(&mut batch, &mut sink);
-                match records.recv_timeout(Duration::from_secs(1)) {
-                    Ok(message) => message,
-                    Err(RecvTimeoutError::Timeout) => continue,
-                    Err(RecvTimeoutError::Disconnected) => return,
+        let mut taken = false;
+        loop {
+            let message = match records.try_recv() {
+                Ok(message) => message,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    flush(&mut batch, &mut sink);
+                    return;
                 }
-            }
-        };
-        match message {
-            Message::Close => {
-                flush(&mut batch, &mut sink);
+            };
+            taken = true;
+            if !take(message, &mut batch, &mut sink, &mut clock) {
                 return;
             }
-            Message::Line(record) => record.format(&mut batch, &mut clock),
-            Message::Reopen(new) => {
-                flush(&mut batch, &mut sink);
-                sink = new;
-            }
         }
-        if batch.len() >= WRITE_AT {
-            flush(&mut batch, &mut sink);
+        flush(&mut batch, &mut sink);
+        if taken {
+            std::thread::sleep(TICK);
+            continue;
         }
+        let message = match records.recv_timeout(Duration::from_secs(1)) {
+            Ok(message) => message,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        if !take(message, &mut batch, &mut sink, &mut clock) {
+            return;
+        }
+    }
+}
+
+/// Formats or acts on one message; `false` when the writer is to stop (its batch written).
+fn take<R: Line>(
+    message: Message<R>,
+    batch: &mut String,
+    sink: &mut Sink,
+    clock: &mut Clock,
+) -> bool {
+    match message {
+        Message::Close => {
+            flush(batch, sink);
+            return false;
+        }
+        Message::Line(record) => record.format(batch, clock),
+        Message::Reopen(new) => {
+            flush(batch, sink);
+            *sink = new;
+        }
+    }
+    if batch.len() >= WRITE_AT {
+        flush(batch, sink);
+    }
+    true
+}
+
+/// Writes the batch, if any, and empties it.
+fn flush(batch: &mut String, sink: &mut Sink) {
+    if !batch.is_empty() {
+        if let Err(e) = sink.write(batch.as_bytes()) {
+            tracing::warn!(error = %e, "access log write failed");
+        }
+        batch.clear();
     }
 }
 

@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use crate::{
-    AuditEntry, AuditPage, AuditTrail, AuthCode, CodeId, Codes, EventBatch, EventCursor,
-    EventStream, Health, LoginThrottle, MemoryStore, Notes, PendingSignIns, Redeemed, RedisStore,
-    Renewal, Reporter, Session, SessionAdmin, SessionId, SessionRead, StoreError, TokenRenewal,
-    UsageReport, User, UserDirectory, UserPage, ValueToken,
+    AuditEntry, AuditPage, AuditTrail, AuthCode, CodeId, Codes, Deliveries, EventBatch,
+    EventCursor, EventStream, Health, LoginThrottle, MemoryStore, Notes, PendingSignIns, Redeemed,
+    RedisStore, Renewal, Reporter, Session, SessionAdmin, SessionId, SessionRead, StoreError,
+    TokenRenewal, UsageReport, User, UserDirectory, UserPage, ValueToken,
 };
 
 /// One of the two implementations, chosen at start-up from the configuration.
@@ -107,6 +107,14 @@ impl TokenRenewal for AnyStore {
 }
 
 impl UserDirectory for AnyStore {
+    async fn use_otp_step(
+        &self,
+        username: &str,
+        step: u64,
+        keep: Duration,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.use_otp_step(username, step, keep).await)
+    }
     async fn create_user(&self, user: &User) -> Result<bool, StoreError> {
         dispatch!(self, s => s.create_user(user).await)
     }
@@ -171,6 +179,28 @@ impl Notes for AnyStore {
     }
     async fn note(&self, id: &CodeId) -> Result<Option<String>, StoreError> {
         dispatch!(self, s => s.note(id).await)
+    }
+}
+
+impl Deliveries for AnyStore {
+    async fn queue_delivery(
+        &self,
+        id: &str,
+        payload: &str,
+        due_ms: u64,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.queue_delivery(id, payload, due_ms).await)
+    }
+    async fn deliveries_due(
+        &self,
+        now_ms: u64,
+        hold: Duration,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        dispatch!(self, s => s.deliveries_due(now_ms, hold, limit).await)
+    }
+    async fn finish_delivery(&self, id: &str) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.finish_delivery(id).await)
     }
 }
 

@@ -3,7 +3,7 @@
 //! * `traits`: what the store does, one trait per concern, so each consumer names only what it
 //!   uses. The gateway: [`SessionRead`], [`EventStream`], [`UsageReport`]. The IdP, besides:
 //!   [`SessionAdmin`], [`TokenRenewal`], [`UserDirectory`], [`Codes`], [`PendingSignIns`],
-//!   [`LoginThrottle`], [`AuditTrail`], [`Health`]. [`TokenStore`] is all of them at once.
+//!   [`Deliveries`], [`LoginThrottle`], [`AuditTrail`], [`Health`]. [`TokenStore`] is all of them at once.
 //! * `any`: [`AnyStore`], the implementation chosen from the configuration, dispatching each trait.
 //! * `token`: reference tokens and the session ids derived from their hash (the store never sees
 //!   a reference token in clear).
@@ -64,11 +64,14 @@ pub use record::{Renewal, Session, SessionKind, ValueToken};
 pub use redis::{RedisOptions, RedisStore};
 pub use token::{CodeId, ReferenceToken, SessionId, TokenFormatError, bearer_credentials};
 pub use traits::{
-    AuditTrail, Codes, EventStream, Health, LoginThrottle, Notes, PendingSignIns, SessionAdmin,
-    SessionRead, TokenRenewal, TokenStore, UsageReport, UserDirectory,
+    AuditTrail, Codes, Deliveries, EventStream, Health, LoginThrottle, Notes, PendingSignIns,
+    SessionAdmin, SessionRead, TokenRenewal, TokenStore, UsageReport, UserDirectory,
 };
 pub use usage::UsageLog;
 pub use user::{MAX_USERNAME_LEN, MAX_USERS_PAGE, User, UserPage};
+
+/// The most deliveries ([`Deliveries`]) the store queues at once.
+pub const MAX_DELIVERIES: usize = 100_000;
 
 /// Seconds since the Unix epoch, the unit of every time in the store.
 pub fn now_unix() -> u64 {

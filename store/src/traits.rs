@@ -24,6 +24,7 @@ pub trait TokenStore:
     + Codes
     + PendingSignIns
     + Notes
+    + Deliveries
     + LoginThrottle
     + AuditTrail
     + Health
@@ -42,6 +43,7 @@ impl<S> TokenStore for S where
         + Codes
         + PendingSignIns
         + Notes
+        + Deliveries
         + LoginThrottle
         + AuditTrail
         + Health
@@ -207,6 +209,16 @@ pub trait UserDirectory: Send + Sync {
     /// Deletes a user (not its sessions): `false` if there was none.
     fn delete_user(&self, username: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
+    /// Takes one-time-password step `step` for `username`: `true` when it is later than every
+    /// step the user used before (a code is good once, on every replica), `false` otherwise. The
+    /// last step is kept for `keep`, longer than a step's code verifies.
+    fn use_otp_step(
+        &self,
+        username: &str,
+        step: u64,
+        keep: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
     /// Users whose name starts with `prefix`, ordered by name (bytewise), after the name `after`
     /// (the previous page's `next`), at most `limit` (1 to
     /// [`MAX_USERS_PAGE`](crate::MAX_USERS_PAGE); clamped).
@@ -281,6 +293,34 @@ pub trait Notes: Send + Sync {
 
     /// What is kept under `id`, until its TTL ends.
     fn note(&self, id: &CodeId) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+}
+
+/// Deliveries owed to others (the back-channel logout tokens of clients), queued in the store so
+/// that any IdP replica delivers them and a restart loses none. Each is an opaque payload under
+/// an id, due at a time; a replica takes the due ones for a while, and finishes or requeues each.
+pub trait Deliveries: Send + Sync {
+    /// Queues `payload` under `id`, due at `due_ms` (Unix milliseconds), replacing what was queued
+    /// under `id` (a retry). `false`, and nothing queued, when the queue holds
+    /// [`MAX_DELIVERIES`](crate::MAX_DELIVERIES) others already.
+    fn queue_delivery(
+        &self,
+        id: &str,
+        payload: &str,
+        due_ms: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Takes up to `limit` deliveries due at `now_ms`, soonest first, as `(id, payload)`: each is
+    /// held for `hold` (no other call gets it before then, so a replica that stops while
+    /// delivering leaves it to the others), until it is finished or queued again.
+    fn deliveries_due(
+        &self,
+        now_ms: u64,
+        hold: Duration,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<(String, String)>, StoreError>> + Send;
+
+    /// Removes the delivery under `id` (delivered, or given up): `false` if there was none.
+    fn finish_delivery(&self, id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
 /// Failed logins counted per key, shared by every IdP on the store.

@@ -21,6 +21,12 @@ pub struct User {
     pub disabled: bool,
     /// The federation provider that created the user, if one did.
     pub upstream: Option<String>,
+    /// The secret of the user's one-time passwords (TOTP), base64url, once they enrolled a second
+    /// factor; a secret, so `Debug` redacts it.
+    pub otp_secret: Option<String>,
+    /// argon2id hashes of the user's unused recovery codes (each signs in once in place of a
+    /// one-time password); empty without a second factor.
+    pub recovery_codes: Vec<String>,
     /// Unix seconds.
     pub created_at: u64,
     /// Unix seconds.
@@ -38,6 +44,11 @@ impl fmt::Debug for User {
             .field("roles", &self.roles)
             .field("disabled", &self.disabled)
             .field("upstream", &self.upstream)
+            .field(
+                "otp_secret",
+                &self.otp_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("recovery_codes", &self.recovery_codes.len())
             .field("created_at", &self.created_at)
             .field("updated_at", &self.updated_at)
             .finish()
@@ -84,11 +95,15 @@ mod tests {
             roles: vec![],
             disabled: false,
             upstream: None,
+            otp_secret: Some("otp-secret".into()),
+            recovery_codes: vec!["$argon2id$recovery-hash".into()],
             created_at: 1,
             updated_at: 1,
         };
         let debug = format!("{user:?}");
         assert!(debug.contains("alice") && debug.contains("<redacted>"));
         assert!(!debug.contains("secret-hash"), "{debug}");
+        assert!(!debug.contains("otp-secret"), "{debug}");
+        assert!(!debug.contains("recovery-hash"), "{debug}");
     }
 }

@@ -126,3 +126,33 @@ password_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA"
         "{unknown}"
     );
 }
+
+#[test]
+fn backchannel_logout_uris_and_retry_spans_are_checked() {
+    let client =
+        "[[clients]]\nclient_id = \"web\"\ntype = \"public\"\nredirect_uris = [\"http://a/cb\"]\n";
+    assert_eq!(
+        error_of(&format!(
+            "{client}backchannel_logout_uri = \"https://app.example.com/logout\"\nbackchannel_logout_retry_for = \"10m\"\n"
+        )),
+        ""
+    );
+    let relative = error_of(&format!("{client}backchannel_logout_uri = \"/logout\"\n"));
+    assert!(
+        relative.contains("clients[0].backchannel_logout_uri") && relative.contains("absolute"),
+        "{relative}"
+    );
+    let fragment = error_of(&format!(
+        "{client}backchannel_logout_uri = \"https://app.example.com/logout#x\"\n"
+    ));
+    assert!(fragment.contains("fragment"), "{fragment}");
+    for span in ["0s", "8d"] {
+        let error = error_of(&format!(
+            "{client}backchannel_logout_retry_for = \"{span}\"\n"
+        ));
+        assert!(
+            error.contains("clients[0].backchannel_logout_retry_for"),
+            "{span}: {error}"
+        );
+    }
+}

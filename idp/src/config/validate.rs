@@ -334,6 +334,16 @@ impl IdpConfig {
                 }
             }
             check_roles(&c.roles).map_err(|m| invalid(&key("roles"), &m))?;
+            if let Some(uri) = &c.backchannel_logout_uri {
+                check_redirect_uri(uri).map_err(|m| invalid(&key("backchannel_logout_uri"), m))?;
+            }
+            let retry_for = c.backchannel_logout_retry_for;
+            if !(Duration::from_secs(1)..=Duration::from_secs(7 * 24 * 3600)).contains(&retry_for) {
+                return Err(invalid(
+                    &key("backchannel_logout_retry_for"),
+                    "must be between 1s and 7 days",
+                ));
+            }
         }
         Ok(())
     }

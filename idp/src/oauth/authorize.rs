@@ -17,8 +17,8 @@ use axum::routing::get;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use subtle::ConstantTimeEq;
 use tokengate_store::{
-    AuthCode, CodeId, Codes, Redeemed, ReferenceToken, Session, SessionAdmin, SessionKind, User,
-    UserDirectory, now_unix,
+    AuthCode, CodeId, Codes, Redeemed, ReferenceToken, Session, SessionAdmin, SessionKind,
+    SessionRead, User, UserDirectory, now_unix,
 };
 
 use crate::clients::Client;
@@ -356,7 +356,14 @@ async fn sign_in(
         );
     }
     match check_password(&state, username, password, address).await {
-        Ok(Some(roles)) => finish_sign_in(&state, &request, username, &roles, "password").await,
+        Ok(Some(roles)) => {
+            if let Some(page) =
+                crate::second_factor::challenge(&state, &headers, &request, username, &roles).await
+            {
+                return page;
+            }
+            finish_sign_in(&state, &request, username, &roles, "password").await
+        }
         Ok(None) => {
             state
                 .metrics
@@ -456,7 +463,7 @@ async fn check_password(
 }
 
 /// The browser's live IdP session and its user, if it has one and the user may still sign in.
-async fn signed_in(
+pub(crate) async fn signed_in(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Result<Option<(Session, User)>, tokengate_store::StoreError> {
@@ -606,6 +613,14 @@ pub async fn redeem(
         Redeemed::Fresh(record) => record,
         Redeemed::Replayed(first) => {
             tracing::warn!(client_id = %client.id, "an authorization code was used twice; ending the session it made");
+            let session = match &first {
+                Some(first) => state
+                    .store
+                    .lookup(first)
+                    .await
+                    .map_err(|e| state.store_error(e))?,
+                None => None,
+            };
             if let Some(first) = first
                 && state
                     .store
@@ -613,6 +628,7 @@ pub async fn redeem(
                     .await
                     .map_err(|e| state.store_error(e))?
             {
+                crate::outbox::queue(state, session.as_slice()).await;
                 state
                     .metrics
                     .revocations

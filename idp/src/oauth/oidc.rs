@@ -121,6 +121,8 @@ async fn discovery(State(state): State<AppState>) -> Response {
         "request_parameter_supported": false,
         "request_uri_parameter_supported": false,
         "claims_parameter_supported": false,
+        "backchannel_logout_supported": true,
+        "backchannel_logout_session_supported": true,
     });
     (
         [(
@@ -317,7 +319,9 @@ async fn end_sessions(
         && let Some(session) = state.store.lookup(&sid).await?
         && session.subject == hint.sub
     {
-        state.store.revoke(&session.id).await?;
+        if state.store.revoke(&session.id).await? {
+            crate::outbox::queue(state, std::slice::from_ref(&session)).await;
+        }
         tracing::info!(session = %session.id, subject = %session.subject, "session ended by logout");
     }
     if let Some(token) = cookies::get(headers, cookies::SSO)

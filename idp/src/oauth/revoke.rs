@@ -51,6 +51,9 @@ pub(super) async fn revoke(
                 .get_or_create(&KindLabels { kind: "token" })
                 .inc();
             tracing::info!(session = %id, "session revoked by its token");
+            if let Some(session) = &session {
+                crate::outbox::queue(&state, std::slice::from_ref(session)).await;
+            }
         }
     }
     Ok(StatusCode::OK)

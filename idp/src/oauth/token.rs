@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::HeaderMap;
-use tokengate_store::ReferenceToken;
+use tokengate_store::{ReferenceToken, UserDirectory};
 
 use crate::access::Noted;
 use crate::clients::Client;
@@ -18,6 +18,7 @@ use crate::metrics::GrantLabels;
 use crate::oauth::authorize;
 use crate::oauth::reply::token_response;
 use crate::oauth::scope::{Granted, Scope};
+use crate::second_factor;
 use crate::sessions::{Issued, NewSession};
 use crate::state::AppState;
 
@@ -125,6 +126,26 @@ async fn password(
         tracing::info!(username, "login failed");
         return Err(ApiError::InvalidGrant);
     };
+    // A user with a second factor sends its code as `otp`.
+    let user = state
+        .store
+        .user(username)
+        .await
+        .map_err(|e| state.store_error(e))?;
+    if let Some(secret) = user.and_then(|u| u.otp_secret) {
+        let code = form.require(
+            "otp",
+            "otp is required: this user signs in with a second factor",
+        )?;
+        match second_factor::check_code(state, username, &secret, code, address).await? {
+            Ok(()) => {}
+            Err(second_factor::Refused::Wrong) => {
+                count_failed(state, Grant::Password);
+                return Err(ApiError::InvalidGrant);
+            }
+            Err(second_factor::Refused::Locked(wait)) => return Err(ApiError::Locked(wait)),
+        }
+    }
     let granted = scope.grant(&roles)?;
     let new = NewSession::access(username, granted.roles.clone(), Grant::Password.as_str())
         .for_client(&client.id);

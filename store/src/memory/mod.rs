@@ -10,12 +10,14 @@
 //! * `users`: [`UserDirectory`](crate::UserDirectory).
 //! * `codes`: [`Codes`](crate::Codes); `pending`: [`PendingSignIns`](crate::PendingSignIns) and
 //!   [`Notes`](crate::Notes).
+//! * `deliveries`: [`Deliveries`](crate::Deliveries).
 //! * `throttle`: [`LoginThrottle`](crate::LoginThrottle).
 //! * `audit`: [`AuditTrail`](crate::AuditTrail).
 //! * [`Health`] is here.
 
 mod audit;
 mod codes;
+mod deliveries;
 mod events;
 mod pending;
 mod renewal;
@@ -80,6 +82,11 @@ struct State {
     pending: HashMap<CodeId, (String, std::time::Instant)>,
     /// Notes and when they expire.
     notes: HashMap<CodeId, (String, std::time::Instant)>,
+    /// Deliveries by when they are due (Unix ms), and each one's payload and due time.
+    due: BTreeSet<(u64, String)>,
+    deliveries: HashMap<String, (String, u64)>,
+    /// The last one-time-password step each user used, and until when it is kept.
+    otp_steps: HashMap<String, (u64, std::time::Instant)>,
 }
 
 /// Most login keys kept; past it, the ones whose window and lockout are over go first.

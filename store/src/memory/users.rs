@@ -1,6 +1,7 @@
 //! Users: the IdP's directory.
 
 use std::ops::Bound;
+use std::time::{Duration, Instant};
 
 use super::MemoryStore;
 use crate::user::{cut_page, username_fits};
@@ -34,7 +35,35 @@ impl UserDirectory for MemoryStore {
     }
 
     async fn delete_user(&self, username: &str) -> Result<bool, StoreError> {
-        Ok(self.state().users.remove(username).is_some())
+        let mut state = self.state();
+        state.otp_steps.remove(username);
+        Ok(state.users.remove(username).is_some())
+    }
+
+    async fn use_otp_step(
+        &self,
+        username: &str,
+        step: u64,
+        keep: Duration,
+    ) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        let mut state = self.state();
+        // Only users that exist have steps: the map is as bounded as the directory.
+        if !state.users.contains_key(username) {
+            return Ok(false);
+        }
+        let last = state
+            .otp_steps
+            .get(username)
+            .filter(|(_, until)| *until > now)
+            .map(|(last, _)| *last);
+        if last.is_some_and(|last| step <= last) {
+            return Ok(false);
+        }
+        state
+            .otp_steps
+            .insert(username.to_owned(), (step, now + keep));
+        Ok(true)
     }
 
     async fn list_users(

@@ -13,6 +13,7 @@
 //! * `users`: [`UserDirectory`](crate::UserDirectory).
 //! * `codes`: [`Codes`](crate::Codes); `pending`: [`PendingSignIns`](crate::PendingSignIns) and
 //!   [`Notes`](crate::Notes).
+//! * `deliveries`: [`Deliveries`](crate::Deliveries).
 //! * `throttle`: [`LoginThrottle`](crate::LoginThrottle).
 //! * `audit`: [`AuditTrail`](crate::AuditTrail).
 //! * [`EventStream`](crate::EventStream) and [`Health`] are here, with the connections (the
@@ -21,6 +22,7 @@
 mod audit;
 mod codes;
 mod connection;
+mod deliveries;
 // The fuzz helpers in `testing` reach the decoders.
 pub(crate) mod events;
 mod pending;

@@ -8,6 +8,7 @@
 //! | `tg:u:{<subject>}:sessions`  | zset   | the subject's session ids, scored by max expiry    |
 //! | `tg:u:{<subject>}:roles`     | string | roles an administrator set (JSON array)            |
 //! | `tg:u:{<subject>}:user`      | hash   | the user of that name (no expiry)                  |
+//! | `tg:u:{<subject>}:otp`       | string | the last one-time-password step the user used (expires) |
 //! | `tg:{users}`                 | zset   | every username (score 0, ordered by name: BYLEX)   |
 //! | `tg:c:{<code id>}`           | hash   | one authorization code: `rec`, then `used`; expires |
 //! | `tg:p:{<state id>}`         | string | a sign-in waiting for an upstream provider; expires |
@@ -19,6 +20,8 @@
 //! | `tg:l:{<login key>}:n`       | string | failed logins in the current window (expires)      |
 //! | `tg:l:{<login key>}:lock`    | string | present while the login key is locked out          |
 //! | `tg:{audit}`                 | stream | administrators' actions, bounded length (exact)    |
+//! | `tg:{deliveries}`            | zset   | queued delivery ids, scored by when due (Unix ms)  |
+//! | `tg:{deliveries}:items`      | hash   | each queued delivery's payload by id               |
 //! | `tg:{reporters}`             | zset   | who reported last use, scored by when (bounded)    |
 //!
 //! `<subject>` and `<login key>` are base64url-encoded so that braces in a username cannot move the hash tag.
@@ -52,6 +55,8 @@ pub(super) struct Keys {
     pub users: String,
     pub audit: String,
     pub reporters: String,
+    pub deliveries: String,
+    pub delivery_items: String,
 }
 
 impl Keys {
@@ -66,6 +71,8 @@ impl Keys {
             users: format!("{prefix}:{{users}}"),
             audit: format!("{prefix}:{{audit}}"),
             reporters: format!("{prefix}:{{reporters}}"),
+            deliveries: format!("{prefix}:{{deliveries}}"),
+            delivery_items: format!("{prefix}:{{deliveries}}:items"),
         }
     }
     pub fn session(&self, id: &SessionId) -> String {
@@ -112,6 +119,9 @@ pub(super) struct Scripts {
     pub put_user: Script,
     pub create_code: Script,
     pub redeem_code: Script,
+    pub queue_delivery: Script,
+    pub otp_step: Script,
+    pub deliveries_due: Script,
 }
 
 impl Scripts {
@@ -184,6 +194,39 @@ impl Scripts {
                   local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*',
                     'seq', seq, 'type', ARGV[2], 'sids', ARGV[3], 'sub', ARGV[4])
                   return {id, seq}",
+            ),
+            // KEYS[1] last step; ARGV step, ttl s. Taken only past the last one used.
+            otp_step: Script::new(
+                r"local last = tonumber(redis.call('GET', KEYS[1]) or '-1')
+                  if tonumber(ARGV[1]) <= last then return 0 end
+                  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+                  return 1",
+            ),
+            // KEYS[1] queue, KEYS[2] items; ARGV id, payload, due ms, most queued. A new id is
+            // refused when the queue is full; a queued one is replaced (a retry).
+            queue_delivery: Script::new(
+                r"if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0
+                     and redis.call('HLEN', KEYS[2]) >= tonumber(ARGV[4]) then return 0 end
+                  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+                  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+                  return 1",
+            ),
+            // KEYS[1] queue, KEYS[2] items; ARGV now ms, hold ms, limit. The due ones, each moved
+            // to `now + hold`; an id without its payload leaves the queue.
+            deliveries_due: Script::new(
+                r"local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+                  local due = {}
+                  for _, id in ipairs(ids) do
+                    local payload = redis.call('HGET', KEYS[2], id)
+                    if payload then
+                      redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]), id)
+                      due[#due + 1] = id
+                      due[#due + 1] = payload
+                    else
+                      redis.call('ZREM', KEYS[1], id)
+                    end
+                  end
+                  return due",
             ),
             // KEYS[1] failure count, KEYS[2] lock; ARGV limit, window ms, lockout ms.
             login_failed: Script::new(
@@ -338,6 +381,12 @@ pub(crate) fn user_fields(u: &User) -> Result<Vec<(&'static str, String)>, serde
     if let Some(upstream) = &u.upstream {
         fields.push(("upstream", upstream.clone()));
     }
+    if let Some(secret) = &u.otp_secret {
+        fields.push(("otp", secret.clone()));
+    }
+    if !u.recovery_codes.is_empty() {
+        fields.push(("recovery", serde_json::to_string(&u.recovery_codes)?));
+    }
     Ok(fields)
 }
 
@@ -350,6 +399,8 @@ pub(crate) fn decode_user(fields: Vec<(String, String)>) -> Option<User> {
         roles: Vec::new(),
         disabled: false,
         upstream: None,
+        otp_secret: None,
+        recovery_codes: Vec::new(),
         created_at: 0,
         updated_at: 0,
     };
@@ -386,6 +437,14 @@ pub(crate) fn decode_user(fields: Vec<(String, String)>) -> Option<User> {
             }
             "upstream" => {
                 u.upstream = Some(value);
+                0
+            }
+            "otp" => {
+                u.otp_secret = Some(value);
+                0
+            }
+            "recovery" => {
+                u.recovery_codes = serde_json::from_str(&value).ok()?;
                 0
             }
             _ => 0,
@@ -527,6 +586,8 @@ mod tests {
             roles: vec!["r".to_owned()],
             disabled: true,
             upstream: Some("corp".to_owned()),
+            otp_secret: Some("c2VjcmV0".to_owned()),
+            recovery_codes: vec!["$argon2id$a".to_owned(), "$argon2id$b".to_owned()],
             created_at: 100,
             updated_at: 200,
         };
@@ -537,6 +598,8 @@ mod tests {
         assert_eq!(decode(&user), Some(user.clone()));
         user.password_hash = None;
         user.upstream = None;
+        user.otp_secret = None;
+        user.recovery_codes.clear();
         user.disabled = false;
         assert_eq!(decode(&user), Some(user.clone()));
         let good: Vec<(String, String)> = user_fields(&user)

@@ -1,5 +1,7 @@
 //! Users: the IdP's directory.
 
+use std::time::Duration;
+
 use redis::{Cmd, Value};
 
 use super::RedisStore;
@@ -38,6 +40,28 @@ impl UserDirectory for RedisStore {
             return Ok(false);
         }
         self.put_user(user, true).await
+    }
+
+    async fn use_otp_step(
+        &self,
+        username: &str,
+        step: u64,
+        keep: Duration,
+    ) -> Result<bool, StoreError> {
+        if !username_fits(username) {
+            return Ok(false);
+        }
+        let taken: i64 = self
+            .shared
+            .scripts
+            .otp_step
+            .key(self.shared.keys.subject(username, "otp"))
+            .arg(step)
+            .arg(keep.as_secs().max(1))
+            .invoke_async(&mut self.con.clone())
+            .await
+            .map_err(StoreError::unavailable)?;
+        Ok(taken == 1)
     }
 
     async fn delete_user(&self, username: &str) -> Result<bool, StoreError> {

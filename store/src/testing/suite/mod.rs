@@ -8,6 +8,7 @@
 
 mod audit;
 mod codes;
+mod deliveries;
 mod events;
 mod pending;
 mod renewal;
@@ -18,6 +19,7 @@ mod users;
 
 pub use self::audit::{audit_is_read_newest_first_in_pages, audit_trail_is_bounded};
 pub use self::codes::codes_are_redeemed_once_then_replayed_then_forgotten;
+pub use self::deliveries::deliveries_come_due_are_held_requeued_and_finished;
 pub use self::events::{
     blocked_reader_wakes_on_event, events_resume_from_cursor_at_least_once,
     trimmed_stream_is_reported_as_gap,
@@ -40,6 +42,7 @@ pub use self::usage::{
     reporters_are_remembered_by_last_report, touch_extends_but_never_shortens_or_revives,
 };
 pub use self::users::{
+    one_time_password_steps_are_taken_once_and_in_order,
     users_are_created_once_read_updated_and_deleted, users_are_listed_by_name_in_pages,
 };
 
@@ -80,6 +83,8 @@ pub fn user(username: &str) -> User {
         roles: vec!["orders:read".to_owned()],
         disabled: false,
         upstream: None,
+        otp_secret: None,
+        recovery_codes: Vec::new(),
         created_at: now,
         updated_at: now,
     }
@@ -169,7 +174,9 @@ macro_rules! store_contract_tests {
             audit_is_read_newest_first_in_pages,
             reporters_are_remembered_by_last_report,
             pending_records_are_taken_once_then_forgotten,
-            notes_are_kept_replaced_once_only_and_forgotten
+            notes_are_kept_replaced_once_only_and_forgotten,
+            deliveries_come_due_are_held_requeued_and_finished,
+            one_time_password_steps_are_taken_once_and_in_order
         );
         #[tokio::test]
         async fn trimmed_stream_is_reported_as_gap() {

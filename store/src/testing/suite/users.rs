@@ -139,3 +139,54 @@ pub async fn users_are_listed_by_name_in_pages<S: UserDirectory>(store: &S) {
         .collect();
     assert_eq!(listed, ["alicia"]);
 }
+
+pub async fn one_time_password_steps_are_taken_once_and_in_order<S: UserDirectory>(store: &S) {
+    let keep = std::time::Duration::from_secs(120);
+    let mut carol = user("carol");
+    carol.otp_secret = Some("c2VjcmV0LXNlY3JldA".to_owned());
+    carol.recovery_codes = vec!["$argon2id$one".to_owned(), "$argon2id$two".to_owned()];
+    assert!(store.create_user(&carol).await.expect("create"));
+    assert_eq!(
+        store
+            .user("carol")
+            .await
+            .expect("get")
+            .expect("carol")
+            .otp_secret,
+        carol.otp_secret,
+        "the secret is kept with the user"
+    );
+    assert_eq!(
+        store
+            .user("carol")
+            .await
+            .expect("get")
+            .expect("carol")
+            .recovery_codes,
+        carol.recovery_codes,
+        "and the recovery codes' hashes"
+    );
+    assert!(store.use_otp_step("carol", 1000, keep).await.expect("use"));
+    assert!(
+        !store
+            .use_otp_step("carol", 1000, keep)
+            .await
+            .expect("again"),
+        "a step is taken once"
+    );
+    assert!(
+        !store
+            .use_otp_step("carol", 999, keep)
+            .await
+            .expect("earlier"),
+        "an earlier step after a later one is refused"
+    );
+    assert!(store.use_otp_step("carol", 1001, keep).await.expect("next"));
+    let mut dave = user("dave");
+    dave.otp_secret = carol.otp_secret.clone();
+    assert!(store.create_user(&dave).await.expect("create"));
+    assert!(
+        store.use_otp_step("dave", 1000, keep).await.expect("use"),
+        "steps are per user"
+    );
+}

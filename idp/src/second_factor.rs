@@ -1,0 +1,603 @@
+//! The second factor of local users, step 1: one-time passwords (TOTP, `crate::otp`).
+//!
+//! * Enrolment, `GET /account/otp` for someone signed in to the IdP (its single-sign-on
+//!   cookie): a new secret as a QR code of its `otpauth://` URI and as text, held in the store
+//!   for [`ENROLMENT_TTL`]; `POST /account/otp` with a first code from the app turns it on.
+//! * Sign-in: once a password is right, a user with a secret is asked for a code
+//!   ([`challenge`]); `POST /oauth2/authorize/otp` takes it. The password grant takes it as the
+//!   `otp` parameter.
+//!
+//! A code is good once on every replica (the store keeps the last step each user used), and
+//! wrong codes count against the same login lockout as wrong passwords. Enrolment also makes ten
+//! recovery codes, shown once and kept as argon2id hashes; the code page takes one in place of a
+//! code, once.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use askama::Template;
+use axum::Router;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::{get, post};
+use http::{HeaderValue, StatusCode, header};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+use tokengate_server::cookies::{self, SameSite};
+use tokengate_store::{CodeId, PendingSignIns, ReferenceToken, UserDirectory, now_unix};
+
+use crate::error::ApiError;
+use crate::extract::{ClientAddr, FormBody};
+use crate::oauth::authorize::{AuthorizeRequest, finish_sign_in, signed_in};
+use crate::otp;
+use crate::pages;
+use crate::state::{AppState, Live};
+
+/// How long an enrolment page's secret waits for its first code.
+pub const ENROLMENT_TTL: Duration = Duration::from_secs(600);
+/// How long the code page waits after a right password.
+pub const CHALLENGE_TTL: Duration = Duration::from_secs(300);
+/// How long the last step a user used is kept: longer than any code verifies (three steps).
+const STEP_KEPT: Duration = Duration::from_secs(4 * otp::STEP);
+/// The issuer named in authenticator apps.
+const APP_ISSUER: &str = "tokengate";
+/// Recovery codes made at enrolment.
+const RECOVERY_CODES: usize = 10;
+
+/// The public listener's routes of the second factor.
+pub fn routes() -> Router<Live> {
+    Router::new()
+        .route("/account/otp", get(enrol_page).post(enrol))
+        .route("/oauth2/authorize/otp", post(answer))
+}
+
+/// The enrolment page.
+#[derive(Template)]
+#[template(path = "otp_enrol.html")]
+struct Enrol<'a> {
+    username: &'a str,
+    /// The QR code (an SVG made here from the code's modules alone, so it is rendered as is).
+    qr: &'a str,
+    /// The secret in base32, for typing into an app.
+    secret: &'a str,
+    enrolment: &'a str,
+    csrf: &'a str,
+    error: Option<&'a str>,
+}
+
+/// The code page of a sign-in.
+#[derive(Template)]
+#[template(path = "otp_signin.html")]
+struct Challenge<'a> {
+    client_id: &'a str,
+    hidden: Vec<(&'static str, String)>,
+    pending: &'a str,
+    csrf: &'a str,
+    error: Option<&'a str>,
+}
+
+/// The page after enrolment, with the recovery codes (shown only there).
+#[derive(Template)]
+#[template(path = "otp_done.html")]
+struct Done {
+    codes: Vec<String>,
+}
+
+/// A sign-in waiting for its code, as the store holds it.
+#[derive(Deserialize, Serialize)]
+struct Pending {
+    username: String,
+    roles: Vec<String>,
+}
+
+/// An enrolment waiting for its first code.
+#[derive(Deserialize, Serialize)]
+struct Enrolment {
+    username: String,
+    secret: String,
+}
+
+/// Why a code was not taken.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// Wrong, or used before.
+    Wrong,
+    /// The name or address is locked out for this long.
+    Locked(Duration),
+}
+
+/// Checks `code` against `secret` for `username`, behind the login lockout: a right code is
+/// taken once (every replica refuses it after), a wrong or reused one counts as a failed login.
+pub async fn check_code(
+    state: &AppState,
+    username: &str,
+    secret: &str,
+    code: &str,
+    address: Option<IpAddr>,
+) -> Result<Result<(), Refused>, ApiError> {
+    let key = format!("user:{username}");
+    let throttled = state
+        .throttle
+        .check(&key, address)
+        .await
+        .map_err(|e| state.store_error(e))?;
+    if let Err(wait) = throttled {
+        state.metrics.logins_throttled.inc();
+        return Ok(Err(Refused::Locked(wait)));
+    }
+    let step = otp::decode_secret(secret).and_then(|s| otp::verify(&s, code, now_unix()));
+    let taken = match step {
+        Some(step) => state
+            .store
+            .use_otp_step(username, step, STEP_KEPT)
+            .await
+            .map_err(|e| state.store_error(e))?,
+        None => false,
+    };
+    if taken {
+        state
+            .throttle
+            .succeeded(&key)
+            .await
+            .map_err(|e| state.store_error(e))?;
+        return Ok(Ok(()));
+    }
+    if state
+        .throttle
+        .failed(&key, address)
+        .await
+        .map_err(|e| state.store_error(e))?
+    {
+        state.metrics.login_lockouts.inc();
+        tracing::warn!(subject = ?tokengate_server::Outside(username), address = ?address, "too many failed attempts; locked out");
+    }
+    tracing::info!(subject = ?tokengate_server::Outside(username), "one-time password refused");
+    Ok(Err(Refused::Wrong))
+}
+
+/// New recovery codes: ten random characters of base32 each (50 bits), as `xxxxx-xxxxx`.
+fn recovery_codes() -> Vec<String> {
+    (0..RECOVERY_CODES)
+        .map(|_| {
+            let random = otp::base32(&otp::new_secret()).to_ascii_lowercase();
+            format!("{}-{}", &random[..5], &random[5..10])
+        })
+        .collect()
+}
+
+/// Whether `code` has the shape of a recovery code rather than of a one-time password.
+fn is_recovery_code(code: &str) -> bool {
+    code.trim().contains('-')
+}
+
+/// Signs in with one of `user`'s recovery codes in place of a one-time password, behind the
+/// login lockout: a right one is used up (and audited), a wrong one counts as a failed login.
+async fn use_recovery_code(
+    state: &AppState,
+    mut user: tokengate_store::User,
+    code: &str,
+    address: Option<IpAddr>,
+) -> Result<Result<(), Refused>, ApiError> {
+    let key = format!("user:{}", user.username);
+    let throttled = state
+        .throttle
+        .check(&key, address)
+        .await
+        .map_err(|e| state.store_error(e))?;
+    if let Err(wait) = throttled {
+        state.metrics.logins_throttled.inc();
+        return Ok(Err(Refused::Locked(wait)));
+    }
+    let code = code.trim().to_ascii_lowercase();
+    let mut found = None;
+    if code.len() <= 32 {
+        for (i, hash) in user.recovery_codes.iter().enumerate() {
+            if state.users.verify(hash, &code).await {
+                found = Some(i);
+                break;
+            }
+        }
+    }
+    let Some(i) = found else {
+        if state
+            .throttle
+            .failed(&key, address)
+            .await
+            .map_err(|e| state.store_error(e))?
+        {
+            state.metrics.login_lockouts.inc();
+        }
+        tracing::info!(subject = ?tokengate_server::Outside(&user.username), "recovery code refused");
+        return Ok(Err(Refused::Wrong));
+    };
+    user.recovery_codes.remove(i);
+    user.updated_at = now_unix();
+    let saved = state
+        .store
+        .update_user(&user)
+        .await
+        .map_err(|e| state.store_error(e))?;
+    if !saved {
+        return Ok(Err(Refused::Wrong));
+    }
+    state
+        .throttle
+        .succeeded(&key)
+        .await
+        .map_err(|e| state.store_error(e))?;
+    tracing::info!(subject = ?tokengate_server::Outside(&user.username), left = user.recovery_codes.len(), "signed in with a recovery code");
+    crate::audit::record(
+        state,
+        &crate::audit::Actor::user(&user.username, address),
+        "user.recovery_code_use",
+        &user.username,
+    )
+    .await;
+    Ok(Ok(()))
+}
+
+/// A random id for a record held in the store, and the store's name for it.
+fn record_id() -> (String, CodeId) {
+    let id = ReferenceToken::generate().expose().to_owned();
+    let code = CodeId::of_code(&id);
+    (id, code)
+}
+
+/// The CSRF token of a page: the browser's cookie when it has a well-formed one, else a new one.
+fn csrf_token(headers: &HeaderMap) -> String {
+    cookies::get(headers, cookies::CSRF)
+        .filter(|c| ReferenceToken::parse(c).is_ok())
+        .map(str::to_owned)
+        .unwrap_or_else(|| ReferenceToken::generate().expose().to_owned())
+}
+
+/// Whether a form's `csrf` matches the browser's CSRF cookie.
+fn csrf_matches(headers: &HeaderMap, form: &FormBody) -> bool {
+    let sent = form.get("csrf").ok().flatten().unwrap_or("");
+    let expected = cookies::get(headers, cookies::CSRF).unwrap_or("");
+    !expected.is_empty() && bool::from(sent.as_bytes().ct_eq(expected.as_bytes()))
+}
+
+/// `page` with the CSRF cookie its form needs.
+fn with_csrf(state: &AppState, mut page: Response, csrf: &str) -> Response {
+    let cookie = cookies::set(
+        cookies::CSRF,
+        csrf,
+        SameSite::Strict,
+        state.secure_cookies(),
+        None,
+    );
+    if let Ok(cookie) = HeaderValue::from_str(&cookie) {
+        page.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    page
+}
+
+fn unavailable() -> Response {
+    pages::message(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Try again",
+        "This is not possible right now. Please try again in a moment.",
+    )
+}
+
+fn locked(wait: Duration) -> Response {
+    let mut response = pages::message(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many attempts",
+        "Too many failed sign-ins for this name or from this address. Wait a few minutes and try again.",
+    );
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(wait.as_secs().max(1)),
+    );
+    response
+}
+
+/// After a right password: the code page when `username` has a second factor, `None` when it
+/// has none (the sign-in goes on).
+pub async fn challenge(
+    state: &AppState,
+    headers: &HeaderMap,
+    request: &AuthorizeRequest,
+    username: &str,
+    roles: &[String],
+) -> Option<Response> {
+    let user = match state.store.user(username).await {
+        Ok(user) => user?,
+        Err(e) => {
+            let _ = state.store_error(e);
+            return Some(unavailable());
+        }
+    };
+    user.otp_secret.as_ref()?;
+    let pending = Pending {
+        username: username.to_owned(),
+        roles: roles.to_vec(),
+    };
+    Some(challenge_page(state, headers, request, &pending, None, StatusCode::OK).await)
+}
+
+/// The code page for `pending`, held in the store under a new id.
+async fn challenge_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    request: &AuthorizeRequest,
+    pending: &Pending,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
+    let (id, code) = record_id();
+    let Ok(record) = serde_json::to_string(pending) else {
+        return unavailable();
+    };
+    match state
+        .store
+        .create_pending(&code, &record, CHALLENGE_TTL)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => return unavailable(),
+        Err(e) => {
+            let _ = state.store_error(e);
+            return unavailable();
+        }
+    }
+    let csrf = csrf_token(headers);
+    let page = Challenge {
+        client_id: &request.client.id,
+        hidden: request.hidden(),
+        pending: &id,
+        csrf: &csrf,
+        error,
+    };
+    let targets: Vec<String> = pages::origin(&request.redirect_uri).into_iter().collect();
+    with_csrf(state, pages::page(status, &page, &targets), &csrf)
+}
+
+/// `POST /oauth2/authorize/otp`: the code of a sign-in whose password was right.
+async fn answer(
+    State(state): State<AppState>,
+    ClientAddr(address): ClientAddr,
+    headers: HeaderMap,
+    form: FormBody,
+) -> Response {
+    let request = match AuthorizeRequest::parse(&form, &state) {
+        Ok(request) => request,
+        Err(refusal) => return refusal.into_response(&state.issuer_name),
+    };
+    let expired = || {
+        pages::message(
+            StatusCode::FORBIDDEN,
+            "Sign in again",
+            "This sign-in expired or did not come from this site. Please sign in again.",
+        )
+    };
+    if !csrf_matches(&headers, &form) {
+        return expired();
+    }
+    let id = form.get("pending").ok().flatten().unwrap_or("");
+    if ReferenceToken::parse(id).is_err() {
+        return expired();
+    }
+    let taken = match state.store.take_pending(&CodeId::of_code(id)).await {
+        Ok(taken) => taken,
+        Err(e) => {
+            let _ = state.store_error(e);
+            return unavailable();
+        }
+    };
+    let Some(pending) = taken.and_then(|r| serde_json::from_str::<Pending>(&r).ok()) else {
+        return expired();
+    };
+    let user = match state.store.user(&pending.username).await {
+        Ok(user) => user.filter(|u| !u.disabled),
+        Err(e) => {
+            let _ = state.store_error(e);
+            return unavailable();
+        }
+    };
+    let Some(user) = user.filter(|u| u.otp_secret.is_some()) else {
+        return expired();
+    };
+    let code = form.get("code").ok().flatten().unwrap_or("");
+    let checked = match &user.otp_secret {
+        Some(_) if is_recovery_code(code) => use_recovery_code(&state, user, code, address).await,
+        Some(secret) => check_code(&state, &pending.username, secret, code, address).await,
+        None => return expired(),
+    };
+    match checked {
+        Ok(Ok(())) => {
+            finish_sign_in(
+                &state,
+                &request,
+                &pending.username,
+                &pending.roles,
+                "password",
+            )
+            .await
+        }
+        Ok(Err(Refused::Wrong)) => {
+            challenge_page(
+                &state,
+                &headers,
+                &request,
+                &pending,
+                Some("That code is not right, or was used already. Enter the current one."),
+                StatusCode::OK,
+            )
+            .await
+        }
+        Ok(Err(Refused::Locked(wait))) => locked(wait),
+        Err(_) => unavailable(),
+    }
+}
+
+/// `GET /account/otp`: a new secret to enrol, for someone signed in.
+async fn enrol_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let user = match signed_in(&state, &headers).await {
+        Ok(Some((_, user))) => user,
+        Ok(None) => return not_signed_in(),
+        Err(e) => {
+            let _ = state.store_error(e);
+            return unavailable();
+        }
+    };
+    if user.upstream.is_some() {
+        return pages::message(
+            StatusCode::OK,
+            "Second factor",
+            "You sign in through your organisation's provider: its own second factor protects your account.",
+        );
+    }
+    let secret = otp::new_secret();
+    enrolment_page(&state, &headers, &user.username, &secret, None).await
+}
+
+fn not_signed_in() -> Response {
+    pages::message(
+        StatusCode::UNAUTHORIZED,
+        "Sign in first",
+        "Sign in to an application through tokengate, then open this page again to set up a second factor.",
+    )
+}
+
+/// The enrolment page for `secret`, held in the store under a new id.
+async fn enrolment_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    username: &str,
+    secret: &[u8],
+    error: Option<&str>,
+) -> Response {
+    let uri = otp::otpauth_uri(APP_ISSUER, username, secret);
+    let Some(qr) = otp::qr_svg(&uri) else {
+        return unavailable();
+    };
+    let (id, code) = record_id();
+    let record = Enrolment {
+        username: username.to_owned(),
+        secret: otp::encode_secret(secret),
+    };
+    let Ok(record) = serde_json::to_string(&record) else {
+        return unavailable();
+    };
+    match state
+        .store
+        .create_pending(&code, &record, ENROLMENT_TTL)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => return unavailable(),
+        Err(e) => {
+            let _ = state.store_error(e);
+            return unavailable();
+        }
+    }
+    let csrf = csrf_token(headers);
+    let page = Enrol {
+        username,
+        qr: &qr,
+        secret: &otp::base32(secret),
+        enrolment: &id,
+        csrf: &csrf,
+        error,
+    };
+    with_csrf(state, pages::page(StatusCode::OK, &page, &[]), &csrf)
+}
+
+/// `POST /account/otp`: the first code from the app; the second factor is on once it is right.
+async fn enrol(
+    State(state): State<AppState>,
+    ClientAddr(address): ClientAddr,
+    headers: HeaderMap,
+    form: FormBody,
+) -> Response {
+    let user = match signed_in(&state, &headers).await {
+        Ok(Some((_, user))) => user,
+        Ok(None) => return not_signed_in(),
+        Err(e) => {
+            let _ = state.store_error(e);
+            return unavailable();
+        }
+    };
+    let expired = || {
+        pages::message(
+            StatusCode::FORBIDDEN,
+            "Start again",
+            "This page expired or did not come from this site. Open it again to set up a second factor.",
+        )
+    };
+    if !csrf_matches(&headers, &form) {
+        return expired();
+    }
+    let id = form.get("enrolment").ok().flatten().unwrap_or("");
+    if ReferenceToken::parse(id).is_err() {
+        return expired();
+    }
+    let taken = match state.store.take_pending(&CodeId::of_code(id)).await {
+        Ok(taken) => taken,
+        Err(e) => {
+            let _ = state.store_error(e);
+            return unavailable();
+        }
+    };
+    let Some(enrolment) = taken
+        .and_then(|r| serde_json::from_str::<Enrolment>(&r).ok())
+        .filter(|e| e.username == user.username)
+    else {
+        return expired();
+    };
+    let Some(secret) = otp::decode_secret(&enrolment.secret) else {
+        return expired();
+    };
+    let code = form.get("code").ok().flatten().unwrap_or("");
+    match check_code(&state, &user.username, &enrolment.secret, code, address).await {
+        Ok(Ok(())) => {}
+        Ok(Err(Refused::Wrong)) => {
+            return enrolment_page(
+                &state,
+                &headers,
+                &user.username,
+                &secret,
+                Some("That code is not right. Enter the one your app shows now."),
+            )
+            .await;
+        }
+        Ok(Err(Refused::Locked(wait))) => return locked(wait),
+        Err(_) => return unavailable(),
+    }
+    let codes = recovery_codes();
+    let mut hashes = Vec::with_capacity(codes.len());
+    for code in &codes {
+        match state.users.hash(code).await {
+            Ok(hash) => hashes.push(hash),
+            Err(e) => {
+                tracing::error!(error = %e, "hashing recovery codes failed");
+                return unavailable();
+            }
+        }
+    }
+    let mut user = user;
+    user.otp_secret = Some(enrolment.secret);
+    user.recovery_codes = hashes;
+    user.updated_at = now_unix();
+    match state.store.update_user(&user).await {
+        Ok(true) => {}
+        Ok(false) => return not_signed_in(),
+        Err(e) => {
+            let _ = state.store_error(e);
+            return unavailable();
+        }
+    }
+    tracing::info!(subject = ?tokengate_server::Outside(&user.username), "second factor enrolled (one-time passwords)");
+    crate::audit::record(
+        &state,
+        &crate::audit::Actor::user(&user.username, address),
+        "user.otp_enrol",
+        &user.username,
+    )
+    .await;
+    pages::page(StatusCode::OK, &Done { codes }, &[])
+}

@@ -1,0 +1,284 @@
+//! One-time passwords as a second factor, end to end: a signed-in user enrols on the IdP's page
+//! with a code computed here, signs in again with the password and the next code, and cannot use
+//! a code twice; the password grant asks for `otp`; wrong codes count toward the login lockout;
+//! an administrator removes the factor. A real IdP, a real Redis, a browser without script.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use support::oidc::{Browser, hidden_fields, location_query, unescape};
+use support::*;
+use tokengate_idp::config::{ClientConfig, Grant};
+use tokengate_idp::otp;
+
+const WEB: &str = "http://127.0.0.1:3000/callback";
+
+async fn setup(max_failures: u32) -> (TestRedis, TestIdp) {
+    let redis = TestRedis::start();
+    let mut config = idp_config(&redis.url());
+    config.login.max_failures = max_failures;
+    config.clients.push(ClientConfig::public(
+        "web",
+        &[Grant::AuthorizationCode],
+        &[WEB],
+    ));
+    let idp = TestIdp::spawn(config).await;
+    (redis, idp)
+}
+
+fn authorize_url(idp: &TestIdp) -> String {
+    let query = serde_urlencoded::to_string([
+        ("response_type", "code"),
+        ("client_id", "web"),
+        ("redirect_uri", WEB),
+        ("scope", "openid"),
+        ("state", "s1"),
+        (
+            "code_challenge",
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+        ),
+        ("code_challenge_method", "S256"),
+    ])
+    .unwrap();
+    idp.url(&format!("/oauth2/authorize?{query}"))
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Waits out the end of a 30 s step, so that the codes computed next stay valid for the test.
+async fn early_in_a_step() {
+    let into = now() % otp::STEP;
+    if into > otp::STEP - 8 {
+        tokio::time::sleep(Duration::from_secs(otp::STEP - into)).await;
+    }
+}
+
+/// The code of `step` (the current step plus `offset`) for a base32 key.
+fn code(key: &str, offset: i64) -> String {
+    let secret = base32_decode(key);
+    let step = (now() / otp::STEP).checked_add_signed(offset).unwrap();
+    format!("{:06}", otp::hotp(&secret, step, 6))
+}
+
+fn base32_decode(text: &str) -> Vec<u8> {
+    let (mut out, mut buffer, mut bits) = (Vec::new(), 0u32, 0u32);
+    for c in text.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'2'..=b'7' => c - b'2' + 26,
+            _ => panic!("not base32: {text}"),
+        };
+        buffer = (buffer << 5) | u32::from(v);
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buffer >> bits) as u8);
+        }
+    }
+    out
+}
+
+/// The enrolment page's key (the text under the QR code).
+fn key_of(page: &str) -> String {
+    let start = page.find("<code>").expect("the key") + "<code>".len();
+    let end = start + page[start..].find("</code>").unwrap();
+    unescape(&page[start..end])
+}
+
+/// Posts the first form of `page` to `action` with its hidden fields and `extra`.
+async fn submit(browser: &Browser, url: String, page: &str, extra: &[(&str, &str)]) -> Reply {
+    let mut form = hidden_fields(page);
+    form.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    browser.post_form(&url, &form).await
+}
+
+/// The recovery codes of the page after enrolment.
+fn recovery_codes_of(page: &str) -> Vec<String> {
+    page.split("<li><code>")
+        .skip(1)
+        .map(|rest| unescape(&rest[..rest.find("</code>").unwrap()]))
+        .collect()
+}
+
+/// Signs alice in through the form and enrols a second factor; the key and the recovery codes.
+async fn enrol(idp: &TestIdp) -> (String, Vec<String>) {
+    let browser = Browser::new();
+    let signed = browser
+        .sign_in(&authorize_url(idp), "alice", PASSWORD)
+        .await;
+    assert_eq!(signed.status, 302, "{}", signed.body);
+    let page = browser.get(&idp.url("/account/otp")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("<svg"), "a QR code");
+    let key = key_of(&page.body);
+    let wrong = submit(
+        &browser,
+        idp.url("/account/otp"),
+        &page.body,
+        &[("code", "000000")],
+    )
+    .await;
+    assert!(wrong.body.contains("not right"), "{}", wrong.body);
+    // The previous step's code: the current and next stay for the sign-ins after.
+    let on = submit(
+        &browser,
+        idp.url("/account/otp"),
+        &wrong.body,
+        &[("code", &code(&key, -1))],
+    )
+    .await;
+    assert_eq!(on.status, 200, "{}", on.body);
+    assert!(on.body.contains("Second factor on"), "{}", on.body);
+    let codes = recovery_codes_of(&on.body);
+    assert_eq!(codes.len(), 10, "{}", on.body);
+    (key, codes)
+}
+
+#[tokio::test]
+async fn enrol_then_sign_in_with_password_and_code_each_code_once() {
+    let (_redis, idp) = setup(0).await;
+    early_in_a_step().await;
+    assert_eq!(
+        Browser::new().get(&idp.url("/account/otp")).await.status,
+        401,
+        "enrolment needs someone signed in"
+    );
+    let (key, recovery) = enrol(&idp).await;
+    let user = idp.admin("GET", "/admin/users/alice", None).await.json();
+    assert_eq!(user["second_factor"], true);
+    assert!(
+        !user.to_string().contains(&key),
+        "the secret never leaves the IdP"
+    );
+    assert!(!user.to_string().contains(&recovery[0]));
+
+    // The password alone now leads to the code page, not to the application.
+    let browser = Browser::new();
+    let page = browser
+        .sign_in(&authorize_url(&idp), "alice", PASSWORD)
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("Enter your code"), "{}", page.body);
+    assert!(page.header("location").is_none());
+    let action = idp.url("/oauth2/authorize/otp");
+    let wrong = submit(&browser, action.clone(), &page.body, &[("code", "123456")]).await;
+    assert!(wrong.body.contains("not right"), "{}", wrong.body);
+    let now_code = code(&key, 0);
+    let done = submit(
+        &browser,
+        action.clone(),
+        &wrong.body,
+        &[("code", &now_code)],
+    )
+    .await;
+    assert_eq!(done.status, 302, "{}", done.body);
+    assert!(location_query(&done).contains_key("code"));
+
+    // The same code again, in another browser: refused.
+    let other = Browser::new();
+    let page = other.sign_in(&authorize_url(&idp), "alice", PASSWORD).await;
+    let replay = submit(&other, action.clone(), &page.body, &[("code", &now_code)]).await;
+    assert_eq!(replay.status, 200);
+    assert!(replay.body.contains("not right"), "a code is good once");
+    // The code page's record is taken once too.
+    let stale = submit(&other, action, &page.body, &[("code", &code(&key, 1))]).await;
+    assert_eq!(stale.status, 403, "{}", stale.body);
+
+    // A recovery code in place of a code, once.
+    let lost = Browser::new();
+    let page = lost.sign_in(&authorize_url(&idp), "alice", PASSWORD).await;
+    let action = idp.url("/oauth2/authorize/otp");
+    let rescued = submit(&lost, action.clone(), &page.body, &[("code", &recovery[3])]).await;
+    assert_eq!(rescued.status, 302, "{}", rescued.body);
+    let audit = idp.admin("GET", "/admin/audit", None).await.body;
+    assert!(audit.contains("user.recovery_code_use"), "{audit}");
+    let again = Browser::new();
+    let page = again.sign_in(&authorize_url(&idp), "alice", PASSWORD).await;
+    let reused = submit(&again, action, &page.body, &[("code", &recovery[3])]).await;
+    assert!(
+        reused.body.contains("not right"),
+        "a recovery code is good once"
+    );
+
+    // The password grant asks for the code.
+    let grant = |otp: Option<String>| {
+        let url = idp.url("/oauth2/token");
+        async move {
+            let mut form = format!(
+                "grant_type=password&client_id={CLI_CLIENT}&username=alice&password={PASSWORD}"
+            );
+            if let Some(otp) = otp {
+                form.push_str(&format!("&otp={otp}"));
+            }
+            post_form(&url, &[], &form).await
+        }
+    };
+    let missing = grant(None).await;
+    assert_eq!(missing.status, 400);
+    assert_eq!(
+        missing.json()["error"],
+        "invalid_request",
+        "{}",
+        missing.body
+    );
+    assert_eq!(grant(Some(now_code)).await.status, 400, "used already");
+    let next = grant(Some(code(&key, 1))).await;
+    assert_eq!(next.status, 200, "{}", next.body);
+
+    // An administrator removes the factor: the password alone signs in again.
+    let removed = idp
+        .admin(
+            "PATCH",
+            "/admin/users/alice",
+            Some(r#"{"second_factor": false}"#),
+        )
+        .await;
+    assert_eq!(removed.status, 200, "{}", removed.body);
+    assert_eq!(removed.json()["second_factor"], false);
+    assert_eq!(grant(None).await.status, 200);
+}
+
+#[tokio::test]
+async fn wrong_codes_count_toward_the_login_lockout_even_with_the_right_password() {
+    let (_redis, idp) = setup(3).await;
+    early_in_a_step().await;
+    let (key, _) = enrol(&idp).await;
+    let action = idp.url("/oauth2/authorize/otp");
+    // Each attempt has the right password; only the codes are guessed.
+    let mut last = None;
+    for _ in 0..3 {
+        let browser = Browser::new();
+        let page = browser
+            .sign_in(&authorize_url(&idp), "alice", PASSWORD)
+            .await;
+        if page.status != 200 {
+            last = Some(page);
+            break;
+        }
+        last = Some(submit(&browser, action.clone(), &page.body, &[("code", "999999")]).await);
+    }
+    let browser = Browser::new();
+    let page = browser
+        .sign_in(&authorize_url(&idp), "alice", PASSWORD)
+        .await;
+    let locked = if page.status == 200 {
+        submit(&browser, action, &page.body, &[("code", &code(&key, 0))]).await
+    } else {
+        page
+    };
+    assert_eq!(locked.status, 429, "locked out: {}", locked.body);
+    assert!(locked.header("retry-after").is_some());
+    assert!(last.is_some());
+}
