@@ -247,6 +247,7 @@ fn access_log(c: &mut Criterion) {
     let id = http::HeaderValue::from_static("0f3a9c2e-000001");
     let trace = TraceContext::join(&mut HeaderMap::new());
     let peer = std::net::IpAddr::from([127, 0, 0, 1]);
+    let prefix: std::sync::Arc<str> = "/api/".into();
     c.bench_function(
         "access log: a request's record, handed to the writer",
         |b| {
@@ -259,7 +260,7 @@ fn access_log(c: &mut Criterion) {
                     &trace,
                     peer,
                 );
-                entry.route("/api/");
+                entry.route(&prefix);
                 entry.answered(200, None);
             })
         },

@@ -137,7 +137,7 @@ impl Admin {
                     })
                     .collect();
                 serde_json::json!({
-                    "route": route.prefix,
+                    "route": &*route.prefix,
                     "host": route.host,
                     "balance": cluster.balance().as_str(),
                     "max_requests": cluster.max_requests(),

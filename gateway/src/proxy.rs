@@ -272,7 +272,7 @@ impl Proxy {
         }
         if let Some(entry) = entry {
             if let Some(in_flight) = &in_flight {
-                entry.upstream(in_flight.upstream().authority.as_str());
+                entry.upstream(&in_flight.upstream().authority);
             }
             if let Some(sent) = sent {
                 entry.upstream_duration(sent.elapsed());

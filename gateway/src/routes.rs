@@ -14,7 +14,7 @@ use crate::ratelimit::RateLimiter;
 #[derive(Debug)]
 pub struct Route {
     /// `path_prefix` as configured.
-    pub prefix: String,
+    pub prefix: Arc<str>,
     /// Lower-case host this route is limited to.
     pub host: Option<String>,
     /// At least one upstream, with the state that picking and retrying keep; shared with the
@@ -70,7 +70,7 @@ impl Route {
             limit,
             limit_headers: config.rate_limit_headers,
             requests: metrics.route_counters(&config.path_prefix, host.as_deref()),
-            prefix: config.path_prefix.clone(),
+            prefix: config.path_prefix.as_str().into(),
             host,
             upstreams,
             roles: config.roles.clone(),
@@ -87,7 +87,7 @@ impl Route {
     }
 
     fn matches(&self, path: &str, host: Option<&str>) -> bool {
-        path.starts_with(&self.prefix)
+        path.starts_with(&*self.prefix)
             && self
                 .host
                 .as_ref()
@@ -103,7 +103,7 @@ impl Routes {
     pub fn get(&self, prefix: &str, host: Option<&str>) -> Option<&Route> {
         self.0
             .iter()
-            .find(|r| r.prefix == prefix && r.host.as_deref() == host)
+            .find(|r| &*r.prefix == prefix && r.host.as_deref() == host)
     }
 
     /// Sorts routes most specific first.

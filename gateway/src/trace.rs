@@ -70,7 +70,16 @@ impl TraceContext {
         HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("00"))
     }
 
-    /// 32 lower-case hex digits, as the access log writes it.
+    /// Appends the 32 lower-case hex digits of the trace id, as the access log writes it (no
+    /// allocation).
+    pub fn push_trace_id_hex(&self, out: &mut String) {
+        let mut hex_digits = [0u8; 32];
+        hex(&self.trace_id, &mut hex_digits);
+        // Hex digits are ASCII.
+        out.extend(hex_digits.iter().map(|&b| char::from(b)));
+    }
+
+    /// The 32 lower-case hex digits of the trace id.
     pub fn trace_id_hex(&self) -> String {
         let mut out = [0u8; 32];
         hex(&self.trace_id, &mut out);
