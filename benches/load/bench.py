@@ -14,6 +14,7 @@ import http.client
 import json
 import os
 import platform
+import resource
 import shutil
 import socket
 import statistics
@@ -237,10 +238,14 @@ def start_haproxy(stack, backend):
     """Scenario 10: HAProxy with one thread as a keep-alive reverse proxy, no auth."""
     port = free_port()
     conf = stack.work / "haproxy.cfg"
+    # HAProxy wants two descriptors a connection and refuses to start past the process's limit
+    # (a container may not let it raise its own): as many connections as the limit allows.
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    maxconn = min(20000, (limit - 100) // 2)
     conf.write_text(f"""
 global
     nbthread 1
-    maxconn 20000
+    maxconn {maxconn}
 defaults
     mode http
     option http-keep-alive
@@ -556,7 +561,13 @@ def run(stack, args):
         stack, "gateway-limit", redis_port, idp_public, backend_port,
         extra=f'[[routes]]\npath_prefix = "/limited/"\nupstream = "http://127.0.0.1:{backend_port}"\n'
               'roles = ["orders:read"]\n'
-              'rate_limit = {{ rate = "1000000/s", burst = 1000000, per = "subject" }}\n')
+              'rate_limit = { rate = "1000000/s", burst = 1000000, per = "subject" }\n')
+    # Scenario 5's route with active health checks of its upstream (off the request path).
+    hc_public, hc_admin, hc_proc = start_gateway(
+        stack, "gateway-health", redis_port, idp_public, backend_port,
+        extra=f'[[routes]]\npath_prefix = "/checked/"\nupstream = "http://127.0.0.1:{backend_port}"\n'
+              'roles = ["orders:read"]\n'
+              'health_check = { path = "/healthz", interval = "2s" }\n')
     haproxy_port, haproxy_proc = start_haproxy(stack, backend_port)
     backend_master = next(p for p in stack.procs if "backend.conf" in " ".join(p.args))
     hot = mint(idp_admin, 1)[0]
@@ -596,6 +607,8 @@ def run(stack, args):
         # Scenario 5 through a route with a rate limit per subject that never triggers.
         ("11. tokengate, one hot token, route rate limit", lambda: [rl_proc.pid],
          lambda s: oha(f"http://127.0.0.1:{rl_public}/limited/x", s, C, token=hot)),
+        ("12. tokengate, one hot token, health checks on", lambda: [hc_proc.pid],
+         lambda s: oha(f"http://127.0.0.1:{hc_public}/checked/x", s, C, token=hot)),
     ]
     if args.only:
         wanted = {int(n) for n in args.only.split(",")}
