@@ -236,6 +236,11 @@ async fn enrol_then_sign_in_with_password_and_code_each_code_once() {
     assert_eq!(grant(Some(now_code)).await.status, 400, "used already");
     let next = grant(Some(code(&key, 1))).await;
     assert_eq!(next.status, 200, "{}", next.body);
+    assert_eq!(
+        amr(&idp, &next).await,
+        ["pwd", "otp", "mfa"],
+        "the value token says how"
+    );
 
     // An administrator removes the factor: the password alone signs in again.
     let removed = idp
@@ -247,7 +252,29 @@ async fn enrol_then_sign_in_with_password_and_code_each_code_once() {
         .await;
     assert_eq!(removed.status, 200, "{}", removed.body);
     assert_eq!(removed.json()["second_factor"], false);
-    assert_eq!(grant(None).await.status, 200);
+    let password_only = grant(None).await;
+    assert_eq!(password_only.status, 200);
+    assert_eq!(amr(&idp, &password_only).await, ["pwd"]);
+}
+
+/// The `amr` of the value token behind a token response's reference token, as the gateway and
+/// backends see it.
+async fn amr(idp: &TestIdp, answer: &Reply) -> Vec<String> {
+    use base64::Engine;
+    let token = answer.json()["access_token"].as_str().unwrap().to_owned();
+    let verified = idp.verify(&token).await;
+    assert_eq!(verified.status, 200, "{}", verified.body);
+    let value_token = verified
+        .header("x-auth-value-token")
+        .expect("a value token");
+    let payload = value_token.split('.').nth(1).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    serde_json::from_value(claims["amr"].clone()).unwrap_or_default()
 }
 
 #[tokio::test]

@@ -110,6 +110,7 @@ fn verification(c: &mut Criterion) {
                 roles: vec!["orders:read".to_owned()],
                 iat: now,
                 exp: now + 3600,
+                amr: Vec::new(),
             })
             .unwrap();
         let keys = KeySet::new(vec![key]).unwrap();

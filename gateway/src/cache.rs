@@ -435,6 +435,7 @@ mod tests {
             roles: session.roles.clone(),
             iat: now_unix(),
             exp,
+            amr: Vec::new(),
         };
         ValueToken(keys.current().sign_jwt(&claims).unwrap())
     }

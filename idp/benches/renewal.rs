@@ -75,6 +75,7 @@ fn signing(c: &mut Criterion) {
             roles: vec!["orders:read".to_owned()],
             iat: now,
             exp: now + 300,
+            amr: Vec::new(),
         };
         c.bench_function(&format!("sign value token: {alg}"), |b| {
             b.iter(|| keys.current().sign_jwt(black_box(&claims)).unwrap())

@@ -414,7 +414,7 @@ async fn answer(
                 &request,
                 &pending.username,
                 &pending.roles,
-                "password",
+                "password+otp",
             )
             .await
         }

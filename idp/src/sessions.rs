@@ -148,13 +148,15 @@ impl Issuer {
         })
     }
 
-    /// A value token saying who `subject` is in session `sid` with `roles`, signed `now`: it
+    /// A value token saying who `subject` is in session `sid` with `roles`, proved by `amr`,
+    /// signed `now`: it
     /// expires `value_token_ttl` later, or when the session does, whichever is first.
     fn sign(
         &self,
         sid: &str,
         subject: &str,
         roles: &[String],
+        amr: Vec<String>,
         session_end: u64,
         now: u64,
     ) -> Result<ValueToken, KeyError> {
@@ -165,13 +167,15 @@ impl Issuer {
             roles: roles.to_vec(),
             iat: now,
             exp: session_end.min(now + self.value_token_ttl),
+            amr,
         };
         Ok(ValueToken(self.keys.current().sign_jwt(&claims)?))
     }
 
     fn sign_session(&self, session: &Session) -> Result<ValueToken, KeyError> {
         let (id, end) = (session.id.as_str(), session.max_expires_at);
-        self.sign(id, &session.subject, &session.roles, end, now_unix())
+        let amr = amr(&session.method);
+        self.sign(id, &session.subject, &session.roles, amr, end, now_unix())
     }
 
     /// The claims of the session's value token if it is ours and this session's, expired or not.
@@ -196,7 +200,8 @@ impl Issuer {
             return Err(RenewError::Outlived);
         }
         let end = session.max_expires_at;
-        Ok(self.sign(&claims.sid, &claims.sub, &claims.roles, end, now)?)
+        let amr = claims.amr.clone();
+        Ok(self.sign(&claims.sid, &claims.sub, &claims.roles, amr, end, now)?)
     }
 
     /// How long a value token lasts.
@@ -331,6 +336,28 @@ impl Issuer {
     }
 }
 
+/// The suffix of a session's method when a one-time password (or a recovery code) came with
+/// the password: `password+otp`, `authorization_code+otp`.
+pub const WITH_OTP: &str = "+otp";
+
+/// How a session made by `method` was authenticated, as RFC 8176 names it (`amr`): `pwd` for a
+/// password, `otp` and `mfa` added with a second factor; nothing for a client's own session or
+/// one from an upstream provider (whose factors are its own).
+pub fn amr(method: &str) -> Vec<String> {
+    let (base, otp) = match method.strip_suffix(WITH_OTP) {
+        Some(base) => (base, true),
+        None => (method, false),
+    };
+    let mut amr = match base {
+        "password" | "authorization_code" => vec!["pwd"],
+        _ => Vec::new(),
+    };
+    if otp {
+        amr.extend(["otp", "mfa"]);
+    }
+    amr.into_iter().map(str::to_owned).collect()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 pub(crate) mod tests {
@@ -339,6 +366,17 @@ pub(crate) mod tests {
     use tokengate_store::{MemoryStore, SessionId};
 
     use super::*;
+
+    #[test]
+    fn sessions_say_how_they_were_authenticated() {
+        assert_eq!(amr("password"), ["pwd"]);
+        assert_eq!(amr("authorization_code"), ["pwd"]);
+        assert_eq!(amr("password+otp"), ["pwd", "otp", "mfa"]);
+        assert_eq!(amr("authorization_code+otp"), ["pwd", "otp", "mfa"]);
+        for none in ["client_credentials", "admin", "upstream:corp", ""] {
+            assert!(amr(none).is_empty(), "{none}");
+        }
+    }
 
     /// An issuer on an in-memory store with value tokens of `ttl` seconds.
     pub(crate) fn issuer(ttl: u64) -> (Issuer, AnyStore) {
@@ -360,6 +398,7 @@ pub(crate) mod tests {
                 s.id.as_str(),
                 &s.subject,
                 &s.roles,
+                amr(&s.method),
                 s.max_expires_at,
                 now_unix() - ago,
             )

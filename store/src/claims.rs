@@ -23,6 +23,10 @@ pub struct Claims {
     /// The earlier of the session's absolute end (`created + max_lifetime`) and
     /// `iat + value_token_ttl`; the session's idle end is the store's.
     pub exp: u64,
+    /// How the person proved who they are (RFC 8176: `pwd`, `otp`, `mfa`), so that a backend
+    /// can ask for a second factor; empty (and absent from the token) when nothing is known.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
 }
 
 impl Claims {

@@ -299,7 +299,7 @@ async fn show(
                     &user.roles,
                     session.created_at,
                     None,
-                    "authorization_code",
+                    &code_method(&session.method),
                 )
                 .await;
             }
@@ -401,7 +401,18 @@ async fn sign_in(
     }
 }
 
-/// After someone proved who they are (`method`: `password`, `upstream:NAME`): their IdP
+/// The method of the sessions a code made after a sign-in by `method` (that of the browser's
+/// single-sign-on session): the password form's codes keep their historical
+/// `authorization_code`, a second factor stays on it (`+otp`), other ways name themselves.
+fn code_method(method: &str) -> String {
+    match method.strip_suffix(crate::sessions::WITH_OTP) {
+        Some("password") => format!("authorization_code{}", crate::sessions::WITH_OTP),
+        _ if method == "password" || method.is_empty() => "authorization_code".to_owned(),
+        _ => method.to_owned(),
+    }
+}
+
+/// After someone proved who they are (`method`: `password`, `password+otp`, `upstream:NAME`): their IdP
 /// browser session (the single-sign-on cookie), and a code for the authorize request.
 pub async fn finish_sign_in(
     state: &AppState,
@@ -429,10 +440,7 @@ pub async fn finish_sign_in(
     );
     tracing::info!(subject = ?tokengate_server::Outside(username), session = %sso.session.id, method, "signed in");
     // The password form's codes keep their historical method; other ways name themselves.
-    let code_method = match method {
-        "password" => "authorization_code",
-        other => other,
-    };
+    let code_method = code_method(method);
     issue_code(
         state,
         request,
@@ -440,7 +448,7 @@ pub async fn finish_sign_in(
         roles,
         now_unix(),
         Some(cookie),
-        code_method,
+        &code_method,
     )
     .await
 }

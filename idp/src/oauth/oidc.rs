@@ -54,6 +54,9 @@ pub struct IdTokenClaims {
     pub sid: String,
     /// The same as `sub`: usernames are the subjects.
     pub preferred_username: String,
+    /// How the person proved who they are (RFC 8176), when known.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
 }
 
 /// An ID token for `session`, issued to `client_id`.
@@ -75,6 +78,7 @@ pub fn id_token(
         nonce,
         sid: session.id.to_string(),
         preferred_username: session.subject.clone(),
+        amr: crate::sessions::amr(&session.method),
     })
 }
 
@@ -116,7 +120,7 @@ async fn discovery(State(state): State<AppState>) -> Response {
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "code_challenge_methods_supported": ["S256"],
         "scopes_supported": ["openid", "profile"],
-        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "sid", "preferred_username", "roles"],
+        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "sid", "preferred_username", "roles", "amr"],
         "authorization_response_iss_parameter_supported": true,
         "request_parameter_supported": false,
         "request_uri_parameter_supported": false,

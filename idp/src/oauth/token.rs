@@ -132,6 +132,7 @@ async fn password(
         .user(username)
         .await
         .map_err(|e| state.store_error(e))?;
+    let mut method = Grant::Password.as_str().to_owned();
     if let Some(secret) = user.and_then(|u| u.otp_secret) {
         let code = form.require(
             "otp",
@@ -145,10 +146,10 @@ async fn password(
             }
             Err(second_factor::Refused::Locked(wait)) => return Err(ApiError::Locked(wait)),
         }
+        method.push_str(crate::sessions::WITH_OTP);
     }
     let granted = scope.grant(&roles)?;
-    let new = NewSession::access(username, granted.roles.clone(), Grant::Password.as_str())
-        .for_client(&client.id);
+    let new = NewSession::access(username, granted.roles.clone(), &method).for_client(&client.id);
     let issued = state
         .issue_admitted(ReferenceToken::generate(), new)
         .await?
