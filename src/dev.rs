@@ -284,6 +284,8 @@ In a browser: {demo_url}/ is a small web app that signs you in through the IdP (
 code flow with PKCE, then single sign-on) and calls /api/ through the gateway with its token.
 Browser app: http://{gw}/app/ is served through the gateway, which signs the browser in itself
 and keeps the session in an HttpOnly cookie (no token in the page); a forced logout ends it.
+Second factor: once signed in through the demo app, http://{idp}/account/otp enrols {user} in
+one-time passwords (any authenticator app); from then on signing in asks for a code.
 
   # log in: the answer's access_token is an opaque reference token
   TOKEN=$(curl -s -d grant_type=password -d client_id=cli -d username={user} -d password={password} http://{idp}/oauth2/token | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
