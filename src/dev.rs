@@ -188,6 +188,7 @@ fn idp_config(
             },
         ],
         upstreams: Vec::new(),
+        mfa: Default::default(),
         base_dir: PathBuf::from("."),
     })
 }

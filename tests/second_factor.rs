@@ -309,3 +309,75 @@ async fn wrong_codes_count_toward_the_login_lockout_even_with_the_right_password
     assert!(locked.header("retry-after").is_some());
     assert!(last.is_some());
 }
+
+#[tokio::test]
+async fn a_required_second_factor_is_enrolled_before_the_code_then_asked_every_time() {
+    let redis = TestRedis::start();
+    let mut config = idp_config(&redis.url());
+    config.login.max_failures = 0;
+    config.mfa.required_for_roles = vec!["orders:read".to_owned()];
+    config.clients.push(ClientConfig::public(
+        "web",
+        &[Grant::AuthorizationCode],
+        &[WEB],
+    ));
+    let idp = TestIdp::spawn(config).await;
+    early_in_a_step().await;
+
+    // The password grant refuses someone who must have a second factor and has none.
+    let grant = post_form(
+        &idp.url("/oauth2/token"),
+        &[],
+        &format!("grant_type=password&client_id={CLI_CLIENT}&username=bob&password={PASSWORD}"),
+    )
+    .await;
+    assert_eq!(grant.status, 400, "{}", grant.body);
+    assert!(grant.body.contains("second factor"), "{}", grant.body);
+
+    // The form: a right password leads to enrolment, not to the application.
+    let browser = Browser::new();
+    let url = authorize_url(&idp);
+    let to_enrol = browser.sign_in(&url, "alice", PASSWORD).await;
+    assert_eq!(to_enrol.status, 303, "{}", to_enrol.body);
+    let location = to_enrol.header("location").unwrap().to_owned();
+    assert!(location.starts_with("/account/otp?continue="), "{location}");
+    let page = browser.get(&idp.url(&location)).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let key = key_of(&page.body);
+    let done = submit(
+        &browser,
+        idp.url("/account/otp"),
+        &page.body,
+        &[("code", &code(&key, -1))],
+    )
+    .await;
+    assert!(done.body.contains("Second factor on"), "{}", done.body);
+    let start = done
+        .body
+        .find("href=\"/oauth2/authorize?")
+        .expect("a link back to the sign-in")
+        + 6;
+    let back = unescape(&done.body[start..start + done.body[start..].find('"').unwrap()]);
+
+    // Back at the sign-in, the single-sign-on session (a password alone) is not enough: a code.
+    let asked = browser.get(&idp.url(&back)).await;
+    assert_eq!(asked.status, 200, "{}", asked.body);
+    assert!(asked.body.contains("Enter your code"), "{}", asked.body);
+    let signed = submit(
+        &browser,
+        idp.url("/oauth2/authorize/otp"),
+        &asked.body,
+        &[("code", &code(&key, 0))],
+    )
+    .await;
+    assert_eq!(signed.status, 302, "{}", signed.body);
+    assert!(location_query(&signed).contains_key("code"));
+    // Now the session has its second factor: the next sign-in reuses it at once.
+    let again = browser.get(&url).await;
+    assert_eq!(again.status, 302, "{}", again.body);
+    // A forged continue never leaves the IdP.
+    let forged = browser
+        .get(&idp.url("/account/otp?continue=https%3A%2F%2Fevil.example%2F"))
+        .await;
+    assert!(!forged.body.contains("evil.example"), "{}", forged.body);
+}

@@ -26,6 +26,8 @@ pub struct Client {
     pub backchannel_logout_uri: Option<String>,
     /// How long a logout token it did not take is retried.
     pub backchannel_logout_retry_for: std::time::Duration,
+    /// Whoever signs in to it needs a second factor.
+    pub require_mfa: bool,
 }
 
 impl Client {
@@ -70,6 +72,7 @@ impl Clients {
                         roles: c.roles.clone(),
                         backchannel_logout_uri: c.backchannel_logout_uri.clone(),
                         backchannel_logout_retry_for: c.backchannel_logout_retry_for,
+                        require_mfa: c.require_mfa,
                     };
                     (c.client_id.clone(), Arc::new(client))
                 })

@@ -37,6 +37,9 @@ pub struct IdpConfig {
     /// Upstream OpenID Connect providers people may sign in through (federation).
     #[serde(default)]
     pub upstreams: Vec<UpstreamConfig>,
+    /// `[mfa]`: who must sign in with a second factor.
+    #[serde(default)]
+    pub mfa: MfaConfig,
     /// `[log]`: the access log.
     #[serde(default)]
     pub log: tokengate_server::access::LogConfig,
@@ -144,6 +147,16 @@ impl Default for TokensConfig {
             signing_keys: Vec::new(),
         }
     }
+}
+
+/// `[mfa]`: a second factor required of some people (besides the clients with `require_mfa`).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MfaConfig {
+    /// People holding any of these roles sign in with a second factor, and are led through
+    /// enrolment first when they have none. Default: nobody.
+    #[serde(default)]
+    pub required_for_roles: Vec<String>,
 }
 
 /// Password-guessing defence of `/oauth2/token` and client authentication.
@@ -272,6 +285,10 @@ pub struct ClientConfig {
         with = "humantime_serde"
     )]
     pub backchannel_logout_retry_for: Duration,
+    /// Everyone signing in to this client does so with a second factor (enrolling first when
+    /// they have none).
+    #[serde(default)]
+    pub require_mfa: bool,
 }
 
 impl ClientConfig {
@@ -288,6 +305,7 @@ impl ClientConfig {
             backchannel_logout_uri: None,
             backchannel_logout_session_required: false,
             backchannel_logout_retry_for: defaults::backchannel_logout_retry_for(),
+            require_mfa: false,
         }
     }
 

@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use askama::Template;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
@@ -56,6 +56,8 @@ pub fn routes() -> Router<Live> {
 #[derive(Template)]
 #[template(path = "otp_enrol.html")]
 struct Enrol<'a> {
+    /// The sign-in to go on with once enrolled (a required second factor), if any.
+    next: Option<&'a str>,
     username: &'a str,
     /// The QR code (an SVG made here from the code's modules alone, so it is rendered as is).
     qr: &'a str,
@@ -80,8 +82,58 @@ struct Challenge<'a> {
 /// The page after enrolment, with the recovery codes (shown only there).
 #[derive(Template)]
 #[template(path = "otp_done.html")]
-struct Done {
+struct Done<'a> {
     codes: Vec<String>,
+    /// The sign-in to go on with, if enrolment interrupted one.
+    next: Option<&'a str>,
+}
+
+/// Longest `continue` the enrolment page carries.
+const MAX_CONTINUE: usize = 4096;
+
+/// The sign-in to go on with after enrolment: only ever this IdP's own authorize endpoint (never
+/// an open redirect).
+fn continue_to(next: Option<&str>) -> Option<&str> {
+    next.filter(|n| n.starts_with("/oauth2/authorize?") && n.len() <= MAX_CONTINUE)
+}
+
+/// The `continue` of an enrolment link.
+#[derive(Deserialize)]
+struct EnrolQuery {
+    #[serde(rename = "continue")]
+    next: Option<String>,
+}
+
+/// Sends someone who must use a second factor and has none to enrolment, to come back to
+/// `request` once enrolled (the browser's single-sign-on session carries them there).
+pub fn to_enrolment(request: &AuthorizeRequest) -> Response {
+    let back = format!(
+        "/oauth2/authorize?{}",
+        serde_urlencoded::to_string(request.hidden()).unwrap_or_default()
+    );
+    let link = format!(
+        "/account/otp?{}",
+        serde_urlencoded::to_string([("continue", back.as_str())]).unwrap_or_default()
+    );
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(location) = HeaderValue::from_str(&link) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+/// After a right password, for someone who must use a second factor and has none: the
+/// browser's single-sign-on session (by password alone, so it does not satisfy the requirement
+/// by itself), and enrolment.
+pub async fn enrol_first(state: &AppState, request: &AuthorizeRequest, username: &str) -> Response {
+    let Some(cookie) = crate::oauth::authorize::start_sso(state, username, "password").await else {
+        return unavailable();
+    };
+    let mut response = to_enrolment(request);
+    if let Ok(cookie) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
 }
 
 /// A sign-in waiting for its code, as the store holds it.
@@ -435,7 +487,12 @@ async fn answer(
 }
 
 /// `GET /account/otp`: a new secret to enrol, for someone signed in.
-async fn enrol_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+async fn enrol_page(
+    State(state): State<AppState>,
+    Query(query): Query<EnrolQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let next = continue_to(query.next.as_deref());
     let user = match signed_in(&state, &headers).await {
         Ok(Some((_, user))) => user,
         Ok(None) => return not_signed_in(),
@@ -451,8 +508,15 @@ async fn enrol_page(State(state): State<AppState>, headers: HeaderMap) -> Respon
             "You sign in through your organisation's provider: its own second factor protects your account.",
         );
     }
+    if user.otp_secret.is_some() {
+        return pages::message(
+            StatusCode::OK,
+            "Second factor",
+            "A second factor is on for this account already. An administrator can remove it (a lost phone) so that you enrol again.",
+        );
+    }
     let secret = otp::new_secret();
-    enrolment_page(&state, &headers, &user.username, &secret, None).await
+    enrolment_page(&state, &headers, &user.username, &secret, next, None).await
 }
 
 fn not_signed_in() -> Response {
@@ -469,6 +533,7 @@ async fn enrolment_page(
     headers: &HeaderMap,
     username: &str,
     secret: &[u8],
+    next: Option<&str>,
     error: Option<&str>,
 ) -> Response {
     let uri = otp::otpauth_uri(APP_ISSUER, username, secret);
@@ -497,6 +562,7 @@ async fn enrolment_page(
     }
     let csrf = csrf_token(headers);
     let page = Enrol {
+        next,
         username,
         qr: &qr,
         secret: &otp::base32(secret),
@@ -553,6 +619,7 @@ async fn enrol(
         return expired();
     };
     let code = form.get("code").ok().flatten().unwrap_or("");
+    let next = continue_to(form.get("continue").ok().flatten());
     match check_code(&state, &user.username, &enrolment.secret, code, address).await {
         Ok(Ok(())) => {}
         Ok(Err(Refused::Wrong)) => {
@@ -561,6 +628,7 @@ async fn enrol(
                 &headers,
                 &user.username,
                 &secret,
+                next,
                 Some("That code is not right. Enter the one your app shows now."),
             )
             .await;
@@ -599,5 +667,28 @@ async fn enrol(
         &user.username,
     )
     .await;
-    pages::page(StatusCode::OK, &Done { codes }, &[])
+    pages::page(StatusCode::OK, &Done { codes, next }, &[])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enrolment_only_ever_continues_to_this_idps_sign_in() {
+        let ok = "/oauth2/authorize?client_id=web";
+        assert_eq!(continue_to(Some(ok)), Some(ok));
+        for bad in [
+            "https://evil.example/oauth2/authorize?x",
+            "//evil.example/oauth2/authorize?x",
+            "/oauth2/token?x",
+            "/account/otp",
+        ] {
+            assert_eq!(continue_to(Some(bad)), None, "{bad}");
+        }
+        let long = format!("/oauth2/authorize?{}", "a".repeat(MAX_CONTINUE));
+        assert_eq!(continue_to(Some(&long)), None);
+        assert!(is_recovery_code(" abcde-fghij "));
+        assert!(!is_recovery_code("123456"));
+    }
 }

@@ -158,6 +158,8 @@ pub struct Shared {
     pub access: Option<Arc<AccessLog>>,
     /// Wakes the back-channel logout sender, shared with [`Lasting`].
     pub outbox: Arc<tokio::sync::Notify>,
+    /// Roles whose holders must sign in with a second factor (`[mfa] required_for_roles`).
+    pub mfa_roles: Vec<String>,
     admin_token_digest: [u8; 32],
     request_timeout: Duration,
 }
@@ -228,10 +230,16 @@ impl AppState {
             upstreams,
             access,
             outbox,
+            mfa_roles: config.mfa.required_for_roles.clone(),
             store,
             admin_token_digest: sha256(config.admin.token.as_bytes()),
             request_timeout: config.server.request_timeout,
         })))
+    }
+
+    /// Whether someone holding `roles` signing in to `client` must use a second factor.
+    pub fn mfa_required(&self, roles: &[String], client: &crate::clients::Client) -> bool {
+        client.require_mfa || roles.iter().any(|r| self.mfa_roles.contains(r))
     }
 
     /// How long a request may take before it is answered `503`.

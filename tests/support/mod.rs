@@ -67,6 +67,7 @@ pub fn idp_config(redis_url: &str) -> IdpConfig {
             ClientConfig::public(CLI_CLIENT, &[Grant::Password], &[]),
         ],
         upstreams: Vec::new(),
+        mfa: Default::default(),
         base_dir: ".".into(),
     }
 }

@@ -212,6 +212,8 @@ impl IdpConfig {
             )
         });
         check_principals(users, ["users", "username", "password_hash"], &invalid)?;
+        check_roles(&self.mfa.required_for_roles)
+            .map_err(|m| invalid("mfa.required_for_roles", &m))?;
         self.validate_clients(&invalid)?;
         self.validate_upstreams(&invalid)?;
         Ok(())

@@ -292,6 +292,24 @@ async fn show(
     if request.prompt.as_deref() != Some("login") {
         match signed_in(&state, &headers).await {
             Ok(Some((session, user))) => {
+                // A second factor this sign-in needs and the browser's session lacks: asked
+                // now (a code), or enrolled first.
+                if state.mfa_required(&user.roles, &request.client)
+                    && !session.method.ends_with(crate::sessions::WITH_OTP)
+                {
+                    if let Some(page) = crate::second_factor::challenge(
+                        &state,
+                        &headers,
+                        &request,
+                        &user.username,
+                        &user.roles,
+                    )
+                    .await
+                    {
+                        return page;
+                    }
+                    return crate::second_factor::to_enrolment(&request);
+                }
                 return issue_code(
                     &state,
                     &request,
@@ -362,6 +380,9 @@ async fn sign_in(
             {
                 return page;
             }
+            if state.mfa_required(&roles, &request.client) {
+                return crate::second_factor::enrol_first(&state, &request, username).await;
+            }
             finish_sign_in(&state, &request, username, &roles, "password").await
         }
         Ok(None) => {
@@ -401,6 +422,27 @@ async fn sign_in(
     }
 }
 
+/// The browser's single-sign-on session for `username`, signed in by `method`: its cookie, or
+/// `None` when the store could not take it (logged).
+pub(crate) async fn start_sso(state: &AppState, username: &str, method: &str) -> Option<String> {
+    let browser = NewSession::browser(username, Vec::new(), method);
+    let sso = match state.issuer.issue(browser).await {
+        Ok(issued) => issued,
+        Err(e) => {
+            let _ = state.issue_error(e);
+            return None;
+        }
+    };
+    tracing::info!(subject = ?tokengate_server::Outside(username), session = %sso.session.id, method, "signed in");
+    Some(cookies::set(
+        cookies::SSO,
+        sso.token.expose(),
+        SameSite::Lax,
+        state.secure_cookies(),
+        Some(sso.session.max_expires_at.saturating_sub(now_unix())),
+    ))
+}
+
 /// The method of the sessions a code made after a sign-in by `method` (that of the browser's
 /// single-sign-on session): the password form's codes keep their historical
 /// `authorization_code`, a second factor stays on it (`+otp`), other ways name themselves.
@@ -421,24 +463,11 @@ pub async fn finish_sign_in(
     roles: &[String],
     method: &str,
 ) -> Response {
-    let browser = NewSession::browser(username, Vec::new(), method);
-    let sso = match state.issuer.issue(browser).await {
-        Ok(issued) => issued,
-        Err(e) => {
-            let _ = state.issue_error(e);
-            return request
-                .refuse("temporarily_unavailable", "the token store is unreachable")
-                .into_response(&state.issuer_name);
-        }
+    let Some(cookie) = start_sso(state, username, method).await else {
+        return request
+            .refuse("temporarily_unavailable", "the token store is unreachable")
+            .into_response(&state.issuer_name);
     };
-    let cookie = cookies::set(
-        cookies::SSO,
-        sso.token.expose(),
-        SameSite::Lax,
-        state.secure_cookies(),
-        Some(sso.session.max_expires_at.saturating_sub(now_unix())),
-    );
-    tracing::info!(subject = ?tokengate_server::Outside(username), session = %sso.session.id, method, "signed in");
     // The password form's codes keep their historical method; other ways name themselves.
     let code_method = code_method(method);
     issue_code(

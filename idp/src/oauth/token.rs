@@ -133,7 +133,13 @@ async fn password(
         .await
         .map_err(|e| state.store_error(e))?;
     let mut method = Grant::Password.as_str().to_owned();
-    if let Some(secret) = user.and_then(|u| u.otp_secret) {
+    let secret = user.and_then(|u| u.otp_secret);
+    if secret.is_none() && state.mfa_required(&roles, client) {
+        return Err(ApiError::InvalidRequest(
+            "this user must sign in with a second factor: enrol one at /account/otp first",
+        ));
+    }
+    if let Some(secret) = secret {
         let code = form.require(
             "otp",
             "otp is required: this user signs in with a second factor",
