@@ -398,6 +398,10 @@ async fn forced_logout_ends_every_session_of_the_user_only() {
     for field in ["id", "created_at", "last_used_at", "expires_at", "roles"] {
         assert!(!session[field].is_null(), "{field} missing in {session}");
     }
+    // How it was made, so an administrator sees which sessions had a second factor.
+    assert_eq!(session["client_id"], "cli");
+    assert_eq!(session["method"], "password");
+    assert_eq!(session["amr"], serde_json::json!(["pwd"]));
 
     let r = idp
         .admin("DELETE", "/admin/users/alice/sessions", None)

@@ -404,6 +404,9 @@ async fn list_sessions(
                 "last_used_at": s.last_used_at,
                 "expires_at": s.expires_at(),
                 "roles": s.roles,
+                "client_id": s.client_id,
+                "method": s.method,
+                "amr": crate::sessions::amr(&s.method),
             })
         })
         .collect();
