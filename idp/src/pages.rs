@@ -4,7 +4,10 @@
 
 use askama::Template;
 use axum::response::{IntoResponse, Response};
-use http::{HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use subtle::ConstantTimeEq;
+use tokengate_server::cookies::{self, SameSite};
+use tokengate_store::ReferenceToken;
 
 /// The sign-in page of `/oauth2/authorize`.
 #[derive(Template)]
@@ -104,6 +107,44 @@ pub fn page(status: StatusCode, page: &impl Template, form_targets: &[String]) -
         HeaderValue::from_static("no-referrer"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The CSRF token a page's form posts back: the browser's cookie when it holds a well-formed
+/// one, else a new one (double submit: the cookie goes out with the page, [`with_csrf`]).
+pub fn csrf_token(headers: &HeaderMap) -> String {
+    cookies::get(headers, cookies::CSRF)
+        .filter(|c| ReferenceToken::parse(c).is_ok())
+        .map(str::to_owned)
+        .unwrap_or_else(|| ReferenceToken::generate().expose().to_owned())
+}
+
+/// Whether a form's `sent` CSRF token is the browser's CSRF cookie (compared in constant time).
+pub fn csrf_matches(headers: &HeaderMap, sent: &str) -> bool {
+    let expected = cookies::get(headers, cookies::CSRF).unwrap_or("");
+    !expected.is_empty() && bool::from(sent.as_bytes().ct_eq(expected.as_bytes()))
+}
+
+/// `page` with the CSRF cookie its form needs (`secure` over HTTPS).
+pub fn with_csrf(mut page: Response, csrf: &str, secure: bool) -> Response {
+    let cookie = cookies::set(cookies::CSRF, csrf, SameSite::Strict, secure, None);
+    if let Ok(cookie) = HeaderValue::from_str(&cookie) {
+        page.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    page
+}
+
+/// `429` for a name or address locked out after failed sign-ins, with `Retry-After`.
+pub fn locked_out(wait: std::time::Duration) -> Response {
+    let mut response = message(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many attempts",
+        "Too many failed sign-ins for this name or from this address. Wait a few minutes and try again.",
+    );
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(wait.as_secs().max(1)),
+    );
     response
 }
 

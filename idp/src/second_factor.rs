@@ -23,8 +23,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
-use subtle::ConstantTimeEq;
-use tokengate_server::cookies::{self, SameSite};
 use tokengate_store::{CodeId, PendingSignIns, ReferenceToken, UserDirectory, now_unix};
 
 use crate::error::ApiError;
@@ -296,55 +294,12 @@ fn record_id() -> (String, CodeId) {
     (id, code)
 }
 
-/// The CSRF token of a page: the browser's cookie when it has a well-formed one, else a new one.
-fn csrf_token(headers: &HeaderMap) -> String {
-    cookies::get(headers, cookies::CSRF)
-        .filter(|c| ReferenceToken::parse(c).is_ok())
-        .map(str::to_owned)
-        .unwrap_or_else(|| ReferenceToken::generate().expose().to_owned())
-}
-
-/// Whether a form's `csrf` matches the browser's CSRF cookie.
-fn csrf_matches(headers: &HeaderMap, form: &FormBody) -> bool {
-    let sent = form.get("csrf").ok().flatten().unwrap_or("");
-    let expected = cookies::get(headers, cookies::CSRF).unwrap_or("");
-    !expected.is_empty() && bool::from(sent.as_bytes().ct_eq(expected.as_bytes()))
-}
-
-/// `page` with the CSRF cookie its form needs.
-fn with_csrf(state: &AppState, mut page: Response, csrf: &str) -> Response {
-    let cookie = cookies::set(
-        cookies::CSRF,
-        csrf,
-        SameSite::Strict,
-        state.secure_cookies(),
-        None,
-    );
-    if let Ok(cookie) = HeaderValue::from_str(&cookie) {
-        page.headers_mut().append(header::SET_COOKIE, cookie);
-    }
-    page
-}
-
 fn unavailable() -> Response {
     pages::message(
         StatusCode::SERVICE_UNAVAILABLE,
         "Try again",
         "This is not possible right now. Please try again in a moment.",
     )
-}
-
-fn locked(wait: Duration) -> Response {
-    let mut response = pages::message(
-        StatusCode::TOO_MANY_REQUESTS,
-        "Too many attempts",
-        "Too many failed sign-ins for this name or from this address. Wait a few minutes and try again.",
-    );
-    response.headers_mut().insert(
-        header::RETRY_AFTER,
-        HeaderValue::from(wait.as_secs().max(1)),
-    );
-    response
 }
 
 /// After a right password: the code page when `username` has a second factor, `None` when it
@@ -396,7 +351,7 @@ async fn challenge_page(
             return unavailable();
         }
     }
-    let csrf = csrf_token(headers);
+    let csrf = pages::csrf_token(headers);
     let page = Challenge {
         client_id: &request.client.id,
         hidden: request.hidden(),
@@ -405,7 +360,11 @@ async fn challenge_page(
         error,
     };
     let targets: Vec<String> = pages::origin(&request.redirect_uri).into_iter().collect();
-    with_csrf(state, pages::page(status, &page, &targets), &csrf)
+    pages::with_csrf(
+        pages::page(status, &page, &targets),
+        &csrf,
+        state.secure_cookies(),
+    )
 }
 
 /// `POST /oauth2/authorize/otp`: the code of a sign-in whose password was right.
@@ -426,7 +385,7 @@ async fn answer(
             "This sign-in expired or did not come from this site. Please sign in again.",
         )
     };
-    if !csrf_matches(&headers, &form) {
+    if !pages::csrf_matches(&headers, form.get("csrf").ok().flatten().unwrap_or("")) {
         return expired();
     }
     let id = form.get("pending").ok().flatten().unwrap_or("");
@@ -481,7 +440,7 @@ async fn answer(
             )
             .await
         }
-        Ok(Err(Refused::Locked(wait))) => locked(wait),
+        Ok(Err(Refused::Locked(wait))) => pages::locked_out(wait),
         Err(_) => unavailable(),
     }
 }
@@ -560,7 +519,7 @@ async fn enrolment_page(
             return unavailable();
         }
     }
-    let csrf = csrf_token(headers);
+    let csrf = pages::csrf_token(headers);
     let page = Enrol {
         next,
         username,
@@ -570,7 +529,11 @@ async fn enrolment_page(
         csrf: &csrf,
         error,
     };
-    with_csrf(state, pages::page(StatusCode::OK, &page, &[]), &csrf)
+    pages::with_csrf(
+        pages::page(StatusCode::OK, &page, &[]),
+        &csrf,
+        state.secure_cookies(),
+    )
 }
 
 /// `POST /account/otp`: the first code from the app; the second factor is on once it is right.
@@ -595,7 +558,7 @@ async fn enrol(
             "This page expired or did not come from this site. Open it again to set up a second factor.",
         )
     };
-    if !csrf_matches(&headers, &form) {
+    if !pages::csrf_matches(&headers, form.get("csrf").ok().flatten().unwrap_or("")) {
         return expired();
     }
     let id = form.get("enrolment").ok().flatten().unwrap_or("");
@@ -633,7 +596,7 @@ async fn enrol(
             )
             .await;
         }
-        Ok(Err(Refused::Locked(wait))) => return locked(wait),
+        Ok(Err(Refused::Locked(wait))) => return pages::locked_out(wait),
         Err(_) => return unavailable(),
     }
     let codes = recovery_codes();

@@ -349,9 +349,7 @@ async fn sign_in(
         Ok(request) => request,
         Err(refusal) => return refusal.into_response(&state.issuer_name),
     };
-    let sent = form.get("csrf").ok().flatten().unwrap_or("");
-    let expected = cookies::get(&headers, cookies::CSRF).unwrap_or("");
-    if expected.is_empty() || !bool::from(sent.as_bytes().ct_eq(expected.as_bytes())) {
+    if !pages::csrf_matches(&headers, form.get("csrf").ok().flatten().unwrap_or("")) {
         return sign_in_page(
             &state,
             &headers,
@@ -402,18 +400,7 @@ async fn sign_in(
                 StatusCode::OK,
             )
         }
-        Err(ApiError::Locked(wait)) => {
-            let mut response = pages::message(
-                StatusCode::TOO_MANY_REQUESTS,
-                "Too many attempts",
-                "Too many failed sign-ins for this name or from this address. Wait a few minutes and try again.",
-            );
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(wait.as_secs().max(1)),
-            );
-            response
-        }
+        Err(ApiError::Locked(wait)) => pages::locked_out(wait),
         Err(_) => pages::message(
             StatusCode::SERVICE_UNAVAILABLE,
             "Try again",
@@ -531,10 +518,7 @@ fn sign_in_page(
     username: &str,
     status: StatusCode,
 ) -> Response {
-    let csrf = cookies::get(headers, cookies::CSRF)
-        .filter(|c| ReferenceToken::parse(c).is_ok())
-        .map(str::to_owned)
-        .unwrap_or_else(|| ReferenceToken::generate().expose().to_owned());
+    let csrf = pages::csrf_token(headers);
     let targets: Vec<String> = pages::origin(&request.redirect_uri).into_iter().collect();
     let hidden = request.hidden();
     let upstreams = state
@@ -551,18 +535,11 @@ fn sign_in_page(
         csrf: &csrf,
         username,
     };
-    let mut response = pages::page(status, &page, &targets);
-    let cookie = cookies::set(
-        cookies::CSRF,
+    pages::with_csrf(
+        pages::page(status, &page, &targets),
         &csrf,
-        SameSite::Strict,
         state.secure_cookies(),
-        None,
-    );
-    if let Ok(cookie) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().append(header::SET_COOKIE, cookie);
-    }
-    response
+    )
 }
 
 /// The sign-in page's link for upstream `name`, carrying the authorize request (the route is

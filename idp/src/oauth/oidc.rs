@@ -8,7 +8,6 @@ use axum::{Json, Router};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use jsonwebtoken::{DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
-use subtle::ConstantTimeEq;
 use tokengate_store::{
     ReferenceToken, Session, SessionAdmin, SessionId, SessionKind, SessionRead, now_unix,
 };
@@ -251,16 +250,10 @@ async fn logout(state: AppState, headers: HeaderMap, params: FormBody, posted: b
         Ok(request) => request,
         Err(message) => return pages::message(StatusCode::BAD_REQUEST, "Sign out", message),
     };
-    let confirmed = posted && {
-        let sent = params.get("csrf").ok().flatten().unwrap_or("");
-        let expected = cookies::get(&headers, cookies::CSRF).unwrap_or("");
-        !expected.is_empty() && bool::from(sent.as_bytes().ct_eq(expected.as_bytes()))
-    };
+    let confirmed =
+        posted && pages::csrf_matches(&headers, params.get("csrf").ok().flatten().unwrap_or(""));
     if request.hint.is_none() && !confirmed {
-        let csrf = cookies::get(&headers, cookies::CSRF)
-            .filter(|c| ReferenceToken::parse(c).is_ok())
-            .map(str::to_owned)
-            .unwrap_or_else(|| ReferenceToken::generate().expose().to_owned());
+        let csrf = pages::csrf_token(&headers);
         let targets: Vec<String> = request
             .redirect
             .iter()
@@ -270,18 +263,8 @@ async fn logout(state: AppState, headers: HeaderMap, params: FormBody, posted: b
             hidden: request.hidden.clone(),
             csrf: &csrf,
         };
-        let mut response = pages::page(StatusCode::OK, &page, &targets);
-        let cookie = cookies::set(
-            cookies::CSRF,
-            &csrf,
-            SameSite::Strict,
-            state.secure_cookies(),
-            None,
-        );
-        if let Ok(cookie) = HeaderValue::from_str(&cookie) {
-            response.headers_mut().append(header::SET_COOKIE, cookie);
-        }
-        return response;
+        let page = pages::page(StatusCode::OK, &page, &targets);
+        return pages::with_csrf(page, &csrf, state.secure_cookies());
     }
     if let Err(e) = end_sessions(&state, &headers, request.hint.as_ref()).await {
         let _ = state.store_error(e);
