@@ -166,6 +166,39 @@ pub async fn check_code(
     code: &str,
     address: Option<IpAddr>,
 ) -> Result<Result<(), Refused>, ApiError> {
+    behind_lockout(state, username, address, "one-time password", async {
+        let step = otp::decode_secret(secret).and_then(|s| otp::verify(&s, code, now_unix()));
+        let taken = match step {
+            Some(step) => state
+                .store
+                .use_otp_step(username, step, STEP_KEPT)
+                .await
+                .map_err(|e| state.store_error(e))?,
+            None => false,
+        };
+        Ok(if taken { Proof::Right } else { Proof::Wrong })
+    })
+    .await
+}
+
+/// What a second-factor proof came to.
+enum Proof {
+    Right,
+    Wrong,
+    /// The user went away meanwhile: refused, neither counted nor clearing failures.
+    Gone,
+}
+
+/// `attempt` (checking a code or a recovery code of `username`) behind the login lockout, as a
+/// password is: refused at once during a lockout; a right proof clears the name's failures, a
+/// wrong one counts as a failed login.
+async fn behind_lockout(
+    state: &AppState,
+    username: &str,
+    address: Option<IpAddr>,
+    what: &str,
+    attempt: impl Future<Output = Result<Proof, ApiError>>,
+) -> Result<Result<(), Refused>, ApiError> {
     let key = format!("user:{username}");
     let throttled = state
         .throttle
@@ -176,34 +209,30 @@ pub async fn check_code(
         state.metrics.logins_throttled.inc();
         return Ok(Err(Refused::Locked(wait)));
     }
-    let step = otp::decode_secret(secret).and_then(|s| otp::verify(&s, code, now_unix()));
-    let taken = match step {
-        Some(step) => state
-            .store
-            .use_otp_step(username, step, STEP_KEPT)
-            .await
-            .map_err(|e| state.store_error(e))?,
-        None => false,
-    };
-    if taken {
-        state
-            .throttle
-            .succeeded(&key)
-            .await
-            .map_err(|e| state.store_error(e))?;
-        return Ok(Ok(()));
+    match attempt.await? {
+        Proof::Right => {
+            state
+                .throttle
+                .succeeded(&key)
+                .await
+                .map_err(|e| state.store_error(e))?;
+            Ok(Ok(()))
+        }
+        Proof::Gone => Ok(Err(Refused::Wrong)),
+        Proof::Wrong => {
+            if state
+                .throttle
+                .failed(&key, address)
+                .await
+                .map_err(|e| state.store_error(e))?
+            {
+                state.metrics.login_lockouts.inc();
+                tracing::warn!(subject = ?tokengate_server::Outside(username), address = ?address, "too many failed attempts; locked out");
+            }
+            tracing::info!(subject = ?tokengate_server::Outside(username), what, "second factor refused");
+            Ok(Err(Refused::Wrong))
+        }
     }
-    if state
-        .throttle
-        .failed(&key, address)
-        .await
-        .map_err(|e| state.store_error(e))?
-    {
-        state.metrics.login_lockouts.inc();
-        tracing::warn!(subject = ?tokengate_server::Outside(username), address = ?address, "too many failed attempts; locked out");
-    }
-    tracing::info!(subject = ?tokengate_server::Outside(username), "one-time password refused");
-    Ok(Err(Refused::Wrong))
 }
 
 /// New recovery codes: ten random characters of base32 each (50 bits), as `xxxxx-xxxxx`.
@@ -229,69 +258,91 @@ async fn use_recovery_code(
     code: &str,
     address: Option<IpAddr>,
 ) -> Result<Result<(), Refused>, ApiError> {
-    let key = format!("user:{}", user.username);
-    let throttled = state
-        .throttle
-        .check(&key, address)
-        .await
-        .map_err(|e| state.store_error(e))?;
-    if let Err(wait) = throttled {
-        state.metrics.logins_throttled.inc();
-        return Ok(Err(Refused::Locked(wait)));
-    }
-    let code = code.trim().to_ascii_lowercase();
-    let mut found = None;
-    if code.len() <= 32 {
-        for (i, hash) in user.recovery_codes.iter().enumerate() {
-            if state.users.verify(hash, &code).await {
-                found = Some(i);
-                break;
+    let username = user.username.clone();
+    let used = behind_lockout(state, &username, address, "recovery code", async {
+        let code = code.trim().to_ascii_lowercase();
+        let mut found = None;
+        if code.len() <= 32 {
+            for (i, hash) in user.recovery_codes.iter().enumerate() {
+                if state.users.verify(hash, &code).await {
+                    found = Some(i);
+                    break;
+                }
             }
         }
-    }
-    let Some(i) = found else {
-        if state
-            .throttle
-            .failed(&key, address)
+        let Some(i) = found else {
+            return Ok(Proof::Wrong);
+        };
+        user.recovery_codes.remove(i);
+        user.updated_at = now_unix();
+        let saved = state
+            .store
+            .update_user(&user)
             .await
-            .map_err(|e| state.store_error(e))?
-        {
-            state.metrics.login_lockouts.inc();
-        }
-        tracing::info!(subject = ?tokengate_server::Outside(&user.username), "recovery code refused");
-        return Ok(Err(Refused::Wrong));
-    };
-    user.recovery_codes.remove(i);
-    user.updated_at = now_unix();
-    let saved = state
-        .store
-        .update_user(&user)
-        .await
-        .map_err(|e| state.store_error(e))?;
-    if !saved {
-        return Ok(Err(Refused::Wrong));
+            .map_err(|e| state.store_error(e))?;
+        Ok(if saved { Proof::Right } else { Proof::Gone })
+    })
+    .await?;
+    if used.is_ok() {
+        tracing::info!(subject = ?tokengate_server::Outside(&username), left = user.recovery_codes.len(), "signed in with a recovery code");
+        crate::audit::record(
+            state,
+            &crate::audit::Actor::user(&username, address),
+            "user.recovery_code_use",
+            &username,
+        )
+        .await;
     }
-    state
-        .throttle
-        .succeeded(&key)
-        .await
-        .map_err(|e| state.store_error(e))?;
-    tracing::info!(subject = ?tokengate_server::Outside(&user.username), left = user.recovery_codes.len(), "signed in with a recovery code");
-    crate::audit::record(
-        state,
-        &crate::audit::Actor::user(&user.username, address),
-        "user.recovery_code_use",
-        &user.username,
-    )
-    .await;
-    Ok(Ok(()))
+    Ok(used)
 }
 
-/// A random id for a record held in the store, and the store's name for it.
-fn record_id() -> (String, CodeId) {
+/// The record a second-factor form names in `field` (`pending`, `enrolment`), taken from the
+/// store: each is good once. `Ok(None)` when the form did not come from this site (its CSRF
+/// token), names nothing, or its record expired; `Err` with the page to answer when the store
+/// cannot be reached.
+async fn take_record<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    headers: &HeaderMap,
+    form: &FormBody,
+    field: &str,
+) -> Result<Option<T>, Response> {
+    if !pages::csrf_matches(headers, form.get("csrf").ok().flatten().unwrap_or("")) {
+        return Ok(None);
+    }
+    let id = form.get(field).ok().flatten().unwrap_or("");
+    if ReferenceToken::parse(id).is_err() {
+        return Ok(None);
+    }
+    match state.store.take_pending(&CodeId::of_code(id)).await {
+        Ok(taken) => Ok(taken.and_then(|r| serde_json::from_str(&r).ok())),
+        Err(e) => {
+            let _ = state.store_error(e);
+            Err(unavailable())
+        }
+    }
+}
+
+/// Keeps `record` in the store for `ttl` under a new random id, which the page's form carries
+/// back ([`take_record`]); `Err` with the page to answer when it cannot be kept.
+async fn hold_record<T: Serialize>(
+    state: &AppState,
+    record: &T,
+    ttl: Duration,
+) -> Result<String, Response> {
     let id = ReferenceToken::generate().expose().to_owned();
-    let code = CodeId::of_code(&id);
-    (id, code)
+    let record = serde_json::to_string(record).map_err(|_| unavailable())?;
+    match state
+        .store
+        .create_pending(&CodeId::of_code(&id), &record, ttl)
+        .await
+    {
+        Ok(true) => Ok(id),
+        Ok(false) => Err(unavailable()),
+        Err(e) => {
+            let _ = state.store_error(e);
+            Err(unavailable())
+        }
+    }
 }
 
 fn unavailable() -> Response {
@@ -335,22 +386,10 @@ async fn challenge_page(
     error: Option<&str>,
     status: StatusCode,
 ) -> Response {
-    let (id, code) = record_id();
-    let Ok(record) = serde_json::to_string(pending) else {
-        return unavailable();
+    let id = match hold_record(state, pending, CHALLENGE_TTL).await {
+        Ok(id) => id,
+        Err(page) => return page,
     };
-    match state
-        .store
-        .create_pending(&code, &record, CHALLENGE_TTL)
-        .await
-    {
-        Ok(true) => {}
-        Ok(false) => return unavailable(),
-        Err(e) => {
-            let _ = state.store_error(e);
-            return unavailable();
-        }
-    }
     let csrf = pages::csrf_token(headers);
     let page = Challenge {
         client_id: &request.client.id,
@@ -385,22 +424,10 @@ async fn answer(
             "This sign-in expired or did not come from this site. Please sign in again.",
         )
     };
-    if !pages::csrf_matches(&headers, form.get("csrf").ok().flatten().unwrap_or("")) {
-        return expired();
-    }
-    let id = form.get("pending").ok().flatten().unwrap_or("");
-    if ReferenceToken::parse(id).is_err() {
-        return expired();
-    }
-    let taken = match state.store.take_pending(&CodeId::of_code(id)).await {
-        Ok(taken) => taken,
-        Err(e) => {
-            let _ = state.store_error(e);
-            return unavailable();
-        }
-    };
-    let Some(pending) = taken.and_then(|r| serde_json::from_str::<Pending>(&r).ok()) else {
-        return expired();
+    let pending = match take_record::<Pending>(&state, &headers, &form, "pending").await {
+        Ok(Some(pending)) => pending,
+        Ok(None) => return expired(),
+        Err(page) => return page,
     };
     let user = match state.store.user(&pending.username).await {
         Ok(user) => user.filter(|u| !u.disabled),
@@ -499,26 +526,14 @@ async fn enrolment_page(
     let Some(qr) = otp::qr_svg(&uri) else {
         return unavailable();
     };
-    let (id, code) = record_id();
     let record = Enrolment {
         username: username.to_owned(),
         secret: otp::encode_secret(secret),
     };
-    let Ok(record) = serde_json::to_string(&record) else {
-        return unavailable();
+    let id = match hold_record(state, &record, ENROLMENT_TTL).await {
+        Ok(id) => id,
+        Err(page) => return page,
     };
-    match state
-        .store
-        .create_pending(&code, &record, ENROLMENT_TTL)
-        .await
-    {
-        Ok(true) => {}
-        Ok(false) => return unavailable(),
-        Err(e) => {
-            let _ = state.store_error(e);
-            return unavailable();
-        }
-    }
     let csrf = pages::csrf_token(headers);
     let page = Enrol {
         next,
@@ -558,25 +573,11 @@ async fn enrol(
             "This page expired or did not come from this site. Open it again to set up a second factor.",
         )
     };
-    if !pages::csrf_matches(&headers, form.get("csrf").ok().flatten().unwrap_or("")) {
-        return expired();
-    }
-    let id = form.get("enrolment").ok().flatten().unwrap_or("");
-    if ReferenceToken::parse(id).is_err() {
-        return expired();
-    }
-    let taken = match state.store.take_pending(&CodeId::of_code(id)).await {
-        Ok(taken) => taken,
-        Err(e) => {
-            let _ = state.store_error(e);
-            return unavailable();
-        }
-    };
-    let Some(enrolment) = taken
-        .and_then(|r| serde_json::from_str::<Enrolment>(&r).ok())
-        .filter(|e| e.username == user.username)
-    else {
-        return expired();
+    let taken = take_record::<Enrolment>(&state, &headers, &form, "enrolment").await;
+    let enrolment = match taken {
+        Ok(Some(enrolment)) if enrolment.username == user.username => enrolment,
+        Ok(_) => return expired(),
+        Err(page) => return page,
     };
     let Some(secret) = otp::decode_secret(&enrolment.secret) else {
         return expired();
