@@ -17,7 +17,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
-use tokengate_idp::oauth::authorize::pkce_challenge;
+use tokengate_idp::oauth::request::pkce_challenge;
 use tokengate_store::ReferenceToken;
 
 /// The demo app's client id at the IdP.

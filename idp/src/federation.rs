@@ -30,7 +30,7 @@ use crate::config::{MAX_ROLES, UpstreamConfig, check_subject};
 use crate::error::ApiError;
 use crate::extract::FormBody;
 use crate::metrics::{UpstreamLabels, UpstreamReasonLabels};
-use crate::oauth::authorize::{self, AuthorizeRequest};
+use crate::oauth::request::{self, AuthorizeRequest};
 use crate::pages;
 use crate::state::{AppState, Live};
 use crate::upstreams::{Upstream, UpstreamError};
@@ -258,7 +258,7 @@ async fn start(
             &callback_url(&state, &name),
             flow_state.expose(),
             nonce.expose(),
-            &authorize::pkce_challenge(verifier.expose()),
+            &request::pkce_challenge(verifier.expose()),
         )
         .await
     {
@@ -370,7 +370,7 @@ async fn callback(
     };
     let form = serde_urlencoded::to_string(&pending.request).unwrap_or_default();
     let request = match FormBody::from_query(Some(&form))
-        .map_err(|_| authorize::Refusal::Page("The sign-in link is malformed."))
+        .map_err(|_| request::Refusal::Page("The sign-in link is malformed."))
         .and_then(|params| AuthorizeRequest::parse(&params, &state))
     {
         Ok(request) => request,
@@ -394,8 +394,7 @@ async fn callback(
     tracing::info!(subject = ?tokengate_server::Outside(&username), upstream = %name, "signed in through an upstream provider");
     backchannel::remember_sign_in(&state, &upstream, &claims, &username).await;
     let method = backchannel::method(&name);
-    let mut response =
-        authorize::finish_sign_in(&state, &request, &username, &roles, &method).await;
+    let mut response = request::finish_sign_in(&state, &request, &username, &roles, &method).await;
     clear_state_cookie(&state, &mut response);
     response
 }

@@ -27,7 +27,7 @@ use tokengate_store::{CodeId, PendingSignIns, ReferenceToken, UserDirectory, now
 
 use crate::error::ApiError;
 use crate::extract::{ClientAddr, FormBody};
-use crate::oauth::authorize::{AuthorizeRequest, finish_sign_in, signed_in};
+use crate::oauth::request::{AuthorizeRequest, finish_sign_in, signed_in, start_sso};
 use crate::otp;
 use crate::pages;
 use crate::state::{AppState, Live};
@@ -124,7 +124,7 @@ pub fn to_enrolment(request: &AuthorizeRequest) -> Response {
 /// browser's single-sign-on session (by password alone, so it does not satisfy the requirement
 /// by itself), and enrolment.
 pub async fn enrol_first(state: &AppState, request: &AuthorizeRequest, username: &str) -> Response {
-    let Some(cookie) = crate::oauth::authorize::start_sso(state, username, "password").await else {
+    let Some(cookie) = start_sso(state, username, "password").await else {
         return unavailable();
     };
     let mut response = to_enrolment(request);

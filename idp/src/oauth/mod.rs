@@ -5,7 +5,9 @@
 //! * `jwks`: the published signing keys.
 //! * `forward_auth`: `/auth/verify`, for proxies that ask about each request.
 //! * `reply`: the token endpoint's answers, shared by every grant and the admin API.
-//! * `authorize`: the authorization code flow with PKCE: sign-in page, single sign-on, codes.
+//! * `authorize`: the authorization code flow with PKCE: the sign-in page and form, single
+//!   sign-on, redeeming codes.
+//! * `request`: the authorization request, checked, and how a sign-in ends (session, code).
 //! * `oidc`: OpenID Connect: discovery, ID tokens, userinfo, RP-initiated logout.
 //! * `scope`: a requested scope narrows a session's roles.
 
@@ -20,6 +22,7 @@ pub mod introspect;
 pub mod jwks;
 pub mod oidc;
 pub mod reply;
+pub mod request;
 pub mod revoke;
 pub mod scope;
 pub mod token;
