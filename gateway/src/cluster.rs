@@ -16,11 +16,9 @@ use hyper::body::{Body as HttpBody, Incoming};
 use prometheus_client::metrics::gauge::Gauge;
 
 use crate::config::{Balance, HealthCheckConfig, RouteConfig, ServerConfig};
-use crate::metrics::Metrics;
+use crate::metrics::{Failure, Metrics};
 use crate::reject::Reject;
-use crate::upstream::{
-    Failure, InFlight, Pinned, SendError, Sender, Upstream, UpstreamBody, epoch_ms,
-};
+use crate::upstream::{InFlight, Pinned, SendError, Sender, Upstream, UpstreamBody, epoch_ms};
 
 /// Bodies up to this size are read whole before sending, so that an idempotent request can
 /// be sent again.

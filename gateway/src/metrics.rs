@@ -13,8 +13,6 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokengate_server::reload::ReloadMetrics;
 
-use crate::upstream::Failure;
-
 /// Upper bounds (seconds) of the latency histogram's buckets.
 pub const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -48,6 +46,31 @@ struct UpstreamLabels {
     route: String,
     host: String,
     upstream: String,
+}
+
+/// What went wrong with one attempt, as counted in `tokengate_upstream_failures_total{kind}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// No connection (refused, unreachable, or not within `connect_timeout`): nothing was sent.
+    Connect,
+    /// No response head within the route's `timeout`.
+    Timeout,
+    /// The exchange broke after the request (or part of it) went out.
+    Reset,
+    /// A `5xx` answer.
+    Status,
+}
+
+impl Failure {
+    /// The `kind` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Failure::Connect => "connect",
+            Failure::Timeout => "timeout",
+            Failure::Reset => "reset",
+            Failure::Status => "status_5xx",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

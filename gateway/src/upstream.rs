@@ -20,7 +20,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 
 use crate::access::Counted;
 use crate::config::MAX_EJECTION;
-use crate::metrics::UpstreamMetrics;
+use crate::metrics::{Failure, UpstreamMetrics};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -69,31 +69,6 @@ impl HttpBody for UpstreamBody {
 pub fn epoch_ms() -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
-}
-
-/// What went wrong with one attempt, as counted in `tokengate_upstream_failures_total{kind}`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Failure {
-    /// No connection (refused, unreachable, or not within `connect_timeout`): nothing was sent.
-    Connect,
-    /// No response head within the route's `timeout`.
-    Timeout,
-    /// The exchange broke after the request (or part of it) went out.
-    Reset,
-    /// A `5xx` answer.
-    Status,
-}
-
-impl Failure {
-    /// The `kind` label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Failure::Connect => "connect",
-            Failure::Timeout => "timeout",
-            Failure::Reset => "reset",
-            Failure::Status => "status_5xx",
-        }
-    }
 }
 
 /// One upstream of a route, parsed once, with its live state.
