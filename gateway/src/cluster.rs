@@ -18,7 +18,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use crate::config::{Balance, HealthCheckConfig, RouteConfig, ServerConfig};
 use crate::metrics::{Failure, Metrics};
 use crate::reject::Reject;
-use crate::upstream::{InFlight, Pinned, SendError, Sender, Upstream, UpstreamBody, epoch_ms};
+use crate::upstream::{
+    InFlight, Lender, Pinned, SendError, Sender, Upstream, UpstreamBody, epoch_ms,
+};
 
 /// Bodies up to this size are read whole before sending, so that an idempotent request can
 /// be sent again.
@@ -300,7 +302,7 @@ impl Cluster {
                         self.failed(&upstream, Failure::Status);
                     }
                     let again = matches!(response.status().as_u16(), 502..=504)
-                        .then(|| resend.map(Replay::request))
+                        .then(|| resend.and_then(Replay::request))
                         .flatten();
                     (Ok(response), again)
                 }
@@ -313,19 +315,19 @@ impl Cluster {
                     self.failed(&upstream, Failure::Connect);
                     let again = req
                         .map(|r| *r)
-                        .or_else(|| replay.as_ref().map(Replay::request));
+                        .or_else(|| replay.as_ref().and_then(Replay::request));
                     (Err(Reject::UpstreamFailed), again)
                 }
                 Err(SendError::TimedOut) => {
                     tracing::warn!(upstream = %upstream.authority, "upstream timed out");
                     self.failed(&upstream, Failure::Timeout);
-                    let again = resend.map(Replay::request);
+                    let again = resend.and_then(Replay::request);
                     (Err(Reject::UpstreamTimeout), again)
                 }
                 Err(SendError::Failed(error)) => {
                     tracing::warn!(error = %error, upstream = %upstream.authority, "upstream request failed");
                     self.failed(&upstream, Failure::Reset);
-                    let again = resend.map(Replay::request);
+                    let again = resend.and_then(Replay::request);
                     (Err(Reject::UpstreamFailed), again)
                 }
                 Err(SendError::BodyTooLarge) => return (Err(Reject::BodyTooLarge), Some(attempt)),
@@ -380,39 +382,54 @@ struct ReplayParts {
     uri: Uri,
     version: Version,
     headers: HeaderMap,
-    body: Option<Bytes>,
+    body: Kept,
+}
+
+/// The body of a request that may be sent again.
+enum Kept {
+    Empty,
+    /// Read whole beforehand: any try may send it.
+    Held(Bytes),
+    /// Lent to the first try: the next gets it if the first never polled it.
+    Lent(Arc<Mutex<Lender>>),
 }
 
 impl Replay {
     /// A copy of `req`, if it can be sent again: no body, or one of at most
-    /// [`MAX_HELD_BODY`] bytes (by `Content-Length`), which is read now and held. `Ok(None)`
-    /// for a longer or unsized body, left streaming.
-    pub async fn of(req: &mut Request<UpstreamBody>) -> Result<Option<Self>, Reject> {
+    /// [`MAX_HELD_BODY`] bytes (by `Content-Length`), which is read now and held. A longer or
+    /// unsized body is lent when `lend` (the pool drops a request whose connection it could
+    /// not make, so only the lender can give its body to another try); `Ok(None)` otherwise,
+    /// the body left streaming.
+    pub async fn of(req: &mut Request<UpstreamBody>, lend: bool) -> Result<Option<Self>, Reject> {
         let body = if req.body().is_end_stream() {
-            None
+            Kept::Empty
         } else {
             let declared = req
                 .headers()
                 .get(header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
             if declared.is_none_or(|n| n > MAX_HELD_BODY) {
-                return Ok(None);
+                if !lend {
+                    return Ok(None);
+                }
+                Kept::Lent(Lender::lend(req))
+            } else {
+                let body = std::mem::replace(req.body_mut(), UpstreamBody::Held(None));
+                let bytes = body
+                    .collect()
+                    .await
+                    .map_err(|e| {
+                        if e.is::<http_body_util::LengthLimitError>() {
+                            Reject::BodyTooLarge
+                        } else {
+                            tracing::debug!(error = %e, "client body could not be read");
+                            Reject::BodyIncomplete
+                        }
+                    })?
+                    .to_bytes();
+                *req.body_mut() = UpstreamBody::Held(Some(bytes.clone()));
+                Kept::Held(bytes)
             }
-            let body = std::mem::replace(req.body_mut(), UpstreamBody::Held(None));
-            let bytes = body
-                .collect()
-                .await
-                .map_err(|e| {
-                    if e.is::<http_body_util::LengthLimitError>() {
-                        Reject::BodyTooLarge
-                    } else {
-                        tracing::debug!(error = %e, "client body could not be read");
-                        Reject::BodyIncomplete
-                    }
-                })?
-                .to_bytes();
-            *req.body_mut() = UpstreamBody::Held(Some(bytes.clone()));
-            Some(bytes)
         };
         Ok(Some(Replay(Box::new(ReplayParts {
             method: req.method().clone(),
@@ -423,14 +440,20 @@ impl Replay {
         }))))
     }
 
-    fn request(&self) -> Request<UpstreamBody> {
+    /// The request again, unless its body was lent to a try that began to send it.
+    fn request(&self) -> Option<Request<UpstreamBody>> {
         let Replay(copy) = self;
-        let mut req = Request::new(UpstreamBody::Held(copy.body.clone()));
+        let body = match &copy.body {
+            Kept::Empty => UpstreamBody::Held(None),
+            Kept::Held(bytes) => UpstreamBody::Held(Some(bytes.clone())),
+            Kept::Lent(lender) => Lender::again(lender)?,
+        };
+        let mut req = Request::new(body);
         *req.method_mut() = copy.method.clone();
         *req.uri_mut() = copy.uri.clone();
         *req.version_mut() = copy.version;
         *req.headers_mut() = copy.headers.clone();
-        req
+        Some(req)
     }
 }
 

@@ -251,17 +251,18 @@ impl Proxy {
             self.upstream_request(live, req, route, identity.as_deref(), peer, counter)?;
         let pinned = pinned.filter(|_| outgoing.http1 && outgoing.upgrade.is_none());
         let cluster = &route.upstreams;
-        // A copy to send again, kept only where a retry may follow (body empty or small enough
-        // to hold, another upstream, budget left): after a timeout or a 502/503/504 for an
-        // idempotent method; after a refused connection for any method where the pool sends
-        // it (a connection of our own hands the request back, the pool does not).
+        // A copy to send again, kept only where a retry may follow (another upstream, budget
+        // left): after a timeout or a 502/503/504 for an idempotent method whose body is empty
+        // or small enough to hold; after a refused connection for any method where the pool
+        // sends it (a connection of our own hands the request back, the pool does not, so a
+        // body too large to hold is lent to the first try and taken back if it never sent it).
         let replay = if outgoing.upgrade.is_none()
             && (pinned.is_none() || idempotent(outgoing.req.method()))
             && cluster.may_retry()
         {
             // Boxed: only routes with several upstreams come here, and its future would
             // otherwise make every request's larger.
-            Box::pin(Replay::of(&mut outgoing.req)).await?
+            Box::pin(Replay::of(&mut outgoing.req, pinned.is_none())).await?
         } else {
             None
         };

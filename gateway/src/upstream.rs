@@ -32,6 +32,79 @@ pub enum UpstreamBody {
     Streaming(Counted<Limited<Incoming>>),
     /// A body read whole beforehand (`None`: empty).
     Held(Option<Bytes>),
+    /// A body lent by a [`Lender`]: taken from it when first polled, so that a request dropped
+    /// before anything was sent (the pool's refused connection) leaves it for the next try.
+    Lent(Lent),
+}
+
+/// Keeps a client's body until one request polls it; each try is a turn, and only the body's
+/// current turn may take it, so that a dropped try's request never races the next one.
+pub struct Lender {
+    body: Option<Box<UpstreamBody>>,
+    turn: u32,
+}
+
+impl Lender {
+    /// Lends `body` to the request it was taken from, which gets the first turn.
+    pub fn lend(req: &mut Request<UpstreamBody>) -> Arc<Mutex<Lender>> {
+        let body = std::mem::replace(req.body_mut(), UpstreamBody::Held(None));
+        let lender = Arc::new(Mutex::new(Lender {
+            body: Some(Box::new(body)),
+            turn: 0,
+        }));
+        *req.body_mut() = UpstreamBody::Lent(Lent {
+            lender: lender.clone(),
+            turn: 0,
+            body: None,
+        });
+        lender
+    }
+
+    /// The body for another try, if no earlier one polled it; that try may no longer take it.
+    pub fn again(lender: &Arc<Mutex<Lender>>) -> Option<UpstreamBody> {
+        let mut l = lender.lock().unwrap_or_else(PoisonError::into_inner);
+        l.body.as_ref()?;
+        l.turn = l.turn.wrapping_add(1);
+        Some(UpstreamBody::Lent(Lent {
+            lender: lender.clone(),
+            turn: l.turn,
+            body: None,
+        }))
+    }
+}
+
+/// One try's claim on a [`Lender`]'s body.
+pub struct Lent {
+    lender: Arc<Mutex<Lender>>,
+    turn: u32,
+    body: Option<Box<UpstreamBody>>,
+}
+
+impl Lent {
+    /// The body, taken on first use; `None` if its turn has passed.
+    fn body(&mut self) -> Option<&mut UpstreamBody> {
+        if self.body.is_none() {
+            let mut l = self.lender.lock().unwrap_or_else(PoisonError::into_inner);
+            if l.turn == self.turn {
+                self.body = l.body.take();
+            }
+        }
+        self.body.as_deref_mut()
+    }
+
+    /// What the body says of itself without taking it (hyper asks before it polls).
+    fn peek<T>(&self, f: impl FnOnce(&UpstreamBody) -> T, gone: T) -> T {
+        match &self.body {
+            Some(body) => f(body),
+            None => {
+                let l = self.lender.lock().unwrap_or_else(PoisonError::into_inner);
+                match l.body.as_deref() {
+                    Some(body) if l.turn == self.turn => f(body),
+                    _ => gone,
+                }
+            }
+        }
+    }
 }
 
 impl HttpBody for UpstreamBody {
@@ -45,6 +118,10 @@ impl HttpBody for UpstreamBody {
         match self.get_mut() {
             UpstreamBody::Streaming(body) => Pin::new(body).poll_frame(cx),
             UpstreamBody::Held(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            UpstreamBody::Lent(lent) => match lent.body() {
+                Some(body) => Pin::new(body).poll_frame(cx),
+                None => Poll::Ready(Some(Err("the body went to another try".into()))),
+            },
         }
     }
 
@@ -52,6 +129,7 @@ impl HttpBody for UpstreamBody {
         match self {
             UpstreamBody::Streaming(body) => body.is_end_stream(),
             UpstreamBody::Held(bytes) => bytes.is_none(),
+            UpstreamBody::Lent(lent) => lent.peek(UpstreamBody::is_end_stream, false),
         }
     }
 
@@ -61,6 +139,7 @@ impl HttpBody for UpstreamBody {
             UpstreamBody::Held(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
+            UpstreamBody::Lent(lent) => lent.peek(UpstreamBody::size_hint, SizeHint::default()),
         }
     }
 }

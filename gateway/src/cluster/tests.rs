@@ -142,8 +142,8 @@ async fn a_small_body_is_held_and_replayed_a_large_one_is_not() {
         req.unwrap()
     };
     let mut req = held("hello", Some(5));
-    let replay = Replay::of(&mut req).await.unwrap().unwrap();
-    let again = replay.request();
+    let replay = Replay::of(&mut req, false).await.unwrap().unwrap();
+    let again = replay.request().unwrap();
     assert_eq!(again.method(), Method::PUT);
     assert_eq!(again.uri(), "/x");
     let bytes = again.into_body().collect().await.unwrap().to_bytes();
@@ -151,12 +151,17 @@ async fn a_small_body_is_held_and_replayed_a_large_one_is_not() {
     let first = req.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(first, "hello");
     // Unsized or too large: left as it is.
-    assert!(Replay::of(&mut held("x", None)).await.unwrap().is_none());
+    assert!(
+        Replay::of(&mut held("x", None), false)
+            .await
+            .unwrap()
+            .is_none()
+    );
     let mut large = held("x", Some(MAX_HELD_BODY + 1));
-    assert!(Replay::of(&mut large).await.unwrap().is_none());
+    assert!(Replay::of(&mut large, false).await.unwrap().is_none());
     // No body at all: replayable.
     let mut empty = Request::get("/").body(UpstreamBody::Held(None)).unwrap();
-    assert!(Replay::of(&mut empty).await.unwrap().is_some());
+    assert!(Replay::of(&mut empty, false).await.unwrap().is_some());
 }
 
 /// A port nothing listens on (bound, then let go).
@@ -187,7 +192,7 @@ async fn a_refused_connection_is_retried_on_another_for_any_method() {
     };
     // Through the pool (an HTTP/2 client's request): the refused one goes to the other, whole.
     let mut req = post();
-    let replay = Replay::of(&mut req).await.unwrap();
+    let replay = Replay::of(&mut req, true).await.unwrap();
     let (answer, in_flight) = c.send(req, None, replay).await;
     let answer = answer.unwrap();
     assert_eq!(answer.status(), 200);
@@ -211,5 +216,96 @@ async fn a_refused_connection_is_retried_on_another_for_any_method() {
     }
     // Taken in turn, one of the two met the refusing upstream first.
     assert_eq!(c.list[0].metrics.retries.get(), 2);
+    shutdown.cancel();
+}
+
+async fn collect(req: Request<UpstreamBody>) -> Result<Bytes, BoxError> {
+    Ok(req.into_body().collect().await?.to_bytes())
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[tokio::test]
+async fn a_body_too_large_to_hold_is_lent_and_goes_to_the_next_try_only_if_unsent() {
+    let unsized_body = || {
+        Request::post("/x")
+            .body(UpstreamBody::Held(Some(Bytes::from("a large body"))))
+            .unwrap()
+    };
+    // The first try was dropped unsent (a refused connection): the next one gets it whole.
+    let mut req = unsized_body();
+    let replay = Replay::of(&mut req, true).await.unwrap().unwrap();
+    assert_eq!(req.body().size_hint().exact(), Some(12));
+    drop(req);
+    let again = replay.request().unwrap();
+    assert_eq!(again.method(), Method::POST);
+    assert_eq!(collect(again).await.unwrap(), "a large body");
+    // Once a try has polled it, it is gone: no other try.
+    assert!(replay.request().is_none());
+
+    // Only the latest try may take it: one handed over earlier gets an error, not the body.
+    let mut req = unsized_body();
+    let replay = Replay::of(&mut req, true).await.unwrap().unwrap();
+    let second = replay.request().unwrap();
+    assert!(collect(req).await.is_err());
+    assert_eq!(collect(second).await.unwrap(), "a large body");
+}
+
+/// A backend that answers with the number of body bytes it received.
+async fn counting_backend(shutdown: tokio_util::sync::CancellationToken) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let stream = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                a = listener.accept() => a.unwrap().0,
+            };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                    let n = req.into_body().collect().await?.to_bytes().len();
+                    Ok::<_, hyper::Error>(Response::new(http_body_util::Full::new(Bytes::from(
+                        n.to_string(),
+                    ))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn through_the_pool_a_refused_request_with_a_body_too_large_to_hold_goes_to_another() {
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let live = counting_backend(shutdown.clone()).await;
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:1\"\n[admin]\nlisten = \"127.0.0.1:2\"\n\
+         [idp]\njwks_url = \"http://i:1/\"\n[[routes]]\npath_prefix = \"/api/\"\n\
+         upstream = [\"{}\", \"http://{live}\"]\n",
+        refusing()
+    );
+    let config = GatewayConfig::parse(&text, Path::new("g.toml")).unwrap();
+    let c = Cluster::new(&config.routes[0], &config.server, &Metrics::new(), None).unwrap();
+    let large = Bytes::from(vec![b'x'; MAX_HELD_BODY as usize + 1]);
+    // Twice, so that round robin puts the refusing upstream first at least once.
+    for _ in 0..2 {
+        let mut req = Request::post("/api/upload")
+            .header(header::CONTENT_LENGTH, large.len())
+            .body(UpstreamBody::Held(Some(large.clone())))
+            .unwrap();
+        let replay = Replay::of(&mut req, true).await.unwrap();
+        let (answer, _) = c.send(req, None, replay).await;
+        let answer = answer.unwrap();
+        assert_eq!(answer.status(), 200);
+        let received = answer.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(received, large.len().to_string());
+    }
+    // Every refusal was retried, and there was one.
+    let refused = c.list[0].metrics.failure(Failure::Connect).get();
+    assert!(refused >= 1);
+    assert_eq!(c.list[0].metrics.retries.get(), refused);
     shutdown.cancel();
 }
