@@ -110,6 +110,12 @@ pub struct ServerConfig {
     /// PEM private key (PKCS#8, SEC1 or PKCS#1).
     #[serde(default)]
     pub tls_key: Option<PathBuf>,
+    /// Threads that serve the public listener, each on a single-threaded runtime with a socket
+    /// of its own on `listen` (`SO_REUSEPORT`: the kernel spreads connections over them, as
+    /// over nginx's workers); `max_connections` is shared out among them. `0` (the default):
+    /// the process's one work-stealing runtime serves it.
+    #[serde(default)]
+    pub workers: usize,
 }
 
 /// `[admin]`: health, readiness, metrics and reload, on a listener of their own.

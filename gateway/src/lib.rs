@@ -102,6 +102,9 @@ pub enum GatewayError {
     /// `log.access_path` cannot be opened.
     #[error(transparent)]
     AccessLog(#[from] crate::access::OpenError),
+    /// A thread or runtime of `server.workers` could not be started.
+    #[error("cannot start the public listener's workers: {0}")]
+    Workers(#[source] std::io::Error),
 }
 
 /// A gateway with its listeners bound, not serving yet: [`Gateway::bind`], then
@@ -114,7 +117,8 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
     certificate: Option<Arc<Certificate>>,
-    public: TcpListener,
+    /// One listener, or one per worker (`server.workers`).
+    public: Vec<TcpListener>,
     admin: TcpListener,
     shutdown: CancellationToken,
     reloader: Arc<Reloader>,
@@ -162,7 +166,15 @@ impl Gateway {
             )),
             _ => None,
         };
-        let public = bind(config.server.listen).await?;
+        let public = match config.server.workers {
+            0 => vec![bind(config.server.listen).await?],
+            n => server::bind_workers(config.server.listen, n).map_err(|source| {
+                GatewayError::Bind {
+                    addr: config.server.listen,
+                    source,
+                }
+            })?,
+        };
         let admin = bind(config.admin.listen).await?;
         let shutdown = CancellationToken::new();
         let parts = reload::Parts {
@@ -221,7 +233,8 @@ impl Gateway {
     /// The address actually bound (the port chosen when `server.listen` asked for port 0).
     pub fn public_addr(&self) -> SocketAddr {
         self.public
-            .local_addr()
+            .first()
+            .and_then(|l| l.local_addr().ok())
             .unwrap_or(self.config.server.listen)
     }
 
@@ -260,7 +273,7 @@ impl Gateway {
             Some(certificate) => Some(certificate.acceptor().map_err(ReloadError::from)?),
             None => None,
         };
-        let public = serve(self.public, tls, limits, shutdown.clone(), move |peer| {
+        let connection = move |peer| {
             let proxy = proxy.clone();
             let pinned = Arc::new(Pinned::default());
             let peer = Peer::new(peer);
@@ -268,7 +281,27 @@ impl Gateway {
                 let (proxy, pinned, peer) = (proxy.clone(), pinned.clone(), peer.clone());
                 async move { Ok::<_, Infallible>(proxy.handle(req, &peer, Some(&pinned)).await) }
             })
-        });
+        };
+        let mut listeners = self.public;
+        let public = async {
+            match (self.config.server.workers, listeners.pop()) {
+                (0, Some(listener)) => {
+                    serve(listener, tls, limits, shutdown.clone(), connection).await;
+                    Ok(())
+                }
+                (_, last) => {
+                    listeners.extend(last);
+                    let served =
+                        server::serve_workers(listeners, tls, limits, shutdown.clone(), connection)
+                            .await;
+                    if served.is_err() {
+                        // Nothing is served without the public listener: the rest stops too.
+                        shutdown.cancel();
+                    }
+                    served
+                }
+            }
+        };
         let admin = Admin {
             tokens: self.tokens.clone(),
             metrics: self.metrics.clone(),
@@ -283,12 +316,12 @@ impl Gateway {
                 async move { Ok::<_, Infallible>(response) }
             })
         });
-        tokio::join!(public, admin);
+        let (public, ()) = tokio::join!(public, admin);
         let _ = sync.await;
         if let Some(access) = &self.access {
             // The last requests' lines are written before the process ends.
             access.close();
         }
-        Ok(())
+        public.map_err(GatewayError::Workers)
     }
 }

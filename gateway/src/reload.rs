@@ -271,6 +271,7 @@ fn keep_restart_only(current: &GatewayConfig, new: &mut GatewayConfig) -> Kept {
         &c.server.max_connections,
         &mut n.server.max_connections,
     );
+    kept.keep_shown("server.workers", &c.server.workers, &mut n.server.workers);
     kept.keep_shown(
         "server.header_timeout",
         &c.server.header_timeout,

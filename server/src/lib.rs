@@ -324,6 +324,88 @@ pub async fn serve<S, F, B>(
     }
 }
 
+/// `n` listeners on `addr`, each a socket of its own with `SO_REUSEPORT`, for
+/// [`serve_workers`]; when `addr` asks for port 0, the first picks it and the others join it.
+/// Linux lets only sockets of the same user share the port.
+pub fn bind_workers(addr: SocketAddr, n: usize) -> std::io::Result<Vec<TcpListener>> {
+    let mut at = addr;
+    (0..n)
+        .map(|_| {
+            let socket = if at.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            socket.set_reuseaddr(true)?;
+            socket.set_reuseport(true)?;
+            socket.bind(at)?;
+            // Tokio's own `TcpListener::bind` backlog.
+            let listener = socket.listen(1024)?;
+            at = listener.local_addr()?;
+            Ok(listener)
+        })
+        .collect()
+}
+
+/// [`serve`] on each listener from [`bind_workers`], each on a thread of its own with a
+/// single-threaded runtime (as nginx's workers: no work stealing, no synchronisation between
+/// them on the request path); `limits.max_connections` is shared out among them. Returns once
+/// every worker has drained, or with the error that kept one from starting (the others are
+/// stopped then).
+pub async fn serve_workers<S, F, B>(
+    listeners: Vec<TcpListener>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    limits: Limits,
+    shutdown: CancellationToken,
+    make_service: F,
+) -> std::io::Result<()>
+where
+    F: Fn(SocketAddr) -> S + Clone + Send + 'static,
+    S: ConnService<B>,
+    B: SendBody,
+{
+    let share = Limits {
+        max_connections: limits.max_connections.div_ceil(listeners.len().max(1)),
+        ..limits
+    };
+    let stop = shutdown.child_token();
+    let mut done = Vec::with_capacity(listeners.len());
+    let mut failed = None;
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let started = (|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            // Registered with the worker's own runtime, whose thread drives its readiness.
+            let listener = {
+                let _on = runtime.enter();
+                TcpListener::from_std(listener.into_std()?)?
+            };
+            let (tls, stop, make) = (tls.clone(), stop.clone(), make_service.clone());
+            let (finished, waited) = tokio::sync::oneshot::channel::<()>();
+            std::thread::Builder::new()
+                .name(format!("worker-{i}"))
+                .spawn(move || {
+                    runtime.block_on(serve(listener, tls, share, stop, make));
+                    drop(finished);
+                })?;
+            Ok::<_, std::io::Error>(waited)
+        })();
+        match started {
+            Ok(waited) => done.push(waited),
+            Err(e) => {
+                failed = Some(e);
+                stop.cancel();
+                break;
+            }
+        }
+    }
+    for waited in done {
+        let _ = waited.await;
+    }
+    failed.map_or(Ok(()), Err)
+}
+
 /// Runs one connection; asks it to close gracefully once it sat idle for `header_timeout`, the
 /// process is stopping, or the listener is full and it sat idle for `RECLAIM_IDLE`.
 async fn drive<I, S, B>(

@@ -228,3 +228,20 @@ fn upstream_resilience_is_checked_by_key() {
         );
     }
 }
+
+#[test]
+fn workers_are_checked_and_default_to_none() {
+    let path = Path::new("gateway.toml");
+    let config = GatewayConfig::parse(BASE, path).unwrap();
+    assert_eq!(config.server.workers, 0);
+    let with = |lines: &str| BASE.replace("[admin]", &format!("{lines}\n[admin]"));
+    assert_eq!(refused(&with("workers = 4")), None);
+    assert_eq!(
+        refused(&with("workers = 257")).as_deref(),
+        Some("server.workers")
+    );
+    assert_eq!(
+        refused(&with("workers = 4\nmax_connections = 3")).as_deref(),
+        Some("server.max_connections")
+    );
+}

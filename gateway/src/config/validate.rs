@@ -79,6 +79,18 @@ impl GatewayConfig {
                 "must be at least 1",
             ));
         }
+        if self.server.workers > MAX_WORKERS {
+            return Err(invalid(
+                "server.workers".into(),
+                "must be at most 256 (one per core is the most that helps)",
+            ));
+        }
+        if self.server.max_connections < self.server.workers {
+            return Err(invalid(
+                "server.max_connections".into(),
+                "must be at least server.workers (each worker serves a share)",
+            ));
+        }
         if self.server.max_connections == 0 {
             return Err(invalid(
                 "server.max_connections".into(),
@@ -238,6 +250,8 @@ impl BrowserConfig {
 pub const MAX_EJECTION: Duration = Duration::from_secs(300);
 /// Retries of one request at most.
 pub const MAX_RETRIES: u32 = 5;
+/// `server.workers` at most.
+pub const MAX_WORKERS: usize = 256;
 
 impl RouteConfig {
     /// Timeouts, limits, ejection, retries and health checks; `invalid` gets the key below the
