@@ -12,14 +12,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, Uri, Version, header};
 use http_body_util::BodyExt;
-use hyper::body::{Body as HttpBody, Incoming};
+use hyper::body::Body as HttpBody;
 use prometheus_client::metrics::gauge::Gauge;
 
 use crate::config::{Balance, HealthCheckConfig, RouteConfig, ServerConfig};
 use crate::metrics::{Failure, Metrics};
 use crate::reject::Reject;
 use crate::upstream::{
-    InFlight, Lender, Pinned, SendError, Sender, Upstream, UpstreamBody, epoch_ms,
+    Answer, InFlight, Lender, Pinned, SendError, Sender, Upstream, UpstreamBody, epoch_ms,
 };
 
 /// Bodies up to this size are read whole before sending, so that an idempotent request can
@@ -282,7 +282,7 @@ impl Cluster {
         mut req: Request<UpstreamBody>,
         pinned: Option<&Pinned>,
         replay: Option<Replay>,
-    ) -> (Result<Response<Incoming>, Reject>, Option<InFlight>) {
+    ) -> (Result<Response<Answer>, Reject>, Option<InFlight>) {
         self.budget.deposit();
         let mut attempt = match self.pick(0) {
             Ok(attempt) => attempt,

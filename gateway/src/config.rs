@@ -116,6 +116,11 @@ pub struct ServerConfig {
     /// the process's one work-stealing runtime serves it.
     #[serde(default)]
     pub workers: usize,
+    /// The lean HTTP/1.1 path (issue #28), as far as it is built: requests without a body from
+    /// HTTP/1 clients go to their upstream over the gateway's own HTTP/1.1 connections rather
+    /// than hyper's client. Off by default until the whole path has landed.
+    #[serde(default)]
+    pub http1_fast_path: bool,
 }
 
 /// `[admin]`: health, readiness, metrics and reload, on a listener of their own.

@@ -38,6 +38,7 @@ pub mod head;
 pub mod headers;
 pub mod health;
 pub mod jwks;
+pub mod lean;
 pub mod login;
 pub mod metrics;
 pub mod proxy;
@@ -273,9 +274,10 @@ impl Gateway {
             Some(certificate) => Some(certificate.acceptor().map_err(ReloadError::from)?),
             None => None,
         };
+        let fast = self.config.server.http1_fast_path;
         let connection = move |peer| {
             let proxy = proxy.clone();
-            let pinned = Arc::new(Pinned::default());
+            let pinned = Pinned::new(fast);
             let peer = Peer::new(peer);
             service_fn(move |req: Request<Incoming>| {
                 let (proxy, pinned, peer) = (proxy.clone(), pinned.clone(), peer.clone());

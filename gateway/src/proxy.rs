@@ -42,7 +42,7 @@ use crate::ratelimit::RateLimiter;
 use crate::reject::{Body, RATELIMIT, RATELIMIT_POLICY, Reject};
 use crate::routes::{Route, Routes};
 use crate::trace::TraceContext;
-use crate::upstream::{InFlight, Pinned, Tracked, UpstreamBody, splice};
+use crate::upstream::{Answer, InFlight, Pinned, Tracked, UpstreamBody, splice};
 use tokengate_server::cookies::{self, IDP_COOKIES};
 
 /// The public listener's request handler, shared by every connection; a reload swaps its
@@ -445,7 +445,7 @@ fn authorize(route: &Route, identity: Option<&Identity>) -> Result<(), Reject> {
 /// anything else loses its hop-by-hop headers, and its body keeps the request counted in
 /// flight until it has been sent on.
 fn downstream_response(
-    mut response: Response<Incoming>,
+    mut response: Response<Answer>,
     upgrade: Option<OnUpgrade>,
     in_flight: Option<InFlight>,
 ) -> Response<Body> {

@@ -18,7 +18,7 @@ pub const RATELIMIT_POLICY: http::HeaderName = http::HeaderName::from_static("ra
 pub const RATELIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit");
 
 /// What the gateway answers with: the upstream's body, or one of its own.
-pub type Body = BoxBody<Bytes, hyper::Error>;
+pub type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 /// A request declined by the gateway itself; [`Reject::into_response`] is the one place
 /// each becomes a status, a challenge and a JSON `error`.

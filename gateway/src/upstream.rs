@@ -20,6 +20,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 
 use crate::access::Counted;
 use crate::config::MAX_EJECTION;
+use crate::lean;
 use crate::metrics::{Failure, UpstreamMetrics};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -35,6 +36,46 @@ pub enum UpstreamBody {
     /// A body lent by a [`Lender`]: taken from it when first polled, so that a request dropped
     /// before anything was sent (the pool's refused connection) leaves it for the next try.
     Lent(Lent),
+}
+
+/// An upstream's response body: from hyper's client, or from the lean path's own connection.
+#[derive(Debug)]
+pub enum Answer {
+    /// Through hyper (the pool, a request with a body, or the fast path off).
+    Hyper(Incoming),
+    /// Through a [`lean::Conn`].
+    Lean(lean::LeanBody),
+}
+
+impl HttpBody for Answer {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Answer::Hyper(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map_err(|e| Box::new(e) as BoxError),
+            Answer::Lean(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Answer::Hyper(body) => body.is_end_stream(),
+            Answer::Lean(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Answer::Hyper(body) => body.size_hint(),
+            Answer::Lean(body) => body.size_hint(),
+        }
+    }
 }
 
 /// Keeps a client's body until one request polls it; each try is a turn, and only the body's
@@ -382,22 +423,63 @@ impl<B: HttpBody + Unpin> HttpBody for Tracked<B> {
 
 /// Upstream connections of one downstream HTTP/1 connection. Requests on it come one at a time,
 /// so each upstream needs at most one connection, reused without the shared pool's locking and
-/// bookkeeping; they close with the downstream connection.
+/// bookkeeping; they close with the downstream connection. Cloned, it is the same set (a lean
+/// response body takes it along, to put its connection back once read whole).
+#[derive(Clone, Default)]
+pub struct Pinned(Arc<PinnedConns>);
+
 #[derive(Default)]
-pub struct Pinned(Mutex<Vec<(usize, http1::SendRequest<UpstreamBody>)>>);
+struct PinnedConns {
+    /// `server.http1_fast_path`: requests without a body go over [`lean::Conn`]s.
+    fast: bool,
+    hyper: Mutex<Vec<(usize, http1::SendRequest<UpstreamBody>)>>,
+    lean: Mutex<Vec<(usize, lean::Conn)>>,
+}
 
 impl Pinned {
+    /// With `fast` (`server.http1_fast_path`), requests without a body take the lean path.
+    pub fn new(fast: bool) -> Self {
+        Pinned(Arc::new(PinnedConns {
+            fast,
+            ..PinnedConns::default()
+        }))
+    }
+
     fn take(&self, upstream: usize) -> Option<http1::SendRequest<UpstreamBody>> {
-        let mut list = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let at = list.iter().position(|(id, _)| *id == upstream)?;
-        Some(list.swap_remove(at).1)
+        take(&self.0.hyper, upstream)
     }
 
     fn put(&self, upstream: usize, sender: http1::SendRequest<UpstreamBody>) {
-        let mut list = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if !list.iter().any(|(id, _)| *id == upstream) {
-            list.push((upstream, sender));
-        }
+        put(&self.0.hyper, upstream, sender);
+    }
+
+    pub(crate) fn take_lean(&self, upstream: usize) -> Option<lean::Conn> {
+        take(&self.0.lean, upstream)
+    }
+
+    pub(crate) fn put_lean(&self, upstream: usize, conn: lean::Conn) {
+        put(&self.0.lean, upstream, conn);
+    }
+}
+
+impl std::fmt::Debug for Pinned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pinned")
+            .field("fast", &self.0.fast)
+            .finish()
+    }
+}
+
+fn take<T>(list: &Mutex<Vec<(usize, T)>>, upstream: usize) -> Option<T> {
+    let mut list = list.lock().unwrap_or_else(PoisonError::into_inner);
+    let at = list.iter().position(|(id, _)| *id == upstream)?;
+    Some(list.swap_remove(at).1)
+}
+
+fn put<T>(list: &Mutex<Vec<(usize, T)>>, upstream: usize, conn: T) {
+    let mut list = list.lock().unwrap_or_else(PoisonError::into_inner);
+    if !list.iter().any(|(id, _)| *id == upstream) {
+        list.push((upstream, conn));
     }
 }
 
@@ -423,6 +505,14 @@ pub enum SendError {
 
 fn failed(e: hyper::Error) -> SendError {
     SendError::Failed(Box::new(e))
+}
+
+/// Not connected: the request comes back untouched, for another upstream.
+fn refused(req: Request<UpstreamBody>, error: BoxError) -> SendError {
+    SendError::Refused {
+        req: Some(Box::new(req)),
+        error,
+    }
 }
 
 /// How requests reach the upstreams of one route: its pool (for HTTP/2 clients and upgrades)
@@ -456,7 +546,7 @@ impl Sender {
         upstream: &Upstream,
         req: Request<UpstreamBody>,
         pinned: Option<&Pinned>,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<Response<Answer>, SendError> {
         let sent = match pinned {
             Some(pinned) => self.send_pinned(pinned, upstream, req).await,
             // Boxed: the pool's future is large, and only HTTP/2 clients and upgrades use it.
@@ -473,10 +563,10 @@ impl Sender {
         &self,
         upstream: &Upstream,
         mut req: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<Response<Answer>, SendError> {
         *req.uri_mut() = upstream.target(req.uri()).ok_or(SendError::BadTarget)?;
         match tokio::time::timeout(self.timeout, self.pool.request(req)).await {
-            Ok(Ok(response)) => Ok(response),
+            Ok(Ok(response)) => Ok(response.map(Answer::Hyper)),
             Ok(Err(e)) if e.is_connect() => Err(SendError::Refused {
                 req: None,
                 error: Box::new(e),
@@ -493,7 +583,7 @@ impl Sender {
         pinned: &Pinned,
         upstream: &Upstream,
         mut req: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<Response<Answer>, SendError> {
         // What the pool does for its requests: origin-form target, `Host` of the upstream.
         if req.uri().authority().is_some()
             && let Some(target) = req.uri().path_and_query().cloned()
@@ -502,10 +592,9 @@ impl Sender {
         }
         req.headers_mut()
             .insert(header::HOST, upstream.host.clone());
-        let refused = |req, error| SendError::Refused {
-            req: Some(Box::new(req)),
-            error,
-        };
+        if pinned.0.fast && req.body().is_end_stream() {
+            return self.send_lean(pinned, upstream, req).await;
+        }
         let exchange = async {
             // Connecting is boxed: it happens once per connection, and its future would
             // otherwise make every request's larger.
@@ -537,17 +626,62 @@ impl Sender {
                 },
             };
             pinned.put(upstream.id, sender);
-            Ok(response)
+            Ok(response.map(Answer::Hyper))
         };
         tokio::time::timeout(self.timeout, exchange)
             .await
             .unwrap_or(Err(SendError::TimedOut))
     }
 
-    async fn connect(
+    /// A request without a body, over the downstream connection's own lean connection to
+    /// `upstream` (`server.http1_fast_path`): made on first use, and again when the upstream
+    /// closed it while idle.
+    async fn send_lean(
         &self,
+        pinned: &Pinned,
         upstream: &Upstream,
-    ) -> Result<http1::SendRequest<UpstreamBody>, BoxError> {
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<Answer>, SendError> {
+        let home = || Some((pinned.clone(), upstream.id));
+        let exchange = async {
+            let kept = pinned
+                .take_lean(upstream.id)
+                .and_then(|mut conn| conn.reusable().then_some(conn));
+            let reused = kept.is_some();
+            let conn = match kept {
+                Some(conn) => conn,
+                // Boxed, as for hyper's connections: once per connection.
+                None => match Box::pin(self.dial(upstream)).await {
+                    Ok(stream) => lean::Conn::new(stream),
+                    Err(e) => return Err(refused(req, e)),
+                },
+            };
+            match conn.send(&req, home()).await {
+                Ok(response) => Ok(response),
+                // Closed under us with no byte of an answer: a request that may be repeated
+                // goes once more, on a new connection.
+                Err(lean::LeanError::Closed(_))
+                    if reused && crate::cluster::idempotent(req.method()) =>
+                {
+                    let conn = match Box::pin(self.dial(upstream)).await {
+                        Ok(stream) => lean::Conn::new(stream),
+                        Err(e) => return Err(refused(req, e)),
+                    };
+                    conn.send(&req, home())
+                        .await
+                        .map_err(|e| SendError::Failed(Box::new(e)))
+                }
+                Err(e) => Err(SendError::Failed(Box::new(e))),
+            }
+        };
+        let response = tokio::time::timeout(self.timeout, exchange)
+            .await
+            .unwrap_or(Err(SendError::TimedOut))?;
+        Ok(response.map(Answer::Lean))
+    }
+
+    /// A TCP connection to `upstream`, within the route's `connect_timeout`.
+    async fn dial(&self, upstream: &Upstream) -> Result<tokio::net::TcpStream, BoxError> {
         let addr = (
             upstream.authority.host(),
             upstream.authority.port_u16().unwrap_or(80),
@@ -557,6 +691,14 @@ impl Sender {
                 .await
                 .map_err(|_| BoxError::from("connect timed out"))??;
         let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    async fn connect(
+        &self,
+        upstream: &Upstream,
+    ) -> Result<http1::SendRequest<UpstreamBody>, BoxError> {
+        let stream = self.dial(upstream).await?;
         let (mut sender, connection) = http1::Builder::new()
             .handshake(hyper_util::rt::TokioIo::new(stream))
             .await?;

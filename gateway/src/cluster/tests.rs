@@ -262,12 +262,13 @@ async fn counting_backend(shutdown: tokio_util::sync::CancellationToken) -> std:
                 a = listener.accept() => a.unwrap().0,
             };
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
-                    let n = req.into_body().collect().await?.to_bytes().len();
-                    Ok::<_, hyper::Error>(Response::new(http_body_util::Full::new(Bytes::from(
-                        n.to_string(),
-                    ))))
-                });
+                let service =
+                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                        let n = req.into_body().collect().await?.to_bytes().len();
+                        Ok::<_, hyper::Error>(Response::new(http_body_util::Full::new(
+                            Bytes::from(n.to_string()),
+                        )))
+                    });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                     .await;
