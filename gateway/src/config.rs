@@ -118,8 +118,8 @@ pub struct ServerConfig {
     pub workers: usize,
     /// The lean HTTP/1.1 path (issue #28), as far as it is built: requests without a body from
     /// HTTP/1 clients go to their upstream over the gateway's own HTTP/1.1 connections rather
-    /// than hyper's client. Off by default until the whole path has landed.
-    #[serde(default)]
+    /// than hyper's client (on by default; `false` sends everything through hyper).
+    #[serde(default = "d::http1_fast_path")]
     pub http1_fast_path: bool,
 }
 
@@ -434,6 +434,9 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
 
 mod d {
     use std::time::Duration;
+    pub fn http1_fast_path() -> bool {
+        true
+    }
     pub fn max_connections() -> usize {
         10_000
     }

@@ -30,8 +30,8 @@ const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 100;
 /// Longest chunk-size line (with extensions) or trailer section read.
 const MAX_CHUNK_LINE: usize = 4 * 1024;
-/// Room made in the buffer before each read.
-const READ_SIZE: usize = 16 * 1024;
+/// Room made in the buffer before each read (hyper's first read buffer is as large).
+const READ_SIZE: usize = 8 * 1024;
 
 /// One connection to one upstream, with what was read from it and not used yet.
 #[derive(Debug)]

@@ -234,6 +234,10 @@ fn workers_are_checked_and_default_to_none() {
     let path = Path::new("gateway.toml");
     let config = GatewayConfig::parse(BASE, path).unwrap();
     assert_eq!(config.server.workers, 0);
+    assert!(
+        config.server.http1_fast_path,
+        "the lean path is on by default"
+    );
     let with = |lines: &str| BASE.replace("[admin]", &format!("{lines}\n[admin]"));
     assert_eq!(refused(&with("workers = 4")), None);
     assert_eq!(
