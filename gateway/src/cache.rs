@@ -240,8 +240,8 @@ impl TokenCache {
 
     /// The identity behind a reference token given as text (a browser session's cookie).
     pub async fn authenticate_token(&self, token: &str) -> Result<Arc<Identity>, LookupError> {
-        let token = ReferenceToken::parse(token).map_err(|_| LookupError::Invalid)?;
-        let id = token.session_id();
+        ReferenceToken::check(token).map_err(|_| LookupError::Invalid)?;
+        let id = SessionId::of_token_text(token);
         let cached = if self.enabled {
             self.cache.get(&id)
         } else {

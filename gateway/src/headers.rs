@@ -30,8 +30,9 @@ pub fn authorization(headers: &HeaderMap) -> Result<Option<&HeaderValue>, Reject
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1): they describe one connection, never forwarded.
 /// `Connection` first (`strip_hop_by_hop` reads the names it lists).
+/// A `static`, not a `const`: a `const` array would be built and dropped anew at every use.
 const HOPS: usize = 7;
-const HOP_BY_HOP: [HeaderName; HOPS] = [
+static HOP_BY_HOP: [HeaderName; HOPS] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::PROXY_AUTHENTICATE,

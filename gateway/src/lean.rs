@@ -9,11 +9,12 @@
 //! `Content-Length`s, a broken chunk) fails the request as a broken upstream would (`502`).
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
@@ -182,9 +183,14 @@ fn parse_head(
     head_only: bool,
 ) -> io::Result<Option<(Response<()>, Framing, bool)>> {
     loop {
-        let mut lines = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut parsed = httparse::Response::new(&mut lines);
-        let len = match parsed.parse(buf) {
+        // Uninitialised: nothing spent on the lines a head does not have.
+        let mut lines = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut []);
+        let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut parsed,
+            buf,
+            &mut lines,
+        ) {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
                 return Err(invalid("response head too large"));
@@ -206,11 +212,17 @@ fn parse_head(
         } else {
             Version::HTTP_10
         };
-        // Offsets, so that values can share the head's bytes once it is frozen.
+        let lines = &*parsed.headers;
+        let (framing, delimited) = framing(lines, status, head_only)?;
+        let keep_alive = version == Version::HTTP_11 && delimited && !closes(lines);
+        // Offsets, so that values can share the head's bytes once it is frozen. Lines that
+        // only describe this connection (`Transfer-Encoding`, `Keep-Alive`, a `Connection`
+        // naming no other header) are read above and never enter the map: the response
+        // phase would remove them at once.
         let base = buf.as_ptr() as usize;
-        let spans: Vec<(HeaderName, usize, usize)> = parsed
-            .headers
+        let spans: Vec<(HeaderName, usize, usize)> = lines
             .iter()
+            .filter(|h| !connection_only(h))
             .map(|h| {
                 let name = HeaderName::from_bytes(h.name.as_bytes())
                     .map_err(|_| invalid("bad header name"))?;
@@ -225,8 +237,6 @@ fn parse_head(
                 .map_err(|_| invalid("bad header value"))?;
             headers.append(name, value);
         }
-        let (framing, delimited) = framing(&headers, status, head_only)?;
-        let keep_alive = version == Version::HTTP_11 && delimited && !closes(&headers);
         let mut response = Response::new(());
         *response.status_mut() = status;
         *response.version_mut() = version;
@@ -235,45 +245,62 @@ fn parse_head(
     }
 }
 
+/// The values of the header lines named `name`, as text (a value that is not is refused
+/// where it matters: `Content-Length`).
+fn values<'a>(
+    lines: &'a [httparse::Header<'a>],
+    name: &'static str,
+) -> impl Iterator<Item = &'a [u8]> {
+    lines
+        .iter()
+        .filter(move |h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| h.value)
+}
+
+/// Comma-separated tokens of a header value, trimmed, empty ones left out.
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+/// Whether a line says nothing but how this connection goes.
+fn connection_only(h: &httparse::Header<'_>) -> bool {
+    h.name.eq_ignore_ascii_case("transfer-encoding")
+        || h.name.eq_ignore_ascii_case("keep-alive")
+        || (h.name.eq_ignore_ascii_case("connection")
+            && tokens(h.value)
+                .all(|t| t.eq_ignore_ascii_case(b"keep-alive") || t.eq_ignore_ascii_case(b"close")))
+}
+
 /// The body's framing, and whether its end is known without the connection closing.
 fn framing(
-    headers: &HeaderMap,
+    lines: &[httparse::Header<'_>],
     status: StatusCode,
     head_only: bool,
 ) -> io::Result<(Framing, bool)> {
     if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok((Framing::Empty, true));
     }
-    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter().peekable();
+    let mut codings = values(lines, "transfer-encoding").peekable();
     if codings.peek().is_some() {
-        let last = codings
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|c| !c.is_empty())
-            .last();
-        return Ok(match last {
-            Some(c) if c.eq_ignore_ascii_case("chunked") => (Framing::Chunked(Chunk::Size), true),
+        return Ok(match codings.flat_map(tokens).last() {
+            Some(c) if c.eq_ignore_ascii_case(b"chunked") => (Framing::Chunked(Chunk::Size), true),
             _ => (Framing::Close, false),
         });
     }
     let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for part in value
-            .to_str()
-            .map_err(|_| invalid("bad content-length"))?
-            .split(',')
-        {
-            let part = part.trim();
-            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(invalid("bad content-length"));
-            }
-            let n: u64 = part.parse().map_err(|_| invalid("bad content-length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(invalid("conflicting content-length"));
-            }
-            length = Some(n);
+    for part in values(lines, "content-length").flat_map(|v| v.split(|&b| b == b',')) {
+        let part = part.trim_ascii();
+        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+            return Err(invalid("bad content-length"));
         }
+        let n = part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+        if length.is_some_and(|l| l != n) {
+            return Err(invalid("conflicting content-length"));
+        }
+        length = Some(n);
     }
     Ok(match length {
         Some(0) => (Framing::Empty, true),
@@ -283,13 +310,10 @@ fn framing(
 }
 
 /// Whether `Connection` says `close`.
-fn closes(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("close"))
+fn closes(lines: &[httparse::Header<'_>]) -> bool {
+    values(lines, "connection")
+        .flat_map(tokens)
+        .any(|t| t.eq_ignore_ascii_case(b"close"))
 }
 
 /// A response body read from its connection by its framing; the connection goes back to the

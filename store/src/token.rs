@@ -30,6 +30,21 @@ pub enum TokenFormatError {
     Alphabet,
 }
 
+/// Whether every byte is of base64url's alphabet (one table lookup a byte).
+fn url_safe(text: &str) -> bool {
+    static URL_SAFE: [bool; 256] = {
+        let mut table = [false; 256];
+        let mut b = 0;
+        while b < 256 {
+            let c = b as u8;
+            table[b] = c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
+            b += 1;
+        }
+        table
+    };
+    text.bytes().all(|b| URL_SAFE[usize::from(b)])
+}
+
 impl ReferenceToken {
     /// A fresh token from the operating system's CSPRNG.
     pub fn generate() -> Self {
@@ -45,16 +60,20 @@ impl ReferenceToken {
 
     /// Checks the shape of a presented token without allocating on failure.
     pub fn parse(text: &str) -> Result<Self, TokenFormatError> {
+        Self::check(text)?;
+        Ok(ReferenceToken(text.to_owned()))
+    }
+
+    /// Whether `text` has a token's shape (length, URL-safe alphabet), allocating nothing: for
+    /// a lookup that needs only [`SessionId::of_token_text`] of it.
+    pub fn check(text: &str) -> Result<(), TokenFormatError> {
         if text.len() != TOKEN_LEN {
             return Err(TokenFormatError::Length);
         }
-        if !text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
+        if !url_safe(text) {
             return Err(TokenFormatError::Alphabet);
         }
-        Ok(ReferenceToken(text.to_owned()))
+        Ok(())
     }
 
     /// The id of the session this token opens: a prefix of its SHA-256. Knowing it does not give
@@ -88,10 +107,7 @@ impl SessionId {
 
     /// A session id received from outside (admin API, event stream).
     pub fn parse(text: &str) -> Option<Self> {
-        let ok = text.len() == SESSION_ID_LEN
-            && text
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        let ok = text.len() == SESSION_ID_LEN && url_safe(text);
         ok.then(|| SessionId(text.to_owned()))
     }
 

@@ -5,6 +5,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::*;
+use http::header;
 
 fn head(text: &str, head_only: bool) -> io::Result<Option<(Response<()>, Framing, bool)>> {
     let mut buf = BytesMut::from(text.as_bytes());
@@ -65,6 +66,23 @@ fn response_heads_give_status_headers_framing_and_keep_alive() {
         framed("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n"),
         (Framing::Length(1), false)
     );
+    // Lines about this connection alone stay out of the map; a `Connection` that names
+    // another header stays, for the response phase to remove both.
+    let (response, _, _) = head(
+        "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\nServer: s\r\n\r\n",
+        false,
+    )
+    .unwrap()
+    .unwrap();
+    let names: Vec<_> = response.headers().keys().map(|k| k.as_str()).collect();
+    assert_eq!(names, ["server"]);
+    let (response, _, _) = head(
+        "HTTP/1.1 200 OK\r\nConnection: keep-alive, x-hop\r\nX-Hop: 1\r\nContent-Length: 0\r\n\r\n",
+        false,
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(response.headers()["connection"], "keep-alive, x-hop");
     // A HEAD's answer has no body, whatever its length says.
     let (_, framing, _) = head("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", true)
         .unwrap()
