@@ -25,6 +25,8 @@
 //!   the clients whose sessions ended.
 //! * `otp`, `second_factor`: one-time passwords (TOTP) as a second factor: the codes, and the
 //!   enrolment page, the code page of a sign-in and the password grant's `otp`.
+//! * `webauthn`: passkeys (WebAuthn Level 2), the relying party's checks of a registration
+//!   and an assertion (type, challenge, origin, rpIdHash, flags, signature, counter).
 //! * `pages`: the HTML pages (askama templates, CSP); cookies are `tokengate_server::cookies`.
 //! * `admin`: the admin listener's API, behind the admin token.
 //! * `console/`: the admin console on the admin listener: pages for people who sign in through
@@ -63,6 +65,7 @@ pub mod state;
 pub mod throttle;
 pub mod upstreams;
 pub mod users;
+pub mod webauthn;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
