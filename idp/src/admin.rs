@@ -184,6 +184,7 @@ pub async fn create(state: &AppState, actor: &Actor, new: NewUser) -> Result<Use
         upstream: None,
         otp_secret: None,
         recovery_codes: Vec::new(),
+        passkeys: Vec::new(),
         created_at: now,
         updated_at: now,
     };
