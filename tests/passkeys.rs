@@ -1,15 +1,21 @@
-//! Passkeys end to end over HTTP: the passkey page's script allowed by its hash alone, bad
-//! assertions refused and counted toward the login lockout, ceremonies used once, the routes off
-//! without `[webauthn]`. A real IdP on `localhost` (the relying party id), a real Redis.
+//! Passkeys end to end, in a real headless Chromium with its virtual authenticator (CTAP2,
+//! resident keys, user verification): alice enrols a passkey on her account page, signs out,
+//! signs in with it and no password; with a password the passkey is the second factor; a second
+//! browser without the credential cannot sign in with it; she removes it. `amr` in the ID token
+//! and the value token says how each sign-in went. A real IdP on `localhost` (a secure context,
+//! and the relying party id), a real Redis, chromedriver on a free port.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
 use base64::Engine;
+use fantoccini::Locator;
+use support::browser::{Chrome, VirtualAuthenticator};
 use support::oidc::{Browser, hidden_fields};
 use support::*;
 use tokengate_idp::config::{ClientConfig, Grant, WebauthnConfig};
 
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
 struct Setup {
@@ -68,6 +74,183 @@ impl Setup {
         .unwrap();
         format!("{}/oauth2/authorize?{query}", self.origin)
     }
+
+    /// The `amr` of the ID token and of the value token a code redeems for.
+    async fn amr_of(&self, callback_url: &str) -> (Vec<String>, Vec<String>) {
+        let query: std::collections::BTreeMap<String, String> =
+            serde_urlencoded::from_str(callback_url.split_once('?').unwrap().1).unwrap();
+        let form = serde_urlencoded::to_string([
+            ("grant_type", "authorization_code"),
+            ("code", query["code"].as_str()),
+            ("redirect_uri", self.callback.as_str()),
+            ("client_id", "web"),
+            ("code_verifier", VERIFIER),
+        ])
+        .unwrap();
+        let tokens = post_form(&self.idp.url("/oauth2/token"), &[], &form).await;
+        assert_eq!(tokens.status, 200, "{}", tokens.body);
+        let id_token = tokens.json()["id_token"].as_str().unwrap().to_owned();
+        let reference = tokens.json()["access_token"].as_str().unwrap().to_owned();
+        let verified = self.idp.verify(&reference).await;
+        assert_eq!(verified.status, 200, "{}", verified.body);
+        let value_token = verified.header("x-auth-value-token").unwrap().to_owned();
+        (amr(&id_token), amr(&value_token))
+    }
+}
+
+/// The `amr` claim of a JWT (its signature is the IdP's business, checked elsewhere).
+fn amr(jwt: &str) -> Vec<String> {
+    let payload = jwt.split('.').nth(1).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    serde_json::from_value(claims["amr"].clone()).unwrap_or_default()
+}
+
+/// Signs alice in with her password on the sign-in form.
+async fn password_sign_in(chrome: &Chrome, s: &Setup) {
+    chrome.client.goto(&s.authorize_url()).await.unwrap();
+    chrome.wait_for("input[name=username]").await;
+    chrome.fill("input[name=username]", "alice").await;
+    chrome.fill("input[name=password]", PASSWORD).await;
+    chrome
+        .click("form[action='/oauth2/authorize'] button[type=submit]")
+        .await;
+}
+
+/// Signs the browser out of the IdP: WebDriver forgets the cookies of the page it is on, so it
+/// goes to one of the IdP's first.
+async fn sign_out(chrome: &Chrome, s: &Setup) {
+    let c = &chrome.client;
+    c.goto(&format!("{}/oauth2/assets/style.css", s.origin))
+        .await
+        .unwrap();
+    c.delete_all_cookies().await.unwrap();
+}
+
+async fn text_of(chrome: &Chrome, css: &str) -> String {
+    chrome
+        .client
+        .find(Locator::Css(css))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn enrol_a_passkey_then_sign_in_with_it_with_and_without_a_password() {
+    let s = setup(0).await;
+    let chrome = Chrome::start().await;
+    let c = &chrome.client;
+    chrome
+        .add_virtual_authenticator(VirtualAuthenticator::passkey())
+        .await;
+
+    // Enrol: sign in with the password, then add a passkey on the account page.
+    password_sign_in(&chrome, &s).await;
+    chrome.wait_for_url(&s.callback).await;
+    c.goto(&format!("{}/account/passkeys", s.origin))
+        .await
+        .unwrap();
+    chrome.wait_for("form#passkey-add").await;
+    chrome.screenshot("passkeys-account").await;
+    chrome.click("form#passkey-add button[type=submit]").await;
+    chrome.wait_for("p.notice").await;
+    assert_eq!(text_of(&chrome, "p.notice").await, "Passkey added.");
+    assert_eq!(
+        c.find_all(Locator::Css("ul.passkeys li"))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    chrome.screenshot("passkeys-added").await;
+    let listed = s.idp.admin("GET", "/admin/audit", None).await.body;
+    assert!(listed.contains("user.passkey_add"), "{listed}");
+
+    // Sign out (the browser forgets its session), then sign in with the passkey alone.
+    sign_out(&chrome, &s).await;
+    c.goto(&s.authorize_url()).await.unwrap();
+    chrome.wait_for("a#passkey-link").await;
+    chrome.click("a#passkey-link").await;
+    chrome.wait_for("form#passkey-signin").await;
+    chrome.screenshot("passkeys-signin").await;
+    chrome
+        .click("form#passkey-signin button[type=submit]")
+        .await;
+    let landed = chrome.wait_for_url(&s.callback).await;
+    let (id_amr, value_amr) = s.amr_of(&landed).await;
+    assert_eq!(id_amr, ["hwk", "mfa"], "passwordless, user verified");
+    assert_eq!(value_amr, ["hwk", "mfa"]);
+
+    // With the password, the passkey is the second factor.
+    sign_out(&chrome, &s).await;
+    password_sign_in(&chrome, &s).await;
+    chrome.wait_for("form#passkey-signin").await;
+    assert!(
+        text_of(&chrome, "h2").await.contains("Confirm"),
+        "asked for the passkey after the password"
+    );
+    chrome
+        .click("form#passkey-signin button[type=submit]")
+        .await;
+    let landed = chrome.wait_for_url(&s.callback).await;
+    let (id_amr, value_amr) = s.amr_of(&landed).await;
+    assert_eq!(id_amr, ["pwd", "hwk", "mfa"]);
+    assert_eq!(value_amr, ["pwd", "hwk", "mfa"]);
+
+    // A second browser, whose authenticator does not hold the credential, cannot use it.
+    let other = Chrome::start().await;
+    other
+        .add_virtual_authenticator(VirtualAuthenticator::passkey())
+        .await;
+    other.client.goto(&s.authorize_url()).await.unwrap();
+    other.wait_for("a#passkey-link").await;
+    other.click("a#passkey-link").await;
+    other.wait_for("form#passkey-signin").await;
+    other.click("form#passkey-signin button[type=submit]").await;
+    other.wait_for("p.webauthn-error:not([hidden])").await;
+    assert!(
+        text_of(&other, "p.webauthn-error")
+            .await
+            .contains("did not answer")
+    );
+    assert!(
+        !other
+            .client
+            .current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .starts_with(&s.callback)
+    );
+    other.stop().await;
+
+    // Alice removes her passkey; the password alone signs her in again.
+    sign_out(&chrome, &s).await;
+    password_sign_in(&chrome, &s).await;
+    chrome.wait_for("form#passkey-signin").await;
+    chrome
+        .click("form#passkey-signin button[type=submit]")
+        .await;
+    chrome.wait_for_url(&s.callback).await;
+    c.goto(&format!("{}/account/passkeys", s.origin))
+        .await
+        .unwrap();
+    chrome.wait_for("form.inline button").await;
+    chrome.click("form.inline button").await;
+    chrome.wait_for("p.notice").await;
+    assert_eq!(text_of(&chrome, "p.notice").await, "Passkey removed.");
+    sign_out(&chrome, &s).await;
+    password_sign_in(&chrome, &s).await;
+    let landed = chrome.wait_for_url(&s.callback).await;
+    assert_eq!(s.amr_of(&landed).await.0, ["pwd"]);
+    chrome.stop().await;
 }
 
 #[tokio::test]
