@@ -250,6 +250,57 @@ async fn enrol_a_passkey_then_sign_in_with_it_with_and_without_a_password() {
     password_sign_in(&chrome, &s).await;
     let landed = chrome.wait_for_url(&s.callback).await;
     assert_eq!(s.amr_of(&landed).await.0, ["pwd"]);
+
+    // She adds one again; an administrator lists it and removes it (a lost device), and the
+    // browser's credential no longer signs her in.
+    c.goto(&format!("{}/account/passkeys", s.origin))
+        .await
+        .unwrap();
+    chrome.wait_for("form#passkey-add").await;
+    chrome.click("form#passkey-add button[type=submit]").await;
+    chrome.wait_for("p.notice").await;
+    let idp = &s.idp;
+    let listed = idp.admin("GET", "/admin/users/alice/passkeys", None).await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    let passkeys = listed.json()["passkeys"].as_array().unwrap().clone();
+    assert_eq!(passkeys.len(), 1, "{}", listed.body);
+    assert_eq!(passkeys[0]["synced"], false);
+    assert!(listed.json()["passkeys"][0].get("public_key").is_none());
+    let id = passkeys[0]["id"].as_str().unwrap().to_owned();
+    let path = format!("/admin/users/alice/passkeys/{id}");
+    let removed = idp.admin("DELETE", &path, None).await;
+    assert_eq!(removed.status, 200, "{}", removed.body);
+    assert_eq!(idp.admin("DELETE", &path, None).await.status, 404);
+    assert_eq!(
+        idp.admin("GET", "/admin/users/nobody/passkeys", None)
+            .await
+            .status,
+        404
+    );
+    let empty = idp
+        .admin("GET", "/admin/users/alice/passkeys", None)
+        .await
+        .json();
+    assert_eq!(empty["passkeys"].as_array().unwrap().len(), 0);
+    let audit = idp.admin("GET", "/admin/audit", None).await.body;
+    assert!(audit.contains("admin-token"), "{audit}");
+    assert_eq!(audit.matches("user.passkey_remove").count(), 2, "{audit}");
+    sign_out(&chrome, &s).await;
+    c.goto(&s.authorize_url()).await.unwrap();
+    chrome.wait_for("a#passkey-link").await;
+    chrome.click("a#passkey-link").await;
+    chrome.wait_for("form#passkey-signin").await;
+    chrome
+        .click("form#passkey-signin button[type=submit]")
+        .await;
+    chrome
+        .wait_for("p.error[role=alert]:not(.webauthn-error)")
+        .await;
+    assert!(
+        text_of(&chrome, "p.error[role=alert]:not(.webauthn-error)")
+            .await
+            .contains("not accepted")
+    );
     chrome.stop().await;
 }
 
