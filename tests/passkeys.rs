@@ -376,3 +376,94 @@ async fn bad_assertions_are_refused_and_count_toward_the_lockout() {
     let signin = get(&idp.url("/oauth2/authorize/passkey")).await;
     assert_eq!(signin.status, 404);
 }
+
+#[tokio::test]
+async fn the_console_lists_a_users_passkeys_and_removes_one() {
+    use tokengate_store::{AnyStore, Passkey, UserDirectory};
+    let redis = TestRedis::start();
+    let mut config = idp_config(&redis.url());
+    config.webauthn = Some(WebauthnConfig {
+        rp_id: "localhost".to_owned(),
+        origins: vec!["http://localhost:7000".to_owned()],
+    });
+    config.users.push(tokengate_idp::config::UserConfig {
+        username: "root".to_owned(),
+        password_hash: tokengate_idp::password::hash_password(PASSWORD).unwrap(),
+        roles: vec!["tokengate:admin".to_owned()],
+    });
+    let store: AnyStore = config.store.connect().unwrap();
+    let idp = TestIdp::spawn(config).await;
+    // A passkey as the account page would have kept it (the browser ceremonies are the other
+    // test's).
+    let mut alice = None;
+    for _ in 0..100 {
+        alice = store.user("alice").await.unwrap();
+        if alice.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut alice = alice.expect("alice is seeded");
+    alice.passkeys.push(Passkey {
+        id: "Y29uc29sZS1wYXNza2V5".to_owned(),
+        public_key: "pQECAyYgASFYIA".to_owned(),
+        sign_count: 0,
+        backup_eligible: true,
+        created_at: 1,
+        last_used_at: 0,
+    });
+    assert!(store.update_user(&alice).await.unwrap());
+
+    let admin = idp.admin_url("");
+    let browser = Browser::new();
+    let signed_in = support::oidc::console_sign_in(&browser, &admin, "root", PASSWORD).await;
+    assert_eq!(signed_in.status, 303, "{}", signed_in.body);
+    let page = browser
+        .get(&format!("{admin}/console/user?name=alice"))
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("<h3>Passkeys</h3>"), "{}", page.body);
+    assert!(page.body.contains("Y29uc29sZS1w") && page.body.contains("synced"));
+    let csrf = hidden_fields(&page.body)
+        .into_iter()
+        .find(|(k, _)| k == "csrf")
+        .unwrap()
+        .1;
+    let remove = |id: &'static str| {
+        let (browser, admin, csrf) = (&browser, &admin, &csrf);
+        async move {
+            browser
+                .post_form(
+                    &format!("{admin}/console/user"),
+                    &[
+                        ("csrf", csrf.as_str()),
+                        ("username", "alice"),
+                        ("passkey", id),
+                        ("action", "remove-passkey"),
+                    ],
+                )
+                .await
+        }
+    };
+    let unknown = remove("bm8tc3VjaA").await;
+    assert_eq!(unknown.status, 400, "{}", unknown.body);
+    let removed = remove("Y29uc29sZS1wYXNza2V5").await;
+    assert_eq!(removed.status, 303, "{}", removed.body);
+    let after = browser
+        .get(&format!("{admin}{}", removed.header("location").unwrap()))
+        .await;
+    assert!(after.body.contains("Passkey removed."), "{}", after.body);
+    assert!(!after.body.contains("<h3>Passkeys</h3>"));
+    assert!(
+        store
+            .user("alice")
+            .await
+            .unwrap()
+            .unwrap()
+            .passkeys
+            .is_empty()
+    );
+    let audit = idp.admin("GET", "/admin/audit", None).await.body;
+    assert!(audit.contains("console:root"), "{audit}");
+    assert!(audit.contains("user.passkey_remove"), "{audit}");
+}
