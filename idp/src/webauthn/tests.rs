@@ -1,5 +1,6 @@
 //! Registrations and assertions built byte by byte by a small authenticator written here (its
-//! keys from aws-lc-rs), one per algorithm, and each check failing on its own.
+//! keys from aws-lc-rs), one per algorithm, and each check failing on its own; and one ceremony
+//! recorded from Chromium's virtual authenticator (`chromium.json`).
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::{KeySize, PublicKeyComponents};
@@ -416,5 +417,71 @@ fn oversized_and_malformed_input_is_refused_not_a_panic() {
     assert_eq!(
         register(&create, &attestation_object("none", long)),
         Err(Refused::TooLarge("credential id"))
+    );
+}
+
+#[test]
+fn a_ceremony_recorded_from_chromium_verifies() {
+    let fixture: serde_json::Value =
+        serde_json::from_str(include_str!("chromium.json")).expect("fixture");
+    let field = |name: &str| {
+        URL_SAFE_NO_PAD
+            .decode(fixture[name].as_str().expect(name))
+            .expect(name)
+    };
+    let origin = fixture["origin"].as_str().expect("origin").to_owned();
+    let rp = RelyingParty::new("localhost", &[origin]);
+    let made = rp
+        .register(
+            &[7; 32],
+            &field("client_data_create"),
+            &field("attestation"),
+            true,
+        )
+        .expect("registration");
+    assert_eq!(made.id, field("id"));
+    assert_eq!(made.alg, iana::Algorithm::ES256.to_i64());
+    assert_eq!(
+        made.sign_count, 1,
+        "Chromium's virtual authenticator counts"
+    );
+    assert!(made.user_verified && !made.backup_eligible);
+    assert_eq!(field("user_handle"), b"alice");
+    let stored = |sign_count| Stored {
+        public_key: &made.public_key,
+        sign_count,
+    };
+    let assert = |challenge: &[u8], stored| {
+        rp.authenticate(
+            challenge,
+            &field("client_data_get"),
+            &field("authenticator_data"),
+            &field("signature"),
+            stored,
+            true,
+        )
+    };
+    assert_eq!(
+        assert(&[8; 32], stored(made.sign_count)),
+        Ok(Asserted {
+            sign_count: 2,
+            user_verified: true
+        })
+    );
+    // The same assertion once its counter was kept: a clone, or a replay.
+    assert_eq!(assert(&[8; 32], stored(2)), Err(Refused::CounterRegression));
+    assert_eq!(
+        assert(&[9; 32], stored(made.sign_count)),
+        Err(Refused::WrongChallenge)
+    );
+    let elsewhere = RelyingParty::new("localhost", &["http://localhost:1".to_owned()]);
+    assert_eq!(
+        elsewhere.register(
+            &[7; 32],
+            &field("client_data_create"),
+            &field("attestation"),
+            true
+        ),
+        Err(Refused::WrongOrigin)
     );
 }
