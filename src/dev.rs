@@ -189,6 +189,7 @@ fn idp_config(
         ],
         upstreams: Vec::new(),
         mfa: Default::default(),
+        webauthn: None,
         base_dir: PathBuf::from("."),
     })
 }

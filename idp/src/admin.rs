@@ -42,6 +42,11 @@ pub fn routes(live: Live) -> Router<Live> {
             get(list_sessions).delete(logout),
         )
         .route("/admin/users/{username}/roles", put(set_roles))
+        .route("/admin/users/{username}/passkeys", get(list_passkeys))
+        .route(
+            "/admin/users/{username}/passkeys/{id}",
+            delete(delete_passkey),
+        )
         .route("/admin/sessions/{id}", delete(revoke_session))
         .route("/admin/sessions", post(mint_session))
         .route("/admin/audit", get(read_audit))
@@ -184,6 +189,7 @@ pub async fn create(state: &AppState, actor: &Actor, new: NewUser) -> Result<Use
         upstream: None,
         otp_secret: None,
         recovery_codes: Vec::new(),
+        passkeys: Vec::new(),
         created_at: now,
         updated_at: now,
     };
@@ -244,6 +250,64 @@ async fn list_users(
     Ok(Json(
         serde_json::json!({ "users": users, "next": page.next }),
     ))
+}
+
+/// Longest credential id taken in a path: 1023 bytes (WebAuthn's bound) in base64url.
+const MAX_PASSKEY_ID: usize = 1364;
+
+/// A user's passkey as the admin API shows it (never its key).
+fn passkey_json(passkey: &tokengate_store::Passkey) -> serde_json::Value {
+    serde_json::json!({
+        "id": passkey.id,
+        "synced": passkey.backup_eligible,
+        "sign_count": passkey.sign_count,
+        "created_at": passkey.created_at,
+        "last_used_at": passkey.last_used_at,
+    })
+}
+
+/// `GET /admin/users/{username}/passkeys`.
+async fn list_passkeys(
+    State(state): State<AppState>,
+    Path(username): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let user = stored_user(&state, subject(&username)?).await?;
+    let passkeys: Vec<_> = user.passkeys.iter().map(passkey_json).collect();
+    Ok(Json(serde_json::json!({ "passkeys": passkeys })))
+}
+
+/// Removes one passkey of a user (a lost or stolen device), audited; 404 when the user has no
+/// passkey of that id. Their sessions stay: end them too when the device was stolen.
+pub async fn remove_passkey(
+    state: &AppState,
+    actor: &Actor,
+    username: &str,
+    id: &str,
+) -> Result<(), ApiError> {
+    let username = subject(username)?;
+    if id.is_empty() || id.len() > MAX_PASSKEY_ID {
+        return Err(ApiError::InvalidRequest("invalid passkey id"));
+    }
+    let mut user = stored_user(state, username).await?;
+    let before = user.passkeys.len();
+    user.passkeys.retain(|p| p.id != id);
+    if user.passkeys.len() == before {
+        return Err(ApiError::NotFound);
+    }
+    save_user(state, &mut user).await?;
+    tracing::info!(subject = ?tokengate_server::Outside(username), "passkey removed by an administrator");
+    audit::record(state, actor, "user.passkey_remove", username).await;
+    Ok(())
+}
+
+/// `DELETE /admin/users/{username}/passkeys/{id}`.
+async fn delete_passkey(
+    State(state): State<AppState>,
+    ClientAddr(address): ClientAddr,
+    Path((username, id)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    remove_passkey(&state, &Actor::admin_token(address), &username, &id).await?;
+    Ok(Json(serde_json::json!({ "removed": 1 })))
 }
 
 async fn get_user(

@@ -40,6 +40,9 @@ pub struct IdpConfig {
     /// `[mfa]`: who must sign in with a second factor.
     #[serde(default)]
     pub mfa: MfaConfig,
+    /// `[webauthn]`: passkeys; off unless configured.
+    #[serde(default)]
+    pub webauthn: Option<WebauthnConfig>,
     /// `[log]`: the access log.
     #[serde(default)]
     pub log: tokengate_server::access::LogConfig,
@@ -157,6 +160,19 @@ pub struct MfaConfig {
     /// enrolment first when they have none. Default: nobody.
     #[serde(default)]
     pub required_for_roles: Vec<String>,
+}
+
+/// `[webauthn]`: passkeys (WebAuthn), as a second factor and for signing in without a password.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebauthnConfig {
+    /// The relying party id: the IdP's host name or a registrable suffix of it
+    /// (`login.example.com` or `example.com`); `localhost` for local tries.
+    pub rp_id: String,
+    /// The origins the IdP's pages are served from, exactly as browsers write them
+    /// (`https://login.example.com`, a port when not the scheme's own); each host is `rp_id` or
+    /// one of its subdomains.
+    pub origins: Vec<String>,
 }
 
 /// Password-guessing defence of `/oauth2/token` and client authentication.

@@ -478,6 +478,7 @@ async fn enroll(
                 upstream: Some(upstream.name().to_owned()),
                 otp_secret: None,
                 recovery_codes: Vec::new(),
+                passkeys: Vec::new(),
                 created_at: now,
                 updated_at: now,
             };

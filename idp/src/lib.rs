@@ -25,6 +25,10 @@
 //!   the clients whose sessions ended.
 //! * `otp`, `second_factor`: one-time passwords (TOTP) as a second factor: the codes, and the
 //!   enrolment page, the code page of a sign-in and the password grant's `otp`.
+//! * `passkeys`: the pages of passkeys: the account's list, adding and removing one, the
+//!   passkey page of a sign-in (a second factor, or without a password).
+//! * `webauthn`: passkeys (WebAuthn Level 2), the relying party's checks of a registration
+//!   and an assertion (type, challenge, origin, rpIdHash, flags, signature, counter).
 //! * `pages`: the HTML pages (askama templates, CSP); cookies are `tokengate_server::cookies`.
 //! * `admin`: the admin listener's API, behind the admin token.
 //! * `console/`: the admin console on the admin listener: pages for people who sign in through
@@ -53,6 +57,7 @@ pub mod oauth;
 pub mod otp;
 pub mod outbox;
 pub mod pages;
+pub mod passkeys;
 pub mod password;
 pub mod reload;
 pub mod renewal;
@@ -63,6 +68,7 @@ pub mod state;
 pub mod throttle;
 pub mod upstreams;
 pub mod users;
+pub mod webauthn;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

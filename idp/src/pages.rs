@@ -1,5 +1,5 @@
 //! Pages for people: compile-time checked, auto-escaping templates (askama) on one layout, no
-//! script, a CSRF token in every form, the stylesheet served by the IdP itself, and headers that
+//! inline script (the passkey pages load one file, allowed by its hash), a CSRF token in every form, the stylesheet served by the IdP itself, and headers that
 //! keep the pages to themselves (`Content-Security-Policy`, no framing, no sniffing, no caching).
 
 use askama::Template;
@@ -25,6 +25,8 @@ pub struct SignIn<'a> {
     pub csrf: &'a str,
     /// Pre-filled after a failed attempt; empty at first.
     pub username: &'a str,
+    /// The link that signs in with a passkey instead, when passkeys are on.
+    pub passkey_link: Option<String>,
 }
 
 /// A page that only tells something (an error, a finished logout), with no form.
@@ -48,6 +50,35 @@ pub struct LogoutConfirm<'a> {
 }
 
 const STYLE: &str = include_str!("../assets/style.css");
+/// The one script of the IdP's pages: the passkey ceremonies (`navigator.credentials`).
+const PASSKEYS_JS: &str = include_str!("../assets/passkeys.js");
+
+/// `sha256-...` of the passkey script: its `<script integrity>`, and what the CSP of the pages
+/// that load it allows (nothing else runs).
+pub fn passkeys_script_hash() -> &'static str {
+    static HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        use base64::Engine;
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, PASSKEYS_JS.as_bytes());
+        format!(
+            "sha256-{}",
+            base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+        )
+    });
+    &HASH
+}
+
+/// The passkey script.
+pub async fn passkeys_script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        PASSKEYS_JS,
+    )
+        .into_response()
+}
 
 /// The stylesheet of every page.
 pub async fn style() -> Response {
@@ -72,6 +103,25 @@ pub fn origin(url: &str) -> Option<String> {
 /// answer redirects to the client, and browsers hold redirects after a form post to
 /// `form-action` too).
 pub fn page(status: StatusCode, page: &impl Template, form_targets: &[String]) -> Response {
+    render(status, page, form_targets, false)
+}
+
+/// [`page`] for a page that loads the passkey script: its CSP allows that script (by its hash)
+/// and nothing else.
+pub fn page_with_passkeys(
+    status: StatusCode,
+    page: &impl Template,
+    form_targets: &[String],
+) -> Response {
+    render(status, page, form_targets, true)
+}
+
+fn render(
+    status: StatusCode,
+    page: &impl Template,
+    form_targets: &[String],
+    passkeys: bool,
+) -> Response {
     let body = match page.render() {
         Ok(body) => body,
         Err(e) => {
@@ -84,10 +134,13 @@ pub fn page(status: StatusCode, page: &impl Template, form_targets: &[String]) -
         form_action.push(' ');
         form_action.push_str(target);
     }
-    let csp = format!(
+    let mut csp = format!(
         "default-src 'none'; style-src 'self'; img-src 'self'; form-action {form_action}; \
          frame-ancestors 'none'; base-uri 'none'"
     );
+    if passkeys {
+        csp.push_str(&format!("; script-src '{}'", passkeys_script_hash()));
+    }
     let mut response = (status, body).into_response();
     let h = response.headers_mut();
     h.insert(
@@ -196,6 +249,7 @@ mod tests {
             hidden: vec![("state", "\"><script>x</script>".to_owned())],
             csrf: "c",
             username: "o'brien",
+            passkey_link: None,
         }
         .render()
         .unwrap();

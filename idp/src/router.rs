@@ -20,7 +20,7 @@ use crate::federation;
 use crate::metrics::{RequestLabels, RouteLabels};
 use crate::reload::{ReloadError, Reloader};
 use crate::state::{AppState, Live};
-use crate::{admin, backchannel, console, oauth, second_factor};
+use crate::{admin, backchannel, console, oauth, passkeys, second_factor};
 
 /// Largest request body accepted (forms and admin JSON are small).
 const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -30,7 +30,8 @@ pub fn public(live: &Live) -> Router {
     let routes = oauth::routes()
         .merge(federation::routes())
         .merge(backchannel::routes())
-        .merge(second_factor::routes());
+        .merge(second_factor::routes())
+        .merge(passkeys::routes());
     with_layers(live, "public", routes)
 }
 

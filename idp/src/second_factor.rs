@@ -182,8 +182,10 @@ pub async fn check_code(
 }
 
 /// What a second-factor proof came to.
-enum Proof {
+pub(crate) enum Proof {
+    /// Right: clears the name's failures.
     Right,
+    /// Wrong: counts as a failed login.
     Wrong,
     /// The user went away meanwhile: refused, neither counted nor clearing failures.
     Gone,
@@ -192,7 +194,7 @@ enum Proof {
 /// `attempt` (checking a code or a recovery code of `username`) behind the login lockout, as a
 /// password is: refused at once during a lockout; a right proof clears the name's failures, a
 /// wrong one counts as a failed login.
-async fn behind_lockout(
+pub(crate) async fn behind_lockout(
     state: &AppState,
     username: &str,
     address: Option<IpAddr>,
@@ -300,7 +302,7 @@ async fn use_recovery_code(
 /// store: each is good once. `Ok(None)` when the form did not come from this site (its CSRF
 /// token), names nothing, or its record expired; `Err` with the page to answer when the store
 /// cannot be reached.
-async fn take_record<T: serde::de::DeserializeOwned>(
+pub(crate) async fn take_record<T: serde::de::DeserializeOwned>(
     state: &AppState,
     headers: &HeaderMap,
     form: &FormBody,
@@ -324,7 +326,7 @@ async fn take_record<T: serde::de::DeserializeOwned>(
 
 /// Keeps `record` in the store for `ttl` under a new random id, which the page's form carries
 /// back ([`take_record`]); `Err` with the page to answer when it cannot be kept.
-async fn hold_record<T: Serialize>(
+pub(crate) async fn hold_record<T: Serialize>(
     state: &AppState,
     record: &T,
     ttl: Duration,
@@ -345,7 +347,7 @@ async fn hold_record<T: Serialize>(
     }
 }
 
-fn unavailable() -> Response {
+pub(crate) fn unavailable() -> Response {
     pages::message(
         StatusCode::SERVICE_UNAVAILABLE,
         "Try again",

@@ -340,22 +340,39 @@ impl Issuer {
 /// the password: `password+otp`, `authorization_code+otp`.
 pub const WITH_OTP: &str = "+otp";
 
+/// The method of a sign-in with a passkey and no password (`passkey+hwk`, `passkey+swk`):
+/// passkeys sign in without a password only with user verification (a PIN or biometric on
+/// the device), so such a session counts as multi-factor.
+pub const PASSKEY: &str = "passkey";
+
+/// The suffix of a session's method when a passkey came with it: `+hwk` for one bound to its
+/// device, `+swk` for one that may be synced between devices (WebAuthn's backup-eligible flag).
+pub fn with_passkey(backup_eligible: bool) -> &'static str {
+    if backup_eligible { "+swk" } else { "+hwk" }
+}
+
 /// How a session made by `method` was authenticated, as RFC 8176 names it (`amr`): `pwd` for a
-/// password, `otp` and `mfa` added with a second factor; nothing for a client's own session or
-/// one from an upstream provider (whose factors are its own).
+/// password, `otp`, `hwk` or `swk` and `mfa` added with a second factor (a passkey without a
+/// password, `passkey+hwk`, is `hwk` and `mfa`); nothing for a client's own session or one from
+/// an upstream provider (whose factors are its own).
 pub fn amr(method: &str) -> Vec<String> {
-    let (base, otp) = match method.strip_suffix(WITH_OTP) {
-        Some(base) => (base, true),
-        None => (method, false),
+    let (base, factor) = match method.rsplit_once('+') {
+        Some((base, factor @ ("otp" | "hwk" | "swk"))) => (base, Some(factor)),
+        _ => (method, None),
     };
     let mut amr = match base {
         "password" | "authorization_code" => vec!["pwd"],
         _ => Vec::new(),
     };
-    if otp {
-        amr.extend(["otp", "mfa"]);
+    if let Some(factor) = factor {
+        amr.extend([factor, "mfa"]);
     }
     amr.into_iter().map(str::to_owned).collect()
+}
+
+/// Whether a session made by `method` had a second factor (its `amr` holds `mfa`).
+pub fn has_second_factor(method: &str) -> bool {
+    amr(method).iter().any(|a| a == "mfa")
 }
 
 #[cfg(test)]
@@ -373,6 +390,12 @@ pub(crate) mod tests {
         assert_eq!(amr("authorization_code"), ["pwd"]);
         assert_eq!(amr("password+otp"), ["pwd", "otp", "mfa"]);
         assert_eq!(amr("authorization_code+otp"), ["pwd", "otp", "mfa"]);
+        assert_eq!(amr("password+hwk"), ["pwd", "hwk", "mfa"]);
+        assert_eq!(amr("authorization_code+swk"), ["pwd", "swk", "mfa"]);
+        assert_eq!(amr("passkey+hwk"), ["hwk", "mfa"]);
+        assert_eq!(amr("passkey+swk"), ["swk", "mfa"]);
+        assert!(has_second_factor("passkey+hwk") && has_second_factor("password+otp"));
+        assert!(!has_second_factor("password") && !has_second_factor("password+other"));
         for none in ["client_credentials", "admin", "upstream:corp", ""] {
             assert!(amr(none).is_empty(), "{none}");
         }

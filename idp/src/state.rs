@@ -160,6 +160,8 @@ pub struct Shared {
     pub outbox: Arc<tokio::sync::Notify>,
     /// Roles whose holders must sign in with a second factor (`[mfa] required_for_roles`).
     pub mfa_roles: Vec<String>,
+    /// The relying party of passkeys (`[webauthn]`); `None`: passkeys are off.
+    pub webauthn: Option<crate::webauthn::RelyingParty>,
     admin_token_digest: [u8; 32],
     request_timeout: Duration,
 }
@@ -231,6 +233,10 @@ impl AppState {
             access,
             outbox,
             mfa_roles: config.mfa.required_for_roles.clone(),
+            webauthn: config
+                .webauthn
+                .as_ref()
+                .map(|w| crate::webauthn::RelyingParty::new(&w.rp_id, &w.origins)),
             store,
             admin_token_digest: sha256(config.admin.token.as_bytes()),
             request_timeout: config.server.request_timeout,

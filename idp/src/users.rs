@@ -76,6 +76,7 @@ impl Users {
                 upstream: None,
                 otp_secret: None,
                 recovery_codes: Vec::new(),
+                passkeys: Vec::new(),
                 created_at: now,
                 updated_at: now,
             };

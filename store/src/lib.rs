@@ -68,7 +68,7 @@ pub use traits::{
     SessionAdmin, SessionRead, TokenRenewal, TokenStore, UsageReport, UserDirectory,
 };
 pub use usage::UsageLog;
-pub use user::{MAX_USERNAME_LEN, MAX_USERS_PAGE, User, UserPage};
+pub use user::{MAX_PASSKEYS, MAX_USERNAME_LEN, MAX_USERS_PAGE, Passkey, User, UserPage};
 
 /// The most deliveries ([`Deliveries`]) the store queues at once.
 pub const MAX_DELIVERIES: usize = 100_000;

@@ -7,6 +7,27 @@ pub const MAX_USERNAME_LEN: usize = 256;
 /// Most users one page of [`crate::UserDirectory::list_users`] returns.
 pub const MAX_USERS_PAGE: usize = 1000;
 
+/// Most passkeys one user keeps.
+pub const MAX_PASSKEYS: usize = 10;
+
+/// A passkey (WebAuthn credential) of a user, as the IdP verified it at registration.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Passkey {
+    /// The credential id, base64url (public: browsers send it with every assertion).
+    pub id: String,
+    /// Its COSE_Key, base64url.
+    pub public_key: String,
+    /// The last signature counter seen (0 when the authenticator keeps none).
+    pub sign_count: u32,
+    /// Whether it may be synced between devices (the BE flag): a software key (`swk`) rather
+    /// than a hardware-bound one (`hwk`).
+    pub backup_eligible: bool,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// Unix seconds of its last sign-in; 0 before the first.
+    pub last_used_at: u64,
+}
+
 /// A user. Times are Unix seconds.
 #[derive(Clone, PartialEq, Eq)]
 pub struct User {
@@ -27,6 +48,8 @@ pub struct User {
     /// argon2id hashes of the user's unused recovery codes (each signs in once in place of a
     /// one-time password); empty without a second factor.
     pub recovery_codes: Vec<String>,
+    /// The user's passkeys (WebAuthn credentials), in the order they were added.
+    pub passkeys: Vec<Passkey>,
     /// Unix seconds.
     pub created_at: u64,
     /// Unix seconds.
@@ -49,6 +72,7 @@ impl fmt::Debug for User {
                 &self.otp_secret.as_ref().map(|_| "<redacted>"),
             )
             .field("recovery_codes", &self.recovery_codes.len())
+            .field("passkeys", &self.passkeys.len())
             .field("created_at", &self.created_at)
             .field("updated_at", &self.updated_at)
             .finish()
@@ -97,6 +121,7 @@ mod tests {
             upstream: None,
             otp_secret: Some("otp-secret".into()),
             recovery_codes: vec!["$argon2id$recovery-hash".into()],
+            passkeys: Vec::new(),
             created_at: 1,
             updated_at: 1,
         };

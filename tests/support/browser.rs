@@ -127,6 +127,63 @@ impl Chrome {
     }
 }
 
+/// Chromium's virtual WebAuthn authenticator (WebAuthn Level 2 §11.2), as
+/// `POST /session/{id}/webauthn/authenticator` takes its options.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualAuthenticator {
+    pub protocol: &'static str,
+    pub transport: &'static str,
+    pub has_resident_key: bool,
+    pub has_user_verification: bool,
+    pub is_user_verified: bool,
+}
+
+impl VirtualAuthenticator {
+    /// A platform authenticator that keeps passkeys (CTAP2, resident keys) and verifies its user.
+    pub fn passkey() -> Self {
+        VirtualAuthenticator {
+            protocol: "ctap2",
+            transport: "internal",
+            has_resident_key: true,
+            has_user_verification: true,
+            is_user_verified: true,
+        }
+    }
+}
+
+/// The WebDriver command that adds a virtual authenticator to the session.
+#[derive(Debug)]
+struct AddVirtualAuthenticator(VirtualAuthenticator);
+
+impl fantoccini::wd::WebDriverCompatibleCommand for AddVirtualAuthenticator {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        let session = session_id.expect("a session");
+        base_url.join(&format!("session/{session}/webauthn/authenticator"))
+    }
+
+    fn method_and_body(&self, _request_url: &url::Url) -> (http::Method, Option<String>) {
+        let body = serde_json::to_string(&self.0).unwrap();
+        (http::Method::POST, Some(body))
+    }
+}
+
+impl Chrome {
+    /// Adds a virtual authenticator to this browser; its id.
+    pub async fn add_virtual_authenticator(&self, options: VirtualAuthenticator) -> String {
+        let id = self
+            .client
+            .issue_cmd(AddVirtualAuthenticator(options))
+            .await
+            .expect("a virtual authenticator");
+        id.as_str().map(str::to_owned).unwrap_or_default()
+    }
+}
+
 impl Drop for Chrome {
     fn drop(&mut self) {
         let _ = self.driver.kill();

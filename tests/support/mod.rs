@@ -68,6 +68,7 @@ pub fn idp_config(redis_url: &str) -> IdpConfig {
         ],
         upstreams: Vec::new(),
         mfa: Default::default(),
+        webauthn: None,
         base_dir: ".".into(),
     }
 }

@@ -156,3 +156,41 @@ fn backchannel_logout_uris_and_retry_spans_are_checked() {
         );
     }
 }
+
+#[test]
+fn webauthn_is_checked_with_clear_errors() {
+    let ok = |rp: &str, origins: &str| {
+        error_of(&format!(
+            "[webauthn]\nrp_id = \"{rp}\"\norigins = [{origins}]\n"
+        ))
+    };
+    assert_eq!(ok("localhost", "\"http://localhost:7000\""), "");
+    assert_eq!(
+        ok(
+            "example.com",
+            "\"https://login.example.com\", \"https://example.com:8443\""
+        ),
+        ""
+    );
+    for (rp, origins, why) in [
+        (
+            "https://example.com",
+            "\"https://example.com\"",
+            "webauthn.rp_id",
+        ),
+        ("Example.com", "\"https://example.com\"", "webauthn.rp_id"),
+        ("", "\"https://example.com\"", "webauthn.rp_id"),
+        ("example.com", "", "webauthn.origins"),
+        ("example.com", "\"http://example.com\"", "must be https"),
+        ("example.com", "\"https://evil.com\"", "subdomains"),
+        ("example.com", "\"https://notexample.com\"", "subdomains"),
+        ("example.com", "\"https://example.com/\"", "no path"),
+        ("example.com", "\"https://example.com/login\"", "no path"),
+        ("example.com", "\"example.com\"", "webauthn.origins"),
+    ] {
+        let error = ok(rp, origins);
+        assert!(error.contains(why), "{rp} {origins}: {error}");
+        assert!(error.contains("conf/idp.toml"), "{error}");
+    }
+    assert!(error_of("[webauthn]\nrp_id = \"localhost\"\n").contains("origins"));
+}

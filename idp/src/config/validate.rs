@@ -74,6 +74,56 @@ pub fn check_roles(roles: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// Most origins `[webauthn] origins` names.
+const MAX_WEBAUTHN_ORIGINS: usize = 16;
+
+/// Why `[webauthn]` cannot be used, if it cannot: the key at fault and the reason.
+fn check_webauthn(w: &super::WebauthnConfig) -> Result<(), (&'static str, String)> {
+    let id = w.rp_id.as_str();
+    let host_like = !id.is_empty()
+        && id.len() <= 253
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.'))
+        && !id.starts_with('.')
+        && !id.ends_with('.');
+    if !host_like {
+        return Err((
+            "webauthn.rp_id",
+            "must be a lowercase host name without scheme, port or path, e.g. login.example.com or localhost".to_owned(),
+        ));
+    }
+    if w.origins.is_empty() || w.origins.len() > MAX_WEBAUTHN_ORIGINS {
+        return Err((
+            "webauthn.origins",
+            format!("must name 1 to {MAX_WEBAUTHN_ORIGINS} origins, e.g. [\"https://{id}\"]"),
+        ));
+    }
+    for origin in &w.origins {
+        let bad = |why: &str| ("webauthn.origins", format!("{origin:?} {why}"));
+        let uri: http::Uri = origin
+            .parse()
+            .map_err(|_| bad("must be an origin such as https://login.example.com"))?;
+        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+            return Err(bad("must be an origin such as https://login.example.com"));
+        };
+        if origin.len() != scheme.len() + 3 + authority.as_str().len() {
+            return Err(bad("must have no path, query or trailing slash"));
+        }
+        let host = authority.host();
+        if host != id && !host.ends_with(&format!(".{id}")) {
+            return Err(bad(&format!(
+                "must be on the host webauthn.rp_id ({id}) or one of its subdomains"
+            )));
+        }
+        let local = host == "localhost" || host.ends_with(".localhost");
+        if scheme != "https" && !(scheme == "http" && local) {
+            return Err(bad("must be https (browsers allow http only on localhost)"));
+        }
+    }
+    Ok(())
+}
+
 /// Checks users or clients: valid unique names, argon2id hashes, valid roles. `keys` names the
 /// table, the name field and the hash field, for the error.
 fn check_principals<'a>(
@@ -216,6 +266,9 @@ impl IdpConfig {
             .map_err(|m| invalid("mfa.required_for_roles", &m))?;
         self.validate_clients(&invalid)?;
         self.validate_upstreams(&invalid)?;
+        if let Some(webauthn) = &self.webauthn {
+            check_webauthn(webauthn).map_err(|(key, m)| invalid(key, &m))?;
+        }
         Ok(())
     }
 

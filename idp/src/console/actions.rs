@@ -1,5 +1,5 @@
 //! The console's actions (its forms' `POST`s): creating a user, and what a user's page offers
-//! (ending sessions, roles, password, disabling). They call `admin`'s functions, so the console
+//! (ending sessions, roles, password, disabling, removing a passkey). They call `admin`'s functions, so the console
 //! and the admin API leave the same audit entries.
 
 use axum::extract::State;
@@ -108,6 +108,12 @@ pub(super) async fn user_action(
             admin::change(&state, &actor, username, patch)
                 .await
                 .map(|_| if disable { "disabled" } else { "enabled" })
+        }
+        "remove-passkey" => {
+            let id = form.get("passkey").ok().flatten().unwrap_or("");
+            admin::remove_passkey(&state, &actor, username, id)
+                .await
+                .map(|()| "passkey-removed")
         }
         _ => Err(ApiError::InvalidRequest("unknown action")),
     };

@@ -88,8 +88,17 @@ struct UserPage<'a> {
     upstream: Option<&'a str>,
     roles: String,
     sessions: Vec<SessionRow>,
+    passkeys: Vec<PasskeyRow>,
     notice: Option<&'a str>,
     error: Option<&'a str>,
+}
+
+struct PasskeyRow {
+    id: String,
+    label: String,
+    synced: bool,
+    created: String,
+    last_used: String,
 }
 
 struct ClientRow {
@@ -212,6 +221,7 @@ fn notice(done: Option<&str>) -> Option<&'static str> {
         "password" => "Password set.",
         "disabled" => "User disabled; every session was ended.",
         "enabled" => "User enabled.",
+        "passkey-removed" => "Passkey removed.",
         _ => return None,
     })
 }
@@ -348,6 +358,21 @@ pub(super) async fn user_page(
             },
         })
         .collect();
+    let passkeys = user
+        .passkeys
+        .iter()
+        .map(|p| PasskeyRow {
+            id: p.id.clone(),
+            label: p.id.chars().take(12).collect(),
+            synced: p.backup_eligible,
+            created: format_time(p.created_at),
+            last_used: if p.last_used_at == 0 {
+                "never".to_owned()
+            } else {
+                format_time(p.last_used_at)
+            },
+        })
+        .collect();
     let status = if error.is_some() {
         StatusCode::BAD_REQUEST
     } else {
@@ -364,6 +389,7 @@ pub(super) async fn user_page(
             upstream: user.upstream.as_deref(),
             roles: user.roles.join(" "),
             sessions: rows,
+            passkeys,
             notice,
             error,
         },
@@ -471,6 +497,13 @@ mod tests {
             upstream: None,
             roles: evil.to_owned(),
             sessions: vec![],
+            passkeys: vec![PasskeyRow {
+                id: evil.to_owned(),
+                label: evil.to_owned(),
+                synced: true,
+                created: evil.to_owned(),
+                last_used: evil.to_owned(),
+            }],
             notice: None,
             error: None,
         }

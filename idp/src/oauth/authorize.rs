@@ -63,8 +63,19 @@ async fn show(
                 // A second factor this sign-in needs and the browser's session lacks: asked
                 // now (a code), or enrolled first.
                 if state.mfa_required(&user.roles, &request.client)
-                    && !session.method.ends_with(crate::sessions::WITH_OTP)
+                    && !crate::sessions::has_second_factor(&session.method)
                 {
+                    if let Some(page) = crate::passkeys::challenge(
+                        &state,
+                        &headers,
+                        &request,
+                        &user.username,
+                        &user.roles,
+                    )
+                    .await
+                    {
+                        return page;
+                    }
                     if let Some(page) = crate::second_factor::challenge(
                         &state,
                         &headers,
@@ -142,6 +153,11 @@ async fn sign_in(
     match check_password(&state, username, password, address).await {
         Ok(Some(roles)) => {
             if let Some(page) =
+                crate::passkeys::challenge(&state, &headers, &request, username, &roles).await
+            {
+                return page;
+            }
+            if let Some(page) =
                 crate::second_factor::challenge(&state, &headers, &request, username, &roles).await
             {
                 return page;
@@ -212,6 +228,10 @@ fn sign_in_page(
         .iter()
         .map(|name| (name.clone(), start_link(name, &hidden)))
         .collect();
+    let passkey_link = state.webauthn.as_ref().map(|_| {
+        let query = serde_urlencoded::to_string(&hidden).unwrap_or_default();
+        format!("/oauth2/authorize/passkey?{query}")
+    });
     let page = SignIn {
         client_id: &request.client.id,
         error,
@@ -219,6 +239,7 @@ fn sign_in_page(
         hidden,
         csrf: &csrf,
         username,
+        passkey_link,
     };
     pages::with_csrf(
         pages::page(status, &page, &targets),

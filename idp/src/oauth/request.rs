@@ -274,10 +274,11 @@ pub(crate) async fn start_sso(state: &AppState, username: &str, method: &str) ->
 
 /// The method of the sessions a code made after a sign-in by `method` (that of the browser's
 /// single-sign-on session): the password form's codes keep their historical
-/// `authorization_code`, a second factor stays on it (`+otp`), other ways name themselves.
+/// `authorization_code`, a second factor stays on it (`+otp`, `+hwk`), other ways name
+/// themselves.
 pub(crate) fn code_method(method: &str) -> String {
-    match method.strip_suffix(crate::sessions::WITH_OTP) {
-        Some("password") => format!("authorization_code{}", crate::sessions::WITH_OTP),
+    match method.split_once('+') {
+        Some(("password", factor)) => format!("authorization_code+{factor}"),
         _ if method == "password" || method.is_empty() => "authorization_code".to_owned(),
         _ => method.to_owned(),
     }

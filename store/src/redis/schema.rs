@@ -387,6 +387,9 @@ pub(crate) fn user_fields(u: &User) -> Result<Vec<(&'static str, String)>, serde
     if !u.recovery_codes.is_empty() {
         fields.push(("recovery", serde_json::to_string(&u.recovery_codes)?));
     }
+    if !u.passkeys.is_empty() {
+        fields.push(("passkeys", serde_json::to_string(&u.passkeys)?));
+    }
     Ok(fields)
 }
 
@@ -401,6 +404,7 @@ pub(crate) fn decode_user(fields: Vec<(String, String)>) -> Option<User> {
         upstream: None,
         otp_secret: None,
         recovery_codes: Vec::new(),
+        passkeys: Vec::new(),
         created_at: 0,
         updated_at: 0,
     };
@@ -445,6 +449,10 @@ pub(crate) fn decode_user(fields: Vec<(String, String)>) -> Option<User> {
             }
             "recovery" => {
                 u.recovery_codes = serde_json::from_str(&value).ok()?;
+                0
+            }
+            "passkeys" => {
+                u.passkeys = serde_json::from_str(&value).ok()?;
                 0
             }
             _ => 0,
@@ -588,6 +596,14 @@ mod tests {
             upstream: Some("corp".to_owned()),
             otp_secret: Some("c2VjcmV0".to_owned()),
             recovery_codes: vec!["$argon2id$a".to_owned(), "$argon2id$b".to_owned()],
+            passkeys: vec![crate::Passkey {
+                id: "Y3JlZA".to_owned(),
+                public_key: "pQECAyYgASFYIA".to_owned(),
+                sign_count: 3,
+                backup_eligible: true,
+                created_at: 100,
+                last_used_at: 150,
+            }],
             created_at: 100,
             updated_at: 200,
         };
@@ -600,6 +616,7 @@ mod tests {
         user.upstream = None;
         user.otp_secret = None;
         user.recovery_codes.clear();
+        user.passkeys.clear();
         user.disabled = false;
         assert_eq!(decode(&user), Some(user.clone()));
         let good: Vec<(String, String)> = user_fields(&user)

@@ -85,6 +85,7 @@ pub fn user(username: &str) -> User {
         upstream: None,
         otp_secret: None,
         recovery_codes: Vec::new(),
+        passkeys: Vec::new(),
         created_at: now,
         updated_at: now,
     }

@@ -166,6 +166,25 @@ pub async fn one_time_password_steps_are_taken_once_and_in_order<S: UserDirector
         carol.recovery_codes,
         "and the recovery codes' hashes"
     );
+    carol.passkeys = vec![crate::Passkey {
+        id: "Y3JlZGVudGlhbA".to_owned(),
+        public_key: "pQECAyYgASFYIA".to_owned(),
+        sign_count: 7,
+        backup_eligible: false,
+        created_at: 1,
+        last_used_at: 2,
+    }];
+    assert!(store.update_user(&carol).await.expect("update"));
+    assert_eq!(
+        store
+            .user("carol")
+            .await
+            .expect("get")
+            .expect("carol")
+            .passkeys,
+        carol.passkeys,
+        "and the passkeys"
+    );
     assert!(store.use_otp_step("carol", 1000, keep).await.expect("use"));
     assert!(
         !store
