@@ -336,7 +336,7 @@ async fn bad_assertions_are_refused_and_count_toward_the_lockout() {
             ("user_handle", b64(b"alice")),
         ]
     };
-    // The passkey page loads one script, allowed by its hash and nothing else.
+    // The passkey page loads one script, allowed by its hash (and origin), nothing inline.
     let page = browser.get(&url).await;
     assert_eq!(page.status, 200, "{}", page.body);
     let csp = page.header("content-security-policy").unwrap().to_owned();

@@ -11,6 +11,9 @@
 //! * `jwks`: the IdP's signing keys and their conditional refresh.
 //! * `upstream`: one upstream and its state (in flight, failures, ejection, health);
 //!   connections, sending.
+//! * `lean`: the lean HTTP/1.1 path's upstream half (`server.http1_fast_path`): a downstream
+//!   connection's own HTTP/1.1 connections for requests without a body; `head`: the decision
+//!   its downstream half will make on a request head.
 //! * `cluster`: a route's upstreams: picking (balance, health, ejection, `max_requests`),
 //!   retries and their budget.
 //! * `health`: active health checks, a task per route's upstream list, off the request path.

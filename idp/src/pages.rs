@@ -1,5 +1,6 @@
 //! Pages for people: compile-time checked, auto-escaping templates (askama) on one layout, no
-//! inline script (the passkey pages load one file, allowed by its hash), a CSRF token in every form, the stylesheet served by the IdP itself, and headers that
+//! inline script (the passkey pages load one file, allowed by its hash and origin), a CSRF
+//! token in every form, the stylesheet served by the IdP itself, and headers that
 //! keep the pages to themselves (`Content-Security-Policy`, no framing, no sniffing, no caching).
 
 use askama::Template;
@@ -106,7 +107,8 @@ pub fn page(status: StatusCode, page: &impl Template, form_targets: &[String]) -
     render(status, page, form_targets, false)
 }
 
-/// [`page`] for a page that loads the passkey script: its CSP allows that script (by its hash)
+/// [`page`] for a page that loads the passkey script: its CSP allows that script (by its hash,
+/// and by the IdP's origin for browsers that check no hash of an external script)
 /// and nothing else.
 pub fn page_with_passkeys(
     status: StatusCode,
@@ -139,7 +141,9 @@ fn render(
          frame-ancestors 'none'; base-uri 'none'"
     );
     if passkeys {
-        csp.push_str(&format!("; script-src '{}'", passkeys_script_hash()));
+        // By hash where browsers check external scripts' hashes, by origin where they do not
+        // (the IdP serves no other script, and answers nothing else as JavaScript).
+        csp.push_str(&format!("; script-src '{}' 'self'", passkeys_script_hash()));
     }
     let mut response = (status, body).into_response();
     let h = response.headers_mut();
