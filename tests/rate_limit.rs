@@ -223,6 +223,7 @@ async fn guessing_tokens_from_one_address_is_braked_and_others_are_not() {
     };
     let before = misses().await;
     let mut statuses = std::collections::BTreeMap::new();
+    let started = std::time::Instant::now();
     for _ in 0..200 {
         let guess = tokengate_store::ReferenceToken::generate();
         let status = get_from([127, 0, 0, 1], gw.public, "/api/x", guess.expose()).await;
@@ -235,15 +236,22 @@ async fn guessing_tokens_from_one_address_is_braked_and_others_are_not() {
         get_from([127, 0, 0, 1], gw.public, "/api/x", &token).await,
         429
     );
+    // The burst, and what 20 a second refilled while the guesses went on (a slow machine takes
+    // longer over them, and is allowed more).
+    let elapsed = started.elapsed().as_secs_f64();
     let unauthorized = statuses.get(&401).copied().unwrap_or(0);
     let braked = statuses.get(&429).copied().unwrap_or(0);
     assert_eq!(unauthorized + braked, 200, "{statuses:?}");
-    assert!((50..100).contains(&unauthorized), "{statuses:?}");
-    // Past the allowance, guesses never reach the store.
+    let allowed = 50.0 + 20.0 * elapsed + 1.0;
+    assert!(
+        unauthorized >= 50 && f64::from(unauthorized) <= allowed,
+        "{statuses:?} in {elapsed:.2} s (at most {allowed:.0} allowed)"
+    );
+    // Past the allowance, guesses never reach the store: a lookup for each 401, none for a 429.
     let looked_up = misses().await - before;
     assert!(
-        looked_up < 100.0,
-        "{looked_up} store lookups for 200 guesses"
+        looked_up <= f64::from(unauthorized),
+        "{looked_up} store lookups for {unauthorized} guesses answered 401 and {braked} braked"
     );
     assert_eq!(
         get_from([127, 0, 0, 2], gw.public, "/api/x", &token).await,
