@@ -20,6 +20,7 @@ use crate::metrics::{Failure, Metrics};
 use crate::reject::Reject;
 use crate::upstream::{
     Answer, InFlight, Lender, Pinned, SendError, Sender, Upstream, UpstreamBody, epoch_ms,
+    idempotent,
 };
 
 /// Bodies up to this size are read whole before sending, so that an idempotent request can
@@ -363,14 +364,6 @@ fn splitmix64(x: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
-}
-
-/// RFC 9110 §9.2.2: methods whose repetition has the effect of one request.
-pub fn idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
-    )
 }
 
 /// What it takes to send a request again: its head, and its body when the gateway holds it.

@@ -11,6 +11,7 @@
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -19,8 +20,6 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-
-use crate::upstream::{Pinned, UpstreamBody};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -39,6 +38,84 @@ const READ_SIZE: usize = 8 * 1024;
 pub struct Conn {
     stream: TcpStream,
     buf: BytesMut,
+}
+
+/// Upstream connections of one downstream HTTP/1 connection. Requests on it come one at a time,
+/// so each upstream needs at most one connection, reused without the shared pool's locking and
+/// bookkeeping; they close with the downstream connection. Lean [`Conn`]s for requests without
+/// a body (`server.http1_fast_path`), and `S`, hyper's sender, for the others. Cloned, it is the
+/// same set (a lean response body takes it along, to put its connection back once read whole).
+pub struct Pinned<S>(Arc<PinnedConns<S>>);
+
+struct PinnedConns<S> {
+    fast: bool,
+    hyper: Mutex<Vec<(usize, S)>>,
+    lean: Mutex<Vec<(usize, Conn)>>,
+}
+
+impl<S> Pinned<S> {
+    /// With `fast` (`server.http1_fast_path`), requests without a body take the lean path.
+    pub fn new(fast: bool) -> Self {
+        Pinned(Arc::new(PinnedConns {
+            fast,
+            hyper: Mutex::new(Vec::new()),
+            lean: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// Whether requests without a body take the lean path.
+    pub fn fast(&self) -> bool {
+        self.0.fast
+    }
+
+    pub(crate) fn take(&self, upstream: usize) -> Option<S> {
+        take(&self.0.hyper, upstream)
+    }
+
+    pub(crate) fn put(&self, upstream: usize, sender: S) {
+        put(&self.0.hyper, upstream, sender);
+    }
+
+    pub(crate) fn take_lean(&self, upstream: usize) -> Option<Conn> {
+        take(&self.0.lean, upstream)
+    }
+
+    pub(crate) fn put_lean(&self, upstream: usize, conn: Conn) {
+        put(&self.0.lean, upstream, conn);
+    }
+}
+
+impl<S> Clone for Pinned<S> {
+    fn clone(&self) -> Self {
+        Pinned(self.0.clone())
+    }
+}
+
+impl<S> Default for Pinned<S> {
+    fn default() -> Self {
+        Pinned::new(false)
+    }
+}
+
+impl<S> std::fmt::Debug for Pinned<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pinned")
+            .field("fast", &self.0.fast)
+            .finish()
+    }
+}
+
+fn take<T>(list: &Mutex<Vec<(usize, T)>>, upstream: usize) -> Option<T> {
+    let mut list = list.lock().unwrap_or_else(PoisonError::into_inner);
+    let at = list.iter().position(|(id, _)| *id == upstream)?;
+    Some(list.swap_remove(at).1)
+}
+
+fn put<T>(list: &Mutex<Vec<(usize, T)>>, upstream: usize, conn: T) {
+    let mut list = list.lock().unwrap_or_else(PoisonError::into_inner);
+    if !list.iter().any(|(id, _)| *id == upstream) {
+        list.push((upstream, conn));
+    }
 }
 
 /// Why a request got no response.
@@ -81,11 +158,11 @@ impl Conn {
     /// Sends `req` (which has no body: the caller checks) and reads the response head; the
     /// body comes from the returned response, which gives the connection back to `home`
     /// once read whole, when the upstream keeps it open.
-    pub async fn send(
+    pub async fn send<B, S>(
         mut self,
-        req: &Request<UpstreamBody>,
-        home: Option<(Pinned, usize)>,
-    ) -> Result<Response<LeanBody>, LeanError> {
+        req: &Request<B>,
+        home: Option<(Pinned<S>, usize)>,
+    ) -> Result<Response<LeanBody<S>>, LeanError> {
         let head = encode_head(req);
         self.stream
             .write_all(&head)
@@ -119,7 +196,7 @@ impl Conn {
 
 /// The request head as the upstream gets it: origin-form target, HTTP/1.1, the headers as
 /// they are (the caller has set `Host` and removed the hop-by-hop ones).
-fn encode_head(req: &Request<UpstreamBody>) -> Vec<u8> {
+fn encode_head<B>(req: &Request<B>) -> Vec<u8> {
     let target = req
         .uri()
         .path_and_query()
@@ -319,14 +396,14 @@ fn closes(lines: &[httparse::Header<'_>]) -> bool {
 /// A response body read from its connection by its framing; the connection goes back to the
 /// downstream connection's [`Pinned`] when the body was read whole and the upstream keeps it.
 #[derive(Debug)]
-pub struct LeanBody {
+pub struct LeanBody<S> {
     conn: Option<Conn>,
     framing: Framing,
-    home: Option<(Pinned, usize)>,
+    home: Option<(Pinned<S>, usize)>,
 }
 
-impl LeanBody {
-    fn new(conn: Conn, framing: Framing, home: Option<(Pinned, usize)>) -> Self {
+impl<S> LeanBody<S> {
+    fn new(conn: Conn, framing: Framing, home: Option<(Pinned<S>, usize)>) -> Self {
         let mut body = LeanBody {
             conn: Some(conn),
             framing,
@@ -497,7 +574,7 @@ fn chunk_step(buf: &mut BytesMut, state: Chunk) -> io::Result<Step> {
     }
 }
 
-impl HttpBody for LeanBody {
+impl<S> HttpBody for LeanBody<S> {
     type Data = Bytes;
     type Error = BoxError;
 

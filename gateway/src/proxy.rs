@@ -31,7 +31,7 @@ use tracing::{Instrument, Span};
 use crate::access::{self, AccessLog, Counted, Entry, Logged};
 use crate::browser::{self, Admission, Browser};
 use crate::cache::{Identity, TokenCache};
-use crate::cluster::{Replay, idempotent};
+use crate::cluster::Replay;
 use crate::config::ServerConfig;
 use crate::headers::{
     Peer, RequestIds, X_REQUEST_ID, add_forwarded, add_identity, authorization, strip_hop_by_hop,
@@ -42,7 +42,7 @@ use crate::ratelimit::RateLimiter;
 use crate::reject::{Body, RATELIMIT, RATELIMIT_POLICY, Reject};
 use crate::routes::{Route, Routes};
 use crate::trace::TraceContext;
-use crate::upstream::{Answer, InFlight, Pinned, Tracked, UpstreamBody, splice};
+use crate::upstream::{Answer, InFlight, Pinned, Tracked, UpstreamBody, idempotent, splice};
 use tokengate_server::cookies::{self, IDP_COOKIES};
 
 /// The public listener's request handler, shared by every connection; a reload swaps its

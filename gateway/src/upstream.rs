@@ -44,7 +44,7 @@ pub enum Answer {
     /// Through hyper (the pool, a request with a body, or the fast path off).
     Hyper(Incoming),
     /// Through a [`lean::Conn`].
-    Lean(lean::LeanBody),
+    Lean(lean::LeanBody<http1::SendRequest<UpstreamBody>>),
 }
 
 impl HttpBody for Answer {
@@ -421,66 +421,20 @@ impl<B: HttpBody + Unpin> HttpBody for Tracked<B> {
     }
 }
 
-/// Upstream connections of one downstream HTTP/1 connection. Requests on it come one at a time,
-/// so each upstream needs at most one connection, reused without the shared pool's locking and
-/// bookkeeping; they close with the downstream connection. Cloned, it is the same set (a lean
-/// response body takes it along, to put its connection back once read whole).
-#[derive(Clone, Default)]
-pub struct Pinned(Arc<PinnedConns>);
+/// Upstream connections of one downstream HTTP/1 connection ([`lean::Pinned`]), with hyper's
+/// senders for what the lean path does not take.
+pub type Pinned = lean::Pinned<http1::SendRequest<UpstreamBody>>;
 
-#[derive(Default)]
-struct PinnedConns {
-    /// `server.http1_fast_path`: requests without a body go over [`lean::Conn`]s.
-    fast: bool,
-    hyper: Mutex<Vec<(usize, http1::SendRequest<UpstreamBody>)>>,
-    lean: Mutex<Vec<(usize, lean::Conn)>>,
-}
-
-impl Pinned {
-    /// With `fast` (`server.http1_fast_path`), requests without a body take the lean path.
-    pub fn new(fast: bool) -> Self {
-        Pinned(Arc::new(PinnedConns {
-            fast,
-            ..PinnedConns::default()
-        }))
-    }
-
-    fn take(&self, upstream: usize) -> Option<http1::SendRequest<UpstreamBody>> {
-        take(&self.0.hyper, upstream)
-    }
-
-    fn put(&self, upstream: usize, sender: http1::SendRequest<UpstreamBody>) {
-        put(&self.0.hyper, upstream, sender);
-    }
-
-    pub(crate) fn take_lean(&self, upstream: usize) -> Option<lean::Conn> {
-        take(&self.0.lean, upstream)
-    }
-
-    pub(crate) fn put_lean(&self, upstream: usize, conn: lean::Conn) {
-        put(&self.0.lean, upstream, conn);
-    }
-}
-
-impl std::fmt::Debug for Pinned {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pinned")
-            .field("fast", &self.0.fast)
-            .finish()
-    }
-}
-
-fn take<T>(list: &Mutex<Vec<(usize, T)>>, upstream: usize) -> Option<T> {
-    let mut list = list.lock().unwrap_or_else(PoisonError::into_inner);
-    let at = list.iter().position(|(id, _)| *id == upstream)?;
-    Some(list.swap_remove(at).1)
-}
-
-fn put<T>(list: &Mutex<Vec<(usize, T)>>, upstream: usize, conn: T) {
-    let mut list = list.lock().unwrap_or_else(PoisonError::into_inner);
-    if !list.iter().any(|(id, _)| *id == upstream) {
-        list.push((upstream, conn));
-    }
+/// RFC 9110 §9.2.2: methods whose repetition has the effect of one request.
+pub fn idempotent(method: &http::Method) -> bool {
+    matches!(
+        *method,
+        http::Method::GET
+            | http::Method::HEAD
+            | http::Method::OPTIONS
+            | http::Method::PUT
+            | http::Method::DELETE
+    )
 }
 
 /// Why no upstream response came.
@@ -592,7 +546,7 @@ impl Sender {
         }
         req.headers_mut()
             .insert(header::HOST, upstream.host.clone());
-        if pinned.0.fast && req.body().is_end_stream() {
+        if pinned.fast() && req.body().is_end_stream() {
             return self.send_lean(pinned, upstream, req).await;
         }
         let exchange = async {
@@ -660,9 +614,7 @@ impl Sender {
                 Ok(response) => Ok(response),
                 // Closed under us with no byte of an answer: a request that may be repeated
                 // goes once more, on a new connection.
-                Err(lean::LeanError::Closed(_))
-                    if reused && crate::cluster::idempotent(req.method()) =>
-                {
+                Err(lean::LeanError::Closed(_)) if reused && idempotent(req.method()) => {
                     let conn = match Box::pin(self.dial(upstream)).await {
                         Ok(stream) => lean::Conn::new(stream),
                         Err(e) => return Err(refused(req, e)),

@@ -198,13 +198,16 @@ async fn scripted(
     (addr, task)
 }
 
-fn get(path: &str) -> Request<UpstreamBody> {
+fn get(path: &str) -> Request<()> {
     Request::get(path)
         .header(header::HOST, "backend")
         .header("x-request-id", "r1")
-        .body(UpstreamBody::Held(None))
+        .body(())
         .unwrap()
 }
+
+/// A downstream connection's upstream connections, with no hyper sender in them here.
+type Home = Pinned<()>;
 
 #[tokio::test]
 async fn a_keep_alive_connection_goes_home_after_each_body_and_serves_the_next() {
@@ -214,7 +217,7 @@ async fn a_keep_alive_connection_goes_home_after_each_body_and_serves_the_next()
         b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 3\r\n\r\nend",
     ])
     .await;
-    let pinned = Pinned::new(true);
+    let pinned = Home::new(true);
     let home = || Some((pinned.clone(), 7));
     let conn = Conn::new(TcpStream::connect(addr).await.unwrap());
 
@@ -250,13 +253,13 @@ async fn a_keep_alive_connection_goes_home_after_each_body_and_serves_the_next()
 async fn a_body_until_close_and_a_cut_off_body() {
     let (addr, _backend) = scripted(vec![b"HTTP/1.1 200 OK\r\n\r\nall of it"]).await;
     let conn = Conn::new(TcpStream::connect(addr).await.unwrap());
-    let response = conn.send(&get("/"), None).await.unwrap();
+    let response = conn.send(&get("/"), None::<(Home, usize)>).await.unwrap();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body, "all of it");
 
     let (addr, _backend) =
         scripted(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort"]).await;
-    let pinned = Pinned::new(true);
+    let pinned = Home::new(true);
     let conn = Conn::new(TcpStream::connect(addr).await.unwrap());
     let response = conn
         .send(&get("/"), Some((pinned.clone(), 1)))
@@ -271,7 +274,7 @@ async fn an_idle_connection_the_upstream_closed_is_not_reused_and_a_close_before
  {
     // Answers once, then closes while idle.
     let (addr, backend) = scripted(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"]).await;
-    let pinned = Pinned::new(true);
+    let pinned = Home::new(true);
     let conn = Conn::new(TcpStream::connect(addr).await.unwrap());
     let response = conn
         .send(&get("/"), Some((pinned.clone(), 1)))
@@ -290,7 +293,7 @@ async fn an_idle_connection_the_upstream_closed_is_not_reused_and_a_close_before
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // Sent anyway: the answer never starts, which is `Closed`, not `Broken`.
-    match conn.send(&get("/"), None).await {
+    match conn.send(&get("/"), None::<(Home, usize)>).await {
         Err(LeanError::Closed(_)) => {}
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("an answer from a closed connection"),
