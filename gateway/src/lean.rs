@@ -136,9 +136,8 @@ fn invalid(what: &'static str) -> io::Error {
 }
 
 impl Conn {
-    /// A new connection (no delay, as nginx's `tcp_nodelay`).
+    /// A new connection (the caller sets it up: `Sender::dial` turns off Nagle's delay).
     pub fn new(stream: TcpStream) -> Self {
-        let _ = stream.set_nodelay(true);
         Conn {
             stream,
             buf: BytesMut::new(),

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header;
 use http::{HeaderValue, Request, Response, Uri};
-use http_body_util::{LengthLimitError, Limited};
+use http_body_util::{Either, LengthLimitError, Limited};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 use hyper_util::client::legacy::Client;
@@ -38,45 +38,9 @@ pub enum UpstreamBody {
     Lent(Lent),
 }
 
-/// An upstream's response body: from hyper's client, or from the lean path's own connection.
-#[derive(Debug)]
-pub enum Answer {
-    /// Through hyper (the pool, a request with a body, or the fast path off).
-    Hyper(Incoming),
-    /// Through a [`lean::Conn`].
-    Lean(lean::LeanBody<http1::SendRequest<UpstreamBody>>),
-}
-
-impl HttpBody for Answer {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            Answer::Hyper(body) => Pin::new(body)
-                .poll_frame(cx)
-                .map_err(|e| Box::new(e) as BoxError),
-            Answer::Lean(body) => Pin::new(body).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Answer::Hyper(body) => body.is_end_stream(),
-            Answer::Lean(body) => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            Answer::Hyper(body) => body.size_hint(),
-            Answer::Lean(body) => body.size_hint(),
-        }
-    }
-}
+/// An upstream's response body: `Left` from hyper's client (the pool, a request with a body,
+/// or the fast path off), `Right` from the lean path's own connection.
+pub type Answer = Either<Incoming, lean::LeanBody<http1::SendRequest<UpstreamBody>>>;
 
 /// Keeps a client's body until one request polls it; each try is a turn, and only the body's
 /// current turn may take it, so that a dropped try's request never races the next one.
@@ -520,7 +484,7 @@ impl Sender {
     ) -> Result<Response<Answer>, SendError> {
         *req.uri_mut() = upstream.target(req.uri()).ok_or(SendError::BadTarget)?;
         match tokio::time::timeout(self.timeout, self.pool.request(req)).await {
-            Ok(Ok(response)) => Ok(response.map(Answer::Hyper)),
+            Ok(Ok(response)) => Ok(response.map(Either::Left)),
             Ok(Err(e)) if e.is_connect() => Err(SendError::Refused {
                 req: None,
                 error: Box::new(e),
@@ -580,7 +544,7 @@ impl Sender {
                 },
             };
             pinned.put(upstream.id, sender);
-            Ok(response.map(Answer::Hyper))
+            Ok(response.map(Either::Left))
         };
         tokio::time::timeout(self.timeout, exchange)
             .await
@@ -629,7 +593,7 @@ impl Sender {
         let response = tokio::time::timeout(self.timeout, exchange)
             .await
             .unwrap_or(Err(SendError::TimedOut))?;
-        Ok(response.map(Answer::Lean))
+        Ok(response.map(Either::Right))
     }
 
     /// A TCP connection to `upstream`, within the route's `connect_timeout`.

@@ -170,12 +170,8 @@ fn refusing() -> String {
     format!("http://{}", listener.local_addr().unwrap())
 }
 
-#[tokio::test]
-async fn a_refused_connection_is_retried_on_another_for_any_method() {
-    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let live = echo.local_addr().unwrap();
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(crate::echo::serve(echo, shutdown.clone()));
+/// A route's cluster whose first upstream refuses connections and whose second is `live`.
+fn refusing_then(live: std::net::SocketAddr) -> Arc<Cluster> {
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:1\"\n[admin]\nlisten = \"127.0.0.1:2\"\n\
          [idp]\njwks_url = \"http://i:1/\"\n[[routes]]\npath_prefix = \"/api/\"\n\
@@ -183,7 +179,16 @@ async fn a_refused_connection_is_retried_on_another_for_any_method() {
         refusing()
     );
     let config = GatewayConfig::parse(&text, Path::new("g.toml")).unwrap();
-    let c = Cluster::new(&config.routes[0], &config.server, &Metrics::new(), None).unwrap();
+    Cluster::new(&config.routes[0], &config.server, &Metrics::new(), None).unwrap()
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_retried_on_another_for_any_method() {
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let live = echo.local_addr().unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(crate::echo::serve(echo, shutdown.clone()));
+    let c = refusing_then(live);
     let post = || {
         Request::post("/api/orders")
             .header(header::CONTENT_LENGTH, 5)
@@ -282,14 +287,7 @@ async fn counting_backend(shutdown: tokio_util::sync::CancellationToken) -> std:
 async fn through_the_pool_a_refused_request_with_a_body_too_large_to_hold_goes_to_another() {
     let shutdown = tokio_util::sync::CancellationToken::new();
     let live = counting_backend(shutdown.clone()).await;
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:1\"\n[admin]\nlisten = \"127.0.0.1:2\"\n\
-         [idp]\njwks_url = \"http://i:1/\"\n[[routes]]\npath_prefix = \"/api/\"\n\
-         upstream = [\"{}\", \"http://{live}\"]\n",
-        refusing()
-    );
-    let config = GatewayConfig::parse(&text, Path::new("g.toml")).unwrap();
-    let c = Cluster::new(&config.routes[0], &config.server, &Metrics::new(), None).unwrap();
+    let c = refusing_then(live);
     let large = Bytes::from(vec![b'x'; MAX_HELD_BODY as usize + 1]);
     // Twice, so that round robin puts the refusing upstream first at least once.
     for _ in 0..2 {
