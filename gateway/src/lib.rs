@@ -287,25 +287,23 @@ impl Gateway {
                 async move { Ok::<_, Infallible>(proxy.handle(req, &peer, Some(&pinned)).await) }
             })
         };
-        let mut listeners = self.public;
+        let listeners = self.public;
         let public = async {
-            match (self.config.server.workers, listeners.pop()) {
-                (0, Some(listener)) => {
+            if self.config.server.workers == 0 {
+                // The one listener `bind` made, on this runtime.
+                for listener in listeners {
+                    let (tls, connection) = (tls.clone(), connection.clone());
                     serve(listener, tls, limits, shutdown.clone(), connection).await;
-                    Ok(())
                 }
-                (_, last) => {
-                    listeners.extend(last);
-                    let served =
-                        server::serve_workers(listeners, tls, limits, shutdown.clone(), connection)
-                            .await;
-                    if served.is_err() {
-                        // Nothing is served without the public listener: the rest stops too.
-                        shutdown.cancel();
-                    }
-                    served
-                }
+                return Ok(());
             }
+            let served =
+                server::serve_workers(listeners, tls, limits, shutdown.clone(), connection).await;
+            if served.is_err() {
+                // Nothing is served without the public listener: the rest stops too.
+                shutdown.cancel();
+            }
+            served
         };
         let admin = Admin {
             tokens: self.tokens.clone(),
