@@ -13,13 +13,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, header};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokengate_server::access::{
-    Clock, Line, address, integer, json_opt, json_str, millis, protocol,
+    Clock, Line, address, integer, json_bytes, json_opt, json_plain, json_str, millis, protocol,
 };
 
 use crate::cache::Identity;
@@ -51,7 +51,7 @@ pub fn begin<B>(
         log: log.clone(),
         started,
         record: Some(Box::new(Record {
-            time: SystemTime::now(),
+            started,
             duration: Duration::ZERO,
             request_id: request_id.clone(),
             trace: *trace,
@@ -65,7 +65,7 @@ pub fn begin<B>(
             status: 0,
             upstream: None,
             upstream_duration: None,
-            bytes_in: Arc::new(AtomicU64::new(0)),
+            bytes_in: None,
             bytes_out: 0,
             identity: None,
             reason: None,
@@ -75,7 +75,8 @@ pub fn begin<B>(
 
 /// One request, as its line will tell it (the writer thread formats it).
 pub struct Record {
-    time: SystemTime,
+    /// When the request arrived: the line's `time`.
+    started: Instant,
     duration: Duration,
     request_id: HeaderValue,
     trace: TraceContext,
@@ -90,74 +91,85 @@ pub struct Record {
     status: u16,
     upstream: Option<http::uri::Authority>,
     upstream_duration: Option<Duration>,
-    bytes_in: Arc<AtomicU64>,
+    /// The request body's bytes, counted as they are forwarded (made for a request with a
+    /// body only).
+    bytes_in: Option<Arc<AtomicU64>>,
     bytes_out: u64,
     identity: Option<Arc<Identity>>,
     reason: Option<&'static str>,
 }
 
 impl Line for Record {
-    fn format(&self, out: &mut String, clock: &mut Clock) {
-        out.push_str("{\"time\":\"");
-        clock.write(out, self.time);
-        out.push_str("\",\"request_id\":");
-        json_str(
-            out,
-            cut(&String::from_utf8_lossy(self.request_id.as_bytes())),
-        );
-        out.push_str(",\"trace_id\":");
-        out.push('"');
+    fn format(&self, out: &mut Vec<u8>, clock: &mut Clock) {
+        out.extend_from_slice(b"{\"time\":\"");
+        clock.write_instant(out, self.started);
+        out.extend_from_slice(b"\",\"request_id\":");
+        json_bytes(out, self.request_id.as_bytes());
+        out.extend_from_slice(b",\"trace_id\":");
+        out.push(b'"');
         self.trace.push_trace_id_hex(out);
-        out.push('"');
-        out.push_str(",\"client_address\":\"");
+        out.push(b'"');
+        out.extend_from_slice(b",\"client_address\":\"");
         address(out, self.client);
-        out.push_str("\",\"method\":");
+        out.extend_from_slice(b"\",\"method\":");
         json_str(out, cut(self.method.as_str()));
-        out.push_str(",\"path\":");
+        out.extend_from_slice(b",\"path\":");
         json_str(out, cut(self.uri.path()));
         if let Some(query) = self.uri.query().filter(|_| self.query) {
-            out.push_str(",\"query\":");
+            out.extend_from_slice(b",\"query\":");
             json_str(out, cut(query));
         }
-        out.push_str(",\"protocol\":\"");
-        out.push_str(self.protocol);
-        out.push_str("\",\"route\":");
+        out.extend_from_slice(b",\"protocol\":\"");
+        out.extend_from_slice(self.protocol.as_bytes());
+        out.extend_from_slice(b"\",\"route\":");
         json_opt(out, self.route.as_deref());
-        out.push_str(",\"status\":");
+        out.extend_from_slice(b",\"status\":");
         integer(out, self.status);
-        out.push_str(",\"duration_ms\":");
+        out.extend_from_slice(b",\"duration_ms\":");
         millis(out, self.duration);
-        out.push_str(",\"upstream\":");
+        out.extend_from_slice(b",\"upstream\":");
         json_opt(
             out,
             self.upstream.as_ref().map(http::uri::Authority::as_str),
         );
-        out.push_str(",\"upstream_duration_ms\":");
+        out.extend_from_slice(b",\"upstream_duration_ms\":");
         match self.upstream_duration {
             Some(d) => millis(out, d),
-            None => out.push_str("null"),
+            None => out.extend_from_slice(b"null"),
         }
-        out.push_str(",\"bytes_in\":");
-        integer(out, self.bytes_in.load(Ordering::Relaxed));
-        out.push_str(",\"bytes_out\":");
+        out.extend_from_slice(b",\"bytes_in\":");
+        integer(
+            out,
+            self.bytes_in
+                .as_ref()
+                .map_or(0, |count| count.load(Ordering::Relaxed)),
+        );
+        out.extend_from_slice(b",\"bytes_out\":");
         integer(out, self.bytes_out);
-        out.push_str(",\"session\":");
+        out.extend_from_slice(b",\"session\":");
         let identity = self.identity.as_deref();
-        json_opt(out, identity.map(|i| i.session.as_str()));
-        out.push_str(",\"subject\":");
-        let subject = identity.map(|i| String::from_utf8_lossy(i.subject.as_bytes()));
-        json_opt(out, subject.as_deref().map(cut));
-        out.push_str(",\"client_id\":");
+        match identity {
+            Some(i) => json_plain(out, i.session.as_str()),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"subject\":");
+        match identity {
+            Some(i) => json_bytes(out, i.subject.as_bytes()),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"client_id\":");
         json_opt(out, identity.and_then(|i| i.client_id.as_deref()).map(cut));
-        out.push_str(",\"user_agent\":");
-        let user_agent = self
-            .user_agent
-            .as_ref()
-            .map(|v| String::from_utf8_lossy(v.as_bytes()));
-        json_opt(out, user_agent.as_deref().map(cut));
-        out.push_str(",\"reason\":");
-        json_opt(out, self.reason);
-        out.push_str("}\n");
+        out.extend_from_slice(b",\"user_agent\":");
+        match &self.user_agent {
+            Some(v) => json_bytes(out, v.as_bytes()),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"reason\":");
+        match self.reason {
+            Some(reason) => json_plain(out, reason),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b"}\n");
     }
 }
 
@@ -198,7 +210,8 @@ impl Entry {
 
     /// The counter the request body's bytes go to as they are forwarded.
     pub fn bytes_in(&mut self) -> Option<Arc<AtomicU64>> {
-        self.record.as_ref().map(|r| r.bytes_in.clone())
+        let record = self.record.as_deref_mut()?;
+        Some(record.bytes_in.get_or_insert_default().clone())
     }
 
     /// The answer: its status and, when the gateway made it itself, why.
@@ -214,7 +227,7 @@ impl Drop for Entry {
     fn drop(&mut self) {
         if let Some(mut record) = self.record.take() {
             record.duration = self.started.elapsed();
-            self.log.send(record);
+            self.log.send(*record);
         }
     }
 }

@@ -246,7 +246,11 @@ impl Proxy {
             allowed = Some(checked.map_err(Reject::RateLimited)?);
         }
         authorize(route, identity.as_deref())?;
-        let counter = entry.as_deref_mut().and_then(Entry::bytes_in);
+        // A request without a body has no bytes to count.
+        let counter = entry
+            .as_deref_mut()
+            .filter(|_| !hyper::body::Body::is_end_stream(req.body()))
+            .and_then(Entry::bytes_in);
         let mut outgoing =
             self.upstream_request(live, req, route, identity.as_deref(), peer, counter)?;
         let pinned = pinned.filter(|_| outgoing.http1 && outgoing.upgrade.is_none());

@@ -72,11 +72,10 @@ impl TraceContext {
 
     /// Appends the 32 lower-case hex digits of the trace id, as the access log writes it (no
     /// allocation).
-    pub fn push_trace_id_hex(&self, out: &mut String) {
+    pub fn push_trace_id_hex(&self, out: &mut Vec<u8>) {
         let mut hex_digits = [0u8; 32];
         hex(&self.trace_id, &mut hex_digits);
-        // Hex digits are ASCII.
-        out.extend(hex_digits.iter().map(|&b| char::from(b)));
+        out.extend_from_slice(&hex_digits);
     }
 
     /// The 32 lower-case hex digits of the trace id.

@@ -6,13 +6,12 @@
 //! Never a token, code, password or secret: the query is left out unless `access_query = true`,
 //! and even then the values of the parameters that carry secrets are replaced by `-`.
 
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderValue, Method, Uri, Version, header};
 use tokengate_server::access::{
-    Clock, Line, address, integer, json_opt, json_str, millis, protocol,
+    Clock, Line, address, integer, json_bytes, json_opt, json_str, millis, protocol,
 };
 use tokengate_server::cut;
 
@@ -84,7 +83,7 @@ pub fn record<B>(
 ) {
     let noted = response.extensions().get::<Noted>().cloned();
     let outcome = response.extensions().get::<Outcome>().map(|o| o.0);
-    log.send(Box::new(Record {
+    log.send(Record {
         arrived,
         query: log.query(),
         route: route.to_owned(),
@@ -96,7 +95,7 @@ pub fn record<B>(
         } else {
             "-"
         }),
-    }));
+    });
 }
 
 /// One request, as its line will tell it (the writer thread formats it).
@@ -111,48 +110,49 @@ pub struct Record {
 }
 
 impl Line for Record {
-    fn format(&self, out: &mut String, clock: &mut Clock) {
+    fn format(&self, out: &mut Vec<u8>, clock: &mut Clock) {
         let a = &self.arrived;
-        out.push_str("{\"time\":\"");
+        out.extend_from_slice(b"{\"time\":\"");
         clock.write(out, a.time);
-        out.push_str("\",\"client_address\":");
+        out.extend_from_slice(b"\",\"client_address\":");
         match a.client {
             Some(ip) => {
-                out.push('"');
+                out.push(b'"');
                 address(out, ip);
-                out.push('"');
+                out.push(b'"');
             }
-            None => out.push_str("null"),
+            None => out.extend_from_slice(b"null"),
         }
-        out.push_str(",\"method\":");
+        out.extend_from_slice(b",\"method\":");
         json_str(out, cut(a.method.as_str()));
-        out.push_str(",\"path\":");
+        out.extend_from_slice(b",\"path\":");
         json_str(out, cut(a.uri.path()));
         if let Some(query) = a.uri.query().filter(|_| self.query) {
-            out.push_str(",\"query\":");
+            out.extend_from_slice(b",\"query\":");
             json_str(out, cut(&redacted(query)));
         }
-        let _ = write!(out, ",\"protocol\":\"{}\",\"route\":", protocol(a.version));
+        out.extend_from_slice(b",\"protocol\":\"");
+        out.extend_from_slice(protocol(a.version).as_bytes());
+        out.extend_from_slice(b"\",\"route\":");
         json_str(out, cut(&self.route));
-        out.push_str(",\"status\":");
+        out.extend_from_slice(b",\"status\":");
         integer(out, self.status);
-        out.push_str(",\"duration_ms\":");
+        out.extend_from_slice(b",\"duration_ms\":");
         millis(out, self.duration);
-        out.push_str(",\"client_id\":");
+        out.extend_from_slice(b",\"client_id\":");
         json_opt(out, self.noted.client_id.as_deref().map(cut));
-        out.push_str(",\"grant\":");
+        out.extend_from_slice(b",\"grant\":");
         json_opt(out, self.noted.grant);
-        out.push_str(",\"subject\":");
+        out.extend_from_slice(b",\"subject\":");
         json_opt(out, self.noted.subject.as_deref().map(cut));
-        out.push_str(",\"outcome\":");
+        out.extend_from_slice(b",\"outcome\":");
         json_str(out, self.outcome);
-        out.push_str(",\"user_agent\":");
-        let user_agent = a
-            .user_agent
-            .as_ref()
-            .map(|v| String::from_utf8_lossy(v.as_bytes()));
-        json_opt(out, user_agent.as_deref().map(cut));
-        out.push_str("}\n");
+        out.extend_from_slice(b",\"user_agent\":");
+        match &a.user_agent {
+            Some(v) => json_bytes(out, v.as_bytes()),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b"}\n");
     }
 }
 
@@ -210,8 +210,9 @@ mod tests {
             },
             outcome: "invalid_grant",
         };
-        let mut line = String::new();
+        let mut line = Vec::new();
         record.format(&mut line, &mut Clock::default());
+        let line = String::from_utf8(line).unwrap();
         assert_eq!(line.matches('\n').count(), 1, "{line}");
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["client_address"], "10.0.0.1");

@@ -6,12 +6,10 @@
 //! the records and writes them in batches. Each service has its own record ([`Line`]); every
 //! value from outside goes through [`json_str`] (escaped) after [`crate::cut`] (bounded).
 
-use std::fmt::Write as _;
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
 
 use prometheus_client::metrics::counter::Counter;
 use serde::Deserialize;
@@ -78,48 +76,83 @@ impl std::error::Error for OpenError {
 /// A record the writer thread turns into one line.
 pub trait Line: Send + 'static {
     /// Appends the record as one JSON object and a line break; `clock` writes its time.
-    fn format(&self, out: &mut String, clock: &mut Clock);
+    fn format(&self, out: &mut Vec<u8>, clock: &mut Clock);
 }
 
 /// The writer thread's clock face: RFC 3339 times in UTC with milliseconds, the date and time
 /// of day made once per second (as nginx caches its time strings) and the milliseconds added.
+///
+/// A request notes only the [`Instant`] it arrived (which it takes anyway, for its duration);
+/// the writer turns it into the time of day against the wall clock read once per round
+/// ([`Clock::tick`]), so the request path reads the clock once less.
 #[derive(Debug, Default)]
 pub struct Clock {
     second: u64,
     /// `2026-12-04T18:30:00` for `second`.
     face: String,
+    /// The wall clock (since the Unix epoch) and the monotonic clock, read together at the
+    /// round's start.
+    now: Option<(Duration, Instant)>,
 }
 
 impl Clock {
+    /// Reads the clocks for the round's records.
+    pub fn tick(&mut self) {
+        self.now = Some(Self::read());
+    }
+
+    fn read() -> (Duration, Instant) {
+        let wall = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        (wall, Instant::now())
+    }
+
+    /// Appends the time of day of `instant` (earlier than the last [`Clock::tick`]).
+    pub fn write_instant(&mut self, out: &mut Vec<u8>, instant: Instant) {
+        let (wall, mono) = *self.now.get_or_insert_with(Self::read);
+        self.write_since_epoch(
+            out,
+            wall.saturating_sub(mono.saturating_duration_since(instant)),
+        );
+    }
+
     /// Appends `time` as `2026-12-04T18:30:00.123Z`.
-    pub fn write(&mut self, out: &mut String, time: std::time::SystemTime) {
+    pub fn write(&mut self, out: &mut Vec<u8>, time: SystemTime) {
         let since = time
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
+        self.write_since_epoch(out, since);
+    }
+
+    fn write_since_epoch(&mut self, out: &mut Vec<u8>, since: Duration) {
         if since.as_secs() != self.second || self.face.is_empty() {
             let whole = std::time::UNIX_EPOCH + Duration::from_secs(since.as_secs());
             self.face = humantime::format_rfc3339_seconds(whole).to_string();
             self.face.pop(); // the `Z`
             self.second = since.as_secs();
         }
-        out.push_str(&self.face);
-        out.push('.');
+        out.extend_from_slice(self.face.as_bytes());
+        out.push(b'.');
         three_digits(out, since.subsec_millis());
-        out.push('Z');
+        out.push(b'Z');
     }
 }
 
 /// `n` (below 1000) with leading zeros to three digits.
-fn three_digits(out: &mut String, n: u32) {
+fn three_digits(out: &mut Vec<u8>, n: u32) {
     let n = n.min(999);
-    out.push(char::from(b'0' + (n / 100) as u8));
-    out.push(char::from(b'0' + (n / 10 % 10) as u8));
-    out.push(char::from(b'0' + (n % 10) as u8));
+    let digits = [
+        b'0' + (n / 100) as u8,
+        b'0' + (n / 10 % 10) as u8,
+        b'0' + (n % 10) as u8,
+    ];
+    out.extend_from_slice(&digits);
 }
 
 /// Appends an integer (without the formatting machinery).
-pub fn integer(out: &mut String, n: impl itoa::Integer) {
-    out.push_str(itoa::Buffer::new().format(n));
+pub fn integer(out: &mut Vec<u8>, n: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 enum Sink {
@@ -155,19 +188,63 @@ impl Sink {
     }
 }
 
-/// What the writer thread is handed.
-enum Message<R> {
-    Line(Box<R>),
-    /// Open the file again (log rotation).
-    Reopen(Sink),
+/// What waits for the writer thread, behind one lock: records are pushed by value into a vector
+/// the writer swaps for an empty one each round, so that handing a record over is a push under
+/// an uncontended lock (no allocation, no wake-up while the writer is awake).
+struct Queue<R> {
+    records: Vec<R>,
+    /// A file opened again (log rotation), to write to after the records queued before it.
+    reopened: Option<Sink>,
+    /// The writer waits on the condition variable: the next record wakes it.
+    parked: bool,
     /// Write what is queued and stop (see [`AccessLog::close`]).
-    Close,
+    closing: bool,
 }
 
-/// A service's access log of records `R`: the sending side of the queue, the writer thread,
-/// and whether lines show the query.
+/// The queue and the writer's wake-up call.
+struct Shared<R> {
+    queue: Mutex<Queue<R>>,
+    wake: Condvar,
+    /// How many records may wait; more are dropped and counted.
+    capacity: usize,
+}
+
+impl<R> Shared<R> {
+    fn new(capacity: usize) -> Self {
+        Shared {
+            queue: Mutex::new(Queue {
+                records: Vec::new(),
+                reopened: None,
+                parked: false,
+                closing: false,
+            }),
+            wake: Condvar::new(),
+            capacity,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue<R>> {
+        // A writer that panicked left the queue as it was: still usable.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Changes the queue and wakes the writer if it waits.
+    fn update<T>(&self, change: impl FnOnce(&mut Queue<R>) -> T) -> T {
+        let mut queue = self.lock();
+        let done = change(&mut queue);
+        let wake = std::mem::take(&mut queue.parked);
+        drop(queue);
+        if wake {
+            self.wake.notify_one();
+        }
+        done
+    }
+}
+
+/// A service's access log of records `R`: the queue's sending side, the writer thread, and
+/// whether lines show the query.
 pub struct AccessLog<R> {
-    queue: SyncSender<Message<R>>,
+    shared: Arc<Shared<R>>,
     path: String,
     query: bool,
     dropped: Counter,
@@ -191,16 +268,17 @@ impl<R: Line> AccessLog<R> {
         }
         let path = config.access_path.as_str();
         let sink = Sink::open(path)?;
-        let (queue, records) = std::sync::mpsc::sync_channel(QUEUE);
+        let shared = Arc::new(Shared::new(QUEUE));
+        let writer = shared.clone();
         let thread = std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write_lines(records, sink))
+            .spawn(move || write_lines(&writer, sink))
             .map_err(|source| OpenError {
                 file: path.to_owned(),
                 source,
             })?;
         Ok(Some(Arc::new(AccessLog {
-            queue,
+            shared,
             path: path.to_owned(),
             query: config.access_query,
             dropped,
@@ -213,35 +291,39 @@ impl<R: Line> AccessLog<R> {
         self.query
     }
 
-    /// A writer whose queue nobody empties, and the queue's receiving end.
+    /// A log whose queue of `capacity` nobody empties.
     #[cfg(test)]
-    fn stalled(dropped: Counter, queue: usize) -> (Self, Receiver<Message<R>>) {
-        let (queue, records) = std::sync::mpsc::sync_channel(queue);
-        let writer = AccessLog {
-            queue,
+    fn stalled(dropped: Counter, capacity: usize) -> Self {
+        AccessLog {
+            shared: Arc::new(Shared::new(capacity)),
             path: "-".into(),
             query: false,
             dropped,
             thread: Mutex::new(None),
-        };
-        (writer, records)
+        }
     }
 
     /// Opens the file again (after log rotation moved it away); an error keeps the old one.
+    /// The records queued so far still go to the old file.
     pub fn reopen(&self) -> Result<(), OpenError> {
         let sink = Sink::open(&self.path)?;
-        // Waits if the queue is full: this is a signal handler's call, never a request's.
-        let _ = self.queue.send(Message::Reopen(sink));
+        self.shared.update(|queue| queue.reopened = Some(sink));
         Ok(())
     }
 
     /// Hands a record over without waiting; a full queue drops it and counts.
-    pub fn send(&self, record: Box<R>) {
-        match self.queue.try_send(Message::Line(record)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.dropped.inc();
-            }
+    pub fn send(&self, record: R) {
+        let mut queue = self.shared.lock();
+        if queue.records.len() >= self.shared.capacity || queue.closing {
+            drop(queue);
+            self.dropped.inc();
+            return;
+        }
+        queue.records.push(record);
+        let wake = std::mem::take(&mut queue.parked);
+        drop(queue);
+        if wake {
+            self.shared.wake.notify_one();
         }
     }
 
@@ -254,83 +336,61 @@ impl<R: Line> AccessLog<R> {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         if let Some(thread) = thread {
-            // Queued behind every record handed over so far: the writer ends once they are written.
-            let _ = self.queue.send(Message::Close);
+            self.shared.update(|queue| queue.closing = true);
             let _ = thread.join();
         }
     }
 }
 
-/// The writer thread: formats records into a batch and writes it when it is large or when no
-/// more records wait.
+/// The writer thread: takes every queued record at once, formats them into a batch and writes
+/// it (in pieces of [`WRITE_AT`]).
 ///
-/// After a round that found records it sleeps a [`TICK`] instead of waiting on the queue: the
-/// records that arrive meanwhile are taken in one go, and a request handing one over finds
-/// nobody to wake (no system call on the request path). A round that found nothing waits on the
-/// queue, so an idle log costs nothing.
-fn write_lines<R: Line>(records: Receiver<Message<R>>, mut sink: Sink) {
-    let mut batch = String::with_capacity(WRITE_AT * 2);
+/// After a round that found records it sleeps a [`TICK`]: the records that arrive meanwhile are
+/// taken in one go, and a request handing one over finds nobody to wake (no system call on the
+/// request path). A round that found nothing waits on the condition variable, so an idle log
+/// costs nothing.
+fn write_lines<R: Line>(shared: &Shared<R>, mut sink: Sink) {
+    let mut batch = Vec::with_capacity(WRITE_AT * 2);
     let mut clock = Clock::default();
+    let mut taken: Vec<R> = Vec::new();
     loop {
-        let mut taken = false;
-        loop {
-            let message = match records.try_recv() {
-                Ok(message) => message,
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    flush(&mut batch, &mut sink);
-                    return;
-                }
-            };
-            taken = true;
-            if !take(message, &mut batch, &mut sink, &mut clock) {
-                return;
+        let (reopened, closing) = {
+            let mut queue = shared.lock();
+            while queue.records.is_empty() && queue.reopened.is_none() && !queue.closing {
+                queue.parked = true;
+                queue = shared
+                    .wake
+                    .wait(queue)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            std::mem::swap(&mut queue.records, &mut taken);
+            (queue.reopened.take(), queue.closing)
+        };
+        let found = !taken.is_empty();
+        clock.tick();
+        for record in taken.drain(..) {
+            record.format(&mut batch, &mut clock);
+            if batch.len() >= WRITE_AT {
+                flush(&mut batch, &mut sink);
             }
         }
         flush(&mut batch, &mut sink);
-        if taken {
-            std::thread::sleep(TICK);
-            continue;
+        if let Some(new) = reopened {
+            sink = new;
         }
-        let message = match records.recv_timeout(Duration::from_secs(1)) {
-            Ok(message) => message,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => return,
-        };
-        if !take(message, &mut batch, &mut sink, &mut clock) {
+        if closing {
             return;
         }
-    }
-}
-
-/// Formats or acts on one message; `false` when the writer is to stop (its batch written).
-fn take<R: Line>(
-    message: Message<R>,
-    batch: &mut String,
-    sink: &mut Sink,
-    clock: &mut Clock,
-) -> bool {
-    match message {
-        Message::Close => {
-            flush(batch, sink);
-            return false;
-        }
-        Message::Line(record) => record.format(batch, clock),
-        Message::Reopen(new) => {
-            flush(batch, sink);
-            *sink = new;
+        if found {
+            std::thread::sleep(TICK);
         }
     }
-    if batch.len() >= WRITE_AT {
-        flush(batch, sink);
-    }
-    true
 }
 
 /// Writes the batch, if any, and empties it.
-fn flush(batch: &mut String, sink: &mut Sink) {
+fn flush(batch: &mut Vec<u8>, sink: &mut Sink) {
     if !batch.is_empty() {
-        if let Err(e) = sink.write(batch.as_bytes()) {
+        if let Err(e) = sink.write(batch) {
             tracing::warn!(error = %e, "access log write failed");
         }
         batch.clear();
@@ -349,16 +409,30 @@ pub fn protocol(version: http::Version) -> &'static str {
     }
 }
 
-/// Appends an address as `Display` shows it; IPv4 without the formatting machinery.
-pub fn address(out: &mut String, ip: std::net::IpAddr) {
+/// Appends an address as `Display` shows it; IPv4 without the formatting machinery, in one
+/// push.
+pub fn address(out: &mut Vec<u8>, ip: std::net::IpAddr) {
     match ip {
         std::net::IpAddr::V4(v4) => {
+            let mut text = [0u8; 15];
+            let mut len = 0;
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.push('.');
+                    text[len] = b'.';
+                    len += 1;
                 }
-                integer(out, octet);
+                if octet >= 100 {
+                    text[len] = b'0' + octet / 100;
+                    len += 1;
+                }
+                if octet >= 10 {
+                    text[len] = b'0' + octet / 10 % 10;
+                    len += 1;
+                }
+                text[len] = b'0' + octet % 10;
+                len += 1;
             }
+            out.extend_from_slice(&text[..len]);
         }
         std::net::IpAddr::V6(v6) => {
             let _ = write!(out, "{v6}");
@@ -366,45 +440,90 @@ pub fn address(out: &mut String, ip: std::net::IpAddr) {
     }
 }
 
-/// Appends milliseconds with three decimals.
-pub fn millis(out: &mut String, d: Duration) {
-    let micros = d.as_micros();
-    integer(out, micros / 1000);
-    out.push('.');
-    three_digits(out, (micros % 1000) as u32);
+/// Appends milliseconds with three decimals (in 64-bit arithmetic: `as_micros` is 128 bits).
+pub fn millis(out: &mut Vec<u8>, d: Duration) {
+    let micros = d.subsec_micros();
+    integer(out, d.as_secs() * 1000 + u64::from(micros / 1000));
+    out.push(b'.');
+    three_digits(out, micros % 1000);
+}
+
+/// A string known to need no escaping (an id of our own alphabet, a name of ours), quoted.
+pub fn json_plain(out: &mut Vec<u8>, s: &str) {
+    debug_assert!(plain(s.as_bytes()), "{s:?} needs escaping");
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
 }
 
 /// A JSON string, or `null`.
-pub fn json_opt(out: &mut String, s: Option<&str>) {
+pub fn json_opt(out: &mut Vec<u8>, s: Option<&str>) {
     match s {
         Some(s) => json_str(out, s),
-        None => out.push_str("null"),
+        None => out.extend_from_slice(b"null"),
     }
 }
 
 /// A JSON string: quotes, backslashes and control characters (line breaks, ANSI escapes)
 /// escaped, so one record is always one line.
-pub fn json_str(out: &mut String, s: &str) {
-    out.push('"');
+pub fn json_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
     // Most values are printable ASCII with nothing to escape: copied whole.
-    if s.bytes()
-        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
-    {
-        out.push_str(s);
-        out.push('"');
+    if plain(s.as_bytes()) {
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
         return;
     }
     for c in s.chars() {
         match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
             c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
                 let _ = write!(out, "\\u{:04x}", u32::from(c));
             }
-            c => out.push(c),
+            c => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
         }
     }
-    out.push('"');
+    out.push(b'"');
+}
+
+/// A JSON string of bytes from outside (a header's value), cut to [`crate::MAX_LOGGED`]:
+/// printable ASCII, the usual case, is copied whole; anything else is read as UTF-8 (invalid
+/// sequences replaced) and escaped by [`json_str`].
+pub fn json_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    let head = &bytes[..bytes.len().min(crate::MAX_LOGGED)];
+    if plain(head) {
+        out.push(b'"');
+        out.extend_from_slice(head);
+        out.push(b'"');
+        return;
+    }
+    json_str(out, crate::cut(&String::from_utf8_lossy(bytes)));
+}
+
+/// Whether every byte is printable ASCII other than `"` and `\`: a JSON string as it is.
+/// Eight bytes at a time, with the word tricks of "Bit Twiddling Hacks" (`haszero`, `hasless`).
+fn plain(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_le_bytes([1; 8]);
+    const HIGH: u64 = ONES << 7;
+    let has_zero = |w: u64| w.wrapping_sub(ONES) & !w & HIGH != 0;
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let w = <[u8; 8]>::try_from(word).map_or(0, u64::from_le_bytes);
+        // A byte of 0x80 or above; below 0x20 (exact, as no byte is above 0x7f); 0x7f, `"`, `\`.
+        if w & HIGH != 0
+            || w.wrapping_sub(ONES * 0x20) & !w & HIGH != 0
+            || has_zero(w ^ (ONES * 0x7f))
+            || has_zero(w ^ (ONES * u64::from(b'"')))
+            || has_zero(w ^ (ONES * u64::from(b'\\')))
+        {
+            return false;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
 }
 
 #[cfg(test)]
@@ -413,8 +532,9 @@ mod tests {
 
     #[test]
     fn strings_are_escaped_into_one_line() {
-        let mut out = String::new();
+        let mut out = Vec::new();
         json_str(&mut out, "a\"b\\c\r\nd\u{1b}[31m\u{1}é\u{2028}");
+        let out = String::from_utf8(out).unwrap_or_default();
         assert!(!out.contains('\n') && !out.contains('\r') && !out.contains('\u{1b}'));
         assert_eq!(
             out,
@@ -422,38 +542,83 @@ mod tests {
         );
     }
 
+    #[test]
+    fn plain_bytes_are_told_from_those_to_escape_at_every_position() {
+        let printable: Vec<u8> = (0x20..0x7f).filter(|&b| b != b'"' && b != b'\\').collect();
+        assert!(plain(&printable));
+        for len in 0..20 {
+            for at in 0..len {
+                for bad in [0u8, 0x1b, b'\n', 0x1f, 0x7f, 0x80, 0xff, b'"', b'\\'] {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = bad;
+                    assert!(!plain(&bytes), "{bad:#x} at {at} of {len}");
+                }
+            }
+            assert!(plain(&vec![b'~'; len]));
+        }
+        let mut out = Vec::new();
+        json_bytes(&mut out, b"curl/8 \xff\r\n");
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "\"curl/8 \u{fffd}\\u000d\\u000a\""
+        );
+        out.clear();
+        json_bytes(&mut out, &[b'x'; 1000]);
+        assert_eq!(out.len(), crate::MAX_LOGGED + 2);
+    }
+
     struct Text(&'static str);
 
     impl Line for Text {
-        fn format(&self, out: &mut String, _: &mut Clock) {
-            out.push_str(self.0);
-            out.push('\n');
+        fn format(&self, out: &mut Vec<u8>, _: &mut Clock) {
+            out.extend_from_slice(self.0.as_bytes());
+            out.push(b'\n');
         }
     }
 
     #[test]
     fn times_and_durations_are_written_as_before() {
         let mut clock = Clock::default();
-        let mut out = String::new();
+        let mut out = Vec::new();
         let time = std::time::UNIX_EPOCH + Duration::from_millis(1_796_418_137_042);
         clock.write(&mut out, time);
-        assert_eq!(out, humantime::format_rfc3339_millis(time).to_string());
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            humantime::format_rfc3339_millis(time).to_string()
+        );
         out.clear();
         clock.write(&mut out, time + Duration::from_millis(900));
-        assert_eq!(out, "2026-12-04T21:02:17.942Z");
+        assert_eq!(String::from_utf8_lossy(&out), "2026-12-04T21:02:17.942Z");
         out.clear();
         clock.write(&mut out, time + Duration::from_millis(1000));
-        assert_eq!(out, "2026-12-04T21:02:18.042Z");
+        assert_eq!(String::from_utf8_lossy(&out), "2026-12-04T21:02:18.042Z");
+        // A request's arrival, told against the wall clock read at the round's start.
+        clock.tick();
+        let (wall, mono) = clock.now.unwrap_or_else(Clock::read);
+        let arrived = mono
+            .checked_sub(Duration::from_millis(1500))
+            .unwrap_or(mono);
+        out.clear();
+        clock.write_instant(&mut out, arrived);
+        let expected = std::time::UNIX_EPOCH + wall - mono.duration_since(arrived);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            humantime::format_rfc3339_millis(expected).to_string()
+        );
         out.clear();
         millis(&mut out, Duration::from_micros(41_207));
-        assert_eq!(out, "41.207");
+        assert_eq!(String::from_utf8_lossy(&out), "41.207");
         out.clear();
         millis(&mut out, Duration::from_micros(5));
-        assert_eq!(out, "0.005");
+        assert_eq!(String::from_utf8_lossy(&out), "0.005");
+        out.clear();
+        millis(&mut out, Duration::new(3, 2_999_999));
+        assert_eq!(String::from_utf8_lossy(&out), "3002.999");
         for ip in [
             "10.0.0.1",
             "255.255.255.255",
             "0.0.0.0",
+            "100.10.9.199",
             "::1",
             "2001:db8::7",
         ] {
@@ -462,20 +627,20 @@ mod tests {
                 &mut out,
                 ip.parse().unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])),
             );
-            assert_eq!(out, ip);
+            assert_eq!(String::from_utf8_lossy(&out), ip);
         }
         out.clear();
         json_str(&mut out, "plain /api/x?y=1");
-        assert_eq!(out, "\"plain /api/x?y=1\"");
+        assert_eq!(String::from_utf8_lossy(&out), "\"plain /api/x?y=1\"");
     }
 
     #[test]
     fn a_full_queue_drops_and_counts_without_waiting() {
         let dropped = Counter::default();
-        let (writer, _queue) = AccessLog::<Text>::stalled(dropped.clone(), 2);
-        // try_send: with nobody reading, a waiting send would hang here.
+        let writer = AccessLog::<Text>::stalled(dropped.clone(), 2);
+        // With nobody reading, a waiting send would hang here.
         for _ in 0..10 {
-            writer.send(Box::new(Text("x")));
+            writer.send(Text("x"));
         }
         assert_eq!(dropped.get(), 8);
     }
@@ -493,8 +658,8 @@ mod tests {
         let writer = writer
             .unwrap_or_else(|e| panic!("{e}"))
             .unwrap_or_else(|| panic!("off"));
-        writer.send(Box::new(Text("one")));
-        writer.send(Box::new(Text("two")));
+        writer.send(Text("one"));
+        writer.send(Text("two"));
         writer.close();
         let text = std::fs::read_to_string(&file).unwrap_or_default();
         assert_eq!(text, "one\ntwo\n");
