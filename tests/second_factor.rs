@@ -257,6 +257,42 @@ async fn enrol_then_sign_in_with_password_and_code_each_code_once() {
     assert_eq!(amr(&idp, &password_only).await, ["pwd"]);
 }
 
+#[tokio::test]
+async fn a_recovery_code_sent_several_times_at_once_signs_in_once() {
+    let (_redis, idp) = setup(0).await;
+    let (_key, recovery) = enrol(&idp).await;
+    // Four browsers at the code page, then the same recovery code from each at once: each
+    // request checks it against the record it read, but only one takes it from the record.
+    let mut waiting = Vec::new();
+    for _ in 0..4 {
+        let browser = Browser::new();
+        let page = browser
+            .sign_in(&authorize_url(&idp), "alice", PASSWORD)
+            .await;
+        assert!(page.body.contains("Enter your code"), "{}", page.body);
+        waiting.push((browser, page.body));
+    }
+    let action = idp.url("/oauth2/authorize/otp");
+    let extra = [("code", recovery[5].as_str())];
+    let send = |i: usize| submit(&waiting[i].0, action.clone(), &waiting[i].1, &extra);
+    let (a, b, c, d) = tokio::join!(send(0), send(1), send(2), send(3));
+    let answers = [a, b, c, d];
+    let statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 302).count(),
+        1,
+        "one sign-in with the code: {statuses:?}"
+    );
+    for refused in answers.iter().filter(|a| a.status != 302) {
+        assert!(refused.body.contains("not right"), "{}", refused.body);
+    }
+    // Nine codes are left, the others still good.
+    let later = Browser::new();
+    let page = later.sign_in(&authorize_url(&idp), "alice", PASSWORD).await;
+    let rescued = submit(&later, action, &page.body, &[("code", &recovery[6])]).await;
+    assert_eq!(rescued.status, 302, "{}", rescued.body);
+}
+
 /// The `amr` of the value token behind a token response's reference token, as the gateway and
 /// backends see it.
 async fn amr(idp: &TestIdp, answer: &Reply) -> Vec<String> {

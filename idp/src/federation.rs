@@ -22,7 +22,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
 use tokengate_store::{
-    CodeId, PendingSignIns, ReferenceToken, SessionAdmin, User, UserDirectory, now_unix,
+    Changed, CodeId, PendingSignIns, ReferenceToken, SessionAdmin, User, UserDirectory,
+    change_user, now_unix,
 };
 
 use crate::backchannel;
@@ -487,15 +488,25 @@ async fn enroll(
                 return Err(Failure::Conflict);
             }
         }
-        Some(user) if user.upstream.as_deref() != Some(upstream.name()) => {
-            return Err(Failure::Conflict);
-        }
-        Some(user) if user.disabled => return Err(Failure::Disabled),
-        Some(mut user) => {
-            if user.roles != roles {
-                user.roles = roles.clone();
-                user.updated_at = now;
-                state.store.update_user(&user).await.map_err(store_failed)?;
+        // Checked and changed on the record as it is now: a user disabled meanwhile stays so.
+        Some(_) => {
+            let changed = change_user(&state.store, username, now, |user| {
+                if user.upstream.as_deref() != Some(upstream.name()) {
+                    return Err(Failure::Conflict);
+                }
+                if user.disabled {
+                    return Err(Failure::Disabled);
+                }
+                user.roles.clone_from(&roles);
+                Ok(())
+            })
+            .await
+            .map_err(store_failed)?;
+            match changed {
+                Changed::Done(..) => {}
+                Changed::Refused(failure) => return Err(failure),
+                // Deleted meanwhile.
+                Changed::Missing => return Err(Failure::Conflict),
             }
         }
     }

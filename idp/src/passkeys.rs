@@ -31,7 +31,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
-use tokengate_store::{MAX_PASSKEYS, Passkey, User, UserDirectory, now_unix};
+use tokengate_store::{
+    Changed, Claimed, MAX_PASSKEYS, Passkey, User, UserDirectory, change_user, now_unix,
+};
 
 use crate::error::ApiError;
 use crate::extract::{ClientAddr, FormBody};
@@ -418,24 +420,55 @@ async fn add_passkey(
     let client_data = field(form, "client_data", webauthn::MAX_CLIENT_DATA)?;
     let attestation = field(form, "attestation", webauthn::MAX_ATTESTATION)?;
     let made = rp.register(&challenge, &client_data, &attestation, true)?;
-    let id = URL_SAFE_NO_PAD.encode(&made.id);
-    if user.passkeys.len() >= MAX_PASSKEYS || user.passkeys.iter().any(|p| p.id == id) {
-        return Err(PasskeyError::NotAdded);
-    }
     let now = now_unix();
-    user.passkeys.push(Passkey {
-        id,
+    let passkey = Passkey {
+        id: URL_SAFE_NO_PAD.encode(&made.id),
         public_key: URL_SAFE_NO_PAD.encode(&made.public_key),
         sign_count: made.sign_count,
         backup_eligible: made.backup_eligible,
         created_at: now,
         last_used_at: 0,
-    });
-    user.updated_at = now;
-    match state.store.update_user(user).await {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(PasskeyError::NotSignedIn),
-        Err(e) => Err(store_down(state, e)),
+    };
+    // The credential id is claimed first: one user's at most, so it names its user alone.
+    let claim = state
+        .store
+        .claim_passkey(&passkey.id, &user.username)
+        .await
+        .map_err(|e| store_down(state, e))?;
+    if claim == Claimed::ByAnother {
+        tracing::warn!(subject = ?tokengate_server::Outside(&user.username), "passkey not added: its credential id is another user's");
+        return Err(PasskeyError::NotAdded);
+    }
+    let added = change_user(&state.store, &user.username, now, |u| {
+        if u.passkeys.len() >= MAX_PASSKEYS || u.passkeys.iter().any(|p| p.id == passkey.id) {
+            return Err(PasskeyError::NotAdded);
+        }
+        u.passkeys.push(passkey.clone());
+        Ok(())
+    })
+    .await;
+    let refused = match added {
+        Ok(Changed::Done(new, ())) => {
+            *user = new;
+            return Ok(());
+        }
+        Ok(Changed::Refused(e)) => e,
+        Ok(Changed::Missing) => PasskeyError::NotSignedIn,
+        // Written or not, the claim stays: it blocks only this credential id for others.
+        Err(e) => return Err(store_down(state, e)),
+    };
+    // A claim made for this passkey alone is given up again.
+    if claim == Claimed::Now {
+        release(state, &passkey.id, &user.username).await;
+    }
+    Err(refused)
+}
+
+/// Gives up `username`'s claim of the credential id of a passkey no longer in their record. A
+/// failure is logged and left: the claim then blocks that credential id alone, for other users.
+pub(crate) async fn release(state: &AppState, id: &str, username: &str) {
+    if let Err(e) = state.store.release_passkey(id, username).await {
+        let _ = state.store_error(e);
     }
 }
 
@@ -446,7 +479,7 @@ async fn remove(
     headers: HeaderMap,
     form: FormBody,
 ) -> Response {
-    let mut user = match account_user(&state, &headers).await {
+    let user = match account_user(&state, &headers).await {
         Ok(user) => user,
         Err(e) => return e.page(),
     };
@@ -454,25 +487,32 @@ async fn remove(
         return PasskeyError::Expired.page();
     }
     let id = form.get("id").ok().flatten().unwrap_or("");
-    let before = user.passkeys.len();
-    user.passkeys.retain(|p| p.id != id);
-    if user.passkeys.len() == before {
-        return render_account(
-            &state,
-            &headers,
-            &user,
-            Some("That passkey is not on this account."),
-            None,
-            StatusCode::NOT_FOUND,
-        )
-        .await;
-    }
-    user.updated_at = now_unix();
-    match state.store.update_user(&user).await {
-        Ok(true) => {}
-        Ok(false) => return PasskeyError::NotSignedIn.page(),
+    let removed = change_user(&state.store, &user.username, now_unix(), |u| {
+        let before = u.passkeys.len();
+        u.passkeys.retain(|p| p.id != id);
+        if u.passkeys.len() == before {
+            return Err(());
+        }
+        Ok(())
+    })
+    .await;
+    let user = match removed {
+        Ok(Changed::Done(user, ())) => user,
+        Ok(Changed::Refused(())) => {
+            return render_account(
+                &state,
+                &headers,
+                &user,
+                Some("That passkey is not on this account."),
+                None,
+                StatusCode::NOT_FOUND,
+            )
+            .await;
+        }
+        Ok(Changed::Missing) => return PasskeyError::NotSignedIn.page(),
         Err(e) => return store_down(&state, e).page(),
-    }
+    };
+    release(&state, id, &user.username).await;
     tracing::info!(subject = ?tokengate_server::Outside(&user.username), "passkey removed");
     crate::audit::record(
         &state,
@@ -704,7 +744,7 @@ async fn assert(
             .user(&username)
             .await
             .map_err(|e| state.store_error(e))?;
-        let Some(mut user) = user.filter(|u| !u.disabled && u.upstream.is_none()) else {
+        let Some(user) = user.filter(|u| !u.disabled && u.upstream.is_none()) else {
             return Ok(Proof::Wrong);
         };
         let Some(i) = user.passkeys.iter().position(|p| p.id == credential) else {
@@ -731,20 +771,48 @@ async fn assert(
                 return Ok(Proof::Wrong);
             }
         };
-        let now = now_unix();
-        user.passkeys[i].sign_count = asserted.sign_count;
-        user.passkeys[i].last_used_at = now;
-        let backup_eligible = user.passkeys[i].backup_eligible;
-        let saved = state
+        // The credential id names this user alone (a passkey added before ids were claimed is
+        // claimed on its first use).
+        let claim = state
             .store
-            .update_user(&user)
+            .claim_passkey(&credential, &username)
             .await
             .map_err(|e| state.store_error(e))?;
-        if !saved {
-            return Ok(Proof::Gone);
+        if claim == Claimed::ByAnother {
+            tracing::warn!(subject = ?tokengate_server::Outside(&username), "passkey refused: its credential id is another user's");
+            return Ok(Proof::Wrong);
         }
-        outcome = Ok((user, backup_eligible));
-        Ok(Proof::Right)
+        // Counter and last use are kept on the record as it is now (another sign-in or a
+        // change may have come in between), the counter checked again against it.
+        let now = now_unix();
+        let used = change_user(&state.store, &username, now, |u| {
+            let Some(p) = u.passkeys.iter_mut().find(|p| p.id == credential) else {
+                return Err(None);
+            };
+            if (asserted.sign_count != 0 || p.sign_count != 0)
+                && asserted.sign_count <= p.sign_count
+            {
+                return Err(Some(webauthn::Refused::CounterRegression));
+            }
+            p.sign_count = asserted.sign_count;
+            p.last_used_at = now;
+            Ok(p.backup_eligible)
+        })
+        .await
+        .map_err(|e| state.store_error(e))?;
+        match used {
+            Changed::Done(user, backup_eligible) => {
+                outcome = Ok((user, backup_eligible));
+                Ok(Proof::Right)
+            }
+            // Removed meanwhile.
+            Changed::Refused(None) => Ok(Proof::Gone),
+            Changed::Refused(Some(refused)) => {
+                outcome = Err(PasskeyError::Refused(refused));
+                Ok(Proof::Wrong)
+            }
+            Changed::Missing => Ok(Proof::Gone),
+        }
     })
     .await;
     match checked {
