@@ -370,6 +370,26 @@ pub fn amr(method: &str) -> Vec<String> {
     amr.into_iter().map(str::to_owned).collect()
 }
 
+/// The authentication context class (OpenID Connect `acr`) of a sign-in with one factor: a
+/// password, or an upstream provider that named no second factor.
+pub const ACR_ONE_FACTOR: &str = "urn:tokengate:acr:1fa";
+/// The class of a sign-in with a second factor (a code, a recovery code or a passkey after a
+/// password; a user-verified passkey alone; an upstream provider's `mfa`). A client that asks
+/// for it (`acr_values`, or the `claims` parameter) gets a code only after a second factor.
+pub const ACR_MFA: &str = "urn:tokengate:acr:mfa";
+
+/// The `acr` of a session whose `amr` is `amr`: none when nothing is known of how the person
+/// signed in (a client's own session).
+pub fn acr(amr: &[String]) -> Option<&'static str> {
+    if amr.iter().any(|a| a == "mfa") {
+        Some(ACR_MFA)
+    } else if amr.is_empty() {
+        None
+    } else {
+        Some(ACR_ONE_FACTOR)
+    }
+}
+
 /// Whether a session made by `method` had a second factor (its `amr` holds `mfa`).
 pub fn has_second_factor(method: &str) -> bool {
     amr(method).iter().any(|a| a == "mfa")
@@ -395,6 +415,10 @@ pub(crate) mod tests {
         assert_eq!(amr("passkey+hwk"), ["hwk", "mfa"]);
         assert_eq!(amr("passkey+swk"), ["swk", "mfa"]);
         assert!(has_second_factor("passkey+hwk") && has_second_factor("password+otp"));
+        assert_eq!(acr(&amr("password")), Some(ACR_ONE_FACTOR));
+        assert_eq!(acr(&amr("authorization_code+swk")), Some(ACR_MFA));
+        assert_eq!(acr(&amr("passkey+hwk")), Some(ACR_MFA));
+        assert_eq!(acr(&amr("client_credentials")), None);
         assert!(!has_second_factor("password") && !has_second_factor("password+other"));
         for none in ["client_credentials", "admin", "upstream:corp", ""] {
             assert!(amr(none).is_empty(), "{none}");
