@@ -394,7 +394,15 @@ async fn callback(
         .inc();
     tracing::info!(subject = ?tokengate_server::Outside(&username), upstream = %name, "signed in through an upstream provider");
     backchannel::remember_sign_in(&state, &upstream, &claims, &username).await;
-    let method = backchannel::method(&name);
+    // The provider's factors stay with the session (`amr` in the ID token and value token).
+    let provider_amr: Vec<&str> = claims
+        .get("amr")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(serde_json::Value::as_str)
+        .collect();
+    let method = crate::sessions::upstream_method(&name, &provider_amr);
     let mut response = request::finish_sign_in(&state, &request, &username, &roles, &method).await;
     clear_state_cookie(&state, &mut response);
     response
