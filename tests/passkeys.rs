@@ -557,3 +557,44 @@ async fn a_credential_id_belongs_to_one_user_only() {
     let refused = add_recorded_passkey(&s, &alice, attestation).await;
     assert_eq!(refused.status, 400, "{}", refused.body);
 }
+
+#[tokio::test]
+async fn a_required_second_factor_can_be_a_passkey_added_on_the_way() {
+    let s = setup(0).await;
+    let chrome = Chrome::start().await;
+    let c = &chrome.client;
+    chrome
+        .add_virtual_authenticator(VirtualAuthenticator::passkey())
+        .await;
+    // The client asks for the MFA class; alice has no second factor yet.
+    let url = format!(
+        "{}&acr_values=urn%3Atokengate%3Aacr%3Amfa",
+        s.authorize_url()
+    );
+    c.goto(&url).await.unwrap();
+    chrome.wait_for("input[name=username]").await;
+    chrome.fill("input[name=username]", "alice").await;
+    chrome.fill("input[name=password]", PASSWORD).await;
+    chrome
+        .click("form[action='/oauth2/authorize'] button[type=submit]")
+        .await;
+    // Enrolment offers a passkey instead of an app's codes, and goes on to the sign-in after.
+    chrome.wait_for("a#passkey-instead").await;
+    chrome.screenshot("passkeys-enrolment-choice").await;
+    chrome.click("a#passkey-instead").await;
+    chrome.wait_for("form#passkey-add").await;
+    chrome.click("form#passkey-add button[type=submit]").await;
+    chrome.wait_for("a#continue").await;
+    assert_eq!(text_of(&chrome, "p.notice").await, "Passkey added.");
+    chrome.click("a#continue").await;
+    // Back at the sign-in, the password's session is asked for the new passkey.
+    chrome.wait_for("form#passkey-signin").await;
+    chrome
+        .click("form#passkey-signin button[type=submit]")
+        .await;
+    let landed = chrome.wait_for_url(&s.callback).await;
+    let (id_amr, value_amr) = s.amr_of(&landed).await;
+    assert_eq!(id_amr, ["pwd", "hwk", "mfa"]);
+    assert_eq!(value_amr, ["pwd", "hwk", "mfa"]);
+    chrome.stop().await;
+}

@@ -23,7 +23,7 @@ use std::time::Duration;
 use askama::Template;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use axum::Router;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Query, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -39,7 +39,9 @@ use crate::error::ApiError;
 use crate::extract::{ClientAddr, FormBody};
 use crate::oauth::request::{AuthorizeRequest, Refusal, finish_sign_in, signed_in};
 use crate::pages;
-use crate::second_factor::{Proof, Refused, behind_lockout, hold_record, take_record, unavailable};
+use crate::second_factor::{
+    Proof, Refused, behind_lockout, continue_to, hold_record, take_record, unavailable,
+};
 use crate::state::{AppState, Live};
 use crate::webauthn::{self, RelyingParty, Stored};
 
@@ -196,7 +198,33 @@ struct AccountPage<'a> {
     csrf: &'a str,
     error: Option<&'a str>,
     notice: Option<&'a str>,
+    /// The sign-in to go on with once a passkey is added (a required second factor), if any.
+    next: Option<&'a str>,
     script_integrity: &'static str,
+}
+
+/// The `continue` of a link to the account page.
+#[derive(Deserialize)]
+struct ContinueQuery {
+    #[serde(rename = "continue")]
+    next: Option<String>,
+}
+
+/// The account page's link, for `username`'s enrolment page to offer a passkey instead (going
+/// on to `next` once added): `None` while passkeys are off, or when the name is too long to be
+/// a user handle.
+pub(crate) fn add_link(state: &AppState, username: &str, next: Option<&str>) -> Option<String> {
+    state.webauthn.as_ref()?;
+    if username.len() > MAX_USER_HANDLE {
+        return None;
+    }
+    Some(match next {
+        Some(next) => format!(
+            "/account/passkeys?{}",
+            serde_urlencoded::to_string([("continue", next)]).unwrap_or_default()
+        ),
+        None => "/account/passkeys".to_owned(),
+    })
 }
 
 /// The passkey page of a sign-in (a second factor, or without a password).
@@ -255,12 +283,32 @@ fn day(unix: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-/// `GET /account/passkeys`.
-async fn account_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+/// `GET /account/passkeys`, with the sign-in to go on with once one is added, if any.
+async fn account_page(
+    State(state): State<AppState>,
+    Query(query): Query<ContinueQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let next = continue_to(query.next.as_deref());
     match account_user(&state, &headers).await {
-        Ok(user) => render_account(&state, &headers, &user, None, None, StatusCode::OK).await,
+        Ok(user) => {
+            let page = Notes {
+                next,
+                ..Notes::default()
+            };
+            render_account(&state, &headers, &user, page, StatusCode::OK).await
+        }
         Err(e) => e.page(),
     }
+}
+
+/// What the account page says besides the passkeys.
+#[derive(Clone, Copy, Default)]
+struct Notes<'a> {
+    error: Option<&'a str>,
+    notice: Option<&'a str>,
+    /// The sign-in to go on with (`continue`).
+    next: Option<&'a str>,
 }
 
 /// The signed-in local user, when passkeys are on.
@@ -282,8 +330,7 @@ async fn render_account(
     state: &AppState,
     headers: &HeaderMap,
     user: &User,
-    error: Option<&str>,
-    notice: Option<&str>,
+    notes: Notes<'_>,
     status: StatusCode,
 ) -> Response {
     let Some(rp) = state.webauthn.as_ref() else {
@@ -328,8 +375,9 @@ async fn render_account(
         passkeys,
         add,
         csrf: &csrf,
-        error,
-        notice,
+        error: notes.error,
+        notice: notes.notice,
+        next: notes.next,
         script_integrity: pages::passkeys_script_hash(),
     };
     pages::with_csrf(
@@ -360,6 +408,7 @@ async fn register(
         Ok(user) => user,
         Err(e) => return e.page(),
     };
+    let next = continue_to(form.get("continue").ok().flatten());
     match add_passkey(&state, &headers, &form, &mut user).await {
         Ok(()) => {
             tracing::info!(subject = ?tokengate_server::Outside(&user.username), "passkey added");
@@ -370,27 +419,21 @@ async fn register(
                 &user.username,
             )
             .await;
-            render_account(
-                &state,
-                &headers,
-                &user,
-                None,
-                Some("Passkey added."),
-                StatusCode::OK,
-            )
-            .await
+            let notes = Notes {
+                notice: Some("Passkey added."),
+                next,
+                ..Notes::default()
+            };
+            render_account(&state, &headers, &user, notes, StatusCode::OK).await
         }
         Err(e @ (PasskeyError::Refused(_) | PasskeyError::Field(_) | PasskeyError::NotAdded)) => {
             tracing::info!(subject = ?tokengate_server::Outside(&user.username), reason = %e, "passkey not added");
-            render_account(
-                &state,
-                &headers,
-                &user,
-                Some("The passkey was not added. Try again, or with another device."),
-                None,
-                StatusCode::BAD_REQUEST,
-            )
-            .await
+            let notes = Notes {
+                error: Some("The passkey was not added. Try again, or with another device."),
+                next,
+                ..Notes::default()
+            };
+            render_account(&state, &headers, &user, notes, StatusCode::BAD_REQUEST).await
         }
         Err(e) => e.page(),
     }
@@ -499,15 +542,11 @@ async fn remove(
     let user = match removed {
         Ok(Changed::Done(user, ())) => user,
         Ok(Changed::Refused(())) => {
-            return render_account(
-                &state,
-                &headers,
-                &user,
-                Some("That passkey is not on this account."),
-                None,
-                StatusCode::NOT_FOUND,
-            )
-            .await;
+            let notes = Notes {
+                error: Some("That passkey is not on this account."),
+                ..Notes::default()
+            };
+            return render_account(&state, &headers, &user, notes, StatusCode::NOT_FOUND).await;
         }
         Ok(Changed::Missing) => return PasskeyError::NotSignedIn.page(),
         Err(e) => return store_down(&state, e).page(),
@@ -521,15 +560,11 @@ async fn remove(
         &user.username,
     )
     .await;
-    render_account(
-        &state,
-        &headers,
-        &user,
-        None,
-        Some("Passkey removed."),
-        StatusCode::OK,
-    )
-    .await
+    let notes = Notes {
+        notice: Some("Passkey removed."),
+        ..Notes::default()
+    };
+    render_account(&state, &headers, &user, notes, StatusCode::OK).await
 }
 
 /// After a right password: the passkey page when `username` has a passkey (and passkeys are

@@ -66,6 +66,8 @@ struct Enrol<'a> {
     enrolment: &'a str,
     csrf: &'a str,
     error: Option<&'a str>,
+    /// The passkeys page, to add one instead (when passkeys are on), with the same `continue`.
+    passkey_link: Option<String>,
 }
 
 /// The code page of a sign-in.
@@ -93,7 +95,7 @@ const MAX_CONTINUE: usize = 4096;
 
 /// The sign-in to go on with after enrolment: only ever this IdP's own authorize endpoint (never
 /// an open redirect).
-fn continue_to(next: Option<&str>) -> Option<&str> {
+pub(crate) fn continue_to(next: Option<&str>) -> Option<&str> {
     next.filter(|n| n.starts_with("/oauth2/authorize?") && n.len() <= MAX_CONTINUE)
 }
 
@@ -557,6 +559,7 @@ async fn enrolment_page(
         enrolment: &id,
         csrf: &csrf,
         error,
+        passkey_link: crate::passkeys::add_link(state, username, next),
     };
     pages::with_csrf(
         pages::page(StatusCode::OK, &page, &[]),
