@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use tokengate_idp::config::{
     AdminConfig, ClientConfig, Grant, IdpConfig, ServerConfig, TokensConfig, UserConfig,
+    WebauthnConfig,
 };
 use tokengate_idp::keys::KeySet;
 use tokengate_idp::password::hash_password;
@@ -55,7 +56,9 @@ pub async fn run(redis_url: Option<String>, listen: DevListen) -> Result<()> {
     let gateway_listen = resolve_port(listen.gateway)?;
     let gateway_url = format!("http://{gateway_listen}");
 
-    let config = idp_config(&listen, &secrets, &demo_url, &gateway_url)?;
+    // The IdP's port is known before it binds: its address names the passkeys' origin.
+    let idp_listen = resolve_port(listen.idp)?;
+    let config = idp_config(&listen, idp_listen, &secrets, &demo_url, &gateway_url)?;
     let idp = Idp::new(config, store.clone(), KeySet::ephemeral()?)?
         .bind()
         .await?;
@@ -77,7 +80,7 @@ pub async fn run(redis_url: Option<String>, listen: DevListen) -> Result<()> {
         },
         gateway: gateway.public_addr(),
         gateway_admin: gateway.admin_addr(),
-        idp: idp.public_addr(),
+        idp: idp.issuer(),
         admin: idp.admin_addr(),
         backend,
         console_url: idp.console_url(),
@@ -130,16 +133,35 @@ fn resolve_port(addr: SocketAddr) -> Result<SocketAddr> {
 
 /// The IdP: the demo user, a console administrator, and three clients (the walkthrough's `cli`,
 /// the demo web app, the gateway's browser sessions).
+///
+/// On a loopback address the IdP is named `http://localhost:PORT` (its issuer, where browsers
+/// go), with passkeys on: WebAuthn takes `localhost` as a relying party id over plain http, but
+/// never an IP address.
 fn idp_config(
     listen: &DevListen,
+    idp_listen: SocketAddr,
     secrets: &Secrets,
     demo_url: &str,
     gateway_url: &str,
 ) -> Result<IdpConfig> {
     let (user, password) = USER;
+    let (tokens, webauthn) = if idp_listen.ip().is_loopback() {
+        let site = format!("http://localhost:{}", idp_listen.port());
+        let tokens = TokensConfig {
+            issuer: site.clone(),
+            ..TokensConfig::default()
+        };
+        let webauthn = WebauthnConfig {
+            rp_id: "localhost".to_owned(),
+            origins: vec![site],
+        };
+        (tokens, Some(webauthn))
+    } else {
+        (TokensConfig::default(), None)
+    };
     Ok(IdpConfig {
         server: ServerConfig {
-            listen: listen.idp,
+            listen: idp_listen,
             max_connections: 1024,
             header_timeout: std::time::Duration::from_secs(10),
             request_timeout: std::time::Duration::from_secs(30),
@@ -147,7 +169,7 @@ fn idp_config(
         },
         admin: AdminConfig::new(listen.idp_admin, &secrets.admin_token),
         store: StoreConfig::default(),
-        tokens: TokensConfig::default(),
+        tokens,
         login: Default::default(),
         log: Default::default(),
         users: vec![
@@ -189,7 +211,7 @@ fn idp_config(
         ],
         upstreams: Vec::new(),
         mfa: Default::default(),
-        webauthn: None,
+        webauthn,
         base_dir: PathBuf::from("."),
     })
 }
@@ -212,6 +234,7 @@ listen = "{listen_at}"
 listen = "{gw_admin}"
 [idp]
 jwks_url = "http://{idp}/.well-known/jwks.json"
+issuer = "{issuer}"
 [sync]
 interval = "1s"
 [browser]
@@ -250,7 +273,8 @@ struct Walkthrough<'a> {
     store: &'static str,
     gateway: SocketAddr,
     gateway_admin: SocketAddr,
-    idp: SocketAddr,
+    /// The IdP's issuer URL (where browsers go).
+    idp: String,
     admin: SocketAddr,
     backend: SocketAddr,
     console_url: String,
@@ -275,7 +299,7 @@ fn print_walkthrough(w: &Walkthrough<'_>) {
     println!(
         r#"tokengate dev ({store}):
   gateway  http://{gw}   (/api/ needs role orders:read, /public/ is open; admin: http://{gw_admin})
-  IdP      http://{idp}   (admin API on http://{admin})
+  IdP      {idp}   (admin API on http://{admin})
   backend  http://{backend}   (echoes what it receives)
 
   console  {console_url}   (admin console: sign in as admin / {console_password})
@@ -286,11 +310,12 @@ In a browser: {demo_url}/ is a small web app that signs you in through the IdP (
 code flow with PKCE, then single sign-on) and calls /api/ through the gateway with its token.
 Browser app: http://{gw}/app/ is served through the gateway, which signs the browser in itself
 and keeps the session in an HttpOnly cookie (no token in the page); a forced logout ends it.
-Second factor: once signed in through the demo app, http://{idp}/account/otp enrols {user} in
-one-time passwords (any authenticator app); from then on signing in asks for a code.
+Second factor: once signed in through the demo app, {idp}/account/otp enrols {user} in
+one-time passwords (any authenticator app), and {idp}/account/passkeys adds a passkey
+(on localhost); from then on signing in asks for one.
 
   # log in: the answer's access_token is an opaque reference token
-  TOKEN=$(curl -s -d grant_type=password -d client_id=cli -d username={user} -d password={password} http://{idp}/oauth2/token | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
+  TOKEN=$(curl -s -d grant_type=password -d client_id=cli -d username={user} -d password={password} {idp}/oauth2/token | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
   # call a backend through the gateway: it receives the signed value token and role headers
   curl -s -H "Authorization: Bearer $TOKEN" http://{gw}/api/orders
   # force a logout of every session of the user

@@ -6,7 +6,7 @@ mod support;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 
-use support::{post_form, send};
+use support::{get, post_form, send};
 
 #[tokio::test]
 async fn dev_walkthrough_works_and_no_secret_reaches_the_log() {
@@ -51,6 +51,11 @@ async fn dev_walkthrough_works_and_no_secret_reaches_the_log() {
     assert_eq!(console, format!("{admin}/console/"));
     let demo = word_after("In a browser: ");
     let demo = demo.trim_end_matches('/');
+    // The IdP is named by localhost, where passkeys work over plain http (an IP address cannot
+    // be a WebAuthn relying party id): its passkeys page asks for a sign-in, it is not off.
+    assert!(idp.starts_with("http://localhost:"), "{idp}");
+    let passkeys = get(&format!("{idp}/account/passkeys")).await;
+    assert_eq!(passkeys.status, 401, "{}", passkeys.body);
 
     let login = post_form(
         &format!("{idp}/oauth2/token"),

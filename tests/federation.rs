@@ -230,6 +230,16 @@ async fn to_callback(fed: &Fed, browser: &Browser, authorize_url: &str, how: AtU
 
 /// Signs in through the provider and exchanges the code: the access token.
 async fn sign_in(fed: &Fed, browser: &Browser, login: &'static str) -> (Reply, Option<String>) {
+    let (back, signed) = sign_in_for_factors(fed, browser, login).await;
+    (back, signed.map(|(access, _, _)| access))
+}
+
+/// As [`sign_in`]; with the access token, the `amr` and `acr` of tokengate's verified ID token.
+async fn sign_in_for_factors(
+    fed: &Fed,
+    browser: &Browser,
+    login: &'static str,
+) -> (Reply, Option<(String, Vec<String>, Option<String>)>) {
     let rp = fed.relying_party().await;
     let flow = flow(&rp);
     let callback = to_callback(fed, browser, &flow.url, AtUpstream::SignIn(login)).await;
@@ -250,7 +260,59 @@ async fn sign_in(fed: &Fed, browser: &Browser, login: &'static str) -> (Reply, O
         .claims(&rp.id_token_verifier(), &flow.nonce)
         .expect("tokengate's id_token verifies");
     assert_eq!(claims.subject().as_str(), ALICE);
-    (back, Some(tokens.access_token().secret().to_owned()))
+    let amr = claims
+        .auth_method_refs()
+        .into_iter()
+        .flatten()
+        .map(|a| a.to_string())
+        .collect();
+    let acr = claims.auth_context_ref().map(|a| a.to_string());
+    let access = tokens.access_token().secret().to_owned();
+    (back, Some((access, amr, acr)))
+}
+
+/// The `amr` of the value token behind `access`, as gateways and backends see it.
+async fn value_token_amr(fed: &Fed, access: &str) -> Vec<String> {
+    use base64::Engine;
+    let verified = fed.idp.verify(access).await;
+    assert_eq!(verified.status, 200, "{}", verified.body);
+    let value_token = verified.header("x-auth-value-token").unwrap();
+    let payload = value_token.split('.').nth(1).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    serde_json::from_value(claims["amr"].clone()).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn the_providers_factors_are_kept_in_the_id_token_and_the_value_token() {
+    // A provider that names no factors: none are made up.
+    let fed = Fed::start(UpstreamOptions::default()).await;
+    let (back, signed) = sign_in_for_factors(&fed, &Browser::new(), "alice").await;
+    let (access, amr, acr) = signed.unwrap_or_else(|| panic!("{}", back.body));
+    assert!(amr.is_empty(), "{amr:?}");
+    assert_eq!(acr, None);
+    assert!(value_token_amr(&fed, &access).await.is_empty());
+
+    // One that asked for a second factor (its id_token says `amr`): passed through, and the
+    // sign-in meets tokengate's MFA class.
+    let fed = Fed::start(UpstreamOptions {
+        amr: Some("pwd,otp,mfa"),
+        ..Default::default()
+    })
+    .await;
+    let (back, signed) = sign_in_for_factors(&fed, &Browser::new(), "alice").await;
+    let (access, amr, acr) = signed.unwrap_or_else(|| panic!("{}", back.body));
+    assert_eq!(amr, ["pwd", "otp", "mfa"]);
+    assert_eq!(acr.as_deref(), Some("urn:tokengate:acr:mfa"));
+    assert_eq!(value_token_amr(&fed, &access).await, ["pwd", "otp", "mfa"]);
+    // The provider's back-channel logout still finds the session made through it.
+    let r = send_logout(&fed, &logout_token(&fed, "signing.pem", |_| {})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(fed.idp.verify(&access).await.status, 401);
 }
 
 #[tokio::test]

@@ -467,3 +467,134 @@ async fn the_console_lists_a_users_passkeys_and_removes_one() {
     assert!(audit.contains("console:root"), "{audit}");
     assert!(audit.contains("user.passkey_remove"), "{audit}");
 }
+
+/// Adds the passkey of `attestation` (a recorded registration; its client data made here for
+/// this page's challenge) on `browser`'s account page: the page's answer.
+async fn add_recorded_passkey(s: &Setup, browser: &Browser, attestation: &str) -> Reply {
+    let page = browser.get(&s.idp.url("/account/passkeys")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let challenge = page
+        .body
+        .split_once("data-challenge=\"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(challenge, _)| challenge.to_owned())
+        .expect("the add form's challenge");
+    let client_data = format!(
+        r#"{{"type":"webauthn.create","challenge":"{challenge}","origin":"{}","crossOrigin":false}}"#,
+        s.origin
+    );
+    let client_data = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(client_data);
+    let add = page
+        .body
+        .split_once("id=\"passkey-add\"")
+        .expect("add form")
+        .1;
+    let mut form = hidden_fields(&format!("<form {add}"));
+    form.retain(|(k, _)| k != "client_data" && k != "attestation");
+    form.push(("client_data".into(), client_data));
+    form.push(("attestation".into(), attestation.to_owned()));
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    browser
+        .post_form(&s.idp.url("/account/passkeys"), &form)
+        .await
+}
+
+#[tokio::test]
+async fn a_credential_id_belongs_to_one_user_only() {
+    let s = setup(10).await;
+    let fixture: serde_json::Value =
+        serde_json::from_str(include_str!("../idp/src/webauthn/chromium.json")).unwrap();
+    let attestation = fixture["attestation"].as_str().unwrap();
+    let id = fixture["id"].as_str().unwrap();
+    let signed_in = |name: &'static str| {
+        let url = s.authorize_url();
+        async move {
+            let browser = Browser::new();
+            let reply = browser.sign_in(&url, name, PASSWORD).await;
+            assert_eq!(reply.status, 302, "{}", reply.body);
+            browser
+        }
+    };
+    let passkeys_of = |name: &'static str| {
+        let idp = &s.idp;
+        async move {
+            let listed = idp
+                .admin("GET", &format!("/admin/users/{name}/passkeys"), None)
+                .await;
+            assert_eq!(listed.status, 200, "{}", listed.body);
+            listed.json()["passkeys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    let alice = signed_in("alice").await;
+    let bob = signed_in("bob").await;
+
+    let added = add_recorded_passkey(&s, &alice, attestation).await;
+    assert_eq!(added.status, 200, "{}", added.body);
+    assert!(added.body.contains("Passkey added."), "{}", added.body);
+    assert_eq!(passkeys_of("alice").await, [id]);
+
+    // The same credential (an authenticator answering for bob with alice's credential id) is
+    // refused: a credential id names one user.
+    let refused = add_recorded_passkey(&s, &bob, attestation).await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(refused.body.contains("was not added"), "{}", refused.body);
+    assert!(passkeys_of("bob").await.is_empty());
+
+    // Once alice's is removed (by an administrator here), the credential id is free again.
+    let removed = s
+        .idp
+        .admin("DELETE", &format!("/admin/users/alice/passkeys/{id}"), None)
+        .await;
+    assert_eq!(removed.status, 200, "{}", removed.body);
+    let added = add_recorded_passkey(&s, &bob, attestation).await;
+    assert_eq!(added.status, 200, "{}", added.body);
+    assert_eq!(passkeys_of("bob").await, [id]);
+    let refused = add_recorded_passkey(&s, &alice, attestation).await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+}
+
+#[tokio::test]
+async fn a_required_second_factor_can_be_a_passkey_added_on_the_way() {
+    let s = setup(0).await;
+    let chrome = Chrome::start().await;
+    let c = &chrome.client;
+    chrome
+        .add_virtual_authenticator(VirtualAuthenticator::passkey())
+        .await;
+    // The client asks for the MFA class; alice has no second factor yet.
+    let url = format!(
+        "{}&acr_values=urn%3Atokengate%3Aacr%3Amfa",
+        s.authorize_url()
+    );
+    c.goto(&url).await.unwrap();
+    chrome.wait_for("input[name=username]").await;
+    chrome.fill("input[name=username]", "alice").await;
+    chrome.fill("input[name=password]", PASSWORD).await;
+    chrome
+        .click("form[action='/oauth2/authorize'] button[type=submit]")
+        .await;
+    // Enrolment offers a passkey instead of an app's codes, and goes on to the sign-in after.
+    chrome.wait_for("a#passkey-instead").await;
+    chrome.screenshot("passkeys-enrolment-choice").await;
+    chrome.click("a#passkey-instead").await;
+    chrome.wait_for("form#passkey-add").await;
+    chrome.click("form#passkey-add button[type=submit]").await;
+    chrome.wait_for("a#continue").await;
+    assert_eq!(text_of(&chrome, "p.notice").await, "Passkey added.");
+    chrome.click("a#continue").await;
+    // Back at the sign-in, the password's session is asked for the new passkey.
+    chrome.wait_for("form#passkey-signin").await;
+    chrome
+        .click("form#passkey-signin button[type=submit]")
+        .await;
+    let landed = chrome.wait_for_url(&s.callback).await;
+    let (id_amr, value_amr) = s.amr_of(&landed).await;
+    assert_eq!(id_amr, ["pwd", "hwk", "mfa"]);
+    assert_eq!(value_amr, ["pwd", "hwk", "mfa"]);
+    chrome.stop().await;
+}

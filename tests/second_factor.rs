@@ -257,6 +257,42 @@ async fn enrol_then_sign_in_with_password_and_code_each_code_once() {
     assert_eq!(amr(&idp, &password_only).await, ["pwd"]);
 }
 
+#[tokio::test]
+async fn a_recovery_code_sent_several_times_at_once_signs_in_once() {
+    let (_redis, idp) = setup(0).await;
+    let (_key, recovery) = enrol(&idp).await;
+    // Four browsers at the code page, then the same recovery code from each at once: each
+    // request checks it against the record it read, but only one takes it from the record.
+    let mut waiting = Vec::new();
+    for _ in 0..4 {
+        let browser = Browser::new();
+        let page = browser
+            .sign_in(&authorize_url(&idp), "alice", PASSWORD)
+            .await;
+        assert!(page.body.contains("Enter your code"), "{}", page.body);
+        waiting.push((browser, page.body));
+    }
+    let action = idp.url("/oauth2/authorize/otp");
+    let extra = [("code", recovery[5].as_str())];
+    let send = |i: usize| submit(&waiting[i].0, action.clone(), &waiting[i].1, &extra);
+    let (a, b, c, d) = tokio::join!(send(0), send(1), send(2), send(3));
+    let answers = [a, b, c, d];
+    let statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 302).count(),
+        1,
+        "one sign-in with the code: {statuses:?}"
+    );
+    for refused in answers.iter().filter(|a| a.status != 302) {
+        assert!(refused.body.contains("not right"), "{}", refused.body);
+    }
+    // Nine codes are left, the others still good.
+    let later = Browser::new();
+    let page = later.sign_in(&authorize_url(&idp), "alice", PASSWORD).await;
+    let rescued = submit(&later, action, &page.body, &[("code", &recovery[6])]).await;
+    assert_eq!(rescued.status, 302, "{}", rescued.body);
+}
+
 /// The `amr` of the value token behind a token response's reference token, as the gateway and
 /// backends see it.
 async fn amr(idp: &TestIdp, answer: &Reply) -> Vec<String> {
@@ -380,4 +416,117 @@ async fn a_required_second_factor_is_enrolled_before_the_code_then_asked_every_t
         .get(&idp.url("/account/otp?continue=https%3A%2F%2Fevil.example%2F"))
         .await;
     assert!(!forged.body.contains("evil.example"), "{}", forged.body);
+}
+
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+const ACR_ONE_FACTOR: &str = "urn:tokengate:acr:1fa";
+const ACR_MFA: &str = "urn:tokengate:acr:mfa";
+
+/// The claims of the ID token the code of `redirect` (an answer to the client) redeems for.
+async fn id_token_of(idp: &TestIdp, redirect: &Reply) -> serde_json::Value {
+    use base64::Engine;
+    assert_eq!(redirect.status, 302, "{}", redirect.body);
+    let code = location_query(redirect)["code"].clone();
+    let form = serde_urlencoded::to_string([
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", WEB),
+        ("client_id", "web"),
+        ("code_verifier", VERIFIER),
+    ])
+    .unwrap();
+    let tokens = post_form(&idp.url("/oauth2/token"), &[], &form).await;
+    assert_eq!(tokens.status, 200, "{}", tokens.body);
+    let id_token = tokens.json()["id_token"].as_str().unwrap().to_owned();
+    let payload = id_token.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_client_asking_for_the_mfa_class_gets_a_second_factor_first_and_acr_says_so() {
+    let (_redis, idp) = setup(0).await;
+    early_in_a_step().await;
+    let discovery = get(&idp.url("/.well-known/openid-configuration"))
+        .await
+        .json();
+    assert_eq!(
+        discovery["acr_values_supported"],
+        serde_json::json!([ACR_ONE_FACTOR, ACR_MFA])
+    );
+    assert_eq!(discovery["claims_parameter_supported"], true);
+
+    // Without asking: a password signs bob in, and the ID token says one factor.
+    let browser = Browser::new();
+    let signed = browser.sign_in(&authorize_url(&idp), "bob", PASSWORD).await;
+    let claims = id_token_of(&idp, &signed).await;
+    assert_eq!(claims["acr"], ACR_ONE_FACTOR, "{claims}");
+    assert_eq!(claims["amr"], serde_json::json!(["pwd"]));
+
+    // Asking for the MFA class: bob's single-sign-on session (a password) is not enough, and
+    // he has no second factor: enrolment first, then the code, then the application.
+    let mfa_url = format!(
+        "{}&{}",
+        authorize_url(&idp),
+        serde_urlencoded::to_string([("acr_values", ACR_MFA)]).unwrap()
+    );
+    let to_enrol = browser.get(&mfa_url).await;
+    assert_eq!(to_enrol.status, 303, "{}", to_enrol.body);
+    let location = to_enrol.header("location").unwrap().to_owned();
+    assert!(location.starts_with("/account/otp?continue="), "{location}");
+    let page = browser.get(&idp.url(&location)).await;
+    let key = key_of(&page.body);
+    let done = submit(
+        &browser,
+        idp.url("/account/otp"),
+        &page.body,
+        &[("code", &code(&key, -1))],
+    )
+    .await;
+    assert!(done.body.contains("Second factor on"), "{}", done.body);
+    let start = done
+        .body
+        .find("href=\"/oauth2/authorize?")
+        .expect("a link back to the sign-in")
+        + 6;
+    let back = unescape(&done.body[start..start + done.body[start..].find('"').unwrap()]);
+    assert!(back.contains("acr_values="), "{back}");
+    let asked = browser.get(&idp.url(&back)).await;
+    assert!(asked.body.contains("Enter your code"), "{}", asked.body);
+    let signed = submit(
+        &browser,
+        idp.url("/oauth2/authorize/otp"),
+        &asked.body,
+        &[("code", &code(&key, 0))],
+    )
+    .await;
+    let claims = id_token_of(&idp, &signed).await;
+    assert_eq!(claims["acr"], ACR_MFA, "{claims}");
+    assert_eq!(claims["amr"], serde_json::json!(["pwd", "otp", "mfa"]));
+    // The session has its second factor now: asked again, it is met at once.
+    let again = browser.get(&mfa_url).await;
+    assert_eq!(id_token_of(&idp, &again).await["acr"], ACR_MFA);
+
+    // The `claims` parameter asks the same: alice, who has no second factor, enrols first.
+    let claims_param =
+        format!(r#"{{"id_token":{{"acr":{{"essential":true,"values":["{ACR_MFA}"]}}}}}}"#);
+    let claims_url = format!(
+        "{}&{}",
+        authorize_url(&idp),
+        serde_urlencoded::to_string([("claims", claims_param.as_str())]).unwrap()
+    );
+    let to_enrol = Browser::new().sign_in(&claims_url, "alice", PASSWORD).await;
+    assert_eq!(to_enrol.status, 303, "{}", to_enrol.body);
+    let location = to_enrol.header("location").unwrap();
+    assert!(location.starts_with("/account/otp?continue="), "{location}");
+    // A malformed one goes back to the client as invalid_request.
+    let bad = Browser::new()
+        .get(&format!("{}&claims=nope", authorize_url(&idp)))
+        .await;
+    assert_eq!(bad.status, 302, "{}", bad.body);
+    assert_eq!(location_query(&bad)["error"], "invalid_request");
 }

@@ -11,8 +11,8 @@ use axum::{Json, Router};
 use http::StatusCode;
 use serde::Deserialize;
 use tokengate_store::{
-    AuditTrail, MAX_AUDIT_PAGE, MAX_USERS_PAGE, ReferenceToken, SessionAdmin, SessionId,
-    SessionRead, User, UserDirectory, now_unix,
+    AuditTrail, Changed, MAX_AUDIT_PAGE, MAX_USERS_PAGE, ReferenceToken, SessionAdmin, SessionId,
+    SessionRead, User, UserDirectory, change_user, now_unix,
 };
 
 use crate::audit::{self, Actor};
@@ -114,18 +114,21 @@ async fn stored_user(state: &AppState, username: &str) -> Result<User, ApiError>
         .ok_or(ApiError::NotFound)
 }
 
-/// Writes a changed user; 404 if it was deleted meanwhile.
-async fn save_user(state: &AppState, user: &mut User) -> Result<(), ApiError> {
-    user.updated_at = now_unix();
-    let saved = state
-        .store
-        .update_user(user)
+/// Changes the stored user of that name by `apply`, from a fresh read each time the record
+/// changed under it (`change_user`: no change made meanwhile is lost); 404 if there is none,
+/// and `apply`'s error when it refuses the user as stored. Answers the user as written.
+async fn change_stored(
+    state: &AppState,
+    username: &str,
+    apply: impl FnMut(&mut User) -> Result<(), ApiError> + Send,
+) -> Result<User, ApiError> {
+    match change_user(&state.store, username, now_unix(), apply)
         .await
-        .map_err(|e| state.store_error(e))?;
-    if saved {
-        Ok(())
-    } else {
-        Err(ApiError::NotFound)
+        .map_err(|e| state.store_error(e))?
+    {
+        Changed::Done(user, ()) => Ok(user),
+        Changed::Refused(e) => Err(e),
+        Changed::Missing => Err(ApiError::NotFound),
     }
 }
 
@@ -288,13 +291,16 @@ pub async fn remove_passkey(
     if id.is_empty() || id.len() > MAX_PASSKEY_ID {
         return Err(ApiError::InvalidRequest("invalid passkey id"));
     }
-    let mut user = stored_user(state, username).await?;
-    let before = user.passkeys.len();
-    user.passkeys.retain(|p| p.id != id);
-    if user.passkeys.len() == before {
-        return Err(ApiError::NotFound);
-    }
-    save_user(state, &mut user).await?;
+    change_stored(state, username, |user| {
+        let before = user.passkeys.len();
+        user.passkeys.retain(|p| p.id != id);
+        if user.passkeys.len() == before {
+            return Err(ApiError::NotFound);
+        }
+        Ok(())
+    })
+    .await?;
+    crate::passkeys::release(state, id, username).await;
     tracing::info!(subject = ?tokengate_server::Outside(username), "passkey removed by an administrator");
     audit::record(state, actor, "user.passkey_remove", username).await;
     Ok(())
@@ -355,21 +361,23 @@ pub async fn change(
         Some(password) => Some(new_password_hash(state, password).await?),
         None => None,
     };
-    let mut user = stored_user(state, username).await?;
-    if password_hash.is_some() {
-        user.password_hash = password_hash;
-    }
-    if let Some(roles) = &patch.roles {
-        user.roles = roles.clone();
-    }
-    if let Some(disabled) = patch.disabled {
-        user.disabled = disabled;
-    }
-    if patch.second_factor == Some(false) {
-        user.otp_secret = None;
-        user.recovery_codes.clear();
-    }
-    save_user(state, &mut user).await?;
+    let user = change_stored(state, username, |user| {
+        if let Some(hash) = &password_hash {
+            user.password_hash = Some(hash.clone());
+        }
+        if let Some(roles) = &patch.roles {
+            user.roles = roles.clone();
+        }
+        if let Some(disabled) = patch.disabled {
+            user.disabled = disabled;
+        }
+        if patch.second_factor == Some(false) {
+            user.otp_secret = None;
+            user.recovery_codes.clear();
+        }
+        Ok(())
+    })
+    .await?;
     let mut body = user_json(&user);
     if patch.password.is_some() {
         audit::record(state, actor, "user.password", username).await;
@@ -426,11 +434,11 @@ async fn delete_user(
     Path(username): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let username = subject(&username)?;
-    let mut user = stored_user(&state, username).await?;
-    if !user.disabled {
+    change_stored(&state, username, |user| {
         user.disabled = true;
-        save_user(&state, &mut user).await?;
-    }
+        Ok(())
+    })
+    .await?;
     let revoked = revoke_subject(&state, username).await?;
     state
         .store
@@ -556,14 +564,14 @@ async fn set_roles(
     let username = subject(&username)?;
     valid_roles(&body.roles)?;
     // A user in the store signs in with its own roles: they change first.
-    let user = state
-        .store
-        .user(username)
-        .await
-        .map_err(|e| state.store_error(e))?;
-    if let Some(mut user) = user {
+    match change_stored(&state, username, |user| {
         user.roles = body.roles.clone();
-        save_user(&state, &mut user).await?;
+        Ok(())
+    })
+    .await
+    {
+        Ok(_) | Err(ApiError::NotFound) => {}
+        Err(e) => return Err(e),
     }
     let updated = state
         .issuer

@@ -39,11 +39,6 @@ fn note_id(kind: &str, upstream: &str, value: &str) -> CodeId {
     CodeId::of_code(&format!("upstream-{kind}\u{0}{upstream}\u{0}{value}"))
 }
 
-/// The method of the sessions a sign-in through `upstream` makes.
-pub fn method(upstream: &str) -> String {
-    format!("upstream:{upstream}")
-}
-
 /// Notes which user the provider's session (`sid`) and subject (`sub`) of a sign-in belong to,
 /// when the provider may log them out. A failure is logged: the sign-in goes on, and only a
 /// logout from the provider would miss it.
@@ -140,7 +135,7 @@ async fn receive(
     };
     if let Some(username) = &username {
         let actor = Actor {
-            who: method(&name),
+            who: format!("{}{name}", crate::sessions::UPSTREAM),
             address,
         };
         audit::record(&state, &actor, "session.backchannel_logout", username).await;
@@ -155,14 +150,16 @@ async fn receive(
 
 /// Ends every live session of `username` made through `upstream`; answers how many.
 async fn end_sessions(state: &AppState, upstream: &str, username: &str) -> Result<usize, ApiError> {
-    let method = method(upstream);
     let sessions = state
         .store
         .sessions(username)
         .await
         .map_err(|e| state.store_error(e))?;
     let mut ended = Vec::new();
-    for session in sessions.into_iter().filter(|s| s.method == method) {
+    // The provider's factors follow its name in the method (`sessions::upstream_method`).
+    let through =
+        |s: &tokengate_store::Session| crate::sessions::upstream_of(&s.method) == Some(upstream);
+    for session in sessions.into_iter().filter(through) {
         if state
             .store
             .revoke(&session.id)

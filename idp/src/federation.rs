@@ -22,7 +22,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
 use tokengate_store::{
-    CodeId, PendingSignIns, ReferenceToken, SessionAdmin, User, UserDirectory, now_unix,
+    Changed, CodeId, PendingSignIns, ReferenceToken, SessionAdmin, User, UserDirectory,
+    change_user, now_unix,
 };
 
 use crate::backchannel;
@@ -393,7 +394,15 @@ async fn callback(
         .inc();
     tracing::info!(subject = ?tokengate_server::Outside(&username), upstream = %name, "signed in through an upstream provider");
     backchannel::remember_sign_in(&state, &upstream, &claims, &username).await;
-    let method = backchannel::method(&name);
+    // The provider's factors stay with the session (`amr` in the ID token and value token).
+    let provider_amr: Vec<&str> = claims
+        .get("amr")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(serde_json::Value::as_str)
+        .collect();
+    let method = crate::sessions::upstream_method(&name, &provider_amr);
     let mut response = request::finish_sign_in(&state, &request, &username, &roles, &method).await;
     clear_state_cookie(&state, &mut response);
     response
@@ -487,15 +496,25 @@ async fn enroll(
                 return Err(Failure::Conflict);
             }
         }
-        Some(user) if user.upstream.as_deref() != Some(upstream.name()) => {
-            return Err(Failure::Conflict);
-        }
-        Some(user) if user.disabled => return Err(Failure::Disabled),
-        Some(mut user) => {
-            if user.roles != roles {
-                user.roles = roles.clone();
-                user.updated_at = now;
-                state.store.update_user(&user).await.map_err(store_failed)?;
+        // Checked and changed on the record as it is now: a user disabled meanwhile stays so.
+        Some(_) => {
+            let changed = change_user(&state.store, username, now, |user| {
+                if user.upstream.as_deref() != Some(upstream.name()) {
+                    return Err(Failure::Conflict);
+                }
+                if user.disabled {
+                    return Err(Failure::Disabled);
+                }
+                user.roles.clone_from(&roles);
+                Ok(())
+            })
+            .await
+            .map_err(store_failed)?;
+            match changed {
+                Changed::Done(..) => {}
+                Changed::Refused(failure) => return Err(failure),
+                // Deleted meanwhile.
+                Changed::Missing => return Err(Failure::Conflict),
             }
         }
     }

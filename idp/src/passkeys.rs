@@ -23,7 +23,7 @@ use std::time::Duration;
 use askama::Template;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use axum::Router;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Query, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -31,13 +31,17 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
-use tokengate_store::{MAX_PASSKEYS, Passkey, User, UserDirectory, now_unix};
+use tokengate_store::{
+    Changed, Claimed, MAX_PASSKEYS, Passkey, User, UserDirectory, change_user, now_unix,
+};
 
 use crate::error::ApiError;
 use crate::extract::{ClientAddr, FormBody};
 use crate::oauth::request::{AuthorizeRequest, Refusal, finish_sign_in, signed_in};
 use crate::pages;
-use crate::second_factor::{Proof, Refused, behind_lockout, hold_record, take_record, unavailable};
+use crate::second_factor::{
+    Proof, Refused, behind_lockout, continue_to, hold_record, take_record, unavailable,
+};
 use crate::state::{AppState, Live};
 use crate::webauthn::{self, RelyingParty, Stored};
 
@@ -194,7 +198,33 @@ struct AccountPage<'a> {
     csrf: &'a str,
     error: Option<&'a str>,
     notice: Option<&'a str>,
+    /// The sign-in to go on with once a passkey is added (a required second factor), if any.
+    next: Option<&'a str>,
     script_integrity: &'static str,
+}
+
+/// The `continue` of a link to the account page.
+#[derive(Deserialize)]
+struct ContinueQuery {
+    #[serde(rename = "continue")]
+    next: Option<String>,
+}
+
+/// The account page's link, for `username`'s enrolment page to offer a passkey instead (going
+/// on to `next` once added): `None` while passkeys are off, or when the name is too long to be
+/// a user handle.
+pub(crate) fn add_link(state: &AppState, username: &str, next: Option<&str>) -> Option<String> {
+    state.webauthn.as_ref()?;
+    if username.len() > MAX_USER_HANDLE {
+        return None;
+    }
+    Some(match next {
+        Some(next) => format!(
+            "/account/passkeys?{}",
+            serde_urlencoded::to_string([("continue", next)]).unwrap_or_default()
+        ),
+        None => "/account/passkeys".to_owned(),
+    })
 }
 
 /// The passkey page of a sign-in (a second factor, or without a password).
@@ -253,12 +283,32 @@ fn day(unix: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-/// `GET /account/passkeys`.
-async fn account_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+/// `GET /account/passkeys`, with the sign-in to go on with once one is added, if any.
+async fn account_page(
+    State(state): State<AppState>,
+    Query(query): Query<ContinueQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let next = continue_to(query.next.as_deref());
     match account_user(&state, &headers).await {
-        Ok(user) => render_account(&state, &headers, &user, None, None, StatusCode::OK).await,
+        Ok(user) => {
+            let page = Notes {
+                next,
+                ..Notes::default()
+            };
+            render_account(&state, &headers, &user, page, StatusCode::OK).await
+        }
         Err(e) => e.page(),
     }
+}
+
+/// What the account page says besides the passkeys.
+#[derive(Clone, Copy, Default)]
+struct Notes<'a> {
+    error: Option<&'a str>,
+    notice: Option<&'a str>,
+    /// The sign-in to go on with (`continue`).
+    next: Option<&'a str>,
 }
 
 /// The signed-in local user, when passkeys are on.
@@ -280,8 +330,7 @@ async fn render_account(
     state: &AppState,
     headers: &HeaderMap,
     user: &User,
-    error: Option<&str>,
-    notice: Option<&str>,
+    notes: Notes<'_>,
     status: StatusCode,
 ) -> Response {
     let Some(rp) = state.webauthn.as_ref() else {
@@ -326,8 +375,9 @@ async fn render_account(
         passkeys,
         add,
         csrf: &csrf,
-        error,
-        notice,
+        error: notes.error,
+        notice: notes.notice,
+        next: notes.next,
         script_integrity: pages::passkeys_script_hash(),
     };
     pages::with_csrf(
@@ -358,6 +408,7 @@ async fn register(
         Ok(user) => user,
         Err(e) => return e.page(),
     };
+    let next = continue_to(form.get("continue").ok().flatten());
     match add_passkey(&state, &headers, &form, &mut user).await {
         Ok(()) => {
             tracing::info!(subject = ?tokengate_server::Outside(&user.username), "passkey added");
@@ -368,27 +419,21 @@ async fn register(
                 &user.username,
             )
             .await;
-            render_account(
-                &state,
-                &headers,
-                &user,
-                None,
-                Some("Passkey added."),
-                StatusCode::OK,
-            )
-            .await
+            let notes = Notes {
+                notice: Some("Passkey added."),
+                next,
+                ..Notes::default()
+            };
+            render_account(&state, &headers, &user, notes, StatusCode::OK).await
         }
         Err(e @ (PasskeyError::Refused(_) | PasskeyError::Field(_) | PasskeyError::NotAdded)) => {
             tracing::info!(subject = ?tokengate_server::Outside(&user.username), reason = %e, "passkey not added");
-            render_account(
-                &state,
-                &headers,
-                &user,
-                Some("The passkey was not added. Try again, or with another device."),
-                None,
-                StatusCode::BAD_REQUEST,
-            )
-            .await
+            let notes = Notes {
+                error: Some("The passkey was not added. Try again, or with another device."),
+                next,
+                ..Notes::default()
+            };
+            render_account(&state, &headers, &user, notes, StatusCode::BAD_REQUEST).await
         }
         Err(e) => e.page(),
     }
@@ -418,24 +463,55 @@ async fn add_passkey(
     let client_data = field(form, "client_data", webauthn::MAX_CLIENT_DATA)?;
     let attestation = field(form, "attestation", webauthn::MAX_ATTESTATION)?;
     let made = rp.register(&challenge, &client_data, &attestation, true)?;
-    let id = URL_SAFE_NO_PAD.encode(&made.id);
-    if user.passkeys.len() >= MAX_PASSKEYS || user.passkeys.iter().any(|p| p.id == id) {
-        return Err(PasskeyError::NotAdded);
-    }
     let now = now_unix();
-    user.passkeys.push(Passkey {
-        id,
+    let passkey = Passkey {
+        id: URL_SAFE_NO_PAD.encode(&made.id),
         public_key: URL_SAFE_NO_PAD.encode(&made.public_key),
         sign_count: made.sign_count,
         backup_eligible: made.backup_eligible,
         created_at: now,
         last_used_at: 0,
-    });
-    user.updated_at = now;
-    match state.store.update_user(user).await {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(PasskeyError::NotSignedIn),
-        Err(e) => Err(store_down(state, e)),
+    };
+    // The credential id is claimed first: one user's at most, so it names its user alone.
+    let claim = state
+        .store
+        .claim_passkey(&passkey.id, &user.username)
+        .await
+        .map_err(|e| store_down(state, e))?;
+    if claim == Claimed::ByAnother {
+        tracing::warn!(subject = ?tokengate_server::Outside(&user.username), "passkey not added: its credential id is another user's");
+        return Err(PasskeyError::NotAdded);
+    }
+    let added = change_user(&state.store, &user.username, now, |u| {
+        if u.passkeys.len() >= MAX_PASSKEYS || u.passkeys.iter().any(|p| p.id == passkey.id) {
+            return Err(PasskeyError::NotAdded);
+        }
+        u.passkeys.push(passkey.clone());
+        Ok(())
+    })
+    .await;
+    let refused = match added {
+        Ok(Changed::Done(new, ())) => {
+            *user = new;
+            return Ok(());
+        }
+        Ok(Changed::Refused(e)) => e,
+        Ok(Changed::Missing) => PasskeyError::NotSignedIn,
+        // Written or not, the claim stays: it blocks only this credential id for others.
+        Err(e) => return Err(store_down(state, e)),
+    };
+    // A claim made for this passkey alone is given up again.
+    if claim == Claimed::Now {
+        release(state, &passkey.id, &user.username).await;
+    }
+    Err(refused)
+}
+
+/// Gives up `username`'s claim of the credential id of a passkey no longer in their record. A
+/// failure is logged and left: the claim then blocks that credential id alone, for other users.
+pub(crate) async fn release(state: &AppState, id: &str, username: &str) {
+    if let Err(e) = state.store.release_passkey(id, username).await {
+        let _ = state.store_error(e);
     }
 }
 
@@ -446,7 +522,7 @@ async fn remove(
     headers: HeaderMap,
     form: FormBody,
 ) -> Response {
-    let mut user = match account_user(&state, &headers).await {
+    let user = match account_user(&state, &headers).await {
         Ok(user) => user,
         Err(e) => return e.page(),
     };
@@ -454,25 +530,28 @@ async fn remove(
         return PasskeyError::Expired.page();
     }
     let id = form.get("id").ok().flatten().unwrap_or("");
-    let before = user.passkeys.len();
-    user.passkeys.retain(|p| p.id != id);
-    if user.passkeys.len() == before {
-        return render_account(
-            &state,
-            &headers,
-            &user,
-            Some("That passkey is not on this account."),
-            None,
-            StatusCode::NOT_FOUND,
-        )
-        .await;
-    }
-    user.updated_at = now_unix();
-    match state.store.update_user(&user).await {
-        Ok(true) => {}
-        Ok(false) => return PasskeyError::NotSignedIn.page(),
+    let removed = change_user(&state.store, &user.username, now_unix(), |u| {
+        let before = u.passkeys.len();
+        u.passkeys.retain(|p| p.id != id);
+        if u.passkeys.len() == before {
+            return Err(());
+        }
+        Ok(())
+    })
+    .await;
+    let user = match removed {
+        Ok(Changed::Done(user, ())) => user,
+        Ok(Changed::Refused(())) => {
+            let notes = Notes {
+                error: Some("That passkey is not on this account."),
+                ..Notes::default()
+            };
+            return render_account(&state, &headers, &user, notes, StatusCode::NOT_FOUND).await;
+        }
+        Ok(Changed::Missing) => return PasskeyError::NotSignedIn.page(),
         Err(e) => return store_down(&state, e).page(),
-    }
+    };
+    release(&state, id, &user.username).await;
     tracing::info!(subject = ?tokengate_server::Outside(&user.username), "passkey removed");
     crate::audit::record(
         &state,
@@ -481,15 +560,11 @@ async fn remove(
         &user.username,
     )
     .await;
-    render_account(
-        &state,
-        &headers,
-        &user,
-        None,
-        Some("Passkey removed."),
-        StatusCode::OK,
-    )
-    .await
+    let notes = Notes {
+        notice: Some("Passkey removed."),
+        ..Notes::default()
+    };
+    render_account(&state, &headers, &user, notes, StatusCode::OK).await
 }
 
 /// After a right password: the passkey page when `username` has a passkey (and passkeys are
@@ -704,7 +779,7 @@ async fn assert(
             .user(&username)
             .await
             .map_err(|e| state.store_error(e))?;
-        let Some(mut user) = user.filter(|u| !u.disabled && u.upstream.is_none()) else {
+        let Some(user) = user.filter(|u| !u.disabled && u.upstream.is_none()) else {
             return Ok(Proof::Wrong);
         };
         let Some(i) = user.passkeys.iter().position(|p| p.id == credential) else {
@@ -731,20 +806,48 @@ async fn assert(
                 return Ok(Proof::Wrong);
             }
         };
-        let now = now_unix();
-        user.passkeys[i].sign_count = asserted.sign_count;
-        user.passkeys[i].last_used_at = now;
-        let backup_eligible = user.passkeys[i].backup_eligible;
-        let saved = state
+        // The credential id names this user alone (a passkey added before ids were claimed is
+        // claimed on its first use).
+        let claim = state
             .store
-            .update_user(&user)
+            .claim_passkey(&credential, &username)
             .await
             .map_err(|e| state.store_error(e))?;
-        if !saved {
-            return Ok(Proof::Gone);
+        if claim == Claimed::ByAnother {
+            tracing::warn!(subject = ?tokengate_server::Outside(&username), "passkey refused: its credential id is another user's");
+            return Ok(Proof::Wrong);
         }
-        outcome = Ok((user, backup_eligible));
-        Ok(Proof::Right)
+        // Counter and last use are kept on the record as it is now (another sign-in or a
+        // change may have come in between), the counter checked again against it.
+        let now = now_unix();
+        let used = change_user(&state.store, &username, now, |u| {
+            let Some(p) = u.passkeys.iter_mut().find(|p| p.id == credential) else {
+                return Err(None);
+            };
+            if (asserted.sign_count != 0 || p.sign_count != 0)
+                && asserted.sign_count <= p.sign_count
+            {
+                return Err(Some(webauthn::Refused::CounterRegression));
+            }
+            p.sign_count = asserted.sign_count;
+            p.last_used_at = now;
+            Ok(p.backup_eligible)
+        })
+        .await
+        .map_err(|e| state.store_error(e))?;
+        match used {
+            Changed::Done(user, backup_eligible) => {
+                outcome = Ok((user, backup_eligible));
+                Ok(Proof::Right)
+            }
+            // Removed meanwhile.
+            Changed::Refused(None) => Ok(Proof::Gone),
+            Changed::Refused(Some(refused)) => {
+                outcome = Err(PasskeyError::Refused(refused));
+                Ok(Proof::Wrong)
+            }
+            Changed::Missing => Ok(Proof::Gone),
+        }
     })
     .await;
     match checked {

@@ -23,7 +23,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
-use tokengate_store::{CodeId, PendingSignIns, ReferenceToken, UserDirectory, now_unix};
+use tokengate_store::{
+    Changed, CodeId, PendingSignIns, ReferenceToken, UserDirectory, change_user, now_unix,
+};
 
 use crate::error::ApiError;
 use crate::extract::{ClientAddr, FormBody};
@@ -64,6 +66,8 @@ struct Enrol<'a> {
     enrolment: &'a str,
     csrf: &'a str,
     error: Option<&'a str>,
+    /// The passkeys page, to add one instead (when passkeys are on), with the same `continue`.
+    passkey_link: Option<String>,
 }
 
 /// The code page of a sign-in.
@@ -91,7 +95,7 @@ const MAX_CONTINUE: usize = 4096;
 
 /// The sign-in to go on with after enrolment: only ever this IdP's own authorize endpoint (never
 /// an open redirect).
-fn continue_to(next: Option<&str>) -> Option<&str> {
+pub(crate) fn continue_to(next: Option<&str>) -> Option<&str> {
     next.filter(|n| n.starts_with("/oauth2/authorize?") && n.len() <= MAX_CONTINUE)
 }
 
@@ -256,37 +260,47 @@ fn is_recovery_code(code: &str) -> bool {
 /// login lockout: a right one is used up (and audited), a wrong one counts as a failed login.
 async fn use_recovery_code(
     state: &AppState,
-    mut user: tokengate_store::User,
+    user: tokengate_store::User,
     code: &str,
     address: Option<IpAddr>,
 ) -> Result<Result<(), Refused>, ApiError> {
     let username = user.username.clone();
+    let mut left = 0;
     let used = behind_lockout(state, &username, address, "recovery code", async {
         let code = code.trim().to_ascii_lowercase();
         let mut found = None;
         if code.len() <= 32 {
-            for (i, hash) in user.recovery_codes.iter().enumerate() {
+            for hash in &user.recovery_codes {
                 if state.users.verify(hash, &code).await {
-                    found = Some(i);
+                    found = Some(hash);
                     break;
                 }
             }
         }
-        let Some(i) = found else {
+        let Some(hash) = found else {
             return Ok(Proof::Wrong);
         };
-        user.recovery_codes.remove(i);
-        user.updated_at = now_unix();
-        let saved = state
-            .store
-            .update_user(&user)
-            .await
-            .map_err(|e| state.store_error(e))?;
-        Ok(if saved { Proof::Right } else { Proof::Gone })
+        // Taken from the record as it is now: of two requests with the same code at once, one
+        // takes it and the other finds it gone (used, so wrong).
+        let taken = change_user(&state.store, &username, now_unix(), |u| {
+            let i = u.recovery_codes.iter().position(|h| h == hash).ok_or(())?;
+            u.recovery_codes.remove(i);
+            Ok(())
+        })
+        .await
+        .map_err(|e| state.store_error(e))?;
+        Ok(match taken {
+            Changed::Done(user, ()) => {
+                left = user.recovery_codes.len();
+                Proof::Right
+            }
+            Changed::Refused(()) => Proof::Wrong,
+            Changed::Missing => Proof::Gone,
+        })
     })
     .await?;
     if used.is_ok() {
-        tracing::info!(subject = ?tokengate_server::Outside(&username), left = user.recovery_codes.len(), "signed in with a recovery code");
+        tracing::info!(subject = ?tokengate_server::Outside(&username), left, "signed in with a recovery code");
         crate::audit::record(
             state,
             &crate::audit::Actor::user(&username, address),
@@ -545,6 +559,7 @@ async fn enrolment_page(
         enrolment: &id,
         csrf: &csrf,
         error,
+        passkey_link: crate::passkeys::add_link(state, username, next),
     };
     pages::with_csrf(
         pages::page(StatusCode::OK, &page, &[]),
@@ -613,13 +628,16 @@ async fn enrol(
             }
         }
     }
-    let mut user = user;
-    user.otp_secret = Some(enrolment.secret);
-    user.recovery_codes = hashes;
-    user.updated_at = now_unix();
-    match state.store.update_user(&user).await {
-        Ok(true) => {}
-        Ok(false) => return not_signed_in(),
+    let enrolled = change_user(&state.store, &user.username, now_unix(), |u| {
+        u.otp_secret = Some(enrolment.secret.clone());
+        u.recovery_codes = hashes.clone();
+        Ok::<_, std::convert::Infallible>(())
+    })
+    .await;
+    match enrolled {
+        Ok(Changed::Done(..)) => {}
+        Ok(Changed::Missing) => return not_signed_in(),
+        Ok(Changed::Refused(never)) => match never {},
         Err(e) => {
             let _ = state.store_error(e);
             return unavailable();

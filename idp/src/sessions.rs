@@ -351,11 +351,50 @@ pub fn with_passkey(backup_eligible: bool) -> &'static str {
     if backup_eligible { "+swk" } else { "+hwk" }
 }
 
+/// The start of the method of a sign-in through an upstream provider (`upstream:NAME`).
+pub const UPSTREAM: &str = "upstream:";
+/// Most `amr` values of a provider kept.
+const MAX_PROVIDER_AMR: usize = 8;
+/// Longest `amr` value of a provider kept (RFC 8176's registered values are 2 to 5 letters).
+const MAX_PROVIDER_AMR_LEN: usize = 32;
+
+/// The method of a sign-in through upstream provider `name` whose ID token said `amr`
+/// (RFC 8176): `upstream:NAME`, then `+VALUE` for each value the provider named, so that the
+/// session keeps its provider's factors. Values that are not short tokens of letters, digits,
+/// `-` and `_` are dropped (a provider's claim never becomes a method of another shape), and at
+/// most [`MAX_PROVIDER_AMR`] are kept.
+pub fn upstream_method(name: &str, amr: &[&str]) -> String {
+    let mut method = format!("{UPSTREAM}{name}");
+    let mut kept: Vec<&str> = Vec::new();
+    for value in amr {
+        let fits = (1..=MAX_PROVIDER_AMR_LEN).contains(&value.len())
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if fits && !kept.contains(value) && kept.len() < MAX_PROVIDER_AMR {
+            kept.push(value);
+            method.push('+');
+            method.push_str(value);
+        }
+    }
+    method
+}
+
+/// The upstream provider a session made by `method` signed in through, if any.
+pub fn upstream_of(method: &str) -> Option<&str> {
+    let rest = method.strip_prefix(UPSTREAM)?;
+    Some(rest.split_once('+').map_or(rest, |(name, _)| name))
+}
+
 /// How a session made by `method` was authenticated, as RFC 8176 names it (`amr`): `pwd` for a
 /// password, `otp`, `hwk` or `swk` and `mfa` added with a second factor (a passkey without a
-/// password, `passkey+hwk`, is `hwk` and `mfa`); nothing for a client's own session or one from
-/// an upstream provider (whose factors are its own).
+/// password, `passkey+hwk`, is `hwk` and `mfa`); the provider's own for a sign-in through an
+/// upstream provider (none when it named none); nothing for a client's own session.
 pub fn amr(method: &str) -> Vec<String> {
+    // A provider's own, as its ID token said them (`upstream_method`).
+    if let Some(rest) = method.strip_prefix(UPSTREAM) {
+        return rest.split('+').skip(1).map(str::to_owned).collect();
+    }
     let (base, factor) = match method.rsplit_once('+') {
         Some((base, factor @ ("otp" | "hwk" | "swk"))) => (base, Some(factor)),
         _ => (method, None),
@@ -368,6 +407,26 @@ pub fn amr(method: &str) -> Vec<String> {
         amr.extend([factor, "mfa"]);
     }
     amr.into_iter().map(str::to_owned).collect()
+}
+
+/// The authentication context class (OpenID Connect `acr`) of a sign-in with one factor: a
+/// password, or an upstream provider that named no second factor.
+pub const ACR_ONE_FACTOR: &str = "urn:tokengate:acr:1fa";
+/// The class of a sign-in with a second factor (a code, a recovery code or a passkey after a
+/// password; a user-verified passkey alone; an upstream provider's `mfa`). A client that asks
+/// for it (`acr_values`, or the `claims` parameter) gets a code only after a second factor.
+pub const ACR_MFA: &str = "urn:tokengate:acr:mfa";
+
+/// The `acr` of a session whose `amr` is `amr`: none when nothing is known of how the person
+/// signed in (a client's own session).
+pub fn acr(amr: &[String]) -> Option<&'static str> {
+    if amr.iter().any(|a| a == "mfa") {
+        Some(ACR_MFA)
+    } else if amr.is_empty() {
+        None
+    } else {
+        Some(ACR_ONE_FACTOR)
+    }
 }
 
 /// Whether a session made by `method` had a second factor (its `amr` holds `mfa`).
@@ -395,6 +454,24 @@ pub(crate) mod tests {
         assert_eq!(amr("passkey+hwk"), ["hwk", "mfa"]);
         assert_eq!(amr("passkey+swk"), ["swk", "mfa"]);
         assert!(has_second_factor("passkey+hwk") && has_second_factor("password+otp"));
+        assert_eq!(acr(&amr("password")), Some(ACR_ONE_FACTOR));
+        assert_eq!(acr(&amr("authorization_code+swk")), Some(ACR_MFA));
+        assert_eq!(acr(&amr("passkey+hwk")), Some(ACR_MFA));
+        assert_eq!(acr(&amr("client_credentials")), None);
+        // A provider's factors, passed through.
+        let upstream = upstream_method("corp", &["pwd", "otp", "mfa", "mfa"]);
+        assert_eq!(upstream, "upstream:corp+pwd+otp+mfa");
+        assert_eq!(amr(&upstream), ["pwd", "otp", "mfa"]);
+        assert_eq!(acr(&amr(&upstream)), Some(ACR_MFA));
+        assert!(has_second_factor(&upstream));
+        assert_eq!(upstream_of(&upstream), Some("corp"));
+        assert_eq!(upstream_of("upstream:corp"), Some("corp"));
+        assert_eq!(upstream_of("password+otp"), None);
+        let odd = upstream_method("corp", &["pwd", "a+b", "", "x y", &"l".repeat(33), "hwk"]);
+        assert_eq!(odd, "upstream:corp+pwd+hwk");
+        let many: Vec<String> = (0..20).map(|i| format!("f{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(amr(&upstream_method("corp", &many)).len(), MAX_PROVIDER_AMR);
         assert!(!has_second_factor("password") && !has_second_factor("password+other"));
         for none in ["client_credentials", "admin", "upstream:corp", ""] {
             assert!(amr(none).is_empty(), "{none}");

@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use crate::{
-    AuditEntry, AuditPage, AuditTrail, AuthCode, CodeId, Codes, Deliveries, EventBatch,
+    AuditEntry, AuditPage, AuditTrail, AuthCode, Claimed, CodeId, Codes, Deliveries, EventBatch,
     EventCursor, EventStream, Health, LoginThrottle, MemoryStore, Notes, PendingSignIns, Redeemed,
-    RedisStore, Renewal, Reporter, Session, SessionAdmin, SessionId, SessionRead, StoreError,
-    TokenRenewal, UsageReport, User, UserDirectory, UserPage, ValueToken,
+    RedisStore, Renewal, Replaced, Reporter, Session, SessionAdmin, SessionId, SessionRead,
+    StoreError, TokenRenewal, UsageReport, User, UserDirectory, UserPage, ValueToken,
 };
 
 /// One of the two implementations, chosen at start-up from the configuration.
@@ -126,6 +126,18 @@ impl UserDirectory for AnyStore {
     }
     async fn delete_user(&self, username: &str) -> Result<bool, StoreError> {
         dispatch!(self, s => s.delete_user(username).await)
+    }
+    async fn replace_user(&self, current: &User, new: &User) -> Result<Replaced, StoreError> {
+        dispatch!(self, s => s.replace_user(current, new).await)
+    }
+    async fn claim_passkey(&self, id: &str, username: &str) -> Result<Claimed, StoreError> {
+        dispatch!(self, s => s.claim_passkey(id, username).await)
+    }
+    async fn release_passkey(&self, id: &str, username: &str) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.release_passkey(id, username).await)
+    }
+    async fn passkey_owner(&self, id: &str) -> Result<Option<String>, StoreError> {
+        dispatch!(self, s => s.passkey_owner(id).await)
     }
     async fn list_users(
         &self,

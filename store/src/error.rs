@@ -23,6 +23,13 @@ pub enum StoreError {
     /// The store's address or options are wrong (reported at start-up).
     #[error("invalid store configuration: {0}")]
     Config(String),
+    /// A record changed under each of the caller's attempts to change it (many writers on one
+    /// record at once); nothing was written.
+    #[error("{what} kept changing while being written")]
+    Contended {
+        /// What kind of record.
+        what: &'static str,
+    },
 }
 
 impl StoreError {

@@ -68,7 +68,10 @@ pub use traits::{
     SessionAdmin, SessionRead, TokenRenewal, TokenStore, UsageReport, UserDirectory,
 };
 pub use usage::UsageLog;
-pub use user::{MAX_PASSKEYS, MAX_USERNAME_LEN, MAX_USERS_PAGE, Passkey, User, UserPage};
+pub use user::{
+    Changed, Claimed, MAX_CHANGE_ATTEMPTS, MAX_PASSKEYS, MAX_USERNAME_LEN, MAX_USERS_PAGE, Passkey,
+    Replaced, User, UserPage, change_user,
+};
 
 /// The most deliveries ([`Deliveries`]) the store queues at once.
 pub const MAX_DELIVERIES: usize = 100_000;

@@ -130,7 +130,7 @@ impl fmt::Debug for SessionId {
 }
 
 /// 128 bits of the SHA-256 of a secret, as base64url: what the store keys a secret by.
-fn hash_id(secret: &str) -> String {
+pub(crate) fn hash_id(secret: &str) -> String {
     let hash = digest(&SHA256, secret.as_bytes());
     URL_SAFE_NO_PAD.encode(&hash.as_ref()[..SESSION_ID_BYTES])
 }

@@ -8,8 +8,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::{
-    AuditEntry, AuditPage, AuthCode, CodeId, EventBatch, EventCursor, Redeemed, Renewal, Reporter,
-    Session, SessionId, StoreError, User, UserPage, ValueToken,
+    AuditEntry, AuditPage, AuthCode, Claimed, CodeId, EventBatch, EventCursor, Redeemed, Renewal,
+    Replaced, Reporter, Session, SessionId, StoreError, User, UserPage, ValueToken,
 };
 
 /// Every store operation, for code that needs the whole store (the IdP's state, the contract
@@ -203,11 +203,48 @@ pub trait UserDirectory: Send + Sync {
     fn user(&self, username: &str)
     -> impl Future<Output = Result<Option<User>, StoreError>> + Send;
 
-    /// Replaces a user's record (every field as given): `false` if there is no such user.
+    /// Replaces a user's record (every field as given), whatever it holds now: `false` if there
+    /// is no such user. A change made from a record read before goes through
+    /// [`replace_user`](Self::replace_user) (or [`crate::change_user`]) instead, so that it
+    /// never undoes a change made meanwhile.
     fn update_user(&self, user: &User) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    /// Deletes a user (not its sessions): `false` if there was none.
+    /// Replaces a user's record with `new` only if it still is `current` field for field (as
+    /// the caller read it): atomically, so of two changes made from the same record one is
+    /// written and the other answered [`Replaced::Changed`], to be made again from a fresh
+    /// read. `new` must name the same user ([`StoreError::Invalid`] otherwise).
+    fn replace_user(
+        &self,
+        current: &User,
+        new: &User,
+    ) -> impl Future<Output = Result<Replaced, StoreError>> + Send;
+
+    /// Deletes a user (not its sessions): `false` if there was none. The claims of its passkeys'
+    /// credential ids ([`claim_passkey`](Self::claim_passkey)) are given up first.
     fn delete_user(&self, username: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Claims a passkey's credential id (base64url, as the user record keeps it) for
+    /// `username`, atomically: a credential id belongs to one user at most, so that it names
+    /// its user unambiguously. Made before the passkey is added to the user's record, given up
+    /// ([`release_passkey`](Self::release_passkey)) after it is removed.
+    fn claim_passkey(
+        &self,
+        id: &str,
+        username: &str,
+    ) -> impl Future<Output = Result<Claimed, StoreError>> + Send;
+
+    /// Gives up `username`'s claim of a credential id: `false` if it was not theirs.
+    fn release_passkey(
+        &self,
+        id: &str,
+        username: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The user who claimed a credential id, if any.
+    fn passkey_owner(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
 
     /// Takes one-time-password step `step` for `username`: `true` when it is later than every
     /// step the user used before (a code is good once, on every replica), `false` otherwise. The

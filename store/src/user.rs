@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::{StoreError, UserDirectory};
+
 /// Longest username the store keeps (bytes).
 pub const MAX_USERNAME_LEN: usize = 256;
 /// Most users one page of [`crate::UserDirectory::list_users`] returns.
@@ -77,6 +79,80 @@ impl fmt::Debug for User {
             .field("updated_at", &self.updated_at)
             .finish()
     }
+}
+
+/// What [`UserDirectory::replace_user`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replaced {
+    /// The record was as read, and is replaced.
+    Done,
+    /// The record changed since it was read: nothing written.
+    Changed,
+    /// There is no such user.
+    Missing,
+}
+
+/// What [`UserDirectory::claim_passkey`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claimed {
+    /// The credential id was free, and is now the user's.
+    Now,
+    /// The credential id was the user's already.
+    Already,
+    /// The credential id is another user's: nothing changed.
+    ByAnother,
+}
+
+/// What [`change_user`] came to.
+#[derive(Debug)]
+pub enum Changed<T, E> {
+    /// The change is written (or changed nothing): the user as stored, and what the change
+    /// answered.
+    Done(User, T),
+    /// The change refused the user as stored: nothing written.
+    Refused(E),
+    /// There is no such user.
+    Missing,
+}
+
+/// How often [`change_user`] reads and tries again when the record changed under it.
+pub const MAX_CHANGE_ATTEMPTS: usize = 16;
+
+/// Changes a user's record by `change`, without losing a change made meanwhile by another
+/// request or replica: reads the record, applies `change` to a copy, and writes it only if the
+/// record is still as read ([`UserDirectory::replace_user`]); otherwise it reads again and
+/// applies `change` again, up to [`MAX_CHANGE_ATTEMPTS`] times ([`StoreError::Contended`] after).
+/// `change` may thus run more than once: it decides from the record it is given, and refuses
+/// it with `Err` (nothing written). `updated_at` is set to `now` when something changed.
+pub async fn change_user<S, T, E>(
+    store: &S,
+    username: &str,
+    now: u64,
+    mut change: impl FnMut(&mut User) -> Result<T, E> + Send,
+) -> Result<Changed<T, E>, StoreError>
+where
+    S: UserDirectory + ?Sized,
+{
+    for _ in 0..MAX_CHANGE_ATTEMPTS {
+        let Some(current) = store.user(username).await? else {
+            return Ok(Changed::Missing);
+        };
+        let mut new = current.clone();
+        let answer = match change(&mut new) {
+            Ok(answer) => answer,
+            Err(refused) => return Ok(Changed::Refused(refused)),
+        };
+        if new == current {
+            return Ok(Changed::Done(current, answer));
+        }
+        new.updated_at = now.max(current.updated_at);
+        match store.replace_user(&current, &new).await? {
+            Replaced::Done => return Ok(Changed::Done(new, answer)),
+            Replaced::Changed => continue,
+            Replaced::Missing => return Ok(Changed::Missing),
+        }
+    }
+    Err(StoreError::Contended { what: "user" })
 }
 
 /// One page of users, ordered by username.

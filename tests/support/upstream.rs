@@ -25,6 +25,9 @@ pub struct UpstreamOptions {
     pub tamper: Option<&'static str>,
     /// Answer the token endpoint this late.
     pub delay: Option<Duration>,
+    /// The `amr` the provider's id_token says (comma-separated), as one that asked for a
+    /// second factor.
+    pub amr: Option<&'static str>,
     /// Serve HTTPS with this certificate and key (PEM files).
     pub tls: Option<(PathBuf, PathBuf)>,
 }
@@ -73,6 +76,9 @@ impl TestUpstream {
             .kill_on_drop(true);
         if let Some(tamper) = options.tamper {
             command.env("TAMPER", tamper);
+        }
+        if let Some(amr) = options.amr {
+            command.env("AMR", amr);
         }
         if let Some(delay) = options.delay {
             command.env("DELAY_MS", delay.as_millis().to_string());

@@ -6,6 +6,8 @@
 //   CALLBACK      the tokengate IdP's callback URL (the only redirect URI of client CLIENT_ID)
 //   CLIENT_ID     default "tokengate"; CLIENT_SECRET default "upstream-secret"
 //   DELAY_MS      answer the token endpoint this late
+//   AMR           comma-separated: the token endpoint's id_token says these `amr` (RFC 8176), as a
+//                 provider that asked for a second factor does (re-signed with its own key)
 //   TLS_CERT, TLS_KEY  PEM files: serve HTTPS with them
 //   TAMPER        re-sign the token endpoint's id_token with a bad thing in it:
 //                 aud | exp | nonce | iss | key (another key, same kid) | kid (another key, unknown kid)
@@ -25,6 +27,7 @@ const clientId = env.CLIENT_ID || 'tokengate';
 const clientSecret = env.CLIENT_SECRET || 'upstream-secret';
 const tamper = env.TAMPER || '';
 const delayMs = Number(env.DELAY_MS || 0);
+const amr = env.AMR ? env.AMR.split(',') : null;
 
 // Fixed test-only keys (keys/README.md), read from PEM. Not made here: on Node.js 20, exporting a
 // key made by generateKeyPairSync as JWK can deadlock when a garbage collection runs the key
@@ -98,7 +101,7 @@ server.listen(0, '127.0.0.1', () => {
       await new Promise((resolve) => setTimeout(resolve, delayMs));
     }
     await next();
-    if (ctx.path === '/token' && tamper && ctx.status === 200 && ctx.body && ctx.body.id_token) {
+    if (ctx.path === '/token' && (tamper || amr) && ctx.status === 200 && ctx.body && ctx.body.id_token) {
       ctx.body = { ...ctx.body, id_token: resign(ctx.body.id_token) };
     }
   });
@@ -113,7 +116,9 @@ function resign(idToken) {
   const claims = JSON.parse(Buffer.from(payload, 'base64url'));
   const now = Math.floor(Date.now() / 1000);
   let key = signing;
+  if (amr) claims.amr = amr;
   switch (tamper) {
+    case '': break;
     case 'aud': claims.aud = 'someone-else'; delete claims.azp; break;
     case 'exp': claims.iat = now - 3600; claims.exp = now - 1800; break;
     case 'nonce': claims.nonce = 'not-the-nonce-that-was-sent'; break;

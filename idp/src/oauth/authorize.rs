@@ -62,7 +62,7 @@ async fn show(
             Ok(Some((session, user))) => {
                 // A second factor this sign-in needs and the browser's session lacks: asked
                 // now (a code), or enrolled first.
-                if state.mfa_required(&user.roles, &request.client)
+                if request.needs_mfa(&state, &user.roles)
                     && !crate::sessions::has_second_factor(&session.method)
                 {
                     if let Some(page) = crate::passkeys::challenge(
@@ -162,7 +162,7 @@ async fn sign_in(
             {
                 return page;
             }
-            if state.mfa_required(&roles, &request.client) {
+            if request.needs_mfa(&state, &roles) {
                 return crate::second_factor::enrol_first(&state, &request, username).await;
             }
             finish_sign_in(&state, &request, username, &roles, "password").await

@@ -56,6 +56,10 @@ pub struct IdTokenClaims {
     /// How the person proved who they are (RFC 8176), when known.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub amr: Vec<String>,
+    /// The authentication context class the sign-in met (`crate::sessions::ACR_ONE_FACTOR` or
+    /// `ACR_MFA`), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acr: Option<String>,
 }
 
 /// An ID token for `session`, issued to `client_id`.
@@ -67,6 +71,7 @@ pub fn id_token(
     auth_time: u64,
 ) -> Result<String, KeyError> {
     let now = now_unix();
+    let amr = crate::sessions::amr(&session.method);
     state.keys.current().sign_jwt(&IdTokenClaims {
         iss: state.issuer_name.clone(),
         sub: session.subject.clone(),
@@ -77,7 +82,8 @@ pub fn id_token(
         nonce,
         sid: session.id.to_string(),
         preferred_username: session.subject.clone(),
-        amr: crate::sessions::amr(&session.method),
+        acr: crate::sessions::acr(&amr).map(str::to_owned),
+        amr,
     })
 }
 
@@ -119,11 +125,12 @@ async fn discovery(State(state): State<AppState>) -> Response {
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "code_challenge_methods_supported": ["S256"],
         "scopes_supported": ["openid", "profile"],
-        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "sid", "preferred_username", "roles", "amr"],
+        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "sid", "preferred_username", "roles", "amr", "acr"],
+        "acr_values_supported": [crate::sessions::ACR_ONE_FACTOR, crate::sessions::ACR_MFA],
         "authorization_response_iss_parameter_supported": true,
         "request_parameter_supported": false,
         "request_uri_parameter_supported": false,
-        "claims_parameter_supported": false,
+        "claims_parameter_supported": true,
         "backchannel_logout_supported": true,
         "backchannel_logout_session_supported": true,
     });

@@ -19,7 +19,7 @@ use crate::config::Grant;
 use crate::extract::FormBody;
 use crate::oauth::scope::Scope;
 use crate::pages::{self, redirect};
-use crate::sessions::NewSession;
+use crate::sessions::{ACR_MFA, ACR_ONE_FACTOR, NewSession};
 use crate::state::AppState;
 
 /// How long an authorization code may wait for its redemption.
@@ -43,6 +43,9 @@ pub struct AuthorizeRequest {
     pub nonce: Option<String>,
     /// OpenID Connect `prompt` as sent (`none`, `login`), read by the handlers.
     pub prompt: Option<String>,
+    /// Whether the client asked for [`ACR_MFA`] (`acr_values`, or the `claims` parameter's
+    /// `acr` of the ID token): a second factor before the code, whatever the user's roles.
+    pub wants_mfa: bool,
 }
 
 /// Why an authorization request goes no further.
@@ -181,6 +184,8 @@ impl AuthorizeRequest {
             return Err(refuse("invalid_request", "nonce is too long"));
         }
         let prompt = one("prompt")?.map(str::to_owned);
+        let wants_mfa = wants_mfa(one("acr_values")?, one("claims")?)
+            .map_err(|description| refuse("invalid_request", description))?;
         Ok(AuthorizeRequest {
             client,
             redirect_uri,
@@ -189,6 +194,7 @@ impl AuthorizeRequest {
             code_challenge,
             nonce: nonce.map(str::to_owned),
             prompt,
+            wants_mfa,
         })
     }
 
@@ -220,8 +226,56 @@ impl AuthorizeRequest {
             ("nonce", self.nonce.clone()),
         ];
         fields.extend(optional.into_iter().filter_map(|(k, v)| Some((k, v?))));
+        // The `claims` parameter's `acr` is carried as the class it asked for.
+        if self.wants_mfa {
+            fields.push(("acr_values", ACR_MFA.to_owned()));
+        }
         fields
     }
+
+    /// Whether a sign-in for this request needs a second factor: the user's roles or the
+    /// client require one (`AppState::mfa_required`), or the request asked for [`ACR_MFA`].
+    pub fn needs_mfa(&self, state: &AppState, roles: &[String]) -> bool {
+        self.wants_mfa || state.mfa_required(roles, &self.client)
+    }
+}
+
+/// Longest `acr_values` and `claims` taken.
+const MAX_ACR_REQUEST: usize = 4096;
+
+/// Whether `acr_values` (space-separated, most preferred first) or the `claims` parameter (JSON,
+/// OpenID Connect Core §5.5: `{"id_token": {"acr": {"essential": true, "values": [...]}}}`)
+/// ask for [`ACR_MFA`] alone: a request that also accepts [`ACR_ONE_FACTOR`] is given what the
+/// sign-in had, and classes this IdP does not know are passed over (the ID token's `acr` says
+/// which was met). `Err` with the description of a malformed parameter.
+fn wants_mfa(acr_values: Option<&str>, claims: Option<&str>) -> Result<bool, &'static str> {
+    if acr_values.is_some_and(|v| v.len() > MAX_ACR_REQUEST)
+        || claims.is_some_and(|c| c.len() > MAX_ACR_REQUEST)
+    {
+        return Err("acr_values or claims is too long");
+    }
+    let mut asked: Vec<String> = acr_values
+        .into_iter()
+        .flat_map(str::split_ascii_whitespace)
+        .map(str::to_owned)
+        .collect();
+    if let Some(claims) = claims {
+        let claims: serde_json::Value =
+            serde_json::from_str(claims).map_err(|_| "claims is not a JSON object")?;
+        if !claims.is_object() {
+            return Err("claims is not a JSON object");
+        }
+        let acr = &claims["id_token"]["acr"];
+        if let Some(value) = acr["value"].as_str() {
+            asked.push(value.to_owned());
+        }
+        if let Some(values) = acr["values"].as_array() {
+            asked.extend(values.iter().filter_map(|v| v.as_str()).map(str::to_owned));
+        }
+    }
+    let mfa = asked.iter().any(|a| a == ACR_MFA);
+    let one = asked.iter().any(|a| a == ACR_ONE_FACTOR);
+    Ok(mfa && !one)
 }
 
 impl Refusal {
@@ -396,6 +450,34 @@ pub(crate) async fn issue_code(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_mfa_class_is_asked_by_acr_values_or_the_claims_parameter() {
+        let mfa = Some(ACR_MFA);
+        assert_eq!(wants_mfa(None, None), Ok(false));
+        assert_eq!(wants_mfa(mfa, None), Ok(true));
+        assert_eq!(
+            wants_mfa(Some("urn:other urn:tokengate:acr:mfa"), None),
+            Ok(true)
+        );
+        // One factor accepted too: no second factor forced.
+        let either = format!("{ACR_MFA} {ACR_ONE_FACTOR}");
+        assert_eq!(wants_mfa(Some(&either), None), Ok(false));
+        assert_eq!(wants_mfa(Some("urn:other"), None), Ok(false));
+        let essential =
+            format!(r#"{{"id_token":{{"acr":{{"essential":true,"values":["{ACR_MFA}"]}}}}}}"#);
+        assert_eq!(wants_mfa(None, Some(&essential)), Ok(true));
+        let value = format!(r#"{{"id_token":{{"acr":{{"value":"{ACR_MFA}"}}}}}}"#);
+        assert_eq!(wants_mfa(None, Some(&value)), Ok(true));
+        assert_eq!(
+            wants_mfa(None, Some(r#"{"id_token":{"acr":null}}"#)),
+            Ok(false)
+        );
+        assert_eq!(wants_mfa(None, Some(r#"{"userinfo":{}}"#)), Ok(false));
+        assert!(wants_mfa(None, Some("not json")).is_err());
+        assert!(wants_mfa(None, Some("[1]")).is_err());
+        assert!(wants_mfa(Some(&"a ".repeat(3000)), None).is_err());
+    }
 
     #[test]
     fn pkce_s256_matches_rfc_7636_appendix_b() {

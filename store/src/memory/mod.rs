@@ -87,6 +87,8 @@ struct State {
     deliveries: HashMap<String, (String, u64)>,
     /// The last one-time-password step each user used, and until when it is kept.
     otp_steps: HashMap<String, (u64, std::time::Instant)>,
+    /// The user who claimed each passkey credential id.
+    passkey_owners: HashMap<String, String>,
 }
 
 /// Most login keys kept; past it, the ones whose window and lockout are over go first.

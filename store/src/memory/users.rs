@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::MemoryStore;
 use crate::user::{cut_page, username_fits};
-use crate::{MAX_USERS_PAGE, StoreError, User, UserDirectory, UserPage};
+use crate::{Claimed, MAX_USERS_PAGE, Replaced, StoreError, User, UserDirectory, UserPage};
 
 impl UserDirectory for MemoryStore {
     async fn create_user(&self, user: &User) -> Result<bool, StoreError> {
@@ -34,10 +34,59 @@ impl UserDirectory for MemoryStore {
         })
     }
 
+    async fn replace_user(&self, current: &User, new: &User) -> Result<Replaced, StoreError> {
+        if current.username != new.username {
+            return Err(StoreError::Invalid { what: "username" });
+        }
+        Ok(match self.state().users.get_mut(&new.username) {
+            Some(stored) if stored == current => {
+                *stored = new.clone();
+                Replaced::Done
+            }
+            Some(_) => Replaced::Changed,
+            None => Replaced::Missing,
+        })
+    }
+
     async fn delete_user(&self, username: &str) -> Result<bool, StoreError> {
         let mut state = self.state();
         state.otp_steps.remove(username);
-        Ok(state.users.remove(username).is_some())
+        let Some(user) = state.users.remove(username) else {
+            return Ok(false);
+        };
+        for passkey in &user.passkeys {
+            if state.passkey_owners.get(&passkey.id).map(String::as_str) == Some(username) {
+                state.passkey_owners.remove(&passkey.id);
+            }
+        }
+        Ok(true)
+    }
+
+    async fn claim_passkey(&self, id: &str, username: &str) -> Result<Claimed, StoreError> {
+        let mut state = self.state();
+        Ok(match state.passkey_owners.get(id) {
+            None => {
+                state
+                    .passkey_owners
+                    .insert(id.to_owned(), username.to_owned());
+                Claimed::Now
+            }
+            Some(owner) if owner == username => Claimed::Already,
+            Some(_) => Claimed::ByAnother,
+        })
+    }
+
+    async fn release_passkey(&self, id: &str, username: &str) -> Result<bool, StoreError> {
+        let mut state = self.state();
+        if state.passkey_owners.get(id).map(String::as_str) != Some(username) {
+            return Ok(false);
+        }
+        state.passkey_owners.remove(id);
+        Ok(true)
+    }
+
+    async fn passkey_owner(&self, id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.state().passkey_owners.get(id).cloned())
     }
 
     async fn use_otp_step(

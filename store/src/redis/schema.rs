@@ -10,6 +10,7 @@
 //! | `tg:u:{<subject>}:user`      | hash   | the user of that name (no expiry)                  |
 //! | `tg:u:{<subject>}:otp`       | string | the last one-time-password step the user used (expires) |
 //! | `tg:{users}`                 | zset   | every username (score 0, ordered by name: BYLEX)   |
+//! | `tg:k:{<credential hash>}`   | string | the user who claimed that passkey credential id    |
 //! | `tg:c:{<code id>}`           | hash   | one authorization code: `rec`, then `used`; expires |
 //! | `tg:p:{<state id>}`         | string | a sign-in waiting for an upstream provider; expires |
 //! | `tg:{events}`                | stream | revocations and role changes, bounded length       |
@@ -24,12 +25,17 @@
 //! | `tg:{deliveries}:items`      | hash   | each queued delivery's payload by id               |
 //! | `tg:{reporters}`             | zset   | who reported last use, scored by when (bounded)    |
 //!
-//! `<subject>` and `<login key>` are base64url-encoded so that braces in a username cannot move the hash tag.
+//! `<subject>` and `<login key>` are base64url-encoded so that braces in a username cannot move the hash tag;
+//! `<credential hash>` is 128 bits of the SHA-256 of a credential id (base64url), whose length
+//! the key would otherwise follow.
 //! Every script touches one key or keys of one hash tag; steps that span slots are ordered so
 //! that repeating them after a failure is safe. A user spans two slots (its record and the
 //! index): it is indexed before its record is written and unindexed after its record is
 //! deleted, so a listed name may have no record (skipped when listing, set right by the next
-//! create or delete of that name) but a record is never missing from the index.
+//! create or delete of that name) but a record is never missing from the index. A passkey's
+//! credential id is claimed before it is added to a record and released after it is removed,
+//! so a credential id in a record is always claimed by its user; a claim whose passkey is not
+//! in the record (cut short in between) blocks only that credential id for other users.
 //!
 //! The renewal schedule is written before a session (so no live session is missing from it)
 //! and after each new value token; an entry whose session has ended stays until the scan for
@@ -94,6 +100,13 @@ impl Keys {
             URL_SAFE_NO_PAD.encode(key.as_bytes())
         )
     }
+    pub fn passkey(&self, credential_id: &str) -> String {
+        format!(
+            "{}:k:{{{}}}",
+            self.prefix,
+            crate::token::hash_id(credential_id)
+        )
+    }
     pub fn subject(&self, subject: &str, what: &str) -> String {
         format!(
             "{}:u:{{{}}}:{what}",
@@ -117,6 +130,9 @@ pub(super) struct Scripts {
     pub head: Script,
     pub login_failed: Script,
     pub put_user: Script,
+    pub replace_user: Script,
+    pub claim_passkey: Script,
+    pub release_passkey: Script,
     pub create_code: Script,
     pub redeem_code: Script,
     pub queue_delivery: Script,
@@ -245,6 +261,38 @@ impl Scripts {
                 r"if redis.call('EXISTS', KEYS[1]) ~= tonumber(ARGV[1]) then return 0 end
                   redis.call('DEL', KEYS[1])
                   redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+                  return 1",
+            ),
+            // KEYS[1] user; ARGV n, then the n field/value pairs of the record as read, then
+            // those of the new one. 1 replaced, 2 changed since read (nothing written), 0 none.
+            replace_user: Script::new(
+                r"if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+                  local n = tonumber(ARGV[1])
+                  local have = redis.call('HGETALL', KEYS[1])
+                  if #have ~= 2 * n then return 2 end
+                  local want = {}
+                  for i = 2, 2 * n, 2 do want[ARGV[i]] = ARGV[i + 1] end
+                  for i = 1, #have, 2 do
+                    if want[have[i]] ~= have[i + 1] then return 2 end
+                  end
+                  redis.call('DEL', KEYS[1])
+                  redis.call('HSET', KEYS[1], unpack(ARGV, 2 * n + 2))
+                  return 1",
+            ),
+            // KEYS[1] credential; ARGV username. 1 claimed now, 2 theirs already, 0 another's.
+            claim_passkey: Script::new(
+                r"local owner = redis.call('GET', KEYS[1])
+                  if not owner then
+                    redis.call('SET', KEYS[1], ARGV[1])
+                    return 1
+                  end
+                  if owner == ARGV[1] then return 2 end
+                  return 0",
+            ),
+            // KEYS[1] credential; ARGV username. Deletes the claim only if it is theirs.
+            release_passkey: Script::new(
+                r"if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+                  redis.call('DEL', KEYS[1])
                   return 1",
             ),
             // KEYS[1] code; ARGV ttl ms, record. Never overwrites a code.

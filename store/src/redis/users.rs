@@ -7,7 +7,9 @@ use redis::{Cmd, Value};
 use super::RedisStore;
 use super::schema::{decode_user, user_fields};
 use crate::user::{cut_page, username_fits};
-use crate::{MAX_USERS_PAGE, StoreError, User, UserDirectory, UserPage};
+use crate::{
+    Claimed, MAX_USERS_PAGE, Passkey, Replaced, StoreError, User, UserDirectory, UserPage,
+};
 
 impl UserDirectory for RedisStore {
     async fn create_user(&self, user: &User) -> Result<bool, StoreError> {
@@ -64,11 +66,100 @@ impl UserDirectory for RedisStore {
         Ok(taken == 1)
     }
 
+    async fn replace_user(&self, current: &User, new: &User) -> Result<Replaced, StoreError> {
+        if current.username != new.username {
+            return Err(StoreError::Invalid { what: "username" });
+        }
+        if !username_fits(&new.username) {
+            return Ok(Replaced::Missing);
+        }
+        let was = user_fields(current).map_err(|_| StoreError::Corrupt { what: "user" })?;
+        let fields = user_fields(new).map_err(|_| StoreError::Corrupt { what: "user" })?;
+        let mut con = self.con.clone();
+        let answer: i64 = self
+            .shared
+            .scripts
+            .replace_user
+            .key(self.shared.keys.subject(&new.username, "user"))
+            .arg(was.len())
+            .arg(was)
+            .arg(fields)
+            .invoke_async(&mut con)
+            .await
+            .map_err(StoreError::unavailable)?;
+        match answer {
+            1 => {
+                // As `put_user` does: sets right an index entry lost to a create and a delete
+                // of the name racing.
+                self.index_user(&new.username).await?;
+                Ok(Replaced::Done)
+            }
+            2 => Ok(Replaced::Changed),
+            _ => Ok(Replaced::Missing),
+        }
+    }
+
+    async fn claim_passkey(&self, id: &str, username: &str) -> Result<Claimed, StoreError> {
+        if !username_fits(username) {
+            return Err(StoreError::Invalid { what: "username" });
+        }
+        let answer: i64 = self
+            .shared
+            .scripts
+            .claim_passkey
+            .key(self.shared.keys.passkey(id))
+            .arg(username)
+            .invoke_async(&mut self.con.clone())
+            .await
+            .map_err(StoreError::unavailable)?;
+        Ok(match answer {
+            1 => Claimed::Now,
+            2 => Claimed::Already,
+            _ => Claimed::ByAnother,
+        })
+    }
+
+    async fn release_passkey(&self, id: &str, username: &str) -> Result<bool, StoreError> {
+        let released: i64 = self
+            .shared
+            .scripts
+            .release_passkey
+            .key(self.shared.keys.passkey(id))
+            .arg(username)
+            .invoke_async(&mut self.con.clone())
+            .await
+            .map_err(StoreError::unavailable)?;
+        Ok(released == 1)
+    }
+
+    async fn passkey_owner(&self, id: &str) -> Result<Option<String>, StoreError> {
+        redis::cmd("GET")
+            .arg(self.shared.keys.passkey(id))
+            .query_async(&mut self.con.clone())
+            .await
+            .map_err(StoreError::unavailable)
+    }
+
     async fn delete_user(&self, username: &str) -> Result<bool, StoreError> {
         if !username_fits(username) {
             return Ok(false);
         }
         let mut con = self.con.clone();
+        // The passkeys' claims first: a retry after a failure later on still finds them in the
+        // record.
+        let passkeys: Option<String> = redis::cmd("HGET")
+            .arg(self.shared.keys.subject(username, "user"))
+            .arg("passkeys")
+            .query_async(&mut con)
+            .await
+            .map_err(StoreError::unavailable)?;
+        if let Some(passkeys) = passkeys {
+            let passkeys: Vec<Passkey> = serde_json::from_str(&passkeys)
+                .map_err(|_| StoreError::Corrupt { what: "user" })?;
+            for passkey in &passkeys {
+                self.release_passkey(&passkey.id, username).await?;
+            }
+        }
         // Record first, index after: a retry after a failure in between finds the name still
         // indexed and removes it.
         let deleted: i64 = redis::cmd("DEL")

@@ -42,8 +42,10 @@ pub use self::usage::{
     reporters_are_remembered_by_last_report, touch_extends_but_never_shortens_or_revives,
 };
 pub use self::users::{
+    a_passkey_credential_id_belongs_to_one_user, concurrent_changes_to_a_user_are_all_kept,
     one_time_password_steps_are_taken_once_and_in_order,
     users_are_created_once_read_updated_and_deleted, users_are_listed_by_name_in_pages,
+    users_are_replaced_only_as_they_were_read,
 };
 
 use std::time::Duration;
@@ -177,7 +179,10 @@ macro_rules! store_contract_tests {
             pending_records_are_taken_once_then_forgotten,
             notes_are_kept_replaced_once_only_and_forgotten,
             deliveries_come_due_are_held_requeued_and_finished,
-            one_time_password_steps_are_taken_once_and_in_order
+            one_time_password_steps_are_taken_once_and_in_order,
+            users_are_replaced_only_as_they_were_read,
+            concurrent_changes_to_a_user_are_all_kept,
+            a_passkey_credential_id_belongs_to_one_user
         );
         #[tokio::test]
         async fn trimmed_stream_is_reported_as_gap() {
