@@ -296,6 +296,38 @@ pub struct RouteConfig {
     /// Active health checks of the upstreams, off the request path; none by default.
     #[serde(default)]
     pub health_check: Option<HealthCheckConfig>,
+    /// `[[routes.rules]]`, in order: the first whose methods and path match decides; none
+    /// matches: `roles` decides, as without rules.
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+}
+
+/// One `[[routes.rules]]`: which requests it is for, and what it asks of them.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Methods it is for (upper case); absent: every method.
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    /// A glob below the route's `path_prefix`, without a leading `/`: `*` stands for one
+    /// segment, `**` for any number (`orders/*/refunds`, `admin/**`); absent: every path.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Any one of these roles.
+    #[serde(default)]
+    pub roles_any: Option<Vec<String>>,
+    /// Every one of these roles.
+    #[serde(default)]
+    pub roles_all: Option<Vec<String>>,
+    /// The session's `client_id` is one of these.
+    #[serde(default)]
+    pub clients: Option<Vec<String>>,
+    /// The token's subject is one of these.
+    #[serde(default)]
+    pub subjects: Option<Vec<String>>,
+    /// `false`: refused outright (default `true`: allowed when what it asks holds).
+    #[serde(default = "d::yes")]
+    pub allow: bool,
 }
 
 /// How a route picks among its upstreams.

@@ -6,8 +6,8 @@
 //! 3. authenticate (reference token → cached identity; a cache hit never waits): the bearer
 //!    header, or on a `browser` route the session cookie; a navigation without a session is
 //!    sent to sign in;
-//! 4. check the origin of cookie-authenticated unsafe requests (CSRF), and authorize (any of
-//!    the route's roles);
+//! 4. check the origin of cookie-authenticated unsafe requests (CSRF), and authorize (the
+//!    route's rules, first match decides, else any of its roles);
 //! 5. build the upstream request (body limit, target, hop-by-hop, forwarded and identity
 //!    headers; the session cookie and the IdP's sign-in cookie removed);
 //! 6. send it: pick an upstream (balance, health, ejection, `max_requests`), and retry on
@@ -38,6 +38,7 @@ use crate::headers::{
     strip_identity,
 };
 use crate::metrics::Metrics;
+use crate::policy::Who;
 use crate::ratelimit::RateLimiter;
 use crate::reject::{Body, RATELIMIT, RATELIMIT_POLICY, Reject};
 use crate::routes::{Route, Routes};
@@ -245,7 +246,7 @@ impl Proxy {
             let checked = limit.check(identity.as_deref(), ip);
             allowed = Some(checked.map_err(Reject::RateLimited)?);
         }
-        authorize(route, identity.as_deref())?;
+        authorize(route, &req, identity.as_deref())?;
         let counter = entry.as_deref_mut().and_then(Entry::bytes_in);
         let mut outgoing =
             self.upstream_request(live, req, route, identity.as_deref(), peer, counter)?;
@@ -433,12 +434,19 @@ impl Proxy {
     }
 }
 
-/// Without roles asked of it, a route takes any identity; else one holding any of them.
-fn authorize(route: &Route, identity: Option<&Identity>) -> Result<(), Reject> {
-    match identity {
-        Some(identity) if !route.allows(&identity.roles) => Err(Reject::InsufficientScope),
-        _ => Ok(()),
-    }
+/// The route's rules (first match decides), else its roles: any of them, or any identity when
+/// it asks for none. A public route has only rules to apply.
+fn authorize<B>(
+    route: &Route,
+    req: &Request<B>,
+    identity: Option<&Identity>,
+) -> Result<(), Reject> {
+    let who = identity.map(|i| Who {
+        roles: &i.roles,
+        client: i.client_id.as_deref(),
+        subject: i.subject.as_bytes(),
+    });
+    route.authorize(req.method(), req.uri().path(), who)
 }
 
 /// The upstream's answer on its way back: an accepted upgrade joins the two connections;

@@ -3,12 +3,14 @@
 
 use std::sync::Arc;
 
-use http::{Request, header};
+use http::{Method, Request, header};
 
 use crate::cluster::Cluster;
 use crate::config::{RouteConfig, ServerConfig};
 use crate::metrics::{Metrics, StatusCounters};
+use crate::policy::{self, By, Policy, Verdict, Who};
 use crate::ratelimit::RateLimiter;
+use crate::reject::Reject;
 
 /// A route with its upstreams parsed once.
 #[derive(Debug)]
@@ -20,8 +22,8 @@ pub struct Route {
     /// At least one upstream, with the state that picking and retrying keep; shared with the
     /// route that replaces this one on a reload when its upstream settings are unchanged.
     pub upstreams: Arc<Cluster>,
-    /// Any one of these grants access; empty: any valid token.
-    pub roles: Vec<String>,
+    /// `rules`, then `roles` (any one of them; empty: any valid token), compiled.
+    pub policy: Policy,
     /// `false`: a public route, no token asked for.
     pub auth: bool,
     /// `Upgrade` requests pass through; elsewhere `Upgrade` is dropped.
@@ -41,7 +43,7 @@ pub struct Route {
 
 impl Route {
     /// `None` if an upstream URL is not `scheme://authority`, or there is none, or the rate
-    /// limit is invalid. `server` has the timeouts a route may override. `previous` is the route
+    /// limit or a rule is invalid. `server` has the timeouts a route may override. `previous` is the route
     /// of the same prefix and host in the table this one replaces: an unchanged rate limit, and
     /// unchanged upstream settings, keep their state.
     pub fn new(
@@ -66,14 +68,15 @@ impl Route {
             }
             None => None,
         };
+        let policy = Policy::compile(&config.rules, &config.roles, config.auth).ok()?;
         Some(Route {
+            policy,
             limit,
             limit_headers: config.rate_limit_headers,
             requests: metrics.route_counters(&config.path_prefix, host.as_deref()),
             prefix: config.path_prefix.as_str().into(),
             host,
             upstreams,
-            roles: config.roles.clone(),
             auth: config.auth,
             websocket: config.websocket,
             browser: config.browser,
@@ -81,9 +84,31 @@ impl Route {
         })
     }
 
-    /// Whether roles allow this route: it asks for none, or they hold any it lists.
-    pub fn allows(&self, roles: &[String]) -> bool {
-        self.roles.is_empty() || self.roles.iter().any(|r| roles.contains(r))
+    /// Whether a request with this method and path, from `who` (`None` on a public route),
+    /// may pass: the first of the route's rules that matches decides, else its roles.
+    pub fn decide(&self, method: &Method, path: &str, who: Option<Who<'_>>) -> Verdict {
+        self.policy
+            .decide(method, policy::rest(path, &self.prefix), who)
+    }
+
+    /// [`Route::decide`] as the request path needs it: a refusal by a rule names the rule; a
+    /// path that rules cannot judge is a bad target.
+    pub fn authorize(
+        &self,
+        method: &Method,
+        path: &str,
+        who: Option<Who<'_>>,
+    ) -> Result<(), Reject> {
+        match self.decide(method, path, who) {
+            Verdict { allowed: true, .. } => Ok(()),
+            Verdict {
+                by: By::Rule(i), ..
+            } => Err(Reject::InsufficientScope(Some(
+                u16::try_from(i).unwrap_or(u16::MAX),
+            ))),
+            Verdict { by: By::Route, .. } => Err(Reject::InsufficientScope(None)),
+            Verdict { by: By::Path, .. } => Err(Reject::BadTarget),
+        }
     }
 
     fn matches(&self, path: &str, host: Option<&str>) -> bool {
@@ -234,10 +259,22 @@ mod tests {
 
     #[test]
     fn roles_allow_any_listed_or_none_asked() {
+        fn get(r: &Route, roles: Option<&[String]>) -> Result<(), Reject> {
+            let who = roles.map(|roles| Who {
+                roles,
+                client: None,
+                subject: b"alice",
+            });
+            r.authorize(&Method::GET, "/x", who)
+        }
         let mut r = route("/", None, "http://a:1");
-        assert!(r.allows(&[]));
-        r.roles = vec!["a".into(), "b".into()];
-        assert!(r.allows(&["x".into(), "b".into()]));
-        assert!(!r.allows(&["x".into()]));
+        assert_eq!(get(&r, Some(&[])), Ok(()));
+        r.policy = Policy::compile(&[], &["a".into(), "b".into()], true).unwrap();
+        assert_eq!(get(&r, Some(&["x".into(), "b".into()])), Ok(()));
+        assert_eq!(
+            get(&r, Some(&["x".into()])),
+            Err(Reject::InsufficientScope(None))
+        );
+        assert_eq!(get(&r, None), Ok(()), "a public route checks no roles");
     }
 }

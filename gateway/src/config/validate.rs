@@ -165,6 +165,12 @@ impl GatewayConfig {
                 }
             }
             route.validate_upstreams(|k, m| invalid(format!("routes[{i}].{k}"), m))?;
+            crate::policy::Policy::compile(&route.rules, &route.roles, route.auth).map_err(
+                |(j, e)| match e.key {
+                    "rules" => invalid(format!("routes[{i}].rules"), &e.message),
+                    key => invalid(format!("routes[{i}].rules[{j}].{key}"), &e.message),
+                },
+            )?;
             if route.browser && !route.auth {
                 return Err(invalid(
                     format!("routes[{i}].browser"),
