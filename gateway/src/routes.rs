@@ -150,6 +150,168 @@ impl Routes {
     }
 }
 
+/// What `tokengate check` answers: for a request as configured, which route and which rule
+/// decide, and the outcome, without traffic. Rate limits, the CSRF origin check of `browser`
+/// routes and the token itself are outside it: the identity is taken as valid.
+#[derive(Debug)]
+pub struct Check {
+    lines: Vec<(&'static str, String)>,
+    /// `None`: the request would pass (as far as rules and roles go).
+    pub refused: Option<Reject>,
+}
+
+/// Why `tokengate check` cannot answer.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// The method is not an HTTP method.
+    #[error("{0:?} is not an HTTP method")]
+    Method(String),
+    /// The path is not an origin-form request target.
+    #[error("{0:?} is not a path (it must start with /)")]
+    Path(String),
+    /// A route of the configuration cannot be built.
+    #[error("routes[{0}] cannot be built")]
+    Route(usize),
+}
+
+impl Check {
+    /// Decides `method path` for `host` (if any) as the routes of `config` would, for `who`
+    /// (taken as a valid token on a protected route; ignored on a public one).
+    pub fn run(
+        config: &crate::config::GatewayConfig,
+        method: &str,
+        path: &str,
+        host: Option<&str>,
+        who: Who<'_>,
+    ) -> Result<Self, CheckError> {
+        let method =
+            Method::from_bytes(method.as_bytes()).map_err(|_| CheckError::Method(method.into()))?;
+        let uri = path
+            .parse::<http::Uri>()
+            .ok()
+            .filter(|u| u.scheme().is_none() && path.starts_with('/'))
+            .ok_or_else(|| CheckError::Path(path.into()))?;
+        let metrics = Metrics::new();
+        let routes = config
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| Route::new(r, &config.server, &metrics, None).ok_or(CheckError::Route(i)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let routes = Routes::new(routes);
+        let mut req = Request::builder().method(method.clone()).uri(uri.clone());
+        if let Some(host) = host {
+            req = req.header(header::HOST, host);
+        }
+        let req = req.body(()).map_err(|_| CheckError::Path(path.into()))?;
+        let mut lines = vec![("request", format!("{method} {}", uri.path()))];
+        let Some(route) = routes.find(&req) else {
+            lines.push(("route", "none matches".into()));
+            return Ok(Check::done(lines, Some(Reject::NoRoute)));
+        };
+        let (index, config) = config
+            .routes
+            .iter()
+            .enumerate()
+            .find(|(_, r)| {
+                r.path_prefix == *route.prefix
+                    && r.host.as_ref().map(|h| h.to_ascii_lowercase()) == route.host
+            })
+            .ok_or(CheckError::Route(0))?;
+        let host = config
+            .host
+            .as_ref()
+            .map(|h| format!(", host = {h:?}"))
+            .unwrap_or_default();
+        lines.push((
+            "route",
+            format!(
+                "routes[{index}]: path_prefix = {:?}{host}",
+                config.path_prefix
+            ),
+        ));
+        let who = route.auth.then_some(who);
+        lines.push((
+            "as",
+            match who {
+                None => "anyone: a public route (auth = false) asks for no token".into(),
+                Some(w) => format!(
+                    "a valid token with roles {:?}, client {}, subject {}",
+                    w.roles,
+                    w.client.map_or("(none)".into(), |c| format!("{c:?}")),
+                    match std::str::from_utf8(w.subject) {
+                        Ok("") | Err(_) => "(any)".into(),
+                        Ok(s) => format!("{s:?}"),
+                    }
+                ),
+            },
+        ));
+        let verdict = route.decide(&method, uri.path(), who);
+        lines.push((
+            "decided by",
+            match verdict.by {
+                By::Rule(i) => format!("rules[{i}]: {}", describe(&config.rules[i])),
+                By::Route if !route.auth => "no rule matches; a public route lets it pass".into(),
+                By::Route if config.roles.is_empty() => {
+                    "no rule matches; the route's roles: none asked, any valid token".into()
+                }
+                By::Route => format!("no rule matches; the route's roles (any of) {:?}", config.roles),
+                By::Path => "the path: a route with path rules refuses a path a backend could read differently (a . or .. segment, //, a backslash, an escaped / \\ or unreserved character)".into(),
+            },
+        ));
+        let refused = route.authorize(&method, uri.path(), who).err();
+        Ok(Check::done(lines, refused))
+    }
+
+    fn done(mut lines: Vec<(&'static str, String)>, refused: Option<Reject>) -> Self {
+        lines.push((
+            "outcome",
+            match refused {
+                None => "allowed: forwarded upstream".into(),
+                Some(r) => format!("refused: {} {}", r.status().as_u16(), r.name()),
+            },
+        ));
+        Check { lines, refused }
+    }
+}
+
+impl std::fmt::Display for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (key, value) in &self.lines {
+            writeln!(f, "{:<11} {value}", format!("{key}:"))?;
+        }
+        Ok(())
+    }
+}
+
+/// A rule as the file writes it, on one line.
+fn describe(rule: &crate::config::RuleConfig) -> String {
+    let lists = [
+        ("methods", &rule.methods),
+        ("roles_any", &rule.roles_any),
+        ("roles_all", &rule.roles_all),
+        ("clients", &rule.clients),
+        ("subjects", &rule.subjects),
+    ];
+    let mut parts: Vec<String> = Vec::new();
+    if let Some(path) = &rule.path {
+        parts.push(format!("path = {path:?}"));
+    }
+    parts.extend(
+        lists
+            .iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k} = {v:?}"))),
+    );
+    if !rule.allow {
+        parts.push("allow = false".into());
+    }
+    if parts.is_empty() {
+        "(for every request, asks nothing)".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
 /// The host a request is for, without the port: `:authority` (HTTP/2) or `Host`.
 fn request_host<B>(req: &Request<B>) -> Option<&str> {
     let raw = match req.uri().authority() {
