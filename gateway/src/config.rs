@@ -300,6 +300,36 @@ pub struct RouteConfig {
     /// matches: `roles` decides, as without rules.
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+    /// `cors = { allowed_origins = [...], ... }`: preflights answered by the gateway, CORS
+    /// headers on the answers to allowed origins; none by default.
+    #[serde(default)]
+    pub cors: Option<CorsConfig>,
+}
+
+/// A route's `cors`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Origins (`scheme://host[:port]`) whose pages may call the route; `["*"]` for any, never
+    /// with `allow_credentials`.
+    pub allowed_origins: Vec<String>,
+    /// Methods a preflight may ask for (default `GET`, `HEAD`, `POST`).
+    #[serde(default = "d::cors_methods")]
+    pub allowed_methods: Vec<String>,
+    /// Request headers a preflight may ask for (e.g. `authorization`, `content-type`).
+    #[serde(default)]
+    pub allowed_headers: Vec<String>,
+    /// Response headers a page may read beyond the safelisted ones.
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    /// Pages may send cookies (and a bearer token) and read the answer:
+    /// `Access-Control-Allow-Credentials: true`.
+    #[serde(default)]
+    pub allow_credentials: bool,
+    /// How long a browser may keep a preflight's answer (`Access-Control-Max-Age`); default:
+    /// the browser's (5 s).
+    #[serde(default, with = "humantime_serde")]
+    pub max_age: Option<Duration>,
 }
 
 /// One `[[routes.rules]]`: which requests it is for, and what it asks of them.
@@ -517,6 +547,9 @@ mod d {
     }
     pub fn yes() -> bool {
         true
+    }
+    pub fn cors_methods() -> Vec<String> {
+        ["GET", "HEAD", "POST"].map(str::to_owned).to_vec()
     }
     pub fn retries() -> u32 {
         1

@@ -2,7 +2,7 @@
 //!
 //! 1. strip identity headers (on every route, so no backend ever sees a client's `X-Auth-*`);
 //!    with `[browser]`, the gateway's own paths (`/.tokengate/`) are answered here;
-//! 2. route (longest prefix, host);
+//! 2. route (longest prefix, host); a CORS preflight on a route with `cors` is answered here;
 //! 3. authenticate (reference token → cached identity; a cache hit never waits): the bearer
 //!    header, or on a `browser` route the session cookie; a navigation without a session is
 //!    sent to sign in;
@@ -12,7 +12,8 @@
 //!    headers; the session cookie and the IdP's sign-in cookie removed);
 //! 6. send it: pick an upstream (balance, health, ejection, `max_requests`), and retry on
 //!    another where that is safe (`cluster`);
-//! 7. finish the response (upgrade or hop-by-hop removal, request id, metrics).
+//! 7. finish the response (upgrade or hop-by-hop removal, request id, metrics; on a route
+//!    with `cors`, the CORS headers in place of the upstream's).
 //!
 //! A failing phase returns a [`Reject`]; [`Reject::into_response`] is the one place that
 //! turns it into an answer.
@@ -33,6 +34,7 @@ use crate::browser::{self, Admission, Browser};
 use crate::cache::{Identity, TokenCache};
 use crate::cluster::Replay;
 use crate::config::ServerConfig;
+use crate::cors;
 use crate::headers::{
     Peer, RequestIds, X_REQUEST_ID, add_forwarded, add_identity, authorization, strip_hop_by_hop,
     strip_identity,
@@ -191,6 +193,16 @@ impl Proxy {
             return self.finish(result, None, id, started, &span, entry);
         }
         let route = live.routes.find(&req);
+        // CORS: a preflight is answered here, before authentication and never upstream; any
+        // other answer to an allowed origin gets the route's CORS headers (`None`: no `cors`).
+        let cors = route.and_then(|r| r.cors.as_deref());
+        if let Some(cors) = cors
+            && cors::is_preflight(&req)
+        {
+            let answer = cors.preflight(req.headers());
+            return self.finish(answer, route, id, started, &span, entry);
+        }
+        let origin = cors.and_then(|c| c.allowed_origin(req.headers()));
         let result = match route {
             Some(route) => {
                 let serving = self.serve(&live, req, route, peer, pinned, entry.as_mut());
@@ -204,7 +216,11 @@ impl Proxy {
             }
             None => Err(Reject::NoRoute),
         };
-        self.finish(result, route, id, started, &span, entry)
+        let mut response = self.finish(result, route, id, started, &span, entry);
+        if let Some(cors) = cors {
+            cors.respond(response.headers_mut(), origin);
+        }
+        response
     }
 
     async fn serve(
@@ -306,7 +322,7 @@ impl Proxy {
         if route.browser
             && let Some(browser) = &live.browser
         {
-            return Box::pin(browser.authenticate(req, &self.tokens))
+            return Box::pin(browser.authenticate(req, &self.tokens, route.cors.as_deref()))
                 .await
                 .map(Some);
         }

@@ -40,6 +40,10 @@ pub enum Reject {
     /// A cookie-authenticated unsafe request from an origin not in `browser.allowed_origins`.
     #[error("cross-site request with a session cookie")]
     CrossSite,
+    /// A CORS preflight from an origin, or for a method or headers, the route's `cors` does
+    /// not allow: 403 without CORS headers, so the browser stops there.
+    #[error("CORS preflight not allowed")]
+    CorsRefused,
     /// A sign-in callback that cannot be completed: state missing, altered, expired or
     /// replayed, or a code the IdP refused.
     #[error("sign-in cannot be completed")]
@@ -97,6 +101,7 @@ impl Reject {
             Reject::InvalidToken => "invalid_token",
             Reject::Unavailable => "store_unavailable",
             Reject::CrossSite => "cross_site",
+            Reject::CorsRefused => "cors_refused",
             Reject::BadSignIn => "bad_sign_in",
             Reject::InsufficientScope(_) => "insufficient_scope",
             Reject::BodyTooLarge => "body_too_large",
@@ -130,6 +135,7 @@ impl Reject {
                 "insufficient_scope",
             ),
             Reject::CrossSite => (StatusCode::FORBIDDEN, None, "cross_site_request"),
+            Reject::CorsRefused => (StatusCode::FORBIDDEN, None, "cors_refused"),
             Reject::BadSignIn => (StatusCode::BAD_REQUEST, None, "sign_in_failed"),
             Reject::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, None, "body_too_large"),
             Reject::BodyIncomplete => (StatusCode::BAD_REQUEST, None, "invalid_request"),
@@ -256,6 +262,7 @@ mod tests {
                 "insufficient_scope",
             ),
             (Reject::CrossSite, 403, None, "cross_site_request"),
+            (Reject::CorsRefused, 403, None, "cors_refused"),
             (Reject::BadSignIn, 400, None, "sign_in_failed"),
             (Reject::BodyTooLarge, 413, None, "body_too_large"),
             (Reject::BodyIncomplete, 400, None, "invalid_request"),

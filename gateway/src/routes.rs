@@ -7,6 +7,7 @@ use http::{Method, Request, header};
 
 use crate::cluster::Cluster;
 use crate::config::{RouteConfig, ServerConfig};
+use crate::cors::Cors;
 use crate::metrics::{Metrics, StatusCounters};
 use crate::policy::{self, By, Policy, Verdict, Who};
 use crate::ratelimit::RateLimiter;
@@ -22,6 +23,8 @@ pub struct Route {
     /// At least one upstream, with the state that picking and retrying keep; shared with the
     /// route that replaces this one on a reload when its upstream settings are unchanged.
     pub upstreams: Arc<Cluster>,
+    /// `cors`: `None` costs the request path nothing.
+    pub cors: Option<Box<Cors>>,
     /// `rules`, then `roles` (any one of them; empty: any valid token), compiled.
     pub policy: Policy,
     /// `false`: a public route, no token asked for.
@@ -69,7 +72,12 @@ impl Route {
             None => None,
         };
         let policy = Policy::compile(&config.rules, &config.roles, config.auth).ok()?;
+        let cors = match &config.cors {
+            Some(cors) => Some(Box::new(Cors::new(cors).ok()?)),
+            None => None,
+        };
         Some(Route {
+            cors,
             policy,
             limit,
             limit_headers: config.rate_limit_headers,

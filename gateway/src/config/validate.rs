@@ -189,6 +189,10 @@ impl GatewayConfig {
                     key => invalid(format!("routes[{i}].rules[{j}].{key}"), &e.message),
                 },
             )?;
+            if let Some(cors) = &route.cors {
+                crate::cors::Cors::new(cors)
+                    .map_err(|e| invalid(format!("routes[{i}].cors.{}", e.key), &e.message))?;
+            }
             if route.browser && !route.auth {
                 return Err(invalid(
                     format!("routes[{i}].browser"),
