@@ -52,7 +52,12 @@ enum Segment {
 
 /// A compiled `path` glob.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Glob(Box<[Segment]>);
+pub struct Glob {
+    segments: Box<[Segment]>,
+    /// The literal segments it starts with, joined by `/`: a path that does not start with
+    /// them (up to a `/` or its end) is turned away with one comparison.
+    lead: Box<str>,
+}
 
 impl Glob {
     /// Parses a glob as written in a rule: relative to the route's prefix, no leading `/`.
@@ -114,19 +119,35 @@ impl Glob {
                 p => Segment::Literal(p.into()),
             });
         }
-        Ok(Glob(segments.into()))
+        let lead: Vec<&str> = segments
+            .iter()
+            .map_while(|s| match s {
+                Segment::Literal(l) => Some(&**l),
+                _ => None,
+            })
+            .collect();
+        Ok(Glob {
+            lead: lead.join("/").into(),
+            segments: segments.into(),
+        })
     }
 
     /// Whether `rest` (the path below the route's prefix, no leading `/`) matches. An empty
     /// `rest` has no segments; otherwise each `/` starts one more (a trailing `/` an empty one).
     pub fn matches(&self, rest: &str) -> bool {
+        if !self.lead.is_empty() {
+            let after = rest.strip_prefix(&*self.lead);
+            if !after.is_some_and(|a| a.is_empty() || a.starts_with('/')) {
+                return false;
+            }
+        }
         // The classic wildcard match with one backtrack point (the last `**`), over segments:
         // positions are byte offsets into `rest`, `None` once every segment is used.
         let start = if rest.is_empty() { None } else { Some(0) };
         let (mut g, mut at) = (0, start);
         let mut resume: Option<(usize, Option<usize>)> = None;
         loop {
-            match (self.0.get(g), at) {
+            match (self.segments.get(g), at) {
                 (Some(Segment::Any), _) => {
                     g += 1;
                     resume = Some((g, at));
@@ -164,7 +185,8 @@ impl Glob {
 /// The segment of `rest` starting at `pos`, and where the next one starts.
 fn segment_at(rest: &str, pos: usize) -> (&str, Option<usize>) {
     let tail = &rest[pos..];
-    match tail.find('/') {
+    // A plain loop: segments are short, and `str::find` sets up a search first.
+    match tail.bytes().position(|b| b == b'/') {
         Some(i) => (&tail[..i], Some(pos + i + 1)),
         None => (tail, None),
     }
@@ -175,31 +197,34 @@ fn segment_at(rest: &str, pos: usize) -> (&str, Option<usize>) {
 /// (which a backend would decode into a path the rules never saw).
 pub fn plain_path(rest: &str) -> bool {
     let bytes = rest.as_bytes();
-    if bytes.contains(&b'\\') {
-        return false;
-    }
-    let mut i = 0;
-    while let Some(off) = bytes[i..].iter().position(|&b| b == b'%') {
-        let at = i + off;
-        let hex = |b: u8| (b as char).to_digit(16);
-        let decoded = match (bytes.get(at + 1), bytes.get(at + 2)) {
-            (Some(&h), Some(&l)) => hex(h).zip(hex(l)).map(|(h, l)| (h * 16 + l) as u8),
-            _ => None,
-        };
-        match decoded {
-            Some(b) if b == b'/' || b == b'\\' || b.is_ascii_alphanumeric() => return false,
-            Some(b'-' | b'.' | b'_' | b'~') => return false,
+    let hex = |at: usize| bytes.get(at).and_then(|&b| (b as char).to_digit(16));
+    let mut start = 0;
+    for i in 0..=bytes.len() {
+        match bytes.get(i) {
+            None | Some(b'/') => {
+                let segment = &bytes[start..i];
+                let inner = i < bytes.len();
+                if segment == b"." || segment == b".." || (segment.is_empty() && inner) {
+                    return false;
+                }
+                start = i + 1;
+            }
+            Some(b'\\') => return false,
+            Some(b'%') => match hex(i + 1).zip(hex(i + 2)) {
+                Some((h, l)) => {
+                    let b = (h * 16 + l) as u8;
+                    if b == b'/' || b == b'\\' || b.is_ascii_alphanumeric() || b"-._~".contains(&b)
+                    {
+                        return false;
+                    }
+                }
+                // Not an escape at all: a backend may still try to read it; refuse.
+                None => return false,
+            },
             Some(_) => {}
-            // Not an escape at all: a backend may still try to read it; refuse.
-            None => return false,
         }
-        i = at + 1;
     }
-    let last = rest.split('/').count().saturating_sub(1);
-    !rest
-        .split('/')
-        .enumerate()
-        .any(|(i, s)| s == "." || s == ".." || (s.is_empty() && i != last && !rest.is_empty()))
+    true
 }
 
 /// What a rule asks of the identity once its methods and path match.
@@ -216,10 +241,30 @@ enum Requires {
     },
 }
 
+/// A bit for each standard method, 0 for any other.
+fn method_bit(method: &Method) -> u16 {
+    match *method {
+        Method::GET => 1,
+        Method::HEAD => 1 << 1,
+        Method::POST => 1 << 2,
+        Method::PUT => 1 << 3,
+        Method::DELETE => 1 << 4,
+        Method::PATCH => 1 << 5,
+        Method::OPTIONS => 1 << 6,
+        Method::CONNECT => 1 << 7,
+        Method::TRACE => 1 << 8,
+        _ => 0,
+    }
+}
+
 /// One compiled rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Rule {
-    /// Empty: every method.
+    /// No `methods`: for every method.
+    any_method: bool,
+    /// The standard methods it is for, a bit each ([`method_bit`]).
+    method_bits: u16,
+    /// The other methods it is for.
     methods: Box<[Method]>,
     /// `None`: every path of the route.
     path: Option<Glob>,
@@ -314,6 +359,13 @@ impl Rule {
                 .collect::<Result<_, _>>()?,
         };
         let path = config.path.as_deref().map(Glob::parse).transpose()?;
+        let any_method = methods.is_empty();
+        let method_bits = methods.iter().fold(0, |bits, m| bits | method_bit(m));
+        let methods: Box<[Method]> = methods
+            .iter()
+            .filter(|m| method_bit(m) == 0)
+            .cloned()
+            .collect();
         let asks = [
             ("roles_any", &config.roles_any),
             ("roles_all", &config.roles_all),
@@ -343,6 +395,8 @@ impl Rule {
             },
         };
         Ok(Rule {
+            any_method,
+            method_bits,
             methods,
             path,
             requires,
@@ -350,8 +404,12 @@ impl Rule {
     }
 
     fn matches(&self, method: &Method, rest: &str) -> bool {
-        (self.methods.is_empty() || self.methods.contains(method))
-            && self.path.as_ref().is_none_or(|g| g.matches(rest))
+        let for_method = self.any_method
+            || match method_bit(method) {
+                0 => self.methods.contains(method),
+                bit => self.method_bits & bit != 0,
+            };
+        for_method && self.path.as_ref().is_none_or(|g| g.matches(rest))
     }
 
     fn allows(&self, who: Option<Who<'_>>) -> bool {

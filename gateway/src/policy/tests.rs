@@ -368,3 +368,37 @@ fn rest_is_the_path_below_the_prefix() {
     assert_eq!(rest("/api//x", "/api/"), "/x");
     assert_eq!(rest("/x", "/"), "x");
 }
+
+#[test]
+fn methods_standard_or_not_match_exactly() {
+    let p = policy(
+        "[[rules]]\nmethods = [\"PROPFIND\", \"GET\"]\nallow = false\n",
+        &[],
+        true,
+    );
+    let cases: &[(&str, bool)] = &[
+        ("GET", false),
+        ("PROPFIND", false),
+        ("HEAD", true),
+        ("POST", true),
+        ("PROPPATCH", true),
+        ("MKCOL", true),
+    ];
+    for (method, allowed) in cases {
+        assert_eq!(
+            verdict(&p, method, "x", Some(READER)).0,
+            *allowed,
+            "{method}"
+        );
+    }
+    let p = policy(
+        "[[rules]]\nmethods = [\"PROPFIND\"]\nallow = false\n",
+        &[],
+        true,
+    );
+    assert!(
+        verdict(&p, "GET", "x", Some(READER)).0,
+        "no standard method listed"
+    );
+    assert!(!verdict(&p, "PROPFIND", "x", Some(READER)).0);
+}
