@@ -71,6 +71,29 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9001")]
         listen: std::net::SocketAddr,
     },
+    /// Shows which route and which rule of a gateway config decide a request, and the outcome,
+    /// without traffic (the token is taken as valid; rate limits and the CSRF check are not
+    /// part of it). Exits 0 when the request would pass, 3 when it would be refused.
+    Check {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// The request's method, e.g. GET.
+        method: String,
+        /// The request's path, e.g. /api/orders/7.
+        path: String,
+        /// The token's roles, comma-separated.
+        #[arg(long, value_delimiter = ',', value_name = "ROLES")]
+        roles: Vec<String>,
+        /// The client the session was issued to.
+        #[arg(long, value_name = "ID")]
+        client: Option<String>,
+        /// The token's subject.
+        #[arg(long, value_name = "SUB", default_value = "")]
+        subject: String,
+        /// The request's Host, for routes limited to a host.
+        #[arg(long)]
+        host: Option<String>,
+    },
     /// Reads a password from standard input and prints its argon2id hash for a config file.
     HashPassword,
     /// Writes a new signing key (PKCS#8 PEM) to FILE.
@@ -249,7 +272,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Gateway { .. } => Some(init_tracing("tokengate-gateway")),
         Command::Dev { .. } => Some(init_tracing("tokengate-dev")),
         Command::Echo { .. } => Some(init_tracing("tokengate-echo")),
-        Command::HashPassword | Command::GenKey { .. } => None,
+        Command::HashPassword | Command::GenKey { .. } | Command::Check { .. } => None,
     };
     let result = command(cli.command).await;
     if let Some(telemetry) = telemetry {
@@ -281,6 +304,34 @@ async fn command(command: Command) -> Result<()> {
                 demo: demo_listen,
             };
             dev::run(redis_url, listen).await
+        }
+        Command::Check {
+            config,
+            method,
+            path,
+            roles,
+            client,
+            subject,
+            host,
+        } => {
+            let config = tokengate_gateway::config::GatewayConfig::load_offline(&config)?;
+            let who = tokengate_gateway::policy::Who {
+                roles: &roles,
+                client: client.as_deref(),
+                subject: subject.as_bytes(),
+            };
+            let check = tokengate_gateway::routes::Check::run(
+                &config,
+                &method,
+                &path,
+                host.as_deref(),
+                who,
+            )?;
+            print!("{check}");
+            if check.refused.is_some() {
+                std::process::exit(3);
+            }
+            Ok(())
         }
         Command::HashPassword => {
             let mut password = String::new();

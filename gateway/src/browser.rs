@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cache::{Identity, TokenCache};
 use crate::config::{BrowserConfig, origin};
+use crate::cors::Cors;
 use crate::headers;
 use crate::login::{LoginState, Sealer, safe_rd};
 use crate::reject::{Body, Reject, json, text};
@@ -144,16 +145,24 @@ impl Browser {
 
     /// A request on a `browser` route: the session behind its bearer header or, without one,
     /// its one session cookie; a cookie-authenticated unsafe request must come from an allowed
-    /// origin (CSRF). A navigation without a usable session is sent to sign in.
+    /// origin (CSRF): one of `allowed_origins`, or one the route's `cors` lets send
+    /// credentials (what CORS allows, CSRF does not refuse). A navigation without a usable
+    /// session is sent to sign in.
     pub async fn authenticate<B>(
         &self,
         req: &Request<B>,
         tokens: &TokenCache,
+        cors: Option<&Cors>,
     ) -> Result<Admission, Reject> {
         match self.identify(req, tokens).await {
             Ok((identity, via)) => {
                 if via == Via::Cookie {
-                    self.check_origin(req.method(), req.headers())?;
+                    match self.check_origin(req.method(), req.headers()) {
+                        Err(Reject::CrossSite)
+                            if cors.is_some_and(|c| c.trusts_credentialed(req.headers()))
+                                && !cross_site(req.headers()) => {}
+                        checked => checked?,
+                    }
                 }
                 Ok(Admission::Session(identity))
             }
@@ -202,10 +211,7 @@ impl Browser {
         ) {
             return Ok(());
         }
-        if headers
-            .get(SEC_FETCH_SITE)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"))
-        {
+        if cross_site(headers) {
             return Err(Reject::CrossSite);
         }
         let one = |name: HeaderName| {
@@ -571,6 +577,14 @@ struct TokenResponse {
     expires_in: u64,
     #[serde(default)]
     id_token: Option<String>,
+}
+
+/// `Sec-Fetch-Site: cross-site`: the browser says the request comes from another site (a
+/// `SameSite=Lax` session cookie would not even be sent with it, except on a navigation).
+fn cross_site(headers: &HeaderMap) -> bool {
+    headers
+        .get(SEC_FETCH_SITE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"))
 }
 
 /// A top-level navigation of a browser (it can follow a redirect to a sign-in page): `GET` or

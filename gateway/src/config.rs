@@ -296,6 +296,68 @@ pub struct RouteConfig {
     /// Active health checks of the upstreams, off the request path; none by default.
     #[serde(default)]
     pub health_check: Option<HealthCheckConfig>,
+    /// `[[routes.rules]]`, in order: the first whose methods and path match decides; none
+    /// matches: `roles` decides, as without rules.
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+    /// `cors = { allowed_origins = [...], ... }`: preflights answered by the gateway, CORS
+    /// headers on the answers to allowed origins; none by default.
+    #[serde(default)]
+    pub cors: Option<CorsConfig>,
+}
+
+/// A route's `cors`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Origins (`scheme://host[:port]`) whose pages may call the route; `["*"]` for any, never
+    /// with `allow_credentials`.
+    pub allowed_origins: Vec<String>,
+    /// Methods a preflight may ask for (default `GET`, `HEAD`, `POST`).
+    #[serde(default = "d::cors_methods")]
+    pub allowed_methods: Vec<String>,
+    /// Request headers a preflight may ask for (e.g. `authorization`, `content-type`).
+    #[serde(default)]
+    pub allowed_headers: Vec<String>,
+    /// Response headers a page may read beyond the safelisted ones.
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    /// Pages may send cookies (and a bearer token) and read the answer:
+    /// `Access-Control-Allow-Credentials: true`.
+    #[serde(default)]
+    pub allow_credentials: bool,
+    /// How long a browser may keep a preflight's answer (`Access-Control-Max-Age`); default:
+    /// the browser's (5 s).
+    #[serde(default, with = "humantime_serde")]
+    pub max_age: Option<Duration>,
+}
+
+/// One `[[routes.rules]]`: which requests it is for, and what it asks of them.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Methods it is for (upper case); absent: every method.
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    /// A glob below the route's `path_prefix`, without a leading `/`: `*` stands for one
+    /// segment, `**` for any number (`orders/*/refunds`, `admin/**`); absent: every path.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Any one of these roles.
+    #[serde(default)]
+    pub roles_any: Option<Vec<String>>,
+    /// Every one of these roles.
+    #[serde(default)]
+    pub roles_all: Option<Vec<String>>,
+    /// The session's `client_id` is one of these.
+    #[serde(default)]
+    pub clients: Option<Vec<String>>,
+    /// The token's subject is one of these.
+    #[serde(default)]
+    pub subjects: Option<Vec<String>>,
+    /// `false`: refused outright (default `true`: allowed when what it asks holds).
+    #[serde(default = "d::yes")]
+    pub allow: bool,
 }
 
 /// How a route picks among its upstreams.
@@ -485,6 +547,9 @@ mod d {
     }
     pub fn yes() -> bool {
         true
+    }
+    pub fn cors_methods() -> Vec<String> {
+        ["GET", "HEAD", "POST"].map(str::to_owned).to_vec()
     }
     pub fn retries() -> u32 {
         1

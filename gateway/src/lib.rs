@@ -5,6 +5,8 @@
 //!   upstream request, send, finish.
 //! * `reject`: every way a request is declined, and the one place that answers it.
 //! * `routes`: the route table (longest prefix, host).
+//! * `policy`: a route's rules (methods, path globs, roles, clients, subjects), compiled.
+//! * `cors`: a route's CORS: preflights answered here, CORS headers on allowed origins' answers.
 //! * `ratelimit`: per-route rate limits (GCRA, bounded keys), state kept across reloads.
 //! * `headers`: identity, hop-by-hop and forwarded headers; request ids.
 //! * `cache`: reference token → verified identity; coalesced store reads, generations.
@@ -36,6 +38,7 @@ pub mod browser;
 pub mod cache;
 pub mod cluster;
 pub mod config;
+pub mod cors;
 pub mod echo;
 pub mod head;
 pub mod headers;
@@ -44,6 +47,7 @@ pub mod jwks;
 pub mod lean;
 pub mod login;
 pub mod metrics;
+pub mod policy;
 pub mod proxy;
 pub mod ratelimit;
 pub mod reject;

@@ -2,17 +2,18 @@
 //!
 //! 1. strip identity headers (on every route, so no backend ever sees a client's `X-Auth-*`);
 //!    with `[browser]`, the gateway's own paths (`/.tokengate/`) are answered here;
-//! 2. route (longest prefix, host);
+//! 2. route (longest prefix, host); a CORS preflight on a route with `cors` is answered here;
 //! 3. authenticate (reference token → cached identity; a cache hit never waits): the bearer
 //!    header, or on a `browser` route the session cookie; a navigation without a session is
 //!    sent to sign in;
-//! 4. check the origin of cookie-authenticated unsafe requests (CSRF), and authorize (any of
-//!    the route's roles);
+//! 4. check the origin of cookie-authenticated unsafe requests (CSRF), and authorize (the
+//!    route's rules, first match decides, else any of its roles);
 //! 5. build the upstream request (body limit, target, hop-by-hop, forwarded and identity
 //!    headers; the session cookie and the IdP's sign-in cookie removed);
 //! 6. send it: pick an upstream (balance, health, ejection, `max_requests`), and retry on
 //!    another where that is safe (`cluster`);
-//! 7. finish the response (upgrade or hop-by-hop removal, request id, metrics).
+//! 7. finish the response (upgrade or hop-by-hop removal, request id, metrics; on a route
+//!    with `cors`, the CORS headers in place of the upstream's).
 //!
 //! A failing phase returns a [`Reject`]; [`Reject::into_response`] is the one place that
 //! turns it into an answer.
@@ -33,11 +34,13 @@ use crate::browser::{self, Admission, Browser};
 use crate::cache::{Identity, TokenCache};
 use crate::cluster::Replay;
 use crate::config::ServerConfig;
+use crate::cors;
 use crate::headers::{
     Peer, RequestIds, X_REQUEST_ID, add_forwarded, add_identity, authorization, strip_hop_by_hop,
     strip_identity,
 };
 use crate::metrics::Metrics;
+use crate::policy::Who;
 use crate::ratelimit::RateLimiter;
 use crate::reject::{Body, RATELIMIT, RATELIMIT_POLICY, Reject};
 use crate::routes::{Route, Routes};
@@ -190,6 +193,16 @@ impl Proxy {
             return self.finish(result, None, id, started, &span, entry);
         }
         let route = live.routes.find(&req);
+        // CORS: a preflight is answered here, before authentication and never upstream; any
+        // other answer to an allowed origin gets the route's CORS headers (`None`: no `cors`).
+        let cors = route.and_then(|r| r.cors.as_deref());
+        if let Some(cors) = cors
+            && cors::is_preflight(&req)
+        {
+            let answer = cors.preflight(req.headers());
+            return self.finish(answer, route, id, started, &span, entry);
+        }
+        let origin = cors.and_then(|c| c.allowed_origin(req.headers()));
         let result = match route {
             Some(route) => {
                 let serving = self.serve(&live, req, route, peer, pinned, entry.as_mut());
@@ -203,7 +216,11 @@ impl Proxy {
             }
             None => Err(Reject::NoRoute),
         };
-        self.finish(result, route, id, started, &span, entry)
+        let mut response = self.finish(result, route, id, started, &span, entry);
+        if let Some(cors) = cors {
+            cors.respond(response.headers_mut(), origin);
+        }
+        response
     }
 
     async fn serve(
@@ -245,7 +262,7 @@ impl Proxy {
             let checked = limit.check(identity.as_deref(), ip);
             allowed = Some(checked.map_err(Reject::RateLimited)?);
         }
-        authorize(route, identity.as_deref())?;
+        authorize(route, &req, identity.as_deref())?;
         // A request without a body has no bytes to count.
         let counter = entry
             .as_deref_mut()
@@ -309,7 +326,7 @@ impl Proxy {
         if route.browser
             && let Some(browser) = &live.browser
         {
-            return Box::pin(browser.authenticate(req, &self.tokens))
+            return Box::pin(browser.authenticate(req, &self.tokens, route.cors.as_deref()))
                 .await
                 .map(Some);
         }
@@ -437,12 +454,19 @@ impl Proxy {
     }
 }
 
-/// Without roles asked of it, a route takes any identity; else one holding any of them.
-fn authorize(route: &Route, identity: Option<&Identity>) -> Result<(), Reject> {
-    match identity {
-        Some(identity) if !route.allows(&identity.roles) => Err(Reject::InsufficientScope),
-        _ => Ok(()),
-    }
+/// The route's rules (first match decides), else its roles: any of them, or any identity when
+/// it asks for none. A public route has only rules to apply.
+fn authorize<B>(
+    route: &Route,
+    req: &Request<B>,
+    identity: Option<&Identity>,
+) -> Result<(), Reject> {
+    let who = identity.map(|i| Who {
+        roles: &i.roles,
+        client: i.client_id.as_deref(),
+        subject: i.subject.as_bytes(),
+    });
+    route.authorize(req.method(), req.uri().path(), who)
 }
 
 /// The upstream's answer on its way back: an accepted upgrade joins the two connections;

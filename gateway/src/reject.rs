@@ -40,13 +40,18 @@ pub enum Reject {
     /// A cookie-authenticated unsafe request from an origin not in `browser.allowed_origins`.
     #[error("cross-site request with a session cookie")]
     CrossSite,
+    /// A CORS preflight from an origin, or for a method or headers, the route's `cors` does
+    /// not allow: 403 without CORS headers, so the browser stops there.
+    #[error("CORS preflight not allowed")]
+    CorsRefused,
     /// A sign-in callback that cannot be completed: state missing, altered, expired or
     /// replayed, or a code the IdP refused.
     #[error("sign-in cannot be completed")]
     BadSignIn,
-    /// A valid token without any of the route's `roles`: 403.
-    #[error("lacks every role the route asks for")]
-    InsufficientScope,
+    /// A valid token without any of the route's `roles` (`None`), or a request that the rule
+    /// of this index in the route's `rules` refuses: 403.
+    #[error("refused by the route's roles or rules")]
+    InsufficientScope(Option<u16>),
     /// Over `server.max_body_bytes`: 413.
     #[error("request body over max_body_bytes")]
     BodyTooLarge,
@@ -96,8 +101,9 @@ impl Reject {
             Reject::InvalidToken => "invalid_token",
             Reject::Unavailable => "store_unavailable",
             Reject::CrossSite => "cross_site",
+            Reject::CorsRefused => "cors_refused",
             Reject::BadSignIn => "bad_sign_in",
-            Reject::InsufficientScope => "insufficient_scope",
+            Reject::InsufficientScope(_) => "insufficient_scope",
             Reject::BodyTooLarge => "body_too_large",
             Reject::BodyIncomplete => "body_incomplete",
             Reject::BadTarget => "bad_target",
@@ -123,12 +129,13 @@ impl Reject {
                 None,
                 "temporarily_unavailable",
             ),
-            Reject::InsufficientScope => (
+            Reject::InsufficientScope(_) => (
                 StatusCode::FORBIDDEN,
                 Some(BEARER_INSUFFICIENT_SCOPE),
                 "insufficient_scope",
             ),
             Reject::CrossSite => (StatusCode::FORBIDDEN, None, "cross_site_request"),
+            Reject::CorsRefused => (StatusCode::FORBIDDEN, None, "cors_refused"),
             Reject::BadSignIn => (StatusCode::BAD_REQUEST, None, "sign_in_failed"),
             Reject::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, None, "body_too_large"),
             Reject::BodyIncomplete => (StatusCode::BAD_REQUEST, None, "invalid_request"),
@@ -151,6 +158,22 @@ impl Reject {
     /// on 429 and `Retry-After` on an overloaded upstream's 503.
     pub fn into_response(self) -> Response<Body> {
         let (status, challenge, error) = self.parts();
+        // A rule's refusal names the rule (never the roles held), in the body and the challenge.
+        if let Reject::InsufficientScope(Some(rule)) = self {
+            let description = format!("refused by rule {rule} of the route");
+            let mut response = json(
+                status,
+                format!("{{\"error\":\"{error}\",\"error_description\":\"{description}\"}}"),
+            );
+            let challenge =
+                format!("{BEARER_INSUFFICIENT_SCOPE}, error_description=\"{description}\"");
+            if let Ok(value) = HeaderValue::try_from(challenge) {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, value);
+            }
+            return response;
+        }
         let mut response = json(status, format!("{{\"error\":\"{error}\"}}"));
         if let Some(c) = challenge {
             response
@@ -208,6 +231,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_rules_refusal_names_the_rule_in_body_and_challenge() {
+        let response = Reject::InsufficientScope(Some(3)).into_response();
+        assert_eq!(response.status(), 403);
+        assert_eq!(
+            response.headers()[header::WWW_AUTHENTICATE],
+            r#"Bearer realm="tokengate", error="insufficient_scope", error_description="refused by rule 3 of the route""#
+        );
+        let body: serde_json::Value = serde_json::from_str(&body(response).await).unwrap();
+        assert_eq!(body["error"], "insufficient_scope");
+        assert_eq!(body["error_description"], "refused by rule 3 of the route");
+    }
+
+    #[tokio::test]
     async fn every_reject_answers_its_status_challenge_and_body() {
         let cases = [
             (Reject::NoRoute, 404, None, "not_found"),
@@ -220,12 +256,13 @@ mod tests {
             ),
             (Reject::Unavailable, 503, None, "temporarily_unavailable"),
             (
-                Reject::InsufficientScope,
+                Reject::InsufficientScope(None),
                 403,
                 Some(BEARER_INSUFFICIENT_SCOPE),
                 "insufficient_scope",
             ),
             (Reject::CrossSite, 403, None, "cross_site_request"),
+            (Reject::CorsRefused, 403, None, "cors_refused"),
             (Reject::BadSignIn, 400, None, "sign_in_failed"),
             (Reject::BodyTooLarge, 413, None, "body_too_large"),
             (Reject::BodyIncomplete, 400, None, "invalid_request"),

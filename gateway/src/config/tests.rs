@@ -249,3 +249,47 @@ fn workers_are_checked_and_default_to_none() {
         Some("server.max_connections")
     );
 }
+
+#[test]
+fn route_rules_are_checked_by_key_and_index() {
+    let route = "[[routes]]\npath_prefix = \"/api/\"\nupstream = \"http://127.0.0.1:1\"\n";
+    let ok = "[[routes.rules]]\nmethods = [\"GET\"]\npath = \"orders/*\"\nroles_any = [\"r\"]\n";
+    assert_eq!(refused(&format!("{BASE}{route}{ok}")), None);
+    let cases = [
+        (
+            "[[routes.rules]]\npath = \"/orders\"\n",
+            true,
+            "routes[0].rules[1].path",
+        ),
+        (
+            "[[routes.rules]]\npath = \"or*ders\"\n",
+            true,
+            "routes[0].rules[1].path",
+        ),
+        (
+            "[[routes.rules]]\nmethods = [\"get\"]\n",
+            true,
+            "routes[0].rules[1].methods",
+        ),
+        (
+            "[[routes.rules]]\nallow = false\nsubjects = [\"x\"]\n",
+            true,
+            "routes[0].rules[1].subjects",
+        ),
+        (
+            "[[routes.rules]]\nroles_all = [\"x\"]\n",
+            false,
+            "routes[0].rules[0].roles_all",
+        ),
+    ];
+    for (rule, auth, key) in cases {
+        let text = if auth {
+            format!("{BASE}{route}{ok}{rule}")
+        } else {
+            format!("{BASE}{route}auth = false\n{rule}")
+        };
+        assert_eq!(refused(&text).as_deref(), Some(key), "{rule}");
+    }
+    let unknown = format!("{BASE}{route}[[routes.rules]]\nrole = [\"x\"]\n");
+    assert!(GatewayConfig::parse(&unknown, Path::new("g.toml")).is_err());
+}

@@ -38,6 +38,24 @@ impl GatewayConfig {
         Ok(config)
     }
 
+    /// Reads, parses and validates a config file as [`GatewayConfig::load`] does, for tools
+    /// that use it without serving (`tokengate check`): secrets the file leaves to the
+    /// environment are not needed, so a placeholder stands for them.
+    pub fn load_offline(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_owned(),
+            source,
+        })?;
+        let mut config = Self::parse(&text, path)?;
+        if let Some(browser) = &mut config.browser
+            && browser.client_secret.is_none()
+        {
+            browser.client_secret = Some("(not needed offline)".to_owned());
+        }
+        config.validate(path)?;
+        Ok(config)
+    }
+
     /// Parses TOML without validating it (see [`GatewayConfig::validate`]); `path` names the
     /// file in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
@@ -165,6 +183,16 @@ impl GatewayConfig {
                 }
             }
             route.validate_upstreams(|k, m| invalid(format!("routes[{i}].{k}"), m))?;
+            crate::policy::Policy::compile(&route.rules, &route.roles, route.auth).map_err(
+                |(j, e)| match e.key {
+                    "rules" => invalid(format!("routes[{i}].rules"), &e.message),
+                    key => invalid(format!("routes[{i}].rules[{j}].{key}"), &e.message),
+                },
+            )?;
+            if let Some(cors) = &route.cors {
+                crate::cors::Cors::new(cors)
+                    .map_err(|e| invalid(format!("routes[{i}].cors.{}", e.key), &e.message))?;
+            }
             if route.browser && !route.auth {
                 return Err(invalid(
                     format!("routes[{i}].browser"),
