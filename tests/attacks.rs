@@ -417,6 +417,43 @@ async fn request_smuggling_framings_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dot_segments_cannot_climb_out_of_a_public_route() {
+    let stack = Stack::start(Options {
+        gateways: 1,
+        ..Options::default()
+    })
+    .await;
+    let gw = stack.gateways[0].public;
+    // Matched by `/public/`'s prefix, read as `/api/...` by a backend that resolves dot
+    // segments: refused before any backend sees it, on every route.
+    for path in [
+        "/public/../api/climb-1",
+        "/public/%2e%2e/api/climb-2",
+        "/public/.%2E/api/climb-3",
+        "/api/./climb-4",
+    ] {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let reply = raw(gw, request.as_bytes()).await;
+        assert_eq!(status(&reply), 400, "{path}: {reply}");
+        assert!(reply.contains("invalid_request"), "{path}: {reply}");
+    }
+    assert!(
+        !stack.backend.saw("climb"),
+        "{:?}",
+        stack.backend.paths.lock().unwrap()
+    );
+    // Dots inside a segment are a name like any other.
+    let reply = raw(
+        gw,
+        b"GET /public/file.v2..json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&reply), 200, "{reply}");
+    still_up(&stack).await;
+    stack.assert_logs_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_heads_and_bodies_and_slow_heads_are_cut_off() {
     let stack = Stack::start(Options {
         gateways: 1,

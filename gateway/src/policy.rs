@@ -192,6 +192,37 @@ fn segment_at(rest: &str, pos: usize) -> (&str, Option<usize>) {
     }
 }
 
+/// Whether a path has a dot segment (`.` or `..`, written out or `%2e`-escaped): a backend
+/// that resolves it would serve another path than the one routed and authorised
+/// (`/public/../admin/x` matching `/public/`), so every route refuses it (RFC 3986 §5.2.4: a
+/// client removes dot segments before it sends; browsers and curl do).
+pub fn dot_segment(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    // Most paths have neither a dot nor an escape: one pass, nothing more.
+    if !bytes.iter().any(|&b| b == b'.' || b == b'%') {
+        return false;
+    }
+    bytes.split(|&b| b == b'/').any(|segment| {
+        let mut dots = 0;
+        let mut rest = segment;
+        while !rest.is_empty() {
+            if rest[0] == b'.' {
+                rest = &rest[1..];
+            } else if rest.len() >= 3
+                && rest[0] == b'%'
+                && rest[1] == b'2'
+                && rest[2] | 0x20 == b'e'
+            {
+                rest = &rest[3..];
+            } else {
+                return false;
+            }
+            dots += 1;
+        }
+        dots == 1 || dots == 2
+    })
+}
+
 /// Whether a path below a prefix reads the same to every backend: no dot segments, no empty
 /// segment inside it, no backslash, and no `%` escape of `/`, `\` or an unreserved character
 /// (which a backend would decode into a path the rules never saw).

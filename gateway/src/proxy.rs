@@ -40,7 +40,7 @@ use crate::headers::{
     strip_identity,
 };
 use crate::metrics::Metrics;
-use crate::policy::Who;
+use crate::policy::{self, Who};
 use crate::ratelimit::RateLimiter;
 use crate::reject::{Body, RATELIMIT, RATELIMIT_POLICY, Reject};
 use crate::routes::{Route, Routes};
@@ -204,6 +204,7 @@ impl Proxy {
         }
         let origin = cors.and_then(|c| c.allowed_origin(req.headers()));
         let result = match route {
+            Some(_) if policy::dot_segment(req.uri().path()) => Err(Reject::BadTarget),
             Some(route) => {
                 let serving = self.serve(&live, req, route, peer, pinned, entry.as_mut());
                 // A disabled span (any level above `debug`) needs no wrapper around the

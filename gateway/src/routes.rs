@@ -238,6 +238,13 @@ impl Check {
                 config.path_prefix
             ),
         ));
+        if crate::policy::dot_segment(uri.path()) {
+            lines.push((
+                "decided by",
+                "the path: every route refuses a . or .. segment (written out or escaped)".into(),
+            ));
+            return Ok(Check::done(lines, Some(Reject::BadTarget)));
+        }
         let who = route.auth.then_some(who);
         lines.push((
             "as",

@@ -402,3 +402,30 @@ fn methods_standard_or_not_match_exactly() {
     );
     assert!(!verdict(&p, "PROPFIND", "x", Some(READER)).0);
 }
+
+#[test]
+fn dot_segments_are_found_written_out_or_escaped() {
+    for path in [
+        "/public/../admin/x",
+        "/public/./x",
+        "/public/..",
+        "/public/%2e%2e/admin",
+        "/public/%2E./admin",
+        "/public/.%2e/admin",
+        "/public/%2e/x",
+    ] {
+        assert!(dot_segment(path), "{path}");
+    }
+    for path in [
+        "/api/orders/7",
+        "/api/file.json",
+        "/api/.well-known/x",
+        "/api/...",
+        "/api/a..b",
+        "/api/%2e%2e%2e",
+        "/api/%20",
+        "/",
+    ] {
+        assert!(!dot_segment(path), "{path}");
+    }
+}
