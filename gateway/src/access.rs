@@ -112,7 +112,8 @@ impl Line for Record {
         out.extend_from_slice(b",\"client_address\":\"");
         address(out, self.client);
         out.extend_from_slice(b"\",\"method\":");
-        json_str(out, cut(self.method.as_str()));
+        // A method is a token (RFC 9110 §9.1; `http` checks it): nothing to escape.
+        json_plain(out, cut(self.method.as_str()));
         out.extend_from_slice(b",\"path\":");
         json_str(out, cut(self.uri.path()));
         if let Some(query) = self.uri.query().filter(|_| self.query) {
@@ -128,10 +129,11 @@ impl Line for Record {
         out.extend_from_slice(b",\"duration_ms\":");
         millis(out, self.duration);
         out.extend_from_slice(b",\"upstream\":");
-        json_opt(
-            out,
-            self.upstream.as_ref().map(http::uri::Authority::as_str),
-        );
+        match &self.upstream {
+            // An authority holds URI characters only (`http` checks it): nothing to escape.
+            Some(authority) => json_plain(out, authority.as_str()),
+            None => out.extend_from_slice(b"null"),
+        }
         out.extend_from_slice(b",\"upstream_duration_ms\":");
         match self.upstream_duration {
             Some(d) => millis(out, d),
@@ -149,7 +151,12 @@ impl Line for Record {
         out.extend_from_slice(b",\"session\":");
         let identity = self.identity.as_deref();
         match identity {
-            Some(i) => json_plain(out, i.session.as_str()),
+            // The id's text, as the X-Auth-Session header already holds it (base64url).
+            Some(i) => {
+                out.push(b'"');
+                out.extend_from_slice(i.session_header.as_bytes());
+                out.push(b'"');
+            }
             None => out.extend_from_slice(b"null"),
         }
         out.extend_from_slice(b",\"subject\":");

@@ -285,10 +285,10 @@ impl TokenCache {
             .inflight
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .entry(id.clone())
+            .entry(id)
             .or_default()
             .clone();
-        let result = cell.get_or_init(|| self.load(id.clone())).await.clone();
+        let result = cell.get_or_init(|| self.load(id)).await.clone();
         let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
         if inflight.get(&id).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
             inflight.remove(&id);
@@ -449,7 +449,7 @@ mod tests {
         let session = cache.store().lookup(&first.session).await.unwrap().unwrap();
         let renewed = sign(&keys, &session, now_unix() + 300);
         let renewal = Renewal {
-            session: session.id.clone(),
+            session: session.id,
             replaces: session.value_token.clone(),
             token: renewed.clone(),
         };

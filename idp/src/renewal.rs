@@ -151,7 +151,7 @@ impl RenewalTask {
             for session in &due {
                 match issuer.renewed(session, now) {
                     Ok(token) => renewals.push(Renewal {
-                        session: session.id.clone(),
+                        session: session.id,
                         replaces: session.value_token.clone(),
                         token,
                     }),

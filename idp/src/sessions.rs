@@ -317,7 +317,7 @@ impl Issuer {
             }
         };
         let renewal = Renewal {
-            session: session.id.clone(),
+            session: session.id,
             replaces: session.value_token.clone(),
             token: token.clone(),
         };
@@ -505,7 +505,7 @@ pub(crate) mod tests {
             .unwrap();
         let held = store.lookup(&s.id).await.unwrap().unwrap().value_token;
         let renewal = Renewal {
-            session: s.id.clone(),
+            session: s.id,
             replaces: held,
             token: old,
         };
@@ -543,15 +543,9 @@ pub(crate) mod tests {
         assert_eq!(claims.exp, claims.iat + 60);
         // Someone with write access to the store gives the session more roles: a renewal signs
         // what the IdP signed before, not what the store says.
-        let (id, token) = (
-            issued.session.id.clone(),
-            issued.session.value_token.clone(),
-        );
+        let (id, token) = (issued.session.id, issued.session.value_token.clone());
         let admin = vec!["admin".to_owned()];
-        store
-            .update_sessions(&[(id.clone(), admin, token)])
-            .await
-            .unwrap();
+        store.update_sessions(&[(id, admin, token)]).await.unwrap();
         let session = store.lookup(&id).await.unwrap().unwrap();
         let renewed = issuer.renewed(&session, now_unix() + 10).unwrap();
         let claims = claims_of(&issuer, &renewed);

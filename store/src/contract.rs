@@ -96,10 +96,7 @@ mod redis_specific {
             "ttl {}",
             ttl(&redis, &key)
         );
-        store
-            .touch(&[(s.id.clone(), now_unix())])
-            .await
-            .expect("touch");
+        store.touch(&[(s.id, now_unix())]).await.expect("touch");
         assert!(
             (595..=601).contains(&ttl(&redis, &key)),
             "ttl {}",

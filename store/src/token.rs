@@ -94,38 +94,44 @@ impl fmt::Debug for ReferenceToken {
     }
 }
 
-/// A session id: 128 bits of the reference token's SHA-256, as base64url.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SessionId(String);
+/// A session id: 128 bits of the reference token's SHA-256, as base64url. Held inline (22
+/// bytes, no allocation): a gateway makes one per request, and its cache keeps one per token.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId([u8; SESSION_ID_LEN]);
 
 impl SessionId {
     /// The session id of a token given as text, without checking the token's shape first (a
     /// gateway calls [`ReferenceToken::parse`] before, so garbage never reaches the store).
     pub fn of_token_text(token: &str) -> Self {
-        SessionId(hash_id(token))
+        let hash = digest(&SHA256, token.as_bytes());
+        let mut id = [0u8; SESSION_ID_LEN];
+        // 16 bytes are 22 characters of unpadded base64: the buffer always fits.
+        let _ = URL_SAFE_NO_PAD.encode_slice(&hash.as_ref()[..SESSION_ID_BYTES], &mut id);
+        SessionId(id)
     }
 
     /// A session id received from outside (admin API, event stream).
     pub fn parse(text: &str) -> Option<Self> {
         let ok = text.len() == SESSION_ID_LEN && url_safe(text);
-        ok.then(|| SessionId(text.to_owned()))
+        ok.then(|| SessionId(text.as_bytes().try_into().unwrap_or([b'A'; SESSION_ID_LEN])))
     }
 
     /// The id as text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Made of base64url characters only (above), so always ASCII.
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
 }
 
 impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
 impl fmt::Debug for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SessionId({})", self.0)
+        write!(f, "SessionId({})", self.as_str())
     }
 }
 
@@ -227,6 +233,22 @@ mod tests {
         assert_eq!(a.session_id().as_str().len(), SESSION_ID_LEN);
         assert_eq!(a.session_id(), a.session_id());
         assert_ne!(a.session_id(), b.session_id());
+    }
+
+    #[test]
+    fn a_session_id_is_the_tokens_hash_as_text_and_parses_back() {
+        let token = ReferenceToken::generate();
+        let id = token.session_id();
+        assert_eq!(id.as_str(), hash_id(token.expose()));
+        assert_eq!(id.to_string(), id.as_str());
+        assert_eq!(SessionId::parse(id.as_str()), Some(id));
+        assert_eq!(SessionId::parse(&id.as_str()[1..]), None);
+        assert_eq!(SessionId::parse("!!!!!!!!!!!!!!!!!!!!!!"), None);
+        // A known vector: SHA-256 of the empty string, 128 bits, base64url.
+        assert_eq!(
+            SessionId::of_token_text("").as_str(),
+            "47DEQpj8HBSa-_TImW-5JA"
+        );
     }
 
     #[test]

@@ -40,7 +40,7 @@ impl UsageLog {
         match pending.get_mut(id) {
             Some(t) => *t = (*t).max(at),
             None => {
-                pending.insert(id.clone(), at);
+                pending.insert(*id, at);
             }
         }
     }

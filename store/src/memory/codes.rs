@@ -34,9 +34,9 @@ impl Codes for MemoryStore {
                 state.codes.remove(id);
                 Redeemed::Unknown
             }
-            Some((_, Some(first), _)) => Redeemed::Replayed(Some(first.clone())),
+            Some((_, Some(first), _)) => Redeemed::Replayed(Some(*first)),
             Some((code, used, _)) => {
-                *used = Some(session.clone());
+                *used = Some(*session);
                 Redeemed::Fresh(code.clone())
             }
             None => Redeemed::Unknown,

@@ -161,15 +161,15 @@ impl State {
 
     /// Puts a session at `due` in the renewal schedule (moving it if it was there).
     fn schedule(&mut self, id: &SessionId, due: u64) {
-        if let Some(old) = self.scheduled.insert(id.clone(), due) {
-            self.schedule.remove(&(old, id.clone()));
+        if let Some(old) = self.scheduled.insert(*id, due) {
+            self.schedule.remove(&(old, *id));
         }
-        self.schedule.insert((due, id.clone()));
+        self.schedule.insert((due, *id));
     }
 
     fn unschedule(&mut self, id: &SessionId) {
         if let Some(due) = self.scheduled.remove(id) {
-            self.schedule.remove(&(due, id.clone()));
+            self.schedule.remove(&(due, *id));
         }
     }
 
@@ -190,7 +190,7 @@ impl State {
             .sessions
             .values()
             .filter(|s| !s.is_live(now))
-            .map(|s| s.id.clone())
+            .map(|s| s.id)
             .collect();
         for id in expired {
             self.remove(&id);

@@ -23,9 +23,9 @@ impl SessionAdmin for MemoryStore {
             .by_subject
             .entry(session.subject.clone())
             .or_default()
-            .insert(session.id.clone());
+            .insert(session.id);
         state.schedule(&session.id, session.value_token.renewal_due());
-        state.sessions.insert(session.id.clone(), session.clone());
+        state.sessions.insert(session.id, session.clone());
         Ok(())
     }
 
@@ -34,12 +34,7 @@ impl SessionAdmin for MemoryStore {
         let existed = state.live(id, now_unix()).is_some();
         if existed {
             state.remove(id);
-            self.publish(
-                &mut state,
-                Event::Revoked {
-                    session: id.clone(),
-                },
-            );
+            self.publish(&mut state, Event::Revoked { session: *id });
         }
         Ok(existed)
     }
@@ -55,7 +50,7 @@ impl SessionAdmin for MemoryStore {
         let mut live = Vec::with_capacity(ids.len());
         for id in &ids {
             if state.live(id, now).is_some() {
-                live.push(id.clone());
+                live.push(*id);
             }
             state.remove(id);
         }
@@ -95,7 +90,7 @@ impl SessionAdmin for MemoryStore {
                 session.roles = roles.clone();
                 session.value_token = token.clone();
                 state.schedule(id, token.renewal_due());
-                updated.push(id.clone());
+                updated.push(*id);
             }
         }
         let count = updated.len();

@@ -280,11 +280,9 @@ mod tests {
     fn events_decode_as_they_were_encoded() {
         let [one, two] = <[SessionId; 2]>::try_from(ids(2)).expect("two ids");
         for event in [
-            Event::Revoked {
-                session: one.clone(),
-            },
+            Event::Revoked { session: one },
             Event::RolesChanged {
-                sessions: vec![one.clone(), two.clone()],
+                sessions: vec![one, two],
             },
             Event::SubjectRevoked {
                 subject: "alice".to_owned(),

@@ -590,7 +590,7 @@ mod tests {
     #[test]
     fn a_session_decodes_from_every_field_of_its_hash() {
         let id = ReferenceToken::generate().session_id();
-        let s = decode_session(id.clone(), fields()).expect("decodes");
+        let s = decode_session(id, fields()).expect("decodes");
         assert_eq!(s.id, id);
         assert_eq!(s.subject, "alice");
         assert_eq!(s.roles, ["orders:read"]);
@@ -618,7 +618,7 @@ mod tests {
     #[test]
     fn a_session_round_trips_through_its_fields() {
         let id = ReferenceToken::generate().session_id();
-        let mut s = decode_session(id.clone(), fields()).expect("decodes");
+        let mut s = decode_session(id, fields()).expect("decodes");
         s.client_id = Some("web".to_owned());
         s.method = "authorization_code".to_owned();
         s.kind = SessionKind::Browser;
@@ -627,7 +627,7 @@ mod tests {
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
             .collect();
-        assert_eq!(decode_session(id.clone(), read), Some(s));
+        assert_eq!(decode_session(id, read), Some(s));
         // A kind this version does not know makes no session at all, never an access one.
         let mut unknown = fields();
         unknown.push(("kind".to_owned(), "refresh".to_owned()));
@@ -697,10 +697,7 @@ mod tests {
         for i in 0..fields().len() {
             let mut missing = fields();
             let (name, _) = missing.remove(i);
-            assert!(
-                decode_session(id.clone(), missing).is_none(),
-                "without {name}"
-            );
+            assert!(decode_session(id, missing).is_none(), "without {name}");
         }
         for (name, bad) in [("roles", "orders:read"), ("created", "-1"), ("idle", "1s")] {
             let mut malformed = fields();
@@ -709,10 +706,7 @@ mod tests {
                     *v = bad.to_owned();
                 }
             }
-            assert!(
-                decode_session(id.clone(), malformed).is_none(),
-                "{name} = {bad}"
-            );
+            assert!(decode_session(id, malformed).is_none(), "{name} = {bad}");
         }
     }
 }

@@ -20,8 +20,7 @@ impl SessionRead for RedisStore {
         if fields.is_empty() {
             return Ok(None);
         }
-        let session =
-            decode_session(id.clone(), fields).ok_or(StoreError::Corrupt { what: "session" })?;
+        let session = decode_session(*id, fields).ok_or(StoreError::Corrupt { what: "session" })?;
         Ok(session.is_live(now_unix()).then_some(session))
     }
 }
@@ -68,10 +67,7 @@ impl SessionAdmin for RedisStore {
         let Some(subject) = subject else {
             return Ok(false);
         };
-        self.publish(&Event::Revoked {
-            session: id.clone(),
-        })
-        .await?;
+        self.publish(&Event::Revoked { session: *id }).await?;
         let keys = &self.shared.keys;
         let unindex = [
             Self::unindex(&keys.subject(&subject, "sessions"), [id.as_str()]),
@@ -157,7 +153,7 @@ impl SessionAdmin for RedisStore {
                 ended.push(id);
                 continue;
             }
-            match decode_session(id.clone(), fields) {
+            match decode_session(id, fields) {
                 Some(s) if s.is_live(now) => sessions.push(s),
                 Some(_) => ended.push(id),
                 None => return Err(StoreError::Corrupt { what: "session" }),
@@ -212,7 +208,7 @@ impl SessionAdmin for RedisStore {
             .collect();
         let count = updated.len();
         if count > 0 {
-            let sessions = updated.iter().map(|(id, _, _)| id.clone()).collect();
+            let sessions = updated.iter().map(|(id, _, _)| *id).collect();
             self.publish(&Event::RolesChanged { sessions }).await?;
             self.schedule(updated.iter().map(|(id, _, token)| (id, token)))
                 .await?;

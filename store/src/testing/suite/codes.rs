@@ -26,7 +26,7 @@ pub async fn codes_are_redeemed_once_then_replayed_then_forgotten<S: Codes>(stor
     for _ in 0..2 {
         assert_eq!(
             store.redeem_code(&id, &second).await.expect("replay"),
-            Redeemed::Replayed(Some(first.clone())),
+            Redeemed::Replayed(Some(first)),
             "a replay names the session the first use made"
         );
     }
@@ -58,7 +58,7 @@ pub async fn codes_are_redeemed_once_then_replayed_then_forgotten<S: Codes>(stor
     ));
     assert_eq!(
         store.redeem_code(&spent, &second).await.expect("replay"),
-        Redeemed::Replayed(Some(first.clone()))
+        Redeemed::Replayed(Some(first))
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     for id in [&spent, &unused] {

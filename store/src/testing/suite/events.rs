@@ -16,12 +16,7 @@ pub async fn events_resume_from_cursor_at_least_once<S: EventStream + SessionAdm
         .await
         .expect("read");
     assert!(!first.gap);
-    assert_eq!(
-        first.events,
-        vec![Event::Revoked {
-            session: a.id.clone()
-        }]
-    );
+    assert_eq!(first.events, vec![Event::Revoked { session: a.id }]);
     // Nothing new after the returned cursor.
     let empty = store
         .read_events(&first.cursor, Duration::from_millis(10))
@@ -34,12 +29,7 @@ pub async fn events_resume_from_cursor_at_least_once<S: EventStream + SessionAdm
         .read_events(&first.cursor, Duration::from_millis(10))
         .await
         .expect("read");
-    assert_eq!(
-        next.events,
-        vec![Event::Revoked {
-            session: b.id.clone()
-        }]
-    );
+    assert_eq!(next.events, vec![Event::Revoked { session: b.id }]);
     // Reading again from an old position delivers the same events again (at-least-once).
     let again = store
         .read_events(&start, Duration::from_millis(10))
@@ -62,12 +52,7 @@ pub async fn blocked_reader_wakes_on_event<S: EventStream + SessionAdmin + Clone
     let started = std::time::Instant::now();
     store.revoke(&s.id).await.expect("revoke");
     let batch = reader.await.expect("join").expect("read");
-    assert_eq!(
-        batch.events,
-        vec![Event::Revoked {
-            session: s.id.clone()
-        }]
-    );
+    assert_eq!(batch.events, vec![Event::Revoked { session: s.id }]);
     assert!(
         started.elapsed() < Duration::from_secs(15),
         "reader was not woken"

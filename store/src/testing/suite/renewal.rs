@@ -33,11 +33,8 @@ pub async fn value_tokens_come_due_by_expiry<S: SessionAdmin + TokenRenewal>(sto
     store.revoke_subject("frank").await.expect("revoke subject");
 
     // Soonest first; ended sessions are never due.
-    let (a, b, c) = (soon.id.clone(), later.id.clone(), far.id.clone());
-    assert_eq!(
-        due_ids(store, now + 500, 0, 10).await,
-        [a.clone(), b.clone()]
-    );
+    let (a, b, c) = (soon.id, later.id, far.id);
+    assert_eq!(due_ids(store, now + 500, 0, 10).await, [a, b]);
     assert_eq!(
         due_ids(store, now + 150, 0, 10).await,
         std::slice::from_ref(&a)
@@ -52,10 +49,7 @@ pub async fn value_tokens_come_due_by_expiry<S: SessionAdmin + TokenRenewal>(sto
     );
     assert_eq!(due_ids(store, now + 500, 2, 10).await, []);
     // A token that lasts as long as its session has nothing left to renew.
-    assert_eq!(
-        due_ids(store, now + 5000, 0, 10).await,
-        [a.clone(), b.clone(), c.clone()]
-    );
+    assert_eq!(due_ids(store, now + 5000, 0, 10).await, [a, b, c]);
     // The returned session is the whole record.
     let got = store.value_tokens_due(now + 150, 0, 1).await.expect("due");
     assert_eq!(got, std::slice::from_ref(&soon));
@@ -64,7 +58,7 @@ pub async fn value_tokens_come_due_by_expiry<S: SessionAdmin + TokenRenewal>(sto
     let roles = vec!["admin".to_owned()];
     let token = token_expiring("alice", now + 2000);
     store
-        .update_sessions(&[(a.clone(), roles, token)])
+        .update_sessions(&[(a, roles, token)])
         .await
         .expect("update");
     assert_eq!(
@@ -85,7 +79,7 @@ pub async fn renewed_value_tokens_replace_without_an_event<
     let cursor = store.events_head().await.expect("head");
     let fresh = token_expiring("alice", now + 400);
     let renewal = Renewal {
-        session: s.id.clone(),
+        session: s.id,
         replaces: s.value_token.clone(),
         token: fresh.clone(),
     };
@@ -129,7 +123,7 @@ pub async fn renewed_value_tokens_replace_without_an_event<
     // Ended and unknown sessions are not renewed, nor brought back.
     store.revoke(&s.id).await.expect("revoke");
     let after_revoke = Renewal {
-        session: s.id.clone(),
+        session: s.id,
         replaces: fresh,
         token: token_expiring("alice", now + 500),
     };

@@ -31,9 +31,7 @@ pub async fn revoke_publishes_once<S: SessionRead + EventStream + SessionAdmin>(
     assert!(!store.revoke(&s.id).await.expect("revoke again"));
     assert_eq!(
         events_since(store, &cursor).await,
-        vec![Event::Revoked {
-            session: s.id.clone()
-        }]
+        vec![Event::Revoked { session: s.id }]
     );
     assert!(store.sessions("alice").await.expect("list").is_empty());
 }
@@ -51,8 +49,8 @@ pub async fn revoke_subject_ends_every_session_of_that_subject_only<
     let cursor = store.events_head().await.expect("head");
     let mut revoked = store.revoke_subject("alice").await.expect("revoke subject");
     revoked.sort();
-    alice.sort_by(|a, b| a.id.cmp(&b.id));
-    let ids: Vec<SessionId> = alice.iter().map(|s| s.id.clone()).collect();
+    alice.sort_by_key(|a| a.id);
+    let ids: Vec<SessionId> = alice.iter().map(|s| s.id).collect();
     assert_eq!(revoked, ids);
     for s in &alice {
         assert_eq!(store.lookup(&s.id).await.expect("lookup"), None);
@@ -82,9 +80,9 @@ pub async fn sessions_lists_live_sessions<S: SessionAdmin>(store: &S) {
     store.create(&a).await.expect("create");
     store.create(&b).await.expect("create");
     let mut listed = store.sessions("carol").await.expect("list");
-    listed.sort_by(|x, y| x.id.cmp(&y.id));
+    listed.sort_by_key(|x| x.id);
     let mut expected = vec![a, b];
-    expected.sort_by(|x, y| x.id.cmp(&y.id));
+    expected.sort_by_key(|x| x.id);
     assert_eq!(listed, expected);
     // Subjects with characters that mean something to Redis are kept apart.
     let odd = session("x}{y:*");
@@ -106,8 +104,8 @@ pub async fn update_sessions_replaces_roles_of_live_sessions<
     let roles = vec!["admin".to_owned(), "orders:write".to_owned()];
     let token = ValueToken("new.value.token".to_owned());
     let updates = [
-        (live.id.clone(), roles.clone(), token.clone()),
-        (gone.id.clone(), roles.clone(), token.clone()),
+        (live.id, roles.clone(), token.clone()),
+        (gone.id, roles.clone(), token.clone()),
     ];
     assert_eq!(store.update_sessions(&updates).await.expect("update"), 1);
     let got = store.lookup(&live.id).await.expect("lookup").expect("live");
@@ -117,7 +115,7 @@ pub async fn update_sessions_replaces_roles_of_live_sessions<
     assert_eq!(
         events_since(store, &cursor).await,
         vec![Event::RolesChanged {
-            sessions: vec![live.id.clone()]
+            sessions: vec![live.id]
         }]
     );
 }
@@ -157,7 +155,7 @@ pub async fn sessions_keep_client_method_and_kind<S: SessionRead + SessionAdmin>
     let roles = vec!["admin".to_owned()];
     let token = ValueToken("re.signed.token".to_owned());
     store
-        .update_sessions(&[(browser.id.clone(), roles.clone(), token.clone())])
+        .update_sessions(&[(browser.id, roles.clone(), token.clone())])
         .await
         .expect("update");
     let got = store

@@ -13,45 +13,30 @@ pub async fn touch_extends_but_never_shortens_or_revives<
     s.last_used_at = now - 100;
     store.create(&s).await.expect("create");
 
-    assert_eq!(store.touch(&[(s.id.clone(), now)]).await.expect("touch"), 1);
+    assert_eq!(store.touch(&[(s.id, now)]).await.expect("touch"), 1);
     let got = store.lookup(&s.id).await.expect("lookup").expect("live");
     assert_eq!(got.last_used_at, now);
     assert_eq!(got.expires_at(), now + 600);
 
     // An older report never moves the expiry back.
-    assert_eq!(
-        store
-            .touch(&[(s.id.clone(), now - 50)])
-            .await
-            .expect("touch"),
-        0
-    );
+    assert_eq!(store.touch(&[(s.id, now - 50)]).await.expect("touch"), 0);
     let got = store.lookup(&s.id).await.expect("lookup").expect("live");
     assert_eq!(got.last_used_at, now);
 
     // Use never extends past the absolute lifetime.
-    store
-        .touch(&[(s.id.clone(), now + 3500)])
-        .await
-        .expect("touch");
+    store.touch(&[(s.id, now + 3500)]).await.expect("touch");
     let got = store.lookup(&s.id).await.expect("lookup").expect("live");
     assert_eq!(got.expires_at(), s.max_expires_at);
 
     // A revoked session stays revoked whatever is reported later.
     assert!(store.revoke(&s.id).await.expect("revoke"));
-    assert_eq!(
-        store
-            .touch(&[(s.id.clone(), now + 10)])
-            .await
-            .expect("touch"),
-        0
-    );
+    assert_eq!(store.touch(&[(s.id, now + 10)]).await.expect("touch"), 0);
     assert_eq!(store.lookup(&s.id).await.expect("lookup"), None);
     // Unknown sessions in a batch are skipped, the rest applied.
     let other = session("bob");
     store.create(&other).await.expect("create");
     let unknown = ReferenceToken::generate().session_id();
-    let batch = [(unknown, now + 5), (other.id.clone(), now + 5)];
+    let batch = [(unknown, now + 5), (other.id, now + 5)];
     assert_eq!(store.touch(&batch).await.expect("touch"), 1);
 }
 
