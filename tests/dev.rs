@@ -8,9 +8,34 @@ use std::process::{Command, Stdio};
 
 use support::{get, post_form, send};
 
+/// A `tokengate dev` process, killed when the test ends, however it ends: a failed assertion
+/// must not leave it holding the walkthrough's fixed ports for the next run.
+struct Dev(std::process::Child);
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        // Already stopped (the test's SIGTERM): both calls are harmless.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Dev {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Dev {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
 #[tokio::test]
 async fn dev_walkthrough_works_and_no_secret_reaches_the_log() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tokengate"))
+    let mut child = Dev(Command::new(env!("CARGO_BIN_EXE_tokengate"))
         .args([
             "dev",
             "--idp-listen",
@@ -22,7 +47,7 @@ async fn dev_walkthrough_works_and_no_secret_reaches_the_log() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap());
     // The first lines name the listeners and the admin token.
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let (mut banner, mut line) = (String::new(), String::new());
@@ -244,12 +269,12 @@ async fn dev_walkthrough_works_and_no_secret_reaches_the_log() {
 
 #[tokio::test]
 async fn echo_runs_alone_and_help_points_to_the_demo() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tokengate"))
+    let mut child = Dev(Command::new(env!("CARGO_BIN_EXE_tokengate"))
         .args(["echo", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap());
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     while !line.contains("echo backend listening") {
