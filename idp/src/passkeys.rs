@@ -47,9 +47,6 @@ use crate::webauthn::{self, RelyingParty, Stored};
 
 /// How long a ceremony's challenge waits for the browser's answer.
 pub const CEREMONY_TTL: Duration = Duration::from_secs(300);
-/// Longest user handle: WebAuthn's bound (64 bytes). It is the username, which the
-/// authenticator keeps as the credential's name anyway.
-const MAX_USER_HANDLE: usize = 64;
 
 /// The public listener's routes of passkeys.
 pub fn routes() -> Router<Live> {
@@ -210,23 +207,6 @@ struct ContinueQuery {
     next: Option<String>,
 }
 
-/// The account page's link, for `username`'s enrolment page to offer a passkey instead (going
-/// on to `next` once added): `None` while passkeys are off, or when the name is too long to be
-/// a user handle.
-pub(crate) fn add_link(state: &AppState, username: &str, next: Option<&str>) -> Option<String> {
-    state.webauthn.as_ref()?;
-    if username.len() > MAX_USER_HANDLE {
-        return None;
-    }
-    Some(match next {
-        Some(next) => format!(
-            "/account/passkeys?{}",
-            serde_urlencoded::to_string([("continue", next)]).unwrap_or_default()
-        ),
-        None => "/account/passkeys".to_owned(),
-    })
-}
-
 /// The passkey page of a sign-in (a second factor, or without a password).
 #[derive(Template)]
 #[template(path = "passkey_signin.html")]
@@ -336,24 +316,25 @@ async fn render_account(
     let Some(rp) = state.webauthn.as_ref() else {
         return PasskeyError::Off.page();
     };
-    let add = if user.passkeys.len() < MAX_PASSKEYS && user.username.len() <= MAX_USER_HANDLE {
-        let Some(ceremony) = Ceremony::new(Purpose::Register, Some(&user.username), &[]) else {
-            return unavailable();
+    let add =
+        if user.passkeys.len() < MAX_PASSKEYS && user.username.len() <= webauthn::MAX_USER_HANDLE {
+            let Some(ceremony) = Ceremony::new(Purpose::Register, Some(&user.username), &[]) else {
+                return unavailable();
+            };
+            let id = match hold_record(state, &ceremony, CEREMONY_TTL).await {
+                Ok(id) => id,
+                Err(page) => return page,
+            };
+            Some(AddForm {
+                ceremony: id,
+                challenge: ceremony.challenge,
+                rp_id: rp.id().to_owned(),
+                user_id: URL_SAFE_NO_PAD.encode(user.username.as_bytes()),
+                exclude: passkey_ids(user),
+            })
+        } else {
+            None
         };
-        let id = match hold_record(state, &ceremony, CEREMONY_TTL).await {
-            Ok(id) => id,
-            Err(page) => return page,
-        };
-        Some(AddForm {
-            ceremony: id,
-            challenge: ceremony.challenge,
-            rp_id: rp.id().to_owned(),
-            user_id: URL_SAFE_NO_PAD.encode(user.username.as_bytes()),
-            exclude: passkey_ids(user),
-        })
-    } else {
-        None
-    };
     let passkeys = user
         .passkeys
         .iter()
@@ -763,7 +744,7 @@ async fn assert(
     let username = match &ceremony.username {
         Some(name) => name.clone(),
         None => {
-            let handle = field(form, "user_handle", MAX_USER_HANDLE)?;
+            let handle = field(form, "user_handle", webauthn::MAX_USER_HANDLE)?;
             String::from_utf8(handle).map_err(|_| PasskeyError::Field("user_handle"))?
         }
     };

@@ -559,7 +559,7 @@ async fn enrolment_page(
         enrolment: &id,
         csrf: &csrf,
         error,
-        passkey_link: crate::passkeys::add_link(state, username, next),
+        passkey_link: passkey_link(state, username, next),
     };
     pages::with_csrf(
         pages::page(StatusCode::OK, &page, &[]),
@@ -652,6 +652,23 @@ async fn enrol(
     )
     .await;
     pages::page(StatusCode::OK, &Done { codes, next }, &[])
+}
+
+/// The link to the passkeys account page, for `username`'s enrolment page to offer a passkey
+/// instead (going on to `next` once added): `None` while passkeys are off, or when the name is
+/// too long to be a user handle.
+fn passkey_link(state: &AppState, username: &str, next: Option<&str>) -> Option<String> {
+    state.webauthn.as_ref()?;
+    if username.len() > crate::webauthn::MAX_USER_HANDLE {
+        return None;
+    }
+    Some(match next {
+        Some(next) => format!(
+            "/account/passkeys?{}",
+            serde_urlencoded::to_string([("continue", next)]).unwrap_or_default()
+        ),
+        None => "/account/passkeys".to_owned(),
+    })
 }
 
 #[cfg(test)]

@@ -27,6 +27,9 @@ use subtle::ConstantTimeEq;
 
 /// Longest clientDataJSON taken (browsers send a few hundred bytes).
 pub const MAX_CLIENT_DATA: usize = 4096;
+/// Longest user handle: WebAuthn's bound (64 bytes). Ours is the username, which the
+/// authenticator keeps as the credential's name anyway.
+pub const MAX_USER_HANDLE: usize = 64;
 /// Longest attestationObject taken (an RSA-4096 key and a long credential id fit many times).
 pub const MAX_ATTESTATION: usize = 16 * 1024;
 /// Longest authenticatorData of an assertion taken.
