@@ -19,7 +19,8 @@ use bytes::Bytes;
 use http::{HeaderValue, header};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokengate_server::access::{
-    Clock, Line, address, integer, json_bytes, json_opt, json_plain, json_str, millis, protocol,
+    Clock, Line, address, integer, json_bytes, json_opt, json_plain, json_str, millis, or_null,
+    protocol,
 };
 
 use crate::cache::Identity;
@@ -129,16 +130,12 @@ impl Line for Record {
         out.extend_from_slice(b",\"duration_ms\":");
         millis(out, self.duration);
         out.extend_from_slice(b",\"upstream\":");
-        match &self.upstream {
-            // An authority holds URI characters only (`http` checks it): nothing to escape.
-            Some(authority) => json_plain(out, authority.as_str()),
-            None => out.extend_from_slice(b"null"),
-        }
+        // An authority holds URI characters only (`http` checks it): nothing to escape.
+        or_null(out, self.upstream.as_ref(), |out, a| {
+            json_plain(out, a.as_str())
+        });
         out.extend_from_slice(b",\"upstream_duration_ms\":");
-        match self.upstream_duration {
-            Some(d) => millis(out, d),
-            None => out.extend_from_slice(b"null"),
-        }
+        or_null(out, self.upstream_duration, millis);
         out.extend_from_slice(b",\"bytes_in\":");
         integer(
             out,
@@ -150,32 +147,22 @@ impl Line for Record {
         integer(out, self.bytes_out);
         out.extend_from_slice(b",\"session\":");
         let identity = self.identity.as_deref();
-        match identity {
-            // The id's text, as the X-Auth-Session header already holds it (base64url).
-            Some(i) => {
-                out.push(b'"');
-                out.extend_from_slice(i.session_header.as_bytes());
-                out.push(b'"');
-            }
-            None => out.extend_from_slice(b"null"),
-        }
+        // The id's text, as the X-Auth-Session header already holds it (base64url).
+        or_null(out, identity, |out, i| {
+            json_plain(out, i.session_header.as_bytes())
+        });
         out.extend_from_slice(b",\"subject\":");
-        match identity {
-            Some(i) => json_bytes(out, i.subject.as_bytes()),
-            None => out.extend_from_slice(b"null"),
-        }
+        or_null(out, identity, |out, i| {
+            json_bytes(out, i.subject.as_bytes())
+        });
         out.extend_from_slice(b",\"client_id\":");
         json_opt(out, identity.and_then(|i| i.client_id.as_deref()).map(cut));
         out.extend_from_slice(b",\"user_agent\":");
-        match &self.user_agent {
-            Some(v) => json_bytes(out, v.as_bytes()),
-            None => out.extend_from_slice(b"null"),
-        }
+        or_null(out, self.user_agent.as_ref(), |out, v| {
+            json_bytes(out, v.as_bytes())
+        });
         out.extend_from_slice(b",\"reason\":");
-        match self.reason {
-            Some(reason) => json_plain(out, reason),
-            None => out.extend_from_slice(b"null"),
-        }
+        or_null(out, self.reason, json_plain);
         out.extend_from_slice(b"}\n");
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderValue, Method, Uri, Version, header};
 use tokengate_server::access::{
-    Clock, Line, address, integer, json_bytes, json_opt, json_str, millis, protocol,
+    Clock, Line, address, integer, json_bytes, json_opt, json_str, millis, or_null, protocol,
 };
 use tokengate_server::cut;
 
@@ -115,14 +115,11 @@ impl Line for Record {
         out.extend_from_slice(b"{\"time\":\"");
         clock.write(out, a.time);
         out.extend_from_slice(b"\",\"client_address\":");
-        match a.client {
-            Some(ip) => {
-                out.push(b'"');
-                address(out, ip);
-                out.push(b'"');
-            }
-            None => out.extend_from_slice(b"null"),
-        }
+        or_null(out, a.client, |out, ip| {
+            out.push(b'"');
+            address(out, ip);
+            out.push(b'"');
+        });
         out.extend_from_slice(b",\"method\":");
         json_str(out, cut(a.method.as_str()));
         out.extend_from_slice(b",\"path\":");
@@ -148,10 +145,9 @@ impl Line for Record {
         out.extend_from_slice(b",\"outcome\":");
         json_str(out, self.outcome);
         out.extend_from_slice(b",\"user_agent\":");
-        match &a.user_agent {
-            Some(v) => json_bytes(out, v.as_bytes()),
-            None => out.extend_from_slice(b"null"),
-        }
+        or_null(out, a.user_agent.as_ref(), |out, v| {
+            json_bytes(out, v.as_bytes())
+        });
         out.extend_from_slice(b"}\n");
     }
 }

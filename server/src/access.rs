@@ -313,17 +313,16 @@ impl<R: Line> AccessLog<R> {
 
     /// Hands a record over without waiting; a full queue drops it and counts.
     pub fn send(&self, record: R) {
-        let mut queue = self.shared.lock();
-        if queue.records.len() >= self.shared.capacity || queue.closing {
-            drop(queue);
+        let capacity = self.shared.capacity;
+        let queued = self.shared.update(|queue| {
+            let room = queue.records.len() < capacity && !queue.closing;
+            if room {
+                queue.records.push(record);
+            }
+            room
+        });
+        if !queued {
             self.dropped.inc();
-            return;
-        }
-        queue.records.push(record);
-        let wake = std::mem::take(&mut queue.parked);
-        drop(queue);
-        if wake {
-            self.shared.wake.notify_one();
         }
     }
 
@@ -448,20 +447,27 @@ pub fn millis(out: &mut Vec<u8>, d: Duration) {
     three_digits(out, micros % 1000);
 }
 
-/// A string known to need no escaping (an id of our own alphabet, a name of ours), quoted.
-pub fn json_plain(out: &mut Vec<u8>, s: &str) {
-    debug_assert!(plain(s.as_bytes()), "{s:?} needs escaping");
+/// A string known to need no escaping (an id of our own alphabet, a name of ours, a value
+/// `http` checked), quoted.
+pub fn json_plain(out: &mut Vec<u8>, s: impl AsRef<[u8]>) {
+    let s = s.as_ref();
+    debug_assert!(plain(s), "{:?} needs escaping", String::from_utf8_lossy(s));
     out.push(b'"');
-    out.extend_from_slice(s.as_bytes());
+    out.extend_from_slice(s);
     out.push(b'"');
+}
+
+/// `null`, or `value` as `write` puts it.
+pub fn or_null<T>(out: &mut Vec<u8>, value: Option<T>, write: impl FnOnce(&mut Vec<u8>, T)) {
+    match value {
+        Some(value) => write(out, value),
+        None => out.extend_from_slice(b"null"),
+    }
 }
 
 /// A JSON string, or `null`.
 pub fn json_opt(out: &mut Vec<u8>, s: Option<&str>) {
-    match s {
-        Some(s) => json_str(out, s),
-        None => out.extend_from_slice(b"null"),
-    }
+    or_null(out, s, json_str);
 }
 
 /// A JSON string: quotes, backslashes and control characters (line breaks, ANSI escapes)
