@@ -313,16 +313,19 @@ impl<R: Line> AccessLog<R> {
 
     /// Hands a record over without waiting; a full queue drops it and counts.
     pub fn send(&self, record: R) {
-        let capacity = self.shared.capacity;
-        let queued = self.shared.update(|queue| {
-            let room = queue.records.len() < capacity && !queue.closing;
-            if room {
-                queue.records.push(record);
-            }
-            room
-        });
-        if !queued {
+        // Not through `Shared::update`: a closure holding the record would copy it once more,
+        // on every request.
+        let mut queue = self.shared.lock();
+        if queue.records.len() >= self.shared.capacity || queue.closing {
+            drop(queue);
             self.dropped.inc();
+            return;
+        }
+        queue.records.push(record);
+        let wake = std::mem::take(&mut queue.parked);
+        drop(queue);
+        if wake {
+            self.shared.wake.notify_one();
         }
     }
 
